@@ -1,0 +1,18 @@
+//! Airlock: an MCP gateway that classifies every tool call by risk, holds risky calls for
+//! human approval, and appends every step to a signed, hash-chained audit log.
+//!
+//! The modules follow the call pipeline: identify → validate → classify → decide → hold →
+//! forward → record. See `ARCHITECTURE.md` for the map and its invariants.
+
+pub mod approval;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod demo_tools;
+pub mod downstream;
+pub mod gateway;
+pub mod http;
+pub mod identity;
+pub mod manifest;
+pub mod policy;
+pub mod risk;
