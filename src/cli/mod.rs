@@ -1,1 +1,93 @@
-//! TODO: cli
+//! The command line: one file per subcommand.
+//!
+//! Owns: argument parsing (clap), turning errors into one `airlock:` line and an exit code.
+//! Uses: every other module, through their public APIs.
+//! Must not: make decisions of its own; business logic lives in the pipeline modules.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod check;
+mod demo_tools;
+mod explain;
+mod keys;
+mod log;
+mod serve;
+mod tools;
+
+/// Exit code for "the command ran and found a problem" (invalid config, tampered log).
+pub const EXIT_FOUND_PROBLEM: u8 = 1;
+/// Exit code for "the command could not run" (bad arguments, unreadable files).
+pub const EXIT_ERROR: u8 = 2;
+
+/// Airlock: an MCP gateway that holds risky tool calls for human approval.
+#[derive(Debug, Parser)]
+#[command(name = "airlock", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The `--config` flag shared by commands that read `airlock.toml`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConfigArg {
+    /// Path to airlock.toml (default: ./airlock.toml if present, else built-in defaults).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (stdio by default; --http ADDR for HTTP).
+    Serve(serve::Args),
+    /// Validate airlock.toml, tool manifests and policies.
+    Check(check::Args),
+    /// Explain the policy decision for a call, without calling anything.
+    Explain(explain::Args),
+    /// Inspect and accept tool fingerprints.
+    #[command(subcommand)]
+    Tools(tools::Command),
+    /// Inspect and verify the audit log.
+    #[command(subcommand)]
+    Log(log::Command),
+    /// Show or rotate the audit signing key.
+    #[command(subcommand)]
+    Keys(keys::Command),
+    /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
+    DemoTools(demo_tools::Args),
+}
+
+/// Parses the command line, runs the command, and maps its outcome to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Check(args) => check::run(args),
+        Command::Explain(args) => explain::run(args),
+        Command::Tools(cmd) => tools::run(cmd),
+        Command::Log(cmd) => log::run(cmd),
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::DemoTools(args) => demo_tools::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("airlock: {err:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Logs go to stderr, always: in stdio mode stdout is the protocol.
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
