@@ -1,1 +1,183 @@
-//! TODO: downstream
+//! The MCP client side: one supervised connection per downstream server, and the
+//! aggregated, namespaced tool catalog.
+//!
+//! Owns: starting downstreams (in parallel), restarting them with backoff, their tool
+//! lists, forwarding one call with its progress, cancellation and elicitation.
+//! Uses: `manifest` for server definitions.
+//! Must not: decide whether a call may run (policy), or write the audit log.
+
+mod call;
+mod catalog;
+mod connect;
+mod handler;
+mod tap;
+
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use rmcp::RoleClient;
+use rmcp::model::Tool;
+use rmcp::service::Peer;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::manifest::Manifest;
+
+pub use call::{CallStep, ElicitReply, ForwardError, PendingCall};
+pub use catalog::{Catalog, CatalogEntry, Namespacing};
+
+use handler::ElicitRelays;
+use tap::ProgressRoutes;
+
+/// How long start-up waits for every downstream's first connection attempt.
+const FIRST_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where one downstream stands.
+#[derive(Debug, Clone)]
+pub enum Health {
+    /// The first connection attempt has not finished.
+    Starting,
+    /// Connected and serving.
+    Ready,
+    /// Not connected; calls fail until a restart succeeds.
+    Down {
+        /// Why the last connection ended or failed.
+        reason: String,
+    },
+}
+
+/// One downstream server and its live connection, if any.
+pub struct Server {
+    manifest: Manifest,
+    peer: RwLock<Option<Peer<RoleClient>>>,
+    health: RwLock<Health>,
+    tools: RwLock<Vec<Tool>>,
+    progress: ProgressRoutes,
+    elicit: Arc<ElicitRelays>,
+}
+
+impl Server {
+    fn new(manifest: Manifest) -> Self {
+        Self {
+            manifest,
+            peer: RwLock::new(None),
+            health: RwLock::new(Health::Starting),
+            tools: RwLock::new(Vec::new()),
+            progress: ProgressRoutes::default(),
+            elicit: Arc::default(),
+        }
+    }
+
+    /// The server's name, as in its manifest.
+    pub fn name(&self) -> &str {
+        &self.manifest.name
+    }
+
+    /// The manifest this server was started from.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Where the server stands now.
+    pub fn health(&self) -> Health {
+        self.health.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_health(&self, health: Health) {
+        *self.health.write().unwrap_or_else(PoisonError::into_inner) = health;
+    }
+
+    fn peer(&self) -> Option<Peer<RoleClient>> {
+        self.peer.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_peer(&self, peer: Option<Peer<RoleClient>>) {
+        *self.peer.write().unwrap_or_else(PoisonError::into_inner) = peer;
+    }
+
+    fn tools(&self) -> Vec<Tool> {
+        self.tools.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    fn set_tools(&self, tools: Vec<Tool>) {
+        *self.tools.write().unwrap_or_else(PoisonError::into_inner) = tools;
+    }
+}
+
+/// Every downstream server, supervised, and the catalog built from their tools.
+pub struct Downstreams {
+    servers: Vec<Arc<Server>>,
+    namespacing: Namespacing,
+    catalog: watch::Sender<Arc<Catalog>>,
+    rebuild: Mutex<()>,
+    shutdown: CancellationToken,
+}
+
+impl Downstreams {
+    /// Starts every downstream in parallel and waits until each has connected or failed
+    /// once. A server that fails is reported and retried in the background; the others serve.
+    pub async fn start(manifests: Vec<Manifest>, namespacing: Namespacing) -> Arc<Self> {
+        let servers: Vec<Arc<Server>> =
+            manifests.into_iter().map(|m| Arc::new(Server::new(m))).collect();
+        let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
+        let this = Arc::new(Self {
+            servers,
+            namespacing,
+            catalog,
+            rebuild: Mutex::new(()),
+            shutdown: CancellationToken::new(),
+        });
+        let mut first_attempts = Vec::new();
+        for server in &this.servers {
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            tokio::spawn(connect::supervise(
+                server.clone(),
+                Arc::downgrade(&this),
+                this.shutdown.clone(),
+                done_tx,
+            ));
+            first_attempts.push(done_rx);
+        }
+        let waiting = futures::future::join_all(first_attempts);
+        if tokio::time::timeout(FIRST_ATTEMPT_TIMEOUT, waiting).await.is_err() {
+            tracing::warn!("some downstream servers are still starting; serving the others");
+        }
+        this.rebuild_catalog();
+        this
+    }
+
+    /// The current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.borrow().clone()
+    }
+
+    /// A receiver that wakes whenever the catalog changes.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.subscribe()
+    }
+
+    /// Every server, in manifest order.
+    pub fn servers(&self) -> &[Arc<Server>] {
+        &self.servers
+    }
+
+    /// Rebuilds the catalog from every server's last known tools; notifies subscribers
+    /// only when something a client can see changed.
+    fn rebuild_catalog(&self) {
+        let _serialized = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
+        let next = Catalog::build(&self.servers, &self.namespacing);
+        self.catalog.send_if_modified(|current| {
+            if current.same_tools(&next) {
+                false
+            } else {
+                *current = Arc::new(next);
+                true
+            }
+        });
+    }
+
+    /// Stops every downstream (children are killed when their transport drops).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}

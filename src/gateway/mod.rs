@@ -1,1 +1,168 @@
-//! TODO: gateway
+//! The MCP server side: what a client sees when it talks to Airlock.
+//!
+//! Owns: the `ServerHandler` (one per client session), the call pipeline
+//! (resolve → validate → classify → decide → hold → forward → record) and the mapping of
+//! pipeline errors to the wire.
+//! Uses: `downstream` to forward, `policy`/`approval`/`audit` for the pipeline stages.
+//! Must not: speak a transport itself (that is `http` and `stdio` here), or parse config.
+
+mod forward;
+pub mod stdio;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorData, Implementation, ListToolsResult,
+    PaginatedRequestParams, ServerCapabilities, ServerConfig, SubscriptionFilter,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{Peer, RoleServer, ServerHandler};
+use tracing::Instrument;
+
+use crate::downstream::Downstreams;
+
+/// How a client reached Airlock; recorded with its session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// stdin/stdout of `airlock serve`.
+    Stdio,
+    /// Streamable HTTP at `/mcp`.
+    StreamableHttp,
+    /// Legacy HTTP+SSE at `/sse` + `/message`.
+    LegacySse,
+}
+
+/// State shared by every session.
+pub struct Gateway {
+    downstreams: Arc<Downstreams>,
+    /// Legacy-era peers to tell about tool-list changes.
+    listeners: Mutex<Vec<Peer<RoleServer>>>,
+    next_session: AtomicU64,
+    next_call: AtomicU64,
+}
+
+impl Gateway {
+    /// Builds the gateway over started downstreams and starts relaying catalog changes.
+    pub fn new(downstreams: Arc<Downstreams>) -> Arc<Self> {
+        let gateway = Arc::new(Self {
+            downstreams,
+            listeners: Mutex::new(Vec::new()),
+            next_session: AtomicU64::new(1),
+            next_call: AtomicU64::new(1),
+        });
+        tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
+        gateway
+    }
+
+    /// The downstream servers behind this gateway.
+    pub fn downstreams(&self) -> &Arc<Downstreams> {
+        &self.downstreams
+    }
+
+    /// A handler for one new client session.
+    pub fn session(self: &Arc<Self>, channel: Channel) -> Session {
+        let n = self.next_session.fetch_add(1, Ordering::Relaxed);
+        Session { gateway: self.clone(), id: format!("s{n}"), channel }
+    }
+
+    fn next_call_id(&self) -> String {
+        format!("c{}", self.next_call.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+/// Tells every legacy-era client that the tool list changed, whenever it does.
+async fn relay_catalog_changes(gateway: std::sync::Weak<Gateway>) {
+    let Some(mut changes) = gateway.upgrade().map(|g| g.downstreams.subscribe()) else { return };
+    while changes.changed().await.is_ok() {
+        let Some(gateway) = gateway.upgrade() else { return };
+        let peers: Vec<_> =
+            gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for peer in &peers {
+            if let Err(error) = peer.notify_tool_list_changed().await {
+                tracing::debug!(%error, "client gone; no list_changed for it");
+            }
+        }
+        gateway
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|peer| !peer.is_transport_closed());
+    }
+}
+
+/// One client session: the `ServerHandler` rmcp drives.
+#[derive(Clone)]
+pub struct Session {
+    gateway: Arc<Gateway>,
+    id: String,
+    channel: Channel,
+}
+
+impl ServerHandler for Session {
+    fn get_info(&self) -> ServerConfig {
+        let capabilities = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build();
+        ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "Airlock gateway: tools from several servers, named <server>__<tool>. \
+                 Risky calls may be held for human approval.",
+            )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let catalog = self.gateway.downstreams.catalog();
+        let tools = catalog.entries().map(|entry| entry.exposed.clone()).collect();
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let call_id = self.gateway.next_call_id();
+        let span = tracing::info_span!(
+            "call",
+            call_id = %call_id,
+            session = %self.id,
+            tool = %request.name,
+            risk = tracing::field::Empty,
+            decision = tracing::field::Empty,
+        );
+        forward::run(self, request, context).instrument(span).await
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        tracing::debug!(session = %self.id, channel = ?self.channel, "client initialized");
+        self.gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(context.peer);
+    }
+
+    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+        let mut accepted = SubscriptionFilter::new();
+        accepted.tools_list_changed = requested.tools_list_changed;
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let mut changes = self.gateway.downstreams.subscribe();
+        changes.mark_unchanged();
+        loop {
+            tokio::select! {
+                changed = changes.changed() => {
+                    if changed.is_err() { return Ok(()) }
+                    if context.accepted().tools_list_changed == Some(true)
+                        && context.sink().notify_tool_list_changed().await.is_err()
+                    {
+                        return Ok(());
+                    }
+                }
+                () = context.cancelled() => return Ok(()),
+            }
+        }
+    }
+}

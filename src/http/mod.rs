@@ -1,1 +1,79 @@
-//! TODO: http
+//! The HTTP surface, on one axum router.
+//!
+//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`), the
+//! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
+//! Uses: `gateway` for MCP sessions.
+//! Must not: implement pipeline decisions; it only hands requests to the gateway.
+
+mod guard;
+mod sse;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::{get, post};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::gateway::{Channel, Gateway};
+
+pub use guard::HostGuard;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub(crate) struct AppState {
+    gateway: Arc<Gateway>,
+    sse: sse::SseSessions,
+}
+
+/// Builds the router. The Host/Origin guard covers every route, so rmcp's own check on
+/// `/mcp` is switched off: one decision point.
+pub fn router(gateway: Arc<Gateway>, guard: HostGuard, shutdown: CancellationToken) -> Router {
+    let mcp_gateway = gateway.clone();
+    let config = StreamableHttpServerConfig::default()
+        .disable_allowed_hosts()
+        .disable_allowed_origins()
+        .with_cancellation_token(shutdown);
+    let mcp = StreamableHttpService::new(
+        move || Ok(mcp_gateway.session(Channel::StreamableHttp)),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    let state = AppState { gateway, sse: sse::SseSessions::default() };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/sse", get(sse::connect))
+        .route("/message", post(sse::message))
+        .nest_service("/mcp", mcp)
+        .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// `GET /healthz`: 200 with every downstream's health.
+async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    let servers: serde_json::Map<String, serde_json::Value> = state
+        .gateway
+        .downstreams()
+        .servers()
+        .iter()
+        .map(|s| (s.name().to_owned(), serde_json::Value::String(format!("{:?}", s.health()))))
+        .collect();
+    axum::Json(serde_json::json!({"status": "ok", "downstreams": servers}))
+}
+
+/// Serves `router` on `listener` until `shutdown` fires. Every accepted connection gets
+/// `TCP_NODELAY`: without it a keep-alive client waits on Nagle for each small response.
+pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "could not set TCP_NODELAY");
+        }
+    });
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}

@@ -1,0 +1,104 @@
+//! The aggregated tool catalog: every visible downstream tool under its exposed name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use rmcp::model::Tool;
+
+use super::Server;
+
+/// How exposed tool names are formed from server and tool names.
+#[derive(Debug, Clone)]
+pub enum Namespacing {
+    /// `<server><separator><tool>`, e.g. `fs__read_file`.
+    Prefix {
+        /// Placed between server and tool names.
+        separator: String,
+    },
+    /// The downstream tool name as is; a name offered by two servers is served from the
+    /// first server (in manifest order) and reported.
+    None,
+}
+
+impl Namespacing {
+    fn expose(&self, server: &str, tool: &str) -> String {
+        match self {
+            Namespacing::Prefix { separator } => format!("{server}{separator}{tool}"),
+            Namespacing::None => tool.to_owned(),
+        }
+    }
+}
+
+/// One exposed tool.
+#[derive(Clone)]
+pub struct CatalogEntry {
+    /// The server that serves it.
+    pub server: Arc<Server>,
+    /// The tool as the downstream describes it (its own name).
+    pub tool: Tool,
+    /// The tool as clients see it (exposed name).
+    pub exposed: Tool,
+}
+
+/// Every visible tool, in exposed-name order (deterministic across restarts).
+#[derive(Clone, Default)]
+pub struct Catalog {
+    entries: BTreeMap<String, CatalogEntry>,
+}
+
+impl Catalog {
+    pub(super) fn build(servers: &[Arc<Server>], namespacing: &Namespacing) -> Self {
+        let mut entries = BTreeMap::new();
+        for server in servers {
+            for tool in server.tools() {
+                if server.manifest().is_hidden(&tool.name) {
+                    continue;
+                }
+                let name = namespacing.expose(server.name(), &tool.name);
+                if let Some(existing) = entries.get(&name) {
+                    let existing: &CatalogEntry = existing;
+                    tracing::error!(
+                        tool = %name,
+                        kept = existing.server.name(),
+                        dropped = server.name(),
+                        "two downstream servers expose the same tool name; enable prefixing"
+                    );
+                    continue;
+                }
+                let mut exposed = tool.clone();
+                exposed.name = name.clone().into();
+                entries.insert(name, CatalogEntry { server: server.clone(), tool, exposed });
+            }
+        }
+        Self { entries }
+    }
+
+    /// Looks up an exposed name.
+    pub fn get(&self, exposed: &str) -> Option<&CatalogEntry> {
+        self.entries.get(exposed)
+    }
+
+    /// Every entry, in exposed-name order.
+    pub fn entries(&self) -> impl Iterator<Item = &CatalogEntry> {
+        self.entries.values()
+    }
+
+    /// Number of exposed tools.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no tool is exposed.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub(super) fn same_tools(&self, other: &Catalog) -> bool {
+        self.entries.len() == other.entries.len()
+            && self
+                .entries
+                .values()
+                .zip(other.entries.values())
+                .all(|(a, b)| a.exposed == b.exposed && Arc::ptr_eq(&a.server, &b.server))
+    }
+}

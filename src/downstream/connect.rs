@@ -1,0 +1,144 @@
+//! Connecting to one downstream and keeping it connected.
+
+use std::process::Stdio;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use rmcp::RoleClient;
+use rmcp::service::{RunningService, ServiceExt};
+use rmcp::transport::{IntoTransport, StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::handler::DownstreamHandler;
+use super::tap::Tap;
+use super::{Downstreams, Health, Server};
+use crate::manifest::Transport;
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A connection that lived this long resets the backoff.
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Concurrent requests allowed to one streamable-HTTP downstream (rmcp's default is 16).
+const HTTP_MAX_IN_FLIGHT: usize = 256;
+
+type Running = RunningService<RoleClient, DownstreamHandler>;
+
+/// Keeps one downstream connected until shutdown: connect, serve, and on loss reconnect
+/// with exponential backoff. `first_done` fires after the first attempt either way.
+pub(super) async fn supervise(
+    server: Arc<Server>,
+    downstreams: Weak<Downstreams>,
+    shutdown: CancellationToken,
+    first_done: oneshot::Sender<()>,
+) {
+    let mut first_done = Some(first_done);
+    let mut backoff = BACKOFF_START;
+    loop {
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            outcome = connect(&server, &downstreams) => outcome,
+            () = shutdown.cancelled() => return,
+        };
+        match outcome {
+            Ok(running) => {
+                let reason = serve_until_closed(&server, &downstreams, running, &mut first_done, &shutdown).await;
+                let Some(reason) = reason else { return };
+                tracing::warn!(server = server.name(), %reason, "downstream disconnected; restarting");
+                server.set_health(Health::Down { reason });
+            }
+            Err(reason) => {
+                tracing::error!(
+                    server = server.name(),
+                    manifest = %server.manifest().source.display(),
+                    %reason,
+                    "downstream failed to start"
+                );
+                server.set_health(Health::Down { reason });
+                if let Some(done) = first_done.take() {
+                    let _ = done.send(());
+                }
+            }
+        }
+        if started.elapsed() > STABLE_AFTER {
+            backoff = BACKOFF_START;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.cancelled() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Publishes a fresh connection, then waits for it to end. Returns why it ended, or
+/// `None` on shutdown.
+async fn serve_until_closed(
+    server: &Arc<Server>,
+    downstreams: &Weak<Downstreams>,
+    running: Running,
+    first_done: &mut Option<oneshot::Sender<()>>,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    let peer = running.peer().clone();
+    match peer.list_all_tools().await {
+        Ok(tools) => server.set_tools(tools),
+        Err(error) => tracing::warn!(server = server.name(), %error, "tools/list failed"),
+    }
+    server.set_peer(Some(peer));
+    server.set_health(Health::Ready);
+    if let Some(downstreams) = downstreams.upgrade() {
+        downstreams.rebuild_catalog();
+    }
+    tracing::info!(server = server.name(), tools = server.tools().len(), "downstream ready");
+    if let Some(done) = first_done.take() {
+        let _ = done.send(());
+    }
+    let ended = tokio::select! {
+        quit = running.waiting() => Some(format!("connection closed ({quit:?})")),
+        () = shutdown.cancelled() => None,
+    };
+    server.set_peer(None);
+    ended
+}
+
+async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Result<Running, String> {
+    let handler = DownstreamHandler { server: server.clone(), downstreams: downstreams.clone() };
+    let routes = server.progress.clone();
+    match &server.manifest().transport {
+        Transport::Stdio { command, args, env, cwd } => {
+            let command = resolve_command(command);
+            let mut cmd = tokio::process::Command::new(&command);
+            cmd.args(args).envs(env);
+            if let Some(cwd) = cwd {
+                cmd.current_dir(cwd);
+            }
+            let (child, _stderr) = TokioChildProcess::builder(cmd)
+                .stderr(Stdio::inherit())
+                .spawn()
+                .map_err(|e| format!("could not run {}: {e}", command.display()))?;
+            let transport = Tap::new(IntoTransport::<RoleClient, _, _>::into_transport(child), routes);
+            handler.serve(transport).await.map_err(|e| format!("MCP initialize failed: {e}"))
+        }
+        Transport::StreamableHttp { url } => {
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .max_concurrent_requests(HTTP_MAX_IN_FLIGHT);
+            let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
+            let transport = Tap::new(transport, routes);
+            handler.serve(transport).await.map_err(|e| format!("MCP initialize with {url} failed: {e}"))
+        }
+        Transport::Sse { url } => Err(format!("legacy SSE downstreams are not supported yet ({url})")),
+    }
+}
+
+/// `airlock` as a command means this very executable, so the shipped demo manifest works
+/// without Airlock on `PATH`.
+fn resolve_command(command: &std::path::Path) -> std::path::PathBuf {
+    if command == std::path::Path::new("airlock") {
+        if let Ok(me) = std::env::current_exe() {
+            return me;
+        }
+    }
+    command.to_path_buf()
+}
