@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::handler::DownstreamHandler;
+use super::sse_client::SseClientTransport;
 use super::tap::Tap;
 use super::{Downstreams, Health, Server};
 use crate::manifest::Transport;
@@ -128,7 +129,13 @@ async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Resul
             let transport = Tap::new(transport, routes);
             handler.serve(transport).await.map_err(|e| format!("MCP initialize with {url} failed: {e}"))
         }
-        Transport::Sse { url } => Err(format!("legacy SSE downstreams are not supported yet ({url})")),
+        Transport::Sse { url } => {
+            let transport = SseClientTransport::connect(reqwest::Client::new(), url)
+                .await
+                .map_err(|e| format!("could not open the SSE stream at {url}: {e}"))?;
+            let transport = Tap::new(transport, routes);
+            handler.serve(transport).await.map_err(|e| format!("MCP initialize with {url} failed: {e}"))
+        }
     }
 }
 

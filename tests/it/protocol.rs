@@ -1,0 +1,120 @@
+//! Raw protocol behaviour: malformed JSON-RPC over stdio, the legacy SSE transport, and
+//! the Host/Origin guard.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use crate::util::Setup;
+
+const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+
+async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("an answer within 30 s")
+        .expect("read")
+        .expect("a line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-JSON line {line:?}: {e}"))
+}
+
+#[tokio::test]
+async fn malformed_jsonrpc_over_stdio_gets_an_error_and_the_gateway_keeps_serving() {
+    let setup = Setup::with_demo();
+    let mut child = tokio::process::Command::new(crate::util::airlock())
+        .args(["serve", "--config"])
+        .arg(setup.config())
+        .env("AIRLOCK_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let send = |text: &str| format!("{text}\n").into_bytes();
+
+    stdin.write_all(&send(INIT)).await.expect("write");
+    assert_eq!(next_json(&mut lines).await["id"], 1);
+    stdin.write_all(&send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)).await.expect("write");
+
+    stdin.write_all(&send("{this is not json")).await.expect("write");
+    let parse_error = next_json(&mut lines).await;
+    assert_eq!(parse_error["error"]["code"], -32700, "{parse_error}");
+    assert_eq!(parse_error["id"], Value::Null);
+
+    stdin.write_all(&send(r#"{"jsonrpc":"2.0","id":7,"params":42}"#)).await.expect("write");
+    let invalid = next_json(&mut lines).await;
+    assert_eq!(invalid["error"]["code"], -32600, "{invalid}");
+    assert_eq!(invalid["id"], 7);
+
+    stdin.write_all(&send(r#"{"jsonrpc":"2.0","id":8,"method":"no/such/method"}"#)).await.expect("write");
+    let unknown = next_json(&mut lines).await;
+    assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
+
+    let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"ok"}}});
+    stdin.write_all(&send(&call.to_string())).await.expect("write");
+    let answer = next_json(&mut lines).await;
+    assert_eq!(answer["id"], 9);
+    assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
+}
+
+#[tokio::test]
+async fn legacy_sse_transport_serves_a_session() {
+    let setup = Setup::with_demo();
+    let gateway = setup.http().await;
+    let http = reqwest::Client::new();
+    let mut events = http.get(format!("{}/sse", gateway.url)).send().await.expect("GET /sse");
+    assert!(events.status().is_success());
+    let mut buffer = String::new();
+    let mut next_event = async || -> (String, String) {
+        loop {
+            if let Some(end) = buffer.find("\n\n") {
+                let block: String = buffer.drain(..end + 2).collect();
+                let mut kind = String::new();
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") { kind = v.trim().to_owned(); }
+                    if let Some(v) = line.strip_prefix("data:") { data.push_str(v.trim()); }
+                }
+                if !kind.is_empty() || !data.is_empty() { return (kind, data); }
+                continue;
+            }
+            let chunk = tokio::time::timeout(Duration::from_secs(30), events.chunk()).await.expect("event in time").expect("chunk").expect("stream open");
+            buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    };
+    let (kind, endpoint) = next_event().await;
+    assert_eq!(kind, "endpoint");
+    let post = |body: String| http.post(format!("{}{}", gateway.url, endpoint)).header("content-type", "application/json").body(body).send();
+    assert_eq!(post(INIT.to_owned()).await.expect("POST").status(), 202);
+    let (kind, data) = next_event().await;
+    assert_eq!(kind, "message");
+    assert_eq!(serde_json::from_str::<Value>(&data).expect("json")["id"], 1);
+    post(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#.to_owned()).await.expect("POST");
+    let call = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"sse"}}});
+    post(call.to_string()).await.expect("POST");
+    let (_, data) = next_event().await;
+    let answer: Value = serde_json::from_str(&data).expect("json");
+    assert_eq!(answer["result"]["content"][0]["text"], "sse", "{answer}");
+    let bad = post("{nope".to_owned()).await.expect("POST");
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.json::<Value>().await.expect("json")["error"]["code"], -32700);
+}
+
+#[tokio::test]
+async fn requests_with_a_foreign_host_or_origin_are_refused() {
+    let setup = Setup::with_demo();
+    let gateway = setup.http().await;
+    let http = reqwest::Client::new();
+    let ok = http.get(format!("{}/healthz", gateway.url)).send().await.expect("GET");
+    assert_eq!(ok.status(), 200);
+    assert_eq!(ok.json::<Value>().await.expect("json")["downstreams"]["demo"], "Ready");
+    let rebinding = http.get(format!("{}/healthz", gateway.url)).header("host", "attacker.example").send().await.expect("GET");
+    assert_eq!(rebinding.status(), 403);
+    let origin = http.post(format!("{}/mcp", gateway.url)).header("origin", "https://attacker.example").body(INIT).send().await.expect("POST");
+    assert_eq!(origin.status(), 403);
+}

@@ -1,0 +1,262 @@
+//! Shared helpers: a temporary Airlock setup in front of `airlock demo-tools`, clients
+//! over stdio and HTTP, and a wire recorder that sees messages in the order they arrive.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
+    ErrorData, Implementation,
+};
+use rmcp::service::{NotificationContext, RequestContext, RunningService, RxJsonRpcMessage, TxJsonRpcMessage};
+use rmcp::transport::{IntoTransport, TokioChildProcess, Transport};
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use tokio::io::AsyncBufReadExt;
+
+/// The airlock binary under test.
+pub fn airlock() -> &'static str {
+    env!("CARGO_BIN_EXE_airlock")
+}
+
+/// A temporary directory with `airlock.toml`, `tool-manifests/` and sandboxes.
+pub struct Setup {
+    pub dir: tempfile::TempDir,
+}
+
+impl Setup {
+    /// An empty setup; add downstreams with [`Setup::demo`] / [`Setup::manifest`].
+    pub fn new(config: &str) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("tool-manifests")).expect("mkdir");
+        std::fs::create_dir_all(dir.path().join("policies")).expect("mkdir");
+        std::fs::write(dir.path().join("airlock.toml"), config).expect("write config");
+        Self { dir }
+    }
+
+    /// One `airlock demo-tools` downstream named `demo`.
+    pub fn with_demo() -> Self {
+        let setup = Self::new("[gateway]\ndata_dir = \"data\"\n");
+        setup.demo("demo");
+        setup
+    }
+
+    /// Adds an `airlock demo-tools` downstream called `name` with its own sandbox.
+    pub fn demo(&self, name: &str) -> PathBuf {
+        let sandbox = self.sandbox(name);
+        self.manifest(
+            name,
+            &format!(
+                "name = \"{name}\"\ncommand = {bin:?}\nargs = [\"demo-tools\", \"--sandbox\", {sandbox:?}]\n",
+                bin = airlock(),
+                sandbox = sandbox.display().to_string(),
+            ),
+        );
+        sandbox
+    }
+
+    /// Writes `tool-manifests/<name>.toml`.
+    pub fn manifest(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("tool-manifests").join(format!("{name}.toml")), text).expect("write manifest");
+    }
+
+    /// Writes `policies/<name>.toml`.
+    pub fn policy(&self, name: &str, text: &str) {
+        std::fs::write(self.dir.path().join("policies").join(format!("{name}.toml")), text).expect("write policy");
+    }
+
+    /// The sandbox folder of demo downstream `name`.
+    pub fn sandbox(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("sandbox-{name}"))
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("airlock.toml")
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `airlock serve --config …` over stdio, with `client` as the MCP client.
+    pub async fn stdio(&self, client: TestClient) -> RunningService<RoleClient, TestClient> {
+        let mut cmd = tokio::process::Command::new(airlock());
+        cmd.arg("serve").arg("--config").arg(self.config()).env("AIRLOCK_LOG", "warn");
+        let (child, _) = TokioChildProcess::builder(cmd).stderr(Stdio::inherit()).spawn().expect("spawn airlock");
+        let transport = Recorder::new(IntoTransport::<RoleClient, _, _>::into_transport(child), client.wire.clone());
+        client.serve(transport).await.expect("initialize through airlock")
+    }
+
+    /// `airlock serve --http 127.0.0.1:0`; returns the process and its base URL.
+    pub async fn http(&self) -> HttpGateway {
+        let mut child = tokio::process::Command::new(airlock())
+            .arg("serve")
+            .arg("--config")
+            .arg(self.config())
+            .arg("--http")
+            .arg("127.0.0.1:0")
+            .env("AIRLOCK_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn airlock");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let url = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read stderr") {
+                eprintln!("[airlock] {line}");
+                if let Some(url) = line.strip_prefix("airlock: listening on ") {
+                    return url.trim().to_owned();
+                }
+            }
+            panic!("airlock exited before listening");
+        })
+        .await
+        .expect("airlock did not start listening within 60 s");
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[airlock] {line}");
+            }
+        });
+        HttpGateway { child, url }
+    }
+}
+
+/// A running `airlock serve --http`.
+pub struct HttpGateway {
+    pub child: tokio::process::Child,
+    pub url: String,
+}
+
+impl HttpGateway {
+    /// An rmcp client over streamable HTTP at `/mcp`.
+    pub async fn client(&self, client: TestClient) -> RunningService<RoleClient, TestClient> {
+        let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("{}/mcp", self.url));
+        let transport = Recorder::new(transport, client.wire.clone());
+        client.serve(transport).await.expect("initialize over HTTP")
+    }
+}
+
+/// How the test client answers elicitation requests.
+#[derive(Clone, Copy, Debug)]
+pub enum ElicitAnswer {
+    Accept,
+    Decline,
+    /// The client does not declare elicitation at all.
+    Unsupported,
+}
+
+/// Every message the client received, in wire order, as JSON.
+pub type Wire = Arc<Mutex<Vec<serde_json::Value>>>;
+
+/// A scripted MCP client.
+#[derive(Clone)]
+pub struct TestClient {
+    pub wire: Wire,
+    pub elicit: ElicitAnswer,
+    pub elicitations: Arc<Mutex<Vec<ElicitRequestParams>>>,
+    pub list_changed: Arc<tokio::sync::Notify>,
+}
+
+impl TestClient {
+    pub fn new() -> Self {
+        Self::answering(ElicitAnswer::Accept)
+    }
+
+    pub fn answering(elicit: ElicitAnswer) -> Self {
+        Self {
+            wire: Arc::default(),
+            elicit,
+            elicitations: Arc::default(),
+            list_changed: Arc::new(tokio::sync::Notify::new()),
+        }
+    }
+
+    /// The wire log so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.wire.lock().expect("wire lock").clone()
+    }
+}
+
+impl ClientHandler for TestClient {
+    fn get_info(&self) -> ClientConfig {
+        let capabilities = match self.elicit {
+            ElicitAnswer::Unsupported => ClientCapabilities::default(),
+            _ => ClientCapabilities::builder().enable_elicitation().build(),
+        };
+        ClientConfig::new(capabilities, Implementation::new("airlock-tests", "0"))
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        self.elicitations.lock().expect("lock").push(params);
+        Ok(match self.elicit {
+            ElicitAnswer::Accept => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(serde_json::json!({"confirm": true}))
+            }
+            _ => ElicitResult::new(ElicitationAction::Decline),
+        })
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.list_changed.notify_one();
+    }
+}
+
+/// Records every incoming message before rmcp dispatches it (rmcp handles notifications
+/// on spawned tasks, so handler order is not wire order).
+pub struct Recorder<T> {
+    inner: T,
+    wire: Wire,
+}
+
+impl<T> Recorder<T> {
+    pub fn new(inner: T, wire: Wire) -> Self {
+        Self { inner, wire }
+    }
+}
+
+impl<T: Transport<RoleClient>> Transport<RoleClient> for Recorder<T> {
+    type Error = T::Error;
+
+    fn send(
+        &mut self,
+        item: TxJsonRpcMessage<RoleClient>,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
+        self.inner.send(item)
+    }
+
+    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
+        let message = self.inner.receive().await?;
+        if let Ok(value) = serde_json::to_value(&message) {
+            self.wire.lock().expect("wire lock").push(value);
+        }
+        Some(message)
+    }
+
+    fn close(&mut self) -> impl Future<Output = Result<(), Self::Error>> + Send {
+        self.inner.close()
+    }
+}
+
+/// Waits for `check` to hold, polling, up to `limit` (a correctness wait, not a timing
+/// assertion: the limit is only there so a broken build fails instead of hanging).
+pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}
