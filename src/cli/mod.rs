@@ -84,7 +84,8 @@ pub fn main() -> ExitCode {
 /// Logs go to stderr, always: in stdio mode stdout is the protocol.
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        // rmcp logs every notification at info; keep it to warnings unless asked.
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
