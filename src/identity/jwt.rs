@@ -245,10 +245,10 @@ pub(crate) fn check_claims(
     if now > exp.saturating_add(LEEWAY_SECS) {
         return Err(TokenProblem::Expired);
     }
-    if let Some(nbf) = numeric_date(claims, "nbf")? {
-        if now < nbf.saturating_sub(LEEWAY_SECS) {
-            return Err(TokenProblem::NotYetValid);
-        }
+    if let Some(nbf) = numeric_date(claims, "nbf")?
+        && now < nbf.saturating_sub(LEEWAY_SECS)
+    {
+        return Err(TokenProblem::NotYetValid);
     }
     let subject = match claims.get("sub") {
         Some(Value::String(sub)) if !sub.is_empty() => sub.clone(),
@@ -281,18 +281,14 @@ fn numeric_date(
 /// (e.g. Keycloak's `/realm_access/roles`). Absent means no groups; a single string is
 /// one group; anything but strings is an error rather than a silent empty list.
 fn groups(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, TokenProblem> {
-    let value = if name.starts_with('/') {
-        let (first, rest) = match name[1..].split_once('/') {
-            Some((first, rest)) => (first, Some(rest)),
-            None => (&name[1..], None),
-        };
-        let top = claims.get(first);
-        match rest {
-            Some(rest) => top.and_then(|v| v.pointer(&format!("/{rest}"))),
-            None => top,
-        }
-    } else {
-        claims.get(name)
+    let value = match name.strip_prefix('/') {
+        Some(path) => match path.split_once('/') {
+            Some((first, rest)) => claims
+                .get(first)
+                .and_then(|v| v.pointer(&format!("/{rest}"))),
+            None => claims.get(path),
+        },
+        None => claims.get(name),
     };
     match value {
         None => Ok(Vec::new()),

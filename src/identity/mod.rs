@@ -338,7 +338,7 @@ fn build_issuers(configs: Vec<OidcIssuer>) -> Result<Vec<Issuer>, IdentityConfig
             issuer: c.issuer.clone(),
             problem: problem.to_owned(),
         };
-        check_fetch_url(&c.issuer).map_err(|p| bad(p))?;
+        check_fetch_url(&c.issuer).map_err(bad)?;
         if let Some(uri) = &c.jwks_uri {
             check_fetch_url(uri).map_err(|p| bad(&format!("jwks_uri: {p}")))?;
         }
@@ -355,7 +355,7 @@ fn build_issuers(configs: Vec<OidcIssuer>) -> Result<Vec<Issuer>, IdentityConfig
 }
 
 /// Keys are only fetched over https, except from a loopback host (local IdPs and tests).
-fn check_fetch_url(url: &str) -> Result<(), &'static str> {
+pub(crate) fn check_fetch_url(url: &str) -> Result<(), &'static str> {
     let parsed = reqwest::Url::parse(url).map_err(|_| "is not a URL")?;
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err("must not have a query or fragment");

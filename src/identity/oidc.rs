@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::jwt::{self, ClaimRules, VerifyingKey};
 use super::principal::{AuthMethod, Caller, Principal};
-use super::{AuthError, TokenProblem};
+use super::{AuthError, TokenProblem, check_fetch_url};
 
 /// Largest discovery or JWKS document accepted.
 const MAX_DOC_BYTES: usize = 1024 * 1024;
@@ -213,13 +213,16 @@ impl OidcVerifier {
                 what: "`issuer` differs from the configured issuer",
             });
         }
-        doc.get("jwks_uri")
+        let jwks_uri = doc
+            .get("jwks_uri")
             .and_then(Value::as_str)
-            .map(str::to_owned)
             .ok_or(FetchError::Document {
-                url,
+                url: url.clone(),
                 what: "no `jwks_uri`",
-            })
+            })?;
+        // The same transport rule as for configured URLs: https, or http on loopback.
+        check_fetch_url(jwks_uri).map_err(|what| FetchError::Document { url, what })?;
+        Ok(jwks_uri.to_owned())
     }
 
     async fn get_json(&self, url: &str) -> Result<Value, FetchError> {

@@ -1,5 +1,7 @@
-//! End-to-end tests of `Authenticator`: keys generated here (ES256 with ring, RS256 with
-//! `openssl genpkey`), a JWKS served by a local axum server on 127.0.0.1 port 0.
+//! Owns: end-to-end tests of `Authenticator`.
+//! Uses: keys generated here (ES256 with ring, RS256 with `openssl genpkey`), a JWKS served
+//! by a local axum server on 127.0.0.1 port 0.
+//! Must not: reach any network but loopback, or assert on timing.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -805,4 +807,14 @@ fn bad_identity_config_is_refused_with_the_entry_named() {
         };
         assert!(Authenticator::new(config).is_ok(), "{issuer}");
     }
+}
+
+#[test]
+fn authenticator_is_shareable_and_its_future_is_send() {
+    fn assert_send_sync<T: Send + Sync>(_: &T) {}
+    fn assert_send<T: Send>(_: &T) {}
+    let auth = Authenticator::new(token_config()).unwrap();
+    assert_send_sync(&auth);
+    let fut = auth.authenticate(None);
+    assert_send(&fut);
 }
