@@ -1,0 +1,273 @@
+//! Owns: per-issuer JWKS discovery, fetching and the `kid → key` cache, and turning a
+//! verified JWT into a `Caller`.
+//! Uses: `reqwest` (rustls; the process installs ring as the provider), `identity::jwt`.
+//! Must not: accept a key that did not come from the configured issuer's JWKS, or refetch
+//! more often than the configured interval however many unknown `kid`s arrive.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use super::jwt::{self, ClaimRules, VerifyingKey};
+use super::principal::{AuthMethod, Caller, Principal};
+use super::{AuthError, TokenProblem, check_fetch_url};
+
+/// Largest discovery or JWKS document accepted.
+const MAX_DOC_BYTES: usize = 1024 * 1024;
+
+/// One configured issuer, checked.
+#[derive(Debug)]
+pub(crate) struct Issuer {
+    pub(crate) issuer: String,
+    pub(crate) audience: String,
+    pub(crate) groups_claim: Option<String>,
+    /// `None` until discovered (or set from config).
+    jwks_uri: RwLock<Option<String>>,
+    cache: RwLock<KeyCache>,
+    /// Serializes fetches so a burst of unknown `kid`s causes one request.
+    fetch_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct KeyCache {
+    keys: HashMap<String, Arc<VerifyingKey>>,
+    /// When the keys were last fetched successfully.
+    fetched_at: Option<Instant>,
+    /// When a fetch was last attempted, successful or not (for rate limiting).
+    attempted_at: Option<Instant>,
+}
+
+impl Issuer {
+    pub(crate) fn new(
+        issuer: String,
+        audience: String,
+        groups_claim: Option<String>,
+        jwks_uri: Option<String>,
+    ) -> Self {
+        Self {
+            issuer,
+            audience,
+            groups_claim,
+            jwks_uri: RwLock::new(jwks_uri),
+            cache: RwLock::new(KeyCache::default()),
+            fetch_lock: tokio::sync::Mutex::new(()),
+        }
+    }
+}
+
+/// Timing knobs for the key cache.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CachePolicy {
+    /// Minimum time between two fetches of one issuer's JWKS.
+    pub(crate) min_refetch: Duration,
+    /// Cached keys older than this are refreshed on next use (stale keys are kept if the
+    /// refresh fails, so an IdP outage does not lock everyone out at once).
+    pub(crate) max_age: Duration,
+}
+
+/// Verifies JWTs from the configured issuers.
+#[derive(Debug)]
+pub(crate) struct OidcVerifier {
+    issuers: Vec<Issuer>,
+    client: reqwest::Client,
+    policy: CachePolicy,
+}
+
+/// Why an issuer's keys could not be fetched (logged, not shown to clients).
+#[derive(Debug, thiserror::Error)]
+enum FetchError {
+    #[error("GET {url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("GET {url}: status {status}")]
+    Status {
+        url: String,
+        status: reqwest::StatusCode,
+    },
+    #[error("GET {url}: {what}")]
+    Document { url: String, what: &'static str },
+}
+
+impl OidcVerifier {
+    pub(crate) fn new(issuers: Vec<Issuer>, client: reqwest::Client, policy: CachePolicy) -> Self {
+        Self {
+            issuers,
+            client,
+            policy,
+        }
+    }
+
+    pub(crate) fn issuers(&self) -> impl Iterator<Item = &str> {
+        self.issuers.iter().map(|i| i.issuer.as_str())
+    }
+
+    /// Verifies `token` and returns the caller it identifies.
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        let jwt = jwt::parse(token)?;
+        let claimed = jwt.claimed_issuer().ok_or(TokenProblem::UnknownIssuer)?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.issuer == claimed)
+            .ok_or(TokenProblem::UnknownIssuer)?;
+        let key = self.key(issuer, &jwt.kid).await?;
+        jwt.verify(&key)?;
+        let rules = ClaimRules {
+            issuer: &issuer.issuer,
+            audience: &issuer.audience,
+            groups_claim: issuer.groups_claim.as_deref(),
+        };
+        let identity = jwt::check_claims(&jwt.claims, &rules, unix_now())?;
+        let principal = Principal::new(format!("{}#{}", issuer.issuer, identity.subject))
+            .map_err(|_| TokenProblem::InvalidClaim("sub"))?;
+        Ok(Caller {
+            principal,
+            groups: identity.groups,
+            via: AuthMethod::Oidc,
+        })
+    }
+
+    /// The key for `kid`, fetching the JWKS when the cache is empty, stale, or lacks
+    /// `kid` (rate-limited by `min_refetch`).
+    async fn key(&self, issuer: &Issuer, kid: &str) -> Result<Arc<VerifyingKey>, AuthError> {
+        if let Some(key) = self.cached(issuer, kid) {
+            return Ok(key);
+        }
+        let _guard = issuer.fetch_lock.lock().await;
+        // Another task may have fetched while we waited.
+        if let Some(key) = self.cached(issuer, kid) {
+            return Ok(key);
+        }
+        let may_fetch = {
+            let cache = read(&issuer.cache);
+            cache
+                .attempted_at
+                .is_none_or(|t| t.elapsed() >= self.policy.min_refetch)
+        };
+        if may_fetch {
+            let result = self.fetch_keys(issuer).await;
+            let mut cache = write(&issuer.cache);
+            cache.attempted_at = Some(Instant::now());
+            match result {
+                Ok(keys) => {
+                    cache.keys = keys;
+                    cache.fetched_at = Some(Instant::now());
+                }
+                Err(e) => tracing::warn!(issuer = %issuer.issuer, error = %e, "JWKS fetch failed"),
+            }
+        }
+        let cache = read(&issuer.cache);
+        match (cache.keys.get(kid), cache.fetched_at) {
+            (Some(key), _) => Ok(Arc::clone(key)),
+            (None, Some(_)) => Err(TokenProblem::UnknownKey.into()),
+            (None, None) => Err(AuthError::KeysUnavailable),
+        }
+    }
+
+    /// A cached key, unless the cache is older than `max_age`.
+    fn cached(&self, issuer: &Issuer, kid: &str) -> Option<Arc<VerifyingKey>> {
+        let cache = read(&issuer.cache);
+        let fresh = cache
+            .fetched_at
+            .is_some_and(|t| t.elapsed() < self.policy.max_age);
+        if !fresh {
+            return None;
+        }
+        cache.keys.get(kid).cloned()
+    }
+
+    async fn fetch_keys(
+        &self,
+        issuer: &Issuer,
+    ) -> Result<HashMap<String, Arc<VerifyingKey>>, FetchError> {
+        let known = read(&issuer.jwks_uri).clone();
+        let jwks_uri = match known {
+            Some(uri) => uri,
+            None => {
+                let uri = self.discover(issuer).await?;
+                *write(&issuer.jwks_uri) = Some(uri.clone());
+                uri
+            }
+        };
+        let doc = self.get_json(&jwks_uri).await?;
+        let keys = jwt::parse_jwks(&doc).ok_or(FetchError::Document {
+            url: jwks_uri.clone(),
+            what: "not a JWKS (no `keys` array)",
+        })?;
+        tracing::debug!(issuer = %issuer.issuer, keys = keys.len(), "fetched JWKS");
+        Ok(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+    }
+
+    /// Reads `jwks_uri` from the issuer's discovery document, whose `issuer` must equal
+    /// the configured one exactly (OpenID Connect Discovery §4.3).
+    async fn discover(&self, issuer: &Issuer) -> Result<String, FetchError> {
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            issuer.issuer.trim_end_matches('/')
+        );
+        let doc = self.get_json(&url).await?;
+        if doc.get("issuer").and_then(Value::as_str) != Some(issuer.issuer.as_str()) {
+            return Err(FetchError::Document {
+                url,
+                what: "`issuer` differs from the configured issuer",
+            });
+        }
+        let jwks_uri = doc
+            .get("jwks_uri")
+            .and_then(Value::as_str)
+            .ok_or(FetchError::Document {
+                url: url.clone(),
+                what: "no `jwks_uri`",
+            })?;
+        // The same transport rule as for configured URLs: https, or http on loopback.
+        check_fetch_url(jwks_uri).map_err(|what| FetchError::Document { url, what })?;
+        Ok(jwks_uri.to_owned())
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, FetchError> {
+        let http = |source| FetchError::Http {
+            url: url.to_owned(),
+            source,
+        };
+        let mut response = self.client.get(url).send().await.map_err(http)?;
+        if !response.status().is_success() {
+            return Err(FetchError::Status {
+                url: url.to_owned(),
+                status: response.status(),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(http)? {
+            if body.len() + chunk.len() > MAX_DOC_BYTES {
+                return Err(FetchError::Document {
+                    url: url.to_owned(),
+                    what: "document too large",
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        serde_json::from_slice(&body).map_err(|_| FetchError::Document {
+            url: url.to_owned(),
+            what: "not JSON",
+        })
+    }
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+// A poisoned lock only means another thread panicked mid-update of a cache; the data is
+// still a valid (if possibly stale) cache, so keep serving it.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}

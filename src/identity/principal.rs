@@ -1,0 +1,204 @@
+//! Owns: the `Principal` newtype, the `Caller` value the pipeline carries, and the
+//! `stdio_principal` spec (`env:VAR` or a literal).
+//! Uses: nothing else of ours.
+//! Must not: read tokens or talk to the network.
+
+use std::fmt;
+
+/// Who is calling: a validated, non-empty name without control characters.
+///
+/// Static tokens use their configured `name`; OIDC callers are `{issuer}#{sub}` (never an
+/// email, which an IdP may let a user change); the stdio caller comes from
+/// `identity.stdio_principal`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Principal(String);
+
+/// Why a string is not a valid [`Principal`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrincipalError {
+    #[error("a principal must not be empty")]
+    Empty,
+    #[error("a principal must be at most {max} bytes (this one has {len})", max = Principal::MAX_LEN)]
+    TooLong { len: usize },
+    #[error("a principal must not contain control characters")]
+    ControlCharacter,
+    #[error("a principal must not start or end with whitespace")]
+    SurroundingWhitespace,
+}
+
+impl Principal {
+    /// Upper bound in bytes; an OIDC `sub` is at most 255 ASCII characters, so
+    /// `{issuer}#{sub}` fits comfortably.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Validates `name` and wraps it.
+    pub fn new(name: impl Into<String>) -> Result<Self, PrincipalError> {
+        let name = name.into();
+        if name.is_empty() {
+            return Err(PrincipalError::Empty);
+        }
+        if name.len() > Self::MAX_LEN {
+            return Err(PrincipalError::TooLong { len: name.len() });
+        }
+        if name.chars().any(char::is_control) {
+            return Err(PrincipalError::ControlCharacter);
+        }
+        if name.trim() != name {
+            return Err(PrincipalError::SurroundingWhitespace);
+        }
+        Ok(Self(name))
+    }
+
+    /// The principal as text, e.g. for the audit log or a policy match.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Principal {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// How a caller proved who they are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AuthMethod {
+    /// The local user of a stdio session (`identity.stdio_principal`).
+    Stdio,
+    /// A static bearer token from `[[identity.tokens]]`.
+    StaticToken,
+    /// A JWT from an `[[identity.oidc]]` issuer.
+    Oidc,
+    /// HTTP with no identity configured: everyone is the same anonymous caller.
+    Anonymous,
+}
+
+/// An identified caller: who, which groups, and how they proved it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub principal: Principal,
+    pub groups: Vec<String>,
+    pub via: AuthMethod,
+}
+
+impl Caller {
+    /// The one caller of an HTTP endpoint without identity configured.
+    pub(crate) fn anonymous() -> Self {
+        // A constant that satisfies every Principal rule, so no validation is needed.
+        Self {
+            principal: Principal(String::from("anonymous")),
+            groups: Vec::new(),
+            via: AuthMethod::Anonymous,
+        }
+    }
+
+    /// True if the caller is a member of `group` (exact, case-sensitive match).
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// Why a `stdio_principal` spec could not be resolved.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StdioPrincipalError {
+    #[error("identity.stdio_principal: environment variable {var} is not set")]
+    EnvUnset { var: String },
+    #[error("identity.stdio_principal: `env:` needs a variable name, e.g. \"env:USER\"")]
+    EmptyVarName,
+    #[error("identity.stdio_principal: {0}")]
+    Invalid(#[from] PrincipalError),
+}
+
+/// Resolves a `stdio_principal` spec: `"env:VAR"` reads the environment variable `VAR`,
+/// anything else is the principal itself.
+pub fn resolve_stdio_principal(spec: &str) -> Result<Principal, StdioPrincipalError> {
+    resolve_stdio_principal_with(spec, |var| std::env::var(var).ok())
+}
+
+/// [`resolve_stdio_principal`] with an injectable environment lookup (tests, and callers
+/// that already captured the environment).
+pub fn resolve_stdio_principal_with(
+    spec: &str,
+    lookup: impl FnOnce(&str) -> Option<String>,
+) -> Result<Principal, StdioPrincipalError> {
+    match spec.strip_prefix("env:") {
+        Some("") => Err(StdioPrincipalError::EmptyVarName),
+        Some(var) => {
+            let value = lookup(var).filter(|v| !v.is_empty()).ok_or_else(|| {
+                StdioPrincipalError::EnvUnset {
+                    var: var.to_owned(),
+                }
+            })?;
+            Ok(Principal::new(value)?)
+        }
+        None => Ok(Principal::new(spec)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn principal_rejects_empty_control_and_padded_names() {
+        assert_eq!(Principal::new(""), Err(PrincipalError::Empty));
+        assert_eq!(
+            Principal::new("a\nb"),
+            Err(PrincipalError::ControlCharacter)
+        );
+        assert_eq!(
+            Principal::new(" alice"),
+            Err(PrincipalError::SurroundingWhitespace)
+        );
+        let long = "x".repeat(Principal::MAX_LEN + 1);
+        assert!(matches!(
+            Principal::new(long),
+            Err(PrincipalError::TooLong { .. })
+        ));
+        assert_eq!(
+            Principal::new("https://idp#123").unwrap().as_str(),
+            "https://idp#123"
+        );
+    }
+
+    #[test]
+    fn env_spec_reads_the_named_variable() {
+        let p = resolve_stdio_principal_with("env:AIRLOCK_WHO", |var| {
+            assert_eq!(var, "AIRLOCK_WHO");
+            Some("carol".into())
+        })
+        .unwrap();
+        assert_eq!(p.as_str(), "carol");
+    }
+
+    #[test]
+    fn env_spec_with_unset_or_empty_variable_is_an_error() {
+        let unset = resolve_stdio_principal_with("env:NOPE", |_| None);
+        assert_eq!(
+            unset,
+            Err(StdioPrincipalError::EnvUnset { var: "NOPE".into() })
+        );
+        let empty = resolve_stdio_principal_with("env:NOPE", |_| Some(String::new()));
+        assert!(matches!(empty, Err(StdioPrincipalError::EnvUnset { .. })));
+        assert_eq!(
+            resolve_stdio_principal_with("env:", |_| None),
+            Err(StdioPrincipalError::EmptyVarName)
+        );
+    }
+
+    #[test]
+    fn any_other_spec_is_a_literal_principal() {
+        let p = resolve_stdio_principal_with("ops-bot", |_| panic!("no lookup")).unwrap();
+        assert_eq!(p.as_str(), "ops-bot");
+        // Only the exact `env:` prefix is special.
+        let p = resolve_stdio_principal_with("ENV:USER", |_| panic!("no lookup")).unwrap();
+        assert_eq!(p.as_str(), "ENV:USER");
+    }
+}
