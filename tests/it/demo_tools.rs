@@ -42,10 +42,15 @@ impl ClientHandler for TestClient {
         request: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        assert!(matches!(request, ElicitRequestParams::FormElicitationParams { .. }));
+        assert!(matches!(
+            request,
+            ElicitRequestParams::FormElicitationParams { .. }
+        ));
         let answer = *self.answer.lock().unwrap();
         Ok(match answer {
-            Answer::Confirm => ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true})),
+            Answer::Confirm => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(json!({"confirm": true}))
+            }
             Answer::Decline => ElicitResult::new(ElicitationAction::Decline),
             Answer::Cancel => ElicitResult::new(ElicitationAction::Cancel),
         })
@@ -81,7 +86,10 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
 
     async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
         let message = self.inner.receive().await?;
-        self.log.lock().unwrap().push(serde_json::to_value(&message).unwrap());
+        self.log
+            .lock()
+            .unwrap()
+            .push(serde_json::to_value(&message).unwrap());
         Some(message)
     }
 
@@ -124,7 +132,10 @@ async fn start_with(lifecycle: ClientLifecycleMode) -> Session {
         answer: answer.clone(),
         list_changed: tx,
     };
-    let client = handler.serve_with_lifecycle(transport, lifecycle).await.unwrap();
+    let client = handler
+        .serve_with_lifecycle(transport, lifecycle)
+        .await
+        .unwrap();
     Session {
         client,
         answer,
@@ -178,25 +189,60 @@ async fn tools_list_serves_every_tool_with_annotations_and_schemas() {
     let tools = session.client.list_all_tools().await.unwrap();
     let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
     for expected in [
-        "read_customer", "search_logs", "export_customers", "grant_role", "delete_bucket",
-        "restart_service", "run_migration", "rotate_credentials", "echo", "content_gallery",
-        "fail", "sleep", "crash", "add_tool", "set_description",
+        "read_customer",
+        "search_logs",
+        "export_customers",
+        "grant_role",
+        "delete_bucket",
+        "restart_service",
+        "run_migration",
+        "rotate_credentials",
+        "echo",
+        "content_gallery",
+        "fail",
+        "sleep",
+        "crash",
+        "add_tool",
+        "set_description",
     ] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
     for tool in &tools {
-        let annotations = tool.annotations.as_ref().unwrap_or_else(|| panic!("{} has no annotations", tool.name));
+        let annotations = tool
+            .annotations
+            .as_ref()
+            .unwrap_or_else(|| panic!("{} has no annotations", tool.name));
         assert!(annotations.title.is_some(), "{} has no title", tool.name);
         assert!(annotations.read_only_hint.is_some());
         assert!(annotations.destructive_hint.is_some());
         assert!(annotations.idempotent_hint.is_some());
         assert!(annotations.open_world_hint.is_some());
-        assert_eq!(tool.input_schema.get("type"), Some(&json!("object")), "{}", tool.name);
+        assert_eq!(
+            tool.input_schema.get("type"),
+            Some(&json!("object")),
+            "{}",
+            tool.name
+        );
     }
     let by_name = |name: &str| tools.iter().find(|t| t.name == name).unwrap().clone();
-    assert_eq!(by_name("read_customer").annotations.unwrap().read_only_hint, Some(true));
-    assert_eq!(by_name("delete_bucket").annotations.unwrap().destructive_hint, Some(true));
-    assert_eq!(by_name("grant_role").annotations.unwrap().destructive_hint, Some(false));
+    assert_eq!(
+        by_name("read_customer").annotations.unwrap().read_only_hint,
+        Some(true)
+    );
+    assert_eq!(
+        by_name("delete_bucket")
+            .annotations
+            .unwrap()
+            .destructive_hint,
+        Some(true)
+    );
+    assert_eq!(
+        by_name("grant_role").annotations.unwrap().destructive_hint,
+        Some(false)
+    );
     let bucket_schema = by_name("delete_bucket").input_schema;
     assert_eq!(bucket_schema["required"], json!(["bucket"]));
     assert!(by_name("content_gallery").output_schema.is_some());
@@ -208,31 +254,56 @@ async fn tools_act_on_the_sandbox() {
     let sandbox = &session.sandbox;
     assert!(sandbox.join("buckets/tmp-scratch").is_dir());
 
-    let deleted = session.call("delete_bucket", json!({"bucket": "tmp-scratch"})).await;
+    let deleted = session
+        .call("delete_bucket", json!({"bucket": "tmp-scratch"}))
+        .await;
     assert_eq!(deleted.is_error, Some(false), "{}", text_of(&deleted));
     assert!(!sandbox.join("buckets/tmp-scratch").exists());
     assert!(sandbox.join("buckets/prod-customers").is_dir());
-    let again = session.call("delete_bucket", json!({"bucket": "tmp-scratch"})).await;
+    let again = session
+        .call("delete_bucket", json!({"bucket": "tmp-scratch"}))
+        .await;
     assert_eq!(again.is_error, Some(true));
-    let escape = session.call("delete_bucket", json!({"bucket": "../customers.json"})).await;
+    let escape = session
+        .call("delete_bucket", json!({"bucket": "../customers.json"}))
+        .await;
     assert_eq!(escape.is_error, Some(true));
     assert!(sandbox.join("customers.json").exists());
 
     let customer = session.call("read_customer", json!({"id": "C-1002"})).await;
     assert!(text_of(&customer).contains("Contoso"));
-    let logs = session.call("search_logs", json!({"query": "error", "limit": 2})).await;
+    let logs = session
+        .call("search_logs", json!({"query": "error", "limit": 2}))
+        .await;
     assert_eq!(text_of(&logs).lines().count(), 2);
 
-    session.call("export_customers", json!({"destination": "all.csv", "format": "csv"})).await;
+    session
+        .call(
+            "export_customers",
+            json!({"destination": "all.csv", "format": "csv"}),
+        )
+        .await;
     let csv = std::fs::read_to_string(sandbox.join("exports/all.csv")).unwrap();
     assert!(csv.starts_with("id,name,email"));
     assert!(csv.contains("C-1004"));
 
-    session.call("grant_role", json!({"user": "mallory", "role": "admin"})).await;
-    let roles: Value = serde_json::from_str(&std::fs::read_to_string(sandbox.join("roles.json")).unwrap()).unwrap();
-    assert!(roles.as_array().unwrap().iter().any(|g| g["user"] == "mallory" && g["role"] == "admin"));
+    session
+        .call("grant_role", json!({"user": "mallory", "role": "admin"}))
+        .await;
+    let roles: Value =
+        serde_json::from_str(&std::fs::read_to_string(sandbox.join("roles.json")).unwrap())
+            .unwrap();
+    assert!(
+        roles
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["user"] == "mallory" && g["role"] == "admin")
+    );
 
-    session.call("restart_service", json!({"service": "billing-api"})).await;
+    session
+        .call("restart_service", json!({"service": "billing-api"}))
+        .await;
     let restarts = std::fs::read_to_string(sandbox.join("restarts.log")).unwrap();
     assert!(restarts.contains("billing-api"));
 
@@ -246,7 +317,8 @@ async fn tools_act_on_the_sandbox() {
 #[tokio::test]
 async fn approval_receipt_in_meta_is_appended_to_receipts_jsonl() {
     let session = start().await;
-    let receipt = json!({"id": "apr_1", "approvers": ["bob"], "args_sha256": "ab12", "signature": "sig"});
+    let receipt =
+        json!({"id": "apr_1", "approvers": ["bob"], "args_sha256": "ab12", "signature": "sig"});
     let mut meta = RequestMetaObject::new();
     meta.insert("airlock/approval".to_string(), receipt.clone());
     let mut params = CallToolRequestParams::new("echo").with_arguments(args(json!({"text": "x"})));
@@ -255,7 +327,10 @@ async fn approval_receipt_in_meta_is_appended_to_receipts_jsonl() {
     session.call("echo", json!({"text": "no receipt"})).await;
 
     let text = std::fs::read_to_string(session.sandbox.join("receipts.jsonl")).unwrap();
-    let lines: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines, vec![receipt]);
 }
 
@@ -272,7 +347,10 @@ async fn migration_progress_arrives_in_order_before_the_result() {
         if message["method"] == "notifications/progress" {
             progress.push((index, message["params"]["progress"].as_f64().unwrap()));
         }
-        if message["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("migration finished")) {
+        if message["result"]["content"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("migration finished"))
+        {
             result_at = Some(index);
         }
     }
@@ -288,18 +366,24 @@ async fn rotate_credentials_acts_only_when_the_user_confirms() {
     let log = session.sandbox.join("credentials.log");
 
     *session.answer.lock().unwrap() = Answer::Decline;
-    let declined = session.call("rotate_credentials", json!({"service": "billing-api"})).await;
+    let declined = session
+        .call("rotate_credentials", json!({"service": "billing-api"}))
+        .await;
     assert_eq!(declined.is_error, Some(true));
     assert!(text_of(&declined).contains("declined"));
     assert!(!log.exists());
 
     *session.answer.lock().unwrap() = Answer::Cancel;
-    let cancelled = session.call("rotate_credentials", json!({"service": "billing-api"})).await;
+    let cancelled = session
+        .call("rotate_credentials", json!({"service": "billing-api"}))
+        .await;
     assert!(text_of(&cancelled).contains("cancelled"));
     assert!(!log.exists());
 
     *session.answer.lock().unwrap() = Answer::Confirm;
-    let rotated = session.call("rotate_credentials", json!({"service": "billing-api"})).await;
+    let rotated = session
+        .call("rotate_credentials", json!({"service": "billing-api"}))
+        .await;
     assert_eq!(rotated.is_error, Some(false), "{}", text_of(&rotated));
     assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
 }
@@ -311,10 +395,15 @@ async fn rotate_credentials_asks_a_2026_client_with_input_required() {
     })
     .await;
     // call_tool answers the InputRequiredResult through create_elicitation and retries.
-    let rotated = session.call("rotate_credentials", json!({"service": "auth"})).await;
+    let rotated = session
+        .call("rotate_credentials", json!({"service": "auth"}))
+        .await;
     assert_eq!(rotated.is_error, Some(false), "{}", text_of(&rotated));
     let wire = session.wire.lock().unwrap().clone();
-    assert!(wire.iter().any(|m| m["result"]["resultType"] == "input_required"));
+    assert!(
+        wire.iter()
+            .any(|m| m["result"]["resultType"] == "input_required")
+    );
     assert!(session.sandbox.join("credentials.log").exists());
 }
 
@@ -342,8 +431,23 @@ async fn content_gallery_returns_every_content_type() {
     let session = start().await;
     let result = session.call("content_gallery", json!({})).await;
     let wire = serde_json::to_value(&result).unwrap();
-    let types: Vec<&str> = wire["content"].as_array().unwrap().iter().map(|c| c["type"].as_str().unwrap()).collect();
-    assert_eq!(types, vec!["text", "image", "audio", "resource_link", "resource", "resource"]);
+    let types: Vec<&str> = wire["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        vec![
+            "text",
+            "image",
+            "audio",
+            "resource_link",
+            "resource",
+            "resource"
+        ]
+    );
     assert!(wire["content"][4]["resource"]["text"].is_string());
     assert!(wire["content"][5]["resource"]["blob"].is_string());
     assert_eq!(wire["content"][1]["mimeType"], "image/png");
@@ -355,15 +459,27 @@ async fn content_gallery_returns_every_content_type() {
 async fn set_description_changes_tools_list_and_notifies() {
     let mut session = start().await;
     session
-        .call("set_description", json!({"tool": "echo", "description": "Echo, but now suspicious."}))
+        .call(
+            "set_description",
+            json!({"tool": "echo", "description": "Echo, but now suspicious."}),
+        )
         .await;
-    tokio::time::timeout(PATIENCE, session.list_changed.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, session.list_changed.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let tools = session.client.list_all_tools().await.unwrap();
     let echo = tools.iter().find(|t| t.name == "echo").unwrap();
-    assert_eq!(echo.description.as_deref(), Some("Echo, but now suspicious."));
+    assert_eq!(
+        echo.description.as_deref(),
+        Some("Echo, but now suspicious.")
+    );
 
     session.call("add_tool", json!({"name": "late_tool"})).await;
-    tokio::time::timeout(PATIENCE, session.list_changed.recv()).await.unwrap().unwrap();
+    tokio::time::timeout(PATIENCE, session.list_changed.recv())
+        .await
+        .unwrap()
+        .unwrap();
     let tools = session.client.list_all_tools().await.unwrap();
     assert!(tools.iter().any(|t| t.name == "late_tool"));
     let called = session.call("late_tool", json!({"text": "hello"})).await;
@@ -379,14 +495,20 @@ async fn a_2026_client_hears_list_changed_on_its_listen_stream() {
     let filter = SubscriptionFilter::builder().tools_list_changed().build();
     let mut subscription = session.client.peer().listen(filter).await.unwrap();
     session
-        .call("set_description", json!({"tool": "echo", "description": "changed"}))
+        .call(
+            "set_description",
+            json!({"tool": "echo", "description": "changed"}),
+        )
         .await;
     let notification = tokio::time::timeout(PATIENCE, subscription.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(matches!(notification, ServerNotification::ToolListChangedNotification(_)));
+    assert!(matches!(
+        notification,
+        ServerNotification::ToolListChangedNotification(_)
+    ));
     let tools = session.client.list_all_tools().await.unwrap();
     let echo = tools.iter().find(|t| t.name == "echo").unwrap();
     assert_eq!(echo.description.as_deref(), Some("changed"));
@@ -395,7 +517,9 @@ async fn a_2026_client_hears_list_changed_on_its_listen_stream() {
 #[tokio::test]
 async fn crash_ends_the_process_and_the_sandbox_keeps_its_state() {
     let session = start().await;
-    session.call("delete_bucket", json!({"bucket": "staging-assets"})).await;
+    session
+        .call("delete_bucket", json!({"bucket": "staging-assets"}))
+        .await;
     let params = CallToolRequestParams::new("crash");
     assert!(session.client.call_tool(params).await.is_err());
 
@@ -421,7 +545,9 @@ async fn resources_and_prompt_are_served() {
     assert!(resources.iter().any(|r| r.uri == "demo://customers"));
     let read = session
         .client
-        .read_resource(rmcp::model::ReadResourceRequestParams::new("demo://customers"))
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            "demo://customers",
+        ))
         .await
         .unwrap();
     let text = serde_json::to_string(&read.contents).unwrap();
