@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use rmcp::model::{CallToolResult, ContentBlock, JsonObject, MetaObject, Resource, ResourceContents};
+use rmcp::model::{
+    CallToolResult, ContentBlock, JsonObject, MetaObject, Resource, ResourceContents,
+};
 use serde_json::{Value, json};
 
 /// URI of the gallery's resource link and embedded resources.
@@ -34,8 +36,11 @@ pub(super) fn result() -> CallToolResult {
                 .with_mime_type("text/plain"),
         ),
         ContentBlock::resource(
-            ResourceContents::blob(BASE64.encode(b"\x00\x01\x02binary\xff"), format!("{GALLERY_URI}/blob.bin"))
-                .with_mime_type("application/octet-stream"),
+            ResourceContents::blob(
+                BASE64.encode(b"\x00\x01\x02binary\xff"),
+                format!("{GALLERY_URI}/blob.bin"),
+            )
+            .with_mime_type("application/octet-stream"),
         ),
     ];
     let mut result = CallToolResult::success(content);
@@ -127,7 +132,9 @@ fn adler32(data: &[u8]) -> u32 {
 /// 10 ms of a 400 Hz square wave: RIFF/WAVE, PCM, 8 kHz, mono, 8-bit.
 pub(super) fn tiny_wav() -> Vec<u8> {
     const RATE: u32 = 8000;
-    let samples: Vec<u8> = (0..80).map(|i| if (i / 10) % 2 == 0 { 0xa0 } else { 0x60 }).collect();
+    let samples: Vec<u8> = (0..80)
+        .map(|i| if (i / 10) % 2 == 0 { 0xa0 } else { 0x60 })
+        .collect();
     let mut wav = Vec::with_capacity(44 + samples.len());
     wav.extend_from_slice(b"RIFF");
     wav.extend_from_slice(&(36 + samples.len() as u32).to_le_bytes());

@@ -170,9 +170,13 @@ impl DemoTools {
     fn add_dynamic_tool(&self, name: &str, description: Option<String>) -> Result<(), String> {
         let valid = !name.is_empty()
             && name.len() <= 64
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
         if !valid {
-            return Err(format!("invalid tool name {name:?}: use 1-64 of a-z, A-Z, 0-9, '_', '-', '.'"));
+            return Err(format!(
+                "invalid tool name {name:?}: use 1-64 of a-z, A-Z, 0-9, '_', '-', '.'"
+            ));
         }
         if self.has_tool(name) {
             return Err(format!("tool {name:?} already exists"));
@@ -201,18 +205,16 @@ impl DemoTools {
         if !self.has_tool(tool) {
             return Err(format!("no such tool: {tool:?}"));
         }
-        self.catalog().descriptions.insert(tool.to_string(), description);
+        self.catalog()
+            .descriptions
+            .insert(tool.to_string(), description);
         Ok(())
     }
 
     /// Tells the client the tool list changed: on the legacy session for 2025-era peers,
     /// and on every open `subscriptions/listen` stream for 2026-07-28 peers.
     async fn announce_list_changed(&self, context: &RequestContext<RoleServer>) {
-        let listeners = {
-            let mut catalog = self.catalog();
-            catalog.listeners.retain(|sink| sink.accepted().tools_list_changed == Some(true));
-            catalog.listeners.clone()
-        };
+        let listeners = self.catalog().listeners.clone();
         for sink in listeners {
             if let Err(err) = sink.notify_tool_list_changed().await {
                 tracing::debug!(%err, "listen stream gone");
@@ -227,17 +229,21 @@ impl DemoTools {
     }
 
     /// Appends an approval receipt to the sandbox when the call carries one.
-    fn capture_receipt(&self, request: &CallToolRequestParams, context: &RequestContext<RoleServer>) {
+    fn capture_receipt(
+        &self,
+        request: &CallToolRequestParams,
+        context: &RequestContext<RoleServer>,
+    ) {
         // rmcp moves a request's `_meta` into the context; look in the params too in case
         // the handler is driven directly.
         let receipt = context
             .meta
             .get(APPROVAL_META_KEY)
             .or_else(|| request.meta.as_ref().and_then(|m| m.get(APPROVAL_META_KEY)));
-        if let Some(receipt) = receipt {
-            if let Err(err) = self.sandbox().record_receipt(receipt) {
-                tracing::warn!(%err, "could not record approval receipt");
-            }
+        if let Some(receipt) = receipt
+            && let Err(err) = self.sandbox().record_receipt(receipt)
+        {
+            tracing::warn!(%err, "could not record approval receipt");
         }
     }
 }
@@ -252,7 +258,10 @@ impl ServerHandler for DemoTools {
                 .enable_prompts()
                 .build(),
         )
-        .with_server_info(Implementation::new("airlock-demo-tools", env!("CARGO_PKG_VERSION")))
+        .with_server_info(Implementation::new(
+            "airlock-demo-tools",
+            env!("CARGO_PKG_VERSION"),
+        ))
         .with_instructions(
             "Operations tools acting on a sandbox folder: customers, logs, buckets, roles, \
              services. Some are destructive; Airlock decides which calls need approval.",
@@ -295,15 +304,21 @@ impl ServerHandler for DemoTools {
         self.inner.router.call(call).await
     }
 
-    fn accepted_subscription_filter(&self, requested: &SubscriptionFilter) -> Option<SubscriptionFilter> {
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
         let mut accepted = SubscriptionFilter::new();
         accepted.tools_list_changed = requested.tools_list_changed;
         Some(accepted)
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let wants_tools = context.accepted().tools_list_changed == Some(true);
         let id = context.sink().id().clone();
-        self.catalog().listeners.push(context.sink().clone());
+        if wants_tools {
+            self.catalog().listeners.push(context.sink().clone());
+        }
         context.cancelled().await;
         self.catalog().listeners.retain(|sink| sink.id() != &id);
         Ok(())

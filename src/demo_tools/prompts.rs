@@ -7,8 +7,8 @@
 
 use rmcp::ErrorData;
 use rmcp::model::{
-    GetPromptRequestParams, GetPromptResult, Prompt, PromptArgument, PromptMessage, ReadResourceResult,
-    Resource, ResourceContents, Role,
+    GetPromptRequestParams, GetPromptResult, Prompt, PromptArgument, PromptMessage,
+    ReadResourceResult, Resource, ResourceContents, Role,
 };
 
 use super::sandbox::Sandbox;
@@ -70,7 +70,10 @@ pub(super) fn prompts() -> Vec<Prompt> {
 /// Renders a prompt.
 pub(super) fn get_prompt(request: &GetPromptRequestParams) -> Result<GetPromptResult, ErrorData> {
     if request.name != "incident_summary" {
-        return Err(ErrorData::invalid_params(format!("no such prompt: {}", request.name), None));
+        return Err(ErrorData::invalid_params(
+            format!("no such prompt: {}", request.name),
+            None,
+        ));
     }
     let service = request
         .arguments
@@ -82,6 +85,8 @@ pub(super) fn get_prompt(request: &GetPromptRequestParams) -> Result<GetPromptRe
         "Use search_logs to find ERROR lines of the {service} service, then summarise what \
          failed, since when, and which customers are affected."
     );
-    Ok(GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)])
-        .with_description(format!("Incident summary for {service}")))
+    Ok(
+        GetPromptResult::new(vec![PromptMessage::new_text(Role::User, text)])
+            .with_description(format!("Incident summary for {service}")),
+    )
 }

@@ -33,7 +33,9 @@ pub enum SandboxError {
         source: serde_json::Error,
     },
     /// A name given by the caller would leave its folder or is otherwise unusable.
-    #[error("invalid {what} {name:?}: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.' (not starting with '.')")]
+    #[error(
+        "invalid {what} {name:?}: use 1-64 characters from a-z, A-Z, 0-9, '-', '_', '.' (not starting with '.')"
+    )]
     InvalidName {
         /// What the name names ("bucket", "destination", ...).
         what: &'static str,
@@ -154,7 +156,11 @@ impl Sandbox {
                     return Ok(hits);
                 }
                 if line.to_lowercase().contains(&needle) {
-                    hits.push(format!("{}:{}: {line}", name.as_deref().unwrap_or("?"), number + 1));
+                    hits.push(format!(
+                        "{}:{}: {line}",
+                        name.as_deref().unwrap_or("?"),
+                        number + 1
+                    ));
                 }
             }
         }
@@ -163,7 +169,11 @@ impl Sandbox {
 
     /// Writes all customers to `exports/<destination>` as JSON or CSV; returns the path
     /// written and the number of records.
-    pub fn export_customers(&self, destination: &str, format: ExportFormat) -> Result<(PathBuf, usize)> {
+    pub fn export_customers(
+        &self,
+        destination: &str,
+        format: ExportFormat,
+    ) -> Result<(PathBuf, usize)> {
         check_name("destination", destination)?;
         let customers = self.customers()?;
         let list = customers.as_array().cloned().unwrap_or_default();
@@ -221,7 +231,10 @@ impl Sandbox {
 
     /// Appends one JSON line to `restarts.log`.
     pub fn record_restart(&self, service: &str) -> Result<()> {
-        self.append_line("restarts.log", &json!({"service": service, "at": unix_now()}))
+        self.append_line(
+            "restarts.log",
+            &json!({"service": service, "at": unix_now()}),
+        )
     }
 
     /// Appends one JSON line to `migrations.log`.
@@ -232,12 +245,19 @@ impl Sandbox {
     /// Appends one JSON line to `credentials.log`; returns the new credential version.
     pub fn rotate_credentials(&self, service: &str) -> Result<u64> {
         let path = self.root.join("credentials.log");
-        let previous = fs::read_to_string(&path)
-            .map(|text| text.lines().filter(|l| l.contains(&format!("\"service\":{}", json!(service)))).count())
-            .unwrap_or(0);
+        let _guard = self.lock();
+        let previous = match fs::read_to_string(&path) {
+            Ok(text) => text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .filter(|entry| entry["service"] == service)
+                .count(),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(err) => return Err(io_err(&path)(err)),
+        };
         let version = previous as u64 + 1;
-        self.append_line(
-            "credentials.log",
+        append_line(
+            &path,
             &json!({"service": service, "version": version, "at": unix_now()}),
         )?;
         Ok(version)
@@ -252,7 +272,13 @@ impl Sandbox {
     pub fn record_cancellation(&self, marker: &str, detail: &Value) -> Result<PathBuf> {
         let safe: String = marker
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let path = self.root.join("cancelled").join(format!("{safe}.json"));
         let _guard = self.lock();
@@ -263,19 +289,14 @@ impl Sandbox {
     fn append_line(&self, file: &str, value: &Value) -> Result<()> {
         let path = self.root.join(file);
         let _guard = self.lock();
-        let mut handle = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
-        // serde_json::Value always serializes; the line is written in one call.
-        let line = format!("{value}\n");
-        handle.write_all(line.as_bytes()).map_err(io_err(&path))
+        append_line(&path, value)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         // A poisoned lock only means another write panicked; the files are still usable.
-        self.write_lock.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.write_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -304,6 +325,17 @@ fn check_name(what: &'static str, name: &str) -> Result<()> {
             name: name.to_string(),
         })
     }
+}
+
+/// Appends `value` and a newline in one write; the caller holds the write lock.
+fn append_line(path: &Path, value: &Value) -> Result<()> {
+    let mut handle = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(io_err(path))?;
+    let line = format!("{value}\n");
+    handle.write_all(line.as_bytes()).map_err(io_err(path))
 }
 
 fn read_json(path: &Path) -> Result<Value> {

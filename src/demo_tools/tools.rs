@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResponse, CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams, ElicitResult,
-    ElicitationAction, ElicitationSchema, InputRequest, InputRequests, InputRequiredResult,
-    ProgressNotificationParam, ProtocolVersion,
+    CallToolResponse, CallToolResult, ContentBlock, ElicitRequest, ElicitRequestParams,
+    ElicitResult, ElicitationAction, ElicitationSchema, InputRequest, InputRequests,
+    InputRequiredResult, ProgressNotificationParam, ProtocolVersion,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, tool, tool_router};
@@ -144,9 +144,18 @@ fn sandbox_error(err: SandboxError) -> CallToolResult {
 impl DemoTools {
     #[tool(
         description = "Read one customer record (name, email, plan, country, monthly revenue) by id.",
-        annotations(title = "Read customer", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Read customer",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn read_customer(&self, Parameters(args): Parameters<ReadCustomerArgs>) -> CallToolResult {
+    async fn read_customer(
+        &self,
+        Parameters(args): Parameters<ReadCustomerArgs>,
+    ) -> CallToolResult {
         match self.sandbox().read_customer(&args.id) {
             Ok(customer) => {
                 let mut result = text_result(customer.to_string());
@@ -159,12 +168,20 @@ impl DemoTools {
 
     #[tool(
         description = "Search the service logs (api, auth, billing) for lines containing a text.",
-        annotations(title = "Search logs", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Search logs",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn search_logs(&self, Parameters(args): Parameters<SearchLogsArgs>) -> CallToolResult {
         let limit = args.limit.unwrap_or(20) as usize;
         match self.sandbox().search_logs(&args.query, limit) {
-            Ok(hits) if hits.is_empty() => text_result(format!("no log lines match {:?}", args.query)),
+            Ok(hits) if hits.is_empty() => {
+                text_result(format!("no log lines match {:?}", args.query))
+            }
             Ok(hits) => text_result(hits.join("\n")),
             Err(err) => sandbox_error(err),
         }
@@ -172,41 +189,79 @@ impl DemoTools {
 
     #[tool(
         description = "Export every customer record to a file (JSON or CSV) for use outside the system.",
-        annotations(title = "Export customers", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = true)
+        annotations(
+            title = "Export customers",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = true
+        )
     )]
-    async fn export_customers(&self, Parameters(args): Parameters<ExportCustomersArgs>) -> CallToolResult {
+    async fn export_customers(
+        &self,
+        Parameters(args): Parameters<ExportCustomersArgs>,
+    ) -> CallToolResult {
         let format = args.format.unwrap_or(ExportFormat::Json);
         match self.sandbox().export_customers(&args.destination, format) {
-            Ok((path, count)) => text_result(format!("exported {count} customers to {}", path.display())),
+            Ok((path, count)) => {
+                text_result(format!("exported {count} customers to {}", path.display()))
+            }
             Err(err) => sandbox_error(err),
         }
     }
 
     #[tool(
         description = "Grant a role (e.g. admin) to a user. Elevates that user's permissions.",
-        annotations(title = "Grant role", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+        annotations(
+            title = "Grant role",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn grant_role(&self, Parameters(args): Parameters<GrantRoleArgs>) -> CallToolResult {
         match self.sandbox().grant_role(&args.user, &args.role) {
-            Ok(total) => text_result(format!("granted role {:?} to {:?} ({total} grants in total)", args.role, args.user)),
+            Ok(total) => text_result(format!(
+                "granted role {:?} to {:?} ({total} grants in total)",
+                args.role, args.user
+            )),
             Err(err) => sandbox_error(err),
         }
     }
 
     #[tool(
         description = "Delete a storage bucket and every object in it. Cannot be undone.",
-        annotations(title = "Delete bucket", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Delete bucket",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn delete_bucket(&self, Parameters(args): Parameters<DeleteBucketArgs>) -> CallToolResult {
+    async fn delete_bucket(
+        &self,
+        Parameters(args): Parameters<DeleteBucketArgs>,
+    ) -> CallToolResult {
         match self.sandbox().delete_bucket(&args.bucket) {
-            Ok(files) => text_result(format!("deleted bucket {:?} ({files} objects)", args.bucket)),
+            Ok(files) => text_result(format!(
+                "deleted bucket {:?} ({files} objects)",
+                args.bucket
+            )),
             Err(err) => sandbox_error(err),
         }
     }
 
     #[tool(
         description = "Restart a running service. Its in-flight requests are dropped.",
-        annotations(title = "Restart service", read_only_hint = false, destructive_hint = false, idempotent_hint = false, open_world_hint = false)
+        annotations(
+            title = "Restart service",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn restart_service(&self, Parameters(args): Parameters<ServiceArgs>) -> CallToolResult {
         match self.sandbox().record_restart(&args.service) {
@@ -217,7 +272,13 @@ impl DemoTools {
 
     #[tool(
         description = "Run a database migration of N steps, reporting progress after each step.",
-        annotations(title = "Run migration", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = false)
+        annotations(
+            title = "Run migration",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
     )]
     async fn run_migration(
         &self,
@@ -249,7 +310,13 @@ impl DemoTools {
 
     #[tool(
         description = "Rotate a service's credentials. Asks the user to confirm first.",
-        annotations(title = "Rotate credentials", read_only_hint = false, destructive_hint = true, idempotent_hint = false, open_world_hint = true)
+        annotations(
+            title = "Rotate credentials",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = true
+        )
     )]
     async fn rotate_credentials(
         &self,
@@ -270,7 +337,9 @@ impl DemoTools {
             match responses.as_ref().and_then(|r| r.get(CONFIRM_KEY)) {
                 Some(value) => match serde_json::from_value::<ElicitResult>(value.clone()) {
                     Ok(answer) => answer,
-                    Err(err) => return error_result(format!("unreadable confirmation: {err}")).into(),
+                    Err(err) => {
+                        return error_result(format!("unreadable confirmation: {err}")).into();
+                    }
                 },
                 None => {
                     return match confirm_input_required(message) {
@@ -300,7 +369,13 @@ impl DemoTools {
 
     #[tool(
         description = "Return the given text unchanged.",
-        annotations(title = "Echo", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Echo",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn echo(&self, Parameters(args): Parameters<EchoArgs>) -> CallToolResult {
         text_result(args.text)
@@ -317,7 +392,13 @@ impl DemoTools {
 
     #[tool(
         description = "Return a tool error (isError: true) with the given message.",
-        annotations(title = "Fail", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Fail",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn fail(&self, Parameters(args): Parameters<FailArgs>) -> CallToolResult {
         error_result(args.message)
@@ -325,9 +406,19 @@ impl DemoTools {
 
     #[tool(
         description = "Wait for the given number of milliseconds. A cancelled wait leaves a marker in the sandbox's cancelled/ folder.",
-        annotations(title = "Sleep", read_only_hint = true, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Sleep",
+            read_only_hint = true,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn sleep(&self, Parameters(args): Parameters<SleepArgs>, context: RequestContext<RoleServer>) -> CallToolResult {
+    async fn sleep(
+        &self,
+        Parameters(args): Parameters<SleepArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
         let ms = args.ms.min(MAX_SLEEP_MS);
         let started = Instant::now();
         tokio::select! {
@@ -351,7 +442,13 @@ impl DemoTools {
 
     #[tool(
         description = "Exit the server process immediately, without answering (for restart tests).",
-        annotations(title = "Crash", read_only_hint = false, destructive_hint = true, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Crash",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn crash(&self) -> CallToolResult {
         tracing::warn!("crash requested: exiting now");
@@ -360,9 +457,19 @@ impl DemoTools {
 
     #[tool(
         description = "Add a tool to this server while it runs (sends notifications/tools/list_changed).",
-        annotations(title = "Add tool", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Add tool",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
-    async fn add_tool(&self, Parameters(args): Parameters<AddToolArgs>, context: RequestContext<RoleServer>) -> CallToolResult {
+    async fn add_tool(
+        &self,
+        Parameters(args): Parameters<AddToolArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
         if let Err(err) = self.add_dynamic_tool(&args.name, args.description) {
             return error_result(err);
         }
@@ -372,7 +479,13 @@ impl DemoTools {
 
     #[tool(
         description = "Change the description tools/list serves for a tool (sends notifications/tools/list_changed).",
-        annotations(title = "Set description", read_only_hint = false, destructive_hint = false, idempotent_hint = true, open_world_hint = false)
+        annotations(
+            title = "Set description",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
     )]
     async fn set_description(
         &self,
@@ -395,19 +508,23 @@ impl DemoTools {
             .and_then(|c| c.get("confirm"))
             .and_then(serde_json::Value::as_bool);
         match (&answer.action, confirmed) {
-            (ElicitationAction::Accept, Some(true)) => match self.sandbox().rotate_credentials(service) {
-                Ok(version) => text_result(format!("rotated credentials of {service:?} (now version {version})")),
-                Err(err) => sandbox_error(err),
-            },
-            (ElicitationAction::Accept, _) => {
-                error_result(format!("declined: confirm was not ticked; credentials of {service:?} unchanged"))
+            (ElicitationAction::Accept, Some(true)) => {
+                match self.sandbox().rotate_credentials(service) {
+                    Ok(version) => text_result(format!(
+                        "rotated credentials of {service:?} (now version {version})"
+                    )),
+                    Err(err) => sandbox_error(err),
+                }
             }
-            (ElicitationAction::Decline, _) => {
-                error_result(format!("declined by the user; credentials of {service:?} unchanged"))
-            }
-            (ElicitationAction::Cancel, _) => {
-                error_result(format!("cancelled by the user; credentials of {service:?} unchanged"))
-            }
+            (ElicitationAction::Accept, _) => error_result(format!(
+                "declined: confirm was not ticked; credentials of {service:?} unchanged"
+            )),
+            (ElicitationAction::Decline, _) => error_result(format!(
+                "declined by the user; credentials of {service:?} unchanged"
+            )),
+            (ElicitationAction::Cancel, _) => error_result(format!(
+                "cancelled by the user; credentials of {service:?} unchanged"
+            )),
             (other, _) => error_result(format!(
                 "unexpected answer {other:?}; credentials of {service:?} unchanged"
             )),

@@ -1,5 +1,6 @@
-//! Integration tests: they drive the built `airlock` binary.
+//! Integration tests: one target, one module per topic; they drive the built `airlock` binary.
 
+mod demo_tools;
 mod pipeline;
 mod protocol;
 mod util;
