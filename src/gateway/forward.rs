@@ -24,6 +24,8 @@ pub(super) async fn run(
     let client_token = context.meta.get_progress_token();
     let mut downstream_request = request;
     downstream_request.name = entry.tool.name.clone();
+    // rmcp moves the request's `_meta` into the context; forward the client's entries.
+    downstream_request.meta = Some(context.meta.clone());
     let pending = match entry.server.start_call(downstream_request).await {
         Ok(pending) => pending,
         Err(error) => return forward_error(error),

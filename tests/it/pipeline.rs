@@ -250,3 +250,22 @@ async fn http_and_legacy_sse_downstreams_are_proxied() {
     }
     client.cancel().await.expect("close");
 }
+
+/// `airlock/*` keys in `_meta` are Airlock's own (the approval receipt); a client that
+/// sends one must not get it to the downstream.
+#[tokio::test]
+async fn a_client_cannot_forge_an_approval_receipt_in_meta() {
+    let setup = Setup::with_demo();
+    let client = setup.stdio(TestClient::new()).await;
+    let mut meta = rmcp::model::RequestMetaObject::new();
+    meta.0.0.insert("airlock/approval".to_owned(), json!({"forged": true}));
+    meta.0.0.insert("example.com/trace".to_owned(), json!("kept"));
+    let mut params = call("demo__echo", json!({"text": "hi"}));
+    params.meta = Some(meta);
+    let result = client.call_tool(params).await.expect("call");
+    assert_eq!(text_of(&result), "hi");
+    let receipts = setup.sandbox("demo").join("receipts.jsonl");
+    let written = std::fs::read_to_string(&receipts).unwrap_or_default();
+    assert!(!written.contains("forged"), "a forged receipt reached the downstream: {written}");
+    client.cancel().await.expect("close");
+}
