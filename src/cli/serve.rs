@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use rmcp::ServiceExt;
@@ -12,6 +13,7 @@ use crate::downstream::{Downstreams, Namespacing};
 use crate::gateway::stdio::LineTransport;
 use crate::gateway::{Channel, Gateway};
 use crate::http::HostGuard;
+use crate::identity::{Authenticator, IdentityConfig};
 use crate::manifest::{Manifest, Transport};
 
 /// Arguments of `airlock serve`.
@@ -35,8 +37,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: Args, settings: TempSettings) -> anyhow::Result<ExitCode> {
+    let authenticator = Arc::new(Authenticator::new(IdentityConfig::default())?);
     let downstreams = Downstreams::start(settings.manifests, settings.namespacing).await;
-    let gateway = Gateway::new(downstreams.clone());
+    let gateway = Gateway::new(downstreams.clone(), authenticator.clone());
     let shutdown = CancellationToken::new();
     let http_addr = args.http.or(settings.listen);
     let use_stdio = args.stdio || http_addr.is_none();
@@ -48,7 +51,8 @@ async fn serve(args: Args, settings: TempSettings) -> anyhow::Result<ExitCode> {
         // Tests and scripts read this line to find the port.
         tracing::info!(%local, "listening on http://{local}/mcp");
         eprintln!("airlock: listening on http://{local}");
-        let router = crate::http::router(gateway.clone(), settings.guard, shutdown.clone());
+        let public_url = format!("http://{local}");
+        let router = crate::http::router(gateway.clone(), settings.guard, public_url, shutdown.clone());
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = crate::http::serve(listener, router, shutdown).await {
@@ -57,7 +61,8 @@ async fn serve(args: Args, settings: TempSettings) -> anyhow::Result<ExitCode> {
         });
     }
     if use_stdio {
-        let session = gateway.session(Channel::Stdio);
+        let caller = authenticator.stdio_caller()?;
+        let session = gateway.session(Channel::Stdio, Some(caller));
         let shutdown = shutdown.clone();
         let only_stdio = http_addr.is_none();
         tasks.spawn(async move {

@@ -16,6 +16,8 @@ pub(super) async fn run(
     request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
+    let caller = session.caller(&context)?;
+    tracing::Span::current().record("principal", caller.principal.as_str());
     let catalog = session.gateway.downstreams.catalog();
     let Some(entry) = catalog.get(&request.name) else {
         // Hidden tools read the same as tools that do not exist.

@@ -21,6 +21,7 @@ use rmcp::{Peer, RoleServer, ServerHandler};
 use tracing::Instrument;
 
 use crate::downstream::Downstreams;
+use crate::identity::{Authenticator, Caller};
 
 /// How a client reached Airlock; recorded with its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +37,7 @@ pub enum Channel {
 /// State shared by every session.
 pub struct Gateway {
     downstreams: Arc<Downstreams>,
+    authenticator: Arc<Authenticator>,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
     next_session: AtomicU64,
@@ -44,9 +46,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway over started downstreams and starts relaying catalog changes.
-    pub fn new(downstreams: Arc<Downstreams>) -> Arc<Self> {
+    pub fn new(downstreams: Arc<Downstreams>, authenticator: Arc<Authenticator>) -> Arc<Self> {
         let gateway = Arc::new(Self {
             downstreams,
+            authenticator,
             listeners: Mutex::new(Vec::new()),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
@@ -60,10 +63,16 @@ impl Gateway {
         &self.downstreams
     }
 
-    /// A handler for one new client session.
-    pub fn session(self: &Arc<Self>, channel: Channel) -> Session {
+    /// Who callers are.
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.authenticator
+    }
+
+    /// A handler for one new client session. `caller` is fixed for stdio and legacy SSE;
+    /// streamable HTTP sessions (`None`) take it from each request.
+    pub fn session(self: &Arc<Self>, channel: Channel, caller: Option<Caller>) -> Session {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        Session { gateway: self.clone(), id: format!("s{n}"), channel }
+        Session { gateway: self.clone(), id: format!("s{n}"), channel, caller }
     }
 
     fn next_call_id(&self) -> String {
@@ -97,6 +106,23 @@ pub struct Session {
     gateway: Arc<Gateway>,
     id: String,
     channel: Channel,
+    caller: Option<Caller>,
+}
+
+impl Session {
+    /// The caller of this request: the session's own, or the one the HTTP layer
+    /// authenticated for this request. No caller → refused (fail closed).
+    fn caller(&self, context: &RequestContext<RoleServer>) -> Result<Caller, ErrorData> {
+        if let Some(caller) = &self.caller {
+            return Ok(caller.clone());
+        }
+        context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Caller>())
+            .cloned()
+            .ok_or_else(|| ErrorData::invalid_request("request carries no authenticated caller", None))
+    }
 }
 
 impl ServerHandler for Session {
@@ -130,6 +156,7 @@ impl ServerHandler for Session {
             "call",
             call_id = %call_id,
             session = %self.id,
+            principal = tracing::field::Empty,
             tool = %request.name,
             risk = tracing::field::Empty,
             decision = tracing::field::Empty,

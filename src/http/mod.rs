@@ -5,6 +5,7 @@
 //! Uses: `gateway` for MCP sessions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
+mod auth;
 mod guard;
 mod sse;
 
@@ -27,27 +28,33 @@ pub use guard::HostGuard;
 pub(crate) struct AppState {
     gateway: Arc<Gateway>,
     sse: sse::SseSessions,
+    /// Base URL for links and the `WWW-Authenticate` challenge.
+    public_url: String,
 }
 
 /// Builds the router. The Host/Origin guard covers every route, so rmcp's own check on
 /// `/mcp` is switched off: one decision point.
-pub fn router(gateway: Arc<Gateway>, guard: HostGuard, shutdown: CancellationToken) -> Router {
+pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutdown: CancellationToken) -> Router {
     let mcp_gateway = gateway.clone();
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .disable_allowed_origins()
         .with_cancellation_token(shutdown);
     let mcp = StreamableHttpService::new(
-        move || Ok(mcp_gateway.session(Channel::StreamableHttp)),
+        move || Ok(mcp_gateway.session(Channel::StreamableHttp, None)),
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let state = AppState { gateway, sse: sse::SseSessions::default() };
-    Router::new()
-        .route("/healthz", get(healthz))
+    let state = AppState { gateway, sse: sse::SseSessions::default(), public_url };
+    let authenticated = Router::new()
         .route("/sse", get(sse::connect))
         .route("/message", post(sse::message))
         .nest_service("/mcp", mcp)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_caller));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(crate::identity::RESOURCE_METADATA_PATH, get(resource_metadata))
+        .merge(authenticated)
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
@@ -62,6 +69,11 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value>
         .map(|s| (s.name().to_owned(), serde_json::Value::String(format!("{:?}", s.health()))))
         .collect();
     axum::Json(serde_json::json!({"status": "ok", "downstreams": servers}))
+}
+
+/// `GET /.well-known/oauth-protected-resource` (RFC 9728).
+async fn resource_metadata(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
+    axum::Json(state.gateway.authenticator().protected_resource_metadata(&state.public_url))
 }
 
 /// Serves `router` on `listener` until `shutdown` fires. Every accepted connection gets

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 
 use super::AppState;
 use crate::gateway::Channel;
+use crate::identity::{Caller, Principal};
 
 /// Messages buffered per direction before the sender waits.
 const QUEUE: usize = 256;
@@ -30,11 +31,13 @@ const QUEUE: usize = 256;
 /// Open legacy SSE sessions: session id → the inbound half of its transport.
 #[derive(Clone, Default)]
 pub(crate) struct SseSessions {
-    inbound: Arc<Mutex<HashMap<String, mpsc::Sender<RxJsonRpcMessage<RoleServer>>>>>,
+    inbound: Arc<Mutex<HashMap<String, (Principal, Inbound)>>>,
 }
 
+type Inbound = mpsc::Sender<RxJsonRpcMessage<RoleServer>>;
+
 impl SseSessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::Sender<RxJsonRpcMessage<RoleServer>>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Principal, Inbound)>> {
         self.inbound.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -86,12 +89,15 @@ impl Drop for SessionGuard {
 }
 
 /// `GET /sse`.
-pub(crate) async fn connect(State(state): State<AppState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+pub(crate) async fn connect(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let id = uuid::Uuid::new_v4().simple().to_string();
     let (inbound_tx, inbound) = mpsc::channel(QUEUE);
     let (outbound, outbound_rx) = mpsc::channel(QUEUE);
-    state.sse.lock().insert(id.clone(), inbound_tx);
-    let session = state.gateway.session(Channel::LegacySse);
+    state.sse.lock().insert(id.clone(), (caller.principal.clone(), inbound_tx));
+    let session = state.gateway.session(Channel::LegacySse, Some(caller));
     tokio::spawn(async move {
         match session.serve(ChannelTransport { inbound, outbound }).await {
             Ok(running) => {
@@ -161,6 +167,7 @@ pub(crate) struct MessageQuery {
 /// `POST /message?sessionId=…`.
 pub(crate) async fn message(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
     Query(query): Query<MessageQuery>,
     body: Bytes,
 ) -> Response {
@@ -171,9 +178,13 @@ pub(crate) async fn message(
             Err(error) => return jsonrpc_error(StatusCode::BAD_REQUEST, -32600, &format!("Invalid Request: {error}")),
         },
     };
-    let Some(inbound) = state.sse.lock().get(&query.session_id).cloned() else {
+    let Some((owner, inbound)) = state.sse.lock().get(&query.session_id).cloned() else {
         return (StatusCode::NOT_FOUND, "unknown or closed session").into_response();
     };
+    // A session id is not a credential: only the caller who opened the stream may post.
+    if owner != caller.principal {
+        return (StatusCode::FORBIDDEN, "this session belongs to another caller").into_response();
+    }
     match inbound.send(message).await {
         Ok(()) => StatusCode::ACCEPTED.into_response(),
         Err(_) => (StatusCode::GONE, "session closed").into_response(),
