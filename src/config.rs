@@ -1,1 +1,3 @@
 //! TODO: config
+mod diag;
+pub use diag::{ConfigErrors, Problem};
