@@ -281,7 +281,10 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, separator: &str) -> Resul
             default_risk: raw.default_risk,
             tools,
         }),
-        _ => Err(errors),
+        _ => {
+            errors.sort_by_line();
+            Err(errors)
+        }
     }
 }
 

@@ -67,6 +67,10 @@ impl ConfigErrors {
     pub fn extend(&mut self, other: ConfigErrors) {
         self.problems.extend(other.problems);
     }
+    /// Orders the problems by line (stable); for problems of a single file.
+    pub fn sort_by_line(&mut self) {
+        self.problems.sort_by_key(|p| p.line);
+    }
     /// `Ok(value)` when nothing was found, otherwise these problems.
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
         if self.problems.is_empty() { Ok(value) } else { Err(self) }
