@@ -123,7 +123,9 @@ impl EnvVarName {
     /// Validates a variable name.
     pub fn new(name: &str) -> Result<EnvVarName, String> {
         let mut chars = name.chars();
-        let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
         if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
             Ok(EnvVarName(name.to_string()))
         } else {
@@ -326,13 +328,21 @@ impl Config {
             },
             http: HttpConfig {
                 listen: None,
-                allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()],
+                allowed_hosts: vec![
+                    "localhost".into(),
+                    "127.0.0.1".into(),
+                    "[::1]".into(),
+                    "::1".into(),
+                ],
                 allowed_origins: Vec::new(),
                 public_url: None,
                 check_host: true,
                 check_origin: true,
             },
-            audit: AuditConfig { durability: Durability::Fsync, redact: Vec::new() },
+            audit: AuditConfig {
+                durability: Durability::Fsync,
+                redact: Vec::new(),
+            },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
                 tokens: Vec::new(),
@@ -350,18 +360,36 @@ impl Config {
     /// Loads `path`, or `./airlock.toml` when `path` is `None` and that file exists, or
     /// the built-in defaults otherwise. A `path` that cannot be read is a problem.
     pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
-        let path = match path {
-            Some(p) => p.to_path_buf(),
-            None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
-            None => return Ok(Config::defaults_in(Path::new(""))),
-        };
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| Problem::file(&path, format!("cannot read the config file: {e}")))?;
-        Config::parse(&text, &path)
+        let (config, errors) = Config::load_partial(path);
+        errors.into_result(config)
     }
 
     /// Parses and validates the text of a config file named `path`.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let (config, errors) = Config::parse_partial(text, path);
+        errors.into_result(config)
+    }
+
+    /// Like `load`, but always returns a config: every valid key applied, defaults where
+    /// a value was wrong. `airlock check` uses it to go on checking manifests and policies.
+    pub fn load_partial(path: Option<&Path>) -> (Config, ConfigErrors) {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
+            None => return (Config::defaults_in(Path::new("")), ConfigErrors::new()),
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse_partial(&text, &path),
+            Err(e) => {
+                let problem = Problem::file(&path, format!("cannot read the config file: {e}"));
+                (Config::defaults_in(&base_dir), problem.into())
+            }
+        }
+    }
+
+    /// Parses what it can; see `load_partial`.
+    pub fn parse_partial(text: &str, path: &Path) -> (Config, ConfigErrors) {
         let source = Source::new(path, text);
         let mut errors = ConfigErrors::new();
         let raw: Option<RawConfig> = deserialize_all(&source, &mut errors);
@@ -369,14 +397,18 @@ impl Config {
         let mut config = Config::defaults_in(&base_dir);
         config.file = Some(path.to_path_buf());
         if let Some(raw) = raw {
-            let mut v = Validator { source: &source, errors: &mut errors, base_dir: &base_dir };
+            let mut v = Validator {
+                source: &source,
+                errors: &mut errors,
+                base_dir: &base_dir,
+            };
             v.gateway(raw.gateway.unwrap_or_default(), &mut config.gateway);
             v.http(raw.http.unwrap_or_default(), &mut config.http);
             v.audit(raw.audit.unwrap_or_default(), &mut config.audit);
             v.identity(raw.identity.unwrap_or_default(), &mut config.identity);
             v.approvals(raw.approvals.unwrap_or_default(), &mut config.approvals);
         }
-        errors.into_result(config)
+        (config, errors)
     }
 
     /// The text shown for where this config came from.
@@ -411,14 +443,20 @@ impl Validator<'_, '_> {
             let Some(value) = value else { continue };
             let dir = self.base_dir.join(value.get_ref());
             if !dir.is_dir() {
-                let msg = format!("key \"{key}\": directory \"{}\" does not exist", dir.display());
+                let msg = format!(
+                    "key \"{key}\": directory \"{}\" does not exist",
+                    dir.display()
+                );
                 self.problem(value.span(), msg);
             }
             *slot = dir;
         }
         if let Some(sep) = raw.separator {
             let ok = !sep.get_ref().is_empty()
-                && sep.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+                && sep
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
             if ok {
                 out.separator = sep.get_ref().clone();
             } else {
@@ -453,7 +491,8 @@ impl Validator<'_, '_> {
             for origin in origins {
                 let parsed = Url::parse(origin.get_ref());
                 if parsed.as_ref().is_ok_and(|u| u.has_host()) {
-                    out.allowed_origins.push(origin.get_ref().trim_end_matches('/').to_string());
+                    out.allowed_origins
+                        .push(origin.get_ref().trim_end_matches('/').to_string());
                 } else {
                     let msg = format!(
                         "key \"http.allowed_origins\": \"{}\" is not an origin like \"https://app.example.com\"",
@@ -490,7 +529,9 @@ impl Validator<'_, '_> {
             if let Some(var) = text.strip_prefix("env:") {
                 match EnvVarName::new(var) {
                     Ok(var) => out.stdio_principal = StdioPrincipal::Env(var),
-                    Err(why) => self.problem(p.span(), format!("key \"identity.stdio_principal\": {why}")),
+                    Err(why) => {
+                        self.problem(p.span(), format!("key \"identity.stdio_principal\": {why}"))
+                    }
                 }
             } else if text.is_empty() {
                 let msg = "key \"identity.stdio_principal\": must be a name or \"env:VARIABLE\"";
@@ -507,10 +548,17 @@ impl Validator<'_, '_> {
             let digest = digest.and_then(|d| self.sha256(&d));
             if let (Some(name), Some(sha256)) = (name, digest) {
                 if out.tokens.iter().any(|t| t.name == *name.get_ref()) {
-                    let msg = format!("key \"identity.tokens\": a token named \"{}\" is already defined", name.get_ref());
+                    let msg = format!(
+                        "key \"identity.tokens\": a token named \"{}\" is already defined",
+                        name.get_ref()
+                    );
                     self.problem(name.span(), msg);
                 }
-                out.tokens.push(TokenConfig { name: name.into_inner(), sha256, groups: token.groups });
+                out.tokens.push(TokenConfig {
+                    name: name.into_inner(),
+                    sha256,
+                    groups: token.groups,
+                });
             }
         }
         for oidc in raw.oidc.unwrap_or_default() {
@@ -519,23 +567,34 @@ impl Validator<'_, '_> {
             let issuer = self.required(oidc.issuer, span.clone(), "identity.oidc", "issuer");
             let issuer = issuer.and_then(|i| self.http_url(&i, "identity.oidc.issuer"));
             let audience = self.required(oidc.audience, span, "identity.oidc", "audience");
-            let jwks_url = oidc.jwks_url.and_then(|u| self.http_url(&u, "identity.oidc.jwks_url"));
-            let groups_claim =
-                oidc.groups_claim.map_or_else(|| "groups".to_string(), Spanned::into_inner);
+            let jwks_url = oidc
+                .jwks_url
+                .and_then(|u| self.http_url(&u, "identity.oidc.jwks_url"));
+            let groups_claim = oidc
+                .groups_claim
+                .map_or_else(|| "groups".to_string(), Spanned::into_inner);
             if let (Some(issuer), Some(audience)) = (issuer, audience) {
                 let audience = audience.into_inner();
-                out.oidc.push(OidcConfig { issuer, audience, groups_claim, jwks_url });
+                out.oidc.push(OidcConfig {
+                    issuer,
+                    audience,
+                    groups_claim,
+                    jwks_url,
+                });
             }
         }
     }
 
     fn approvals(&mut self, raw: RawApprovals, out: &mut ApprovalsConfig) {
         if let Some(t) = raw.timeout {
-            out.timeout = self.duration(&t, "approvals.timeout").unwrap_or(out.timeout);
+            out.timeout = self
+                .duration(&t, "approvals.timeout")
+                .unwrap_or(out.timeout);
         }
         if let Some(t) = raw.progress_every {
-            out.progress_every =
-                self.duration(&t, "approvals.progress_every").unwrap_or(out.progress_every);
+            out.progress_every = self
+                .duration(&t, "approvals.progress_every")
+                .unwrap_or(out.progress_every);
         }
         if let Some(slack) = raw.slack {
             let span = slack.span();
@@ -544,7 +603,8 @@ impl Validator<'_, '_> {
             let bot = self.required(s.bot_token_env, span.clone(), t, "bot_token_env");
             let bot = bot.and_then(|v| self.env_name(&v, "approvals.slack.bot_token_env"));
             let secret = self.required(s.signing_secret_env, span.clone(), t, "signing_secret_env");
-            let secret = secret.and_then(|v| self.env_name(&v, "approvals.slack.signing_secret_env"));
+            let secret =
+                secret.and_then(|v| self.env_name(&v, "approvals.slack.signing_secret_env"));
             let channel = self.required(s.channel, span, t, "channel");
             let api_base = match s.api_base {
                 Some(u) => self.http_url(&u, "approvals.slack.api_base"),
@@ -555,14 +615,26 @@ impl Validator<'_, '_> {
             {
                 let channel = channel.into_inner();
                 let users = s.users;
-                out.slack =
-                    Some(SlackConfig { bot_token_env, signing_secret_env, channel, api_base, users });
+                out.slack = Some(SlackConfig {
+                    bot_token_env,
+                    signing_secret_env,
+                    channel,
+                    api_base,
+                    users,
+                });
             }
         }
         if let Some(teams) = raw.teams {
             let span = teams.span();
-            let var = self.required(teams.into_inner().workflow_url_env, span, "approvals.teams", "workflow_url_env");
-            if let Some(workflow_url_env) = var.and_then(|v| self.env_name(&v, "approvals.teams.workflow_url_env")) {
+            let var = self.required(
+                teams.into_inner().workflow_url_env,
+                span,
+                "approvals.teams",
+                "workflow_url_env",
+            );
+            if let Some(workflow_url_env) =
+                var.and_then(|v| self.env_name(&v, "approvals.teams.workflow_url_env"))
+            {
                 out.teams = Some(TeamsConfig { workflow_url_env });
             }
         }
@@ -596,7 +668,10 @@ impl Validator<'_, '_> {
         match Url::parse(value.get_ref()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
             _ => {
-                let msg = format!("key \"{key}\": \"{}\" is not an http(s) URL", value.get_ref());
+                let msg = format!(
+                    "key \"{key}\": \"{}\" is not an http(s) URL",
+                    value.get_ref()
+                );
                 self.problem(value.span(), msg);
                 None
             }
@@ -632,7 +707,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text.trim()) {
         Ok(d) if d.is_zero() => Err("a duration must be longer than zero".to_string()),
         Ok(d) => Ok(d),
-        Err(e) => Err(format!("\"{text}\" is not a duration like \"30s\", \"15m\" or \"1h\" ({e})")),
+        Err(e) => Err(format!(
+            "\"{text}\" is not a duration like \"30s\", \"15m\" or \"1h\" ({e})"
+        )),
     }
 }
 
@@ -640,12 +717,16 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// `~0` and `~1`.
 pub fn check_json_pointer(pointer: &str) -> Result<(), String> {
     if !pointer.is_empty() && !pointer.starts_with('/') {
-        return Err(format!("\"{pointer}\" is not a JSON pointer (it must start with \"/\", e.g. \"/password\")"));
+        return Err(format!(
+            "\"{pointer}\" is not a JSON pointer (it must start with \"/\", e.g. \"/password\")"
+        ));
     }
     let mut chars = pointer.chars();
     while let Some(c) = chars.next() {
         if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
-            return Err(format!("\"{pointer}\" is not a JSON pointer (\"~\" must be written \"~0\")"));
+            return Err(format!(
+                "\"{pointer}\" is not a JSON pointer (\"~\" must be written \"~0\")"
+            ));
         }
     }
     Ok(())
@@ -669,7 +750,10 @@ mod tests {
         assert!(config.gateway.prefix_tools);
         assert_eq!(config.audit.durability, Durability::Fsync);
         assert_eq!(config.approvals.timeout, Duration::from_secs(900));
-        assert_eq!(config.identity.stdio_principal, StdioPrincipal::Env(EnvVarName("USER".into())));
+        assert_eq!(
+            config.identity.stdio_principal,
+            StdioPrincipal::Env(EnvVarName("USER".into()))
+        );
     }
 
     #[test]
@@ -717,14 +801,20 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
         assert_eq!(c.http.allowed_origins, vec!["https://app.example.com"]);
         assert!(!c.http.check_host && !c.http.check_origin);
         assert_eq!(c.audit.durability, Durability::None);
-        assert_eq!(c.identity.stdio_principal, StdioPrincipal::Fixed("ops-bot".into()));
+        assert_eq!(
+            c.identity.stdio_principal,
+            StdioPrincipal::Fixed("ops-bot".into())
+        );
         assert_eq!(c.identity.tokens[0].groups, vec!["sre"]);
         assert_eq!(c.identity.tokens[0].sha256[0], 0x2c);
         assert_eq!(c.identity.oidc[0].groups_claim, "groups");
         assert_eq!(c.approvals.progress_every, Duration::from_secs(5));
         let slack = c.approvals.slack.unwrap();
         assert_eq!(slack.users.get("U0123").map(String::as_str), Some("alice"));
-        assert_eq!(c.approvals.teams.unwrap().workflow_url_env.as_str(), "TEAMS_WORKFLOW_URL");
+        assert_eq!(
+            c.approvals.teams.unwrap().workflow_url_env.as_str(),
+            "TEAMS_WORKFLOW_URL"
+        );
     }
 
     #[test]
@@ -733,11 +823,30 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
                     [approvals]\ntimeout = \"soon\"\n[approvals.slack]\nchannel = \"C1\"\n";
         let got = parse(text).unwrap_err();
         assert_eq!(got.len(), 5, "{got:#?}");
-        assert_eq!(got[0], "conf/airlock.toml:2: key \"durabilty\" is not known (did you mean \"durability\"?)");
-        assert!(got[1].starts_with("conf/airlock.toml:4: key \"http.listen\""), "{}", got[1]);
-        assert!(got[2].starts_with("conf/airlock.toml:6: key \"approvals.timeout\""), "{}", got[2]);
-        assert!(got[3].contains("needs the key \"bot_token_env\""), "{}", got[3]);
-        assert!(got[4].contains("needs the key \"signing_secret_env\""), "{}", got[4]);
+        assert_eq!(
+            got[0],
+            "conf/airlock.toml:2: key \"durabilty\" is not known (did you mean \"durability\"?)"
+        );
+        assert!(
+            got[1].starts_with("conf/airlock.toml:4: key \"http.listen\""),
+            "{}",
+            got[1]
+        );
+        assert!(
+            got[2].starts_with("conf/airlock.toml:6: key \"approvals.timeout\""),
+            "{}",
+            got[2]
+        );
+        assert!(
+            got[3].contains("needs the key \"bot_token_env\""),
+            "{}",
+            got[3]
+        );
+        assert!(
+            got[4].contains("needs the key \"signing_secret_env\""),
+            "{}",
+            got[4]
+        );
     }
 
     #[test]
@@ -745,7 +854,9 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
         let got = parse("[audit]\ndurability = \"fsnyc\"\n").unwrap_err();
         assert_eq!(
             got,
-            vec!["conf/airlock.toml:2: key \"audit.durability\": \"fsnyc\" is not a known value (did you mean \"fsync\"?)"]
+            vec![
+                "conf/airlock.toml:2: key \"audit.durability\": \"fsnyc\" is not a known value (did you mean \"fsync\"?)"
+            ]
         );
     }
 

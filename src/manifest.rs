@@ -53,7 +53,10 @@ impl ServerName {
         if name.is_empty() {
             return Err("a server name must not be empty".to_string());
         }
-        if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-')) {
+        if let Some(c) = name
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
             return Err(format!(
                 "server name \"{name}\" contains {c:?}; use only letters, digits, '_' and '-'"
             ));
@@ -199,7 +202,11 @@ pub const SELF_COMMAND: &str = "airlock";
 
 /// Loads every `*.toml` in `dir` (sorted by file name). A missing directory holds no
 /// manifests. Relative paths resolve against `base_dir` (the config file's directory).
-pub fn load_dir(dir: &Path, base_dir: &Path, separator: &str) -> Result<Vec<Manifest>, ConfigErrors> {
+pub fn load_dir(
+    dir: &Path,
+    base_dir: &Path,
+    separator: &str,
+) -> Result<Vec<Manifest>, ConfigErrors> {
     let mut errors = ConfigErrors::new();
     let mut manifests: Vec<Manifest> = Vec::new();
     for file in toml_files(dir, &mut errors) {
@@ -215,7 +222,11 @@ pub fn load_dir(dir: &Path, base_dir: &Path, separator: &str) -> Result<Vec<Mani
                 if let Some(first) = manifests.iter().find(|o| o.name == m.name) {
                     errors.push(Problem::file(
                         &file,
-                        format!("server \"{}\" is already defined in {}", m.name, first.file.display()),
+                        format!(
+                            "server \"{}\" is already defined in {}",
+                            m.name,
+                            first.file.display()
+                        ),
                     ));
                 } else {
                     manifests.push(m);
@@ -233,7 +244,10 @@ pub fn toml_files(dir: &Path, errors: &mut ConfigErrors) -> Vec<PathBuf> {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
-            errors.push(Problem::file(dir, format!("cannot list the directory: {e}")));
+            errors.push(Problem::file(
+                dir,
+                format!("cannot list the directory: {e}"),
+            ));
             return Vec::new();
         }
     };
@@ -247,7 +261,12 @@ pub fn toml_files(dir: &Path, errors: &mut ConfigErrors) -> Vec<PathBuf> {
 }
 
 /// Parses one manifest file's text.
-pub fn parse(text: &str, file: &Path, base_dir: &Path, separator: &str) -> Result<Manifest, ConfigErrors> {
+pub fn parse(
+    text: &str,
+    file: &Path,
+    base_dir: &Path,
+    separator: &str,
+) -> Result<Manifest, ConfigErrors> {
     let source = Source::new(file, text);
     let mut errors = ConfigErrors::new();
     let Some(raw) = deserialize_all::<RawManifest>(&source, &mut errors) else {
@@ -258,10 +277,16 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, separator: &str) -> Resul
             .map_err(|why| errors.push(source.at(n, format!("key \"name\": {why}"))))
             .ok(),
         None => {
-            let stem = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let stem = file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             ServerName::new(&stem, separator)
                 .map_err(|why| {
-                    errors.push(source.problem(None, format!("no \"name\" key, and the file name is not usable: {why}")))
+                    errors.push(source.problem(
+                        None,
+                        format!("no \"name\" key, and the file name is not usable: {why}"),
+                    ))
                 })
                 .ok()
         }
@@ -270,7 +295,15 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, separator: &str) -> Resul
     let tools = raw
         .tools
         .into_iter()
-        .map(|(tool, t)| (tool, ToolOverride { risk: t.risk, hidden: t.hidden }))
+        .map(|(tool, t)| {
+            (
+                tool,
+                ToolOverride {
+                    risk: t.risk,
+                    hidden: t.hidden,
+                },
+            )
+        })
         .collect();
     match (name, transport) {
         (Some(name), Some(transport)) if errors.is_empty() => Ok(Manifest {
@@ -288,7 +321,12 @@ pub fn parse(text: &str, file: &Path, base_dir: &Path, separator: &str) -> Resul
     }
 }
 
-fn transport(raw: &RawManifest, source: &Source<'_>, base_dir: &Path, errors: &mut ConfigErrors) -> Option<Transport> {
+fn transport(
+    raw: &RawManifest,
+    source: &Source<'_>,
+    base_dir: &Path,
+    errors: &mut ConfigErrors,
+) -> Option<Transport> {
     match (&raw.command, &raw.url) {
         (Some(command), None) => {
             for (key, span) in [
@@ -296,7 +334,10 @@ fn transport(raw: &RawManifest, source: &Source<'_>, base_dir: &Path, errors: &m
                 ("headers", raw.headers.as_ref().map(Spanned::span)),
             ] {
                 if let Some(span) = span {
-                    errors.push(source.problem(Some(span), format!("key \"{key}\" only applies to a server given by \"url\"")));
+                    errors.push(source.problem(
+                        Some(span),
+                        format!("key \"{key}\" only applies to a server given by \"url\""),
+                    ));
                 }
             }
             let program = program(command.get_ref(), base_dir)
@@ -309,8 +350,16 @@ fn transport(raw: &RawManifest, source: &Source<'_>, base_dir: &Path, errors: &m
             };
             Some(Transport::Stdio(StdioCommand {
                 program,
-                args: raw.args.as_ref().map(|a| a.get_ref().clone()).unwrap_or_default(),
-                env: raw.env.as_ref().map(|e| e.get_ref().clone()).unwrap_or_default(),
+                args: raw
+                    .args
+                    .as_ref()
+                    .map(|a| a.get_ref().clone())
+                    .unwrap_or_default(),
+                env: raw
+                    .env
+                    .as_ref()
+                    .map(|e| e.get_ref().clone())
+                    .unwrap_or_default(),
                 cwd,
             }))
         }
@@ -321,29 +370,48 @@ fn transport(raw: &RawManifest, source: &Source<'_>, base_dir: &Path, errors: &m
                 ("cwd", raw.cwd.as_ref().map(Spanned::span)),
             ] {
                 if let Some(span) = span {
-                    errors.push(source.problem(Some(span), format!("key \"{key}\" only applies to a server given by \"command\"")));
+                    errors.push(source.problem(
+                        Some(span),
+                        format!("key \"{key}\" only applies to a server given by \"command\""),
+                    ));
                 }
             }
             let parsed = match Url::parse(url.get_ref()) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => u,
                 _ => {
-                    errors.push(source.at(url, format!("key \"url\": \"{}\" is not an http(s) URL", url.get_ref())));
+                    errors.push(source.at(
+                        url,
+                        format!("key \"url\": \"{}\" is not an http(s) URL", url.get_ref()),
+                    ));
                     return None;
                 }
             };
-            let headers = raw.headers.as_ref().map(|h| h.get_ref().clone()).unwrap_or_default();
-            let target = HttpTarget { url: parsed, headers };
+            let headers = raw
+                .headers
+                .as_ref()
+                .map(|h| h.get_ref().clone())
+                .unwrap_or_default();
+            let target = HttpTarget {
+                url: parsed,
+                headers,
+            };
             Some(match raw.transport.as_ref().map(|t| *t.get_ref()) {
                 None | Some(RawTransport::StreamableHttp) => Transport::StreamableHttp(target),
                 Some(RawTransport::Sse) => Transport::Sse(target),
             })
         }
         (Some(command), Some(_)) => {
-            errors.push(source.at(command, "give either \"command\" (stdio) or \"url\" (HTTP), not both"));
+            errors.push(source.at(
+                command,
+                "give either \"command\" (stdio) or \"url\" (HTTP), not both",
+            ));
             None
         }
         (None, None) => {
-            errors.push(source.problem(None, "needs \"command\" (a stdio server) or \"url\" (an HTTP server)"));
+            errors.push(source.problem(
+                None,
+                "needs \"command\" (a stdio server) or \"url\" (an HTTP server)",
+            ));
             None
         }
     }
@@ -354,7 +422,8 @@ fn program(command: &str, base_dir: &Path) -> Result<PathBuf, String> {
         return Err("must not be empty".to_string());
     }
     if command == SELF_COMMAND {
-        return std::env::current_exe().map_err(|e| format!("cannot find the airlock executable: {e}"));
+        return std::env::current_exe()
+            .map_err(|e| format!("cannot find the airlock executable: {e}"));
     }
     let path = Path::new(command);
     if path.is_relative() && command.contains('/') {
@@ -384,7 +453,9 @@ mod tests {
              [tools.read]\nrisk = \"low\"\n[tools.secret]\nhidden = true\n",
         );
         assert_eq!(m.name.as_str(), "fs");
-        let Transport::Stdio(cmd) = &m.transport else { panic!("not stdio") };
+        let Transport::Stdio(cmd) = &m.transport else {
+            panic!("not stdio")
+        };
         assert_eq!(cmd.program, Path::new("npx"));
         assert_eq!(cmd.cwd, Path::new("conf"));
         assert_eq!(m.tool_risk("read"), Some(Risk::Low));
@@ -396,7 +467,9 @@ mod tests {
     #[test]
     fn the_airlock_command_means_this_executable() {
         let m = parse_ok("command = \"airlock\"\nargs = [\"demo-tools\"]\n");
-        let Transport::Stdio(cmd) = &m.transport else { panic!("not stdio") };
+        let Transport::Stdio(cmd) = &m.transport else {
+            panic!("not stdio")
+        };
         assert_eq!(cmd.program, std::env::current_exe().unwrap());
         assert_eq!(m.name.as_str(), "fs", "name defaults to the file stem");
     }
@@ -411,11 +484,27 @@ mod tests {
 
     #[test]
     fn manifest_mistakes_are_all_reported_with_lines() {
-        let got = parse_err("name = \"f__s\"\nurl = \"http://x/mcp\"\ncwd = \"/\"\n[tools.a]\nrisk = \"hihg\"\n");
+        let got = parse_err(
+            "name = \"f__s\"\nurl = \"http://x/mcp\"\ncwd = \"/\"\n[tools.a]\nrisk = \"hihg\"\n",
+        );
         assert_eq!(got.len(), 3, "{got:#?}");
-        assert!(got[0].starts_with("m/fs.toml:5: key \"tools.a.risk\": \"hihg\" is not a known value (did you mean \"high\"?)"), "{}", got[0]);
-        assert!(got[1].starts_with("m/fs.toml:1: key \"name\""), "{}", got[1]);
-        assert!(got[2].starts_with("m/fs.toml:3: key \"cwd\" only applies"), "{}", got[2]);
+        assert!(
+            got[0].starts_with("m/fs.toml:1: key \"name\""),
+            "{}",
+            got[0]
+        );
+        assert!(
+            got[1].starts_with("m/fs.toml:3: key \"cwd\" only applies"),
+            "{}",
+            got[1]
+        );
+        assert!(
+            got[2].starts_with(
+                "m/fs.toml:5: key \"tools.a.risk\": \"hihg\" is not a known value (did you mean \"high\"?)"
+            ),
+            "{}",
+            got[2]
+        );
         assert_eq!(parse_err("args = []\n").len(), 1);
     }
 

@@ -163,15 +163,84 @@ mod tests {
         use RiskSource::*;
         let cases: Vec<(&str, RiskInputs, (Risk, RiskSource))> = vec![
             ("nothing known", inputs(), (High, Fallback)),
-            ("default only", RiskInputs { manifest_default: Some(Medium), ..inputs() }, (Medium, ManifestDefault)),
-            ("read-only hint", RiskInputs { read_only_hint: Some(true), manifest_default: Some(Critical), ..inputs() }, (Low, Annotations)),
-            ("non-destructive hint", RiskInputs { destructive_hint: Some(false), ..inputs() }, (Medium, Annotations)),
-            ("read_only false, no destructive hint", RiskInputs { read_only_hint: Some(false), manifest_default: Some(Low), ..inputs() }, (High, Annotations)),
-            ("destructive hint", RiskInputs { destructive_hint: Some(true), ..inputs() }, (High, Annotations)),
-            ("read-only wins over destructive", RiskInputs { read_only_hint: Some(true), destructive_hint: Some(true), ..inputs() }, (Low, Annotations)),
-            ("manifest entry beats annotations", RiskInputs { manifest_entry: Some(Critical), read_only_hint: Some(true), ..inputs() }, (Critical, Manifest)),
-            ("manifest entry may lower", RiskInputs { manifest_entry: Some(Low), destructive_hint: Some(true), ..inputs() }, (Low, Manifest)),
-            ("changed fingerprint beats everything", RiskInputs { manifest_entry: Some(Low), fingerprint_changed: true, ..inputs() }, (Critical, FingerprintChanged)),
+            (
+                "default only",
+                RiskInputs {
+                    manifest_default: Some(Medium),
+                    ..inputs()
+                },
+                (Medium, ManifestDefault),
+            ),
+            (
+                "read-only hint",
+                RiskInputs {
+                    read_only_hint: Some(true),
+                    manifest_default: Some(Critical),
+                    ..inputs()
+                },
+                (Low, Annotations),
+            ),
+            (
+                "non-destructive hint",
+                RiskInputs {
+                    destructive_hint: Some(false),
+                    ..inputs()
+                },
+                (Medium, Annotations),
+            ),
+            (
+                "read_only false, no destructive hint",
+                RiskInputs {
+                    read_only_hint: Some(false),
+                    manifest_default: Some(Low),
+                    ..inputs()
+                },
+                (High, Annotations),
+            ),
+            (
+                "destructive hint",
+                RiskInputs {
+                    destructive_hint: Some(true),
+                    ..inputs()
+                },
+                (High, Annotations),
+            ),
+            (
+                "read-only wins over destructive",
+                RiskInputs {
+                    read_only_hint: Some(true),
+                    destructive_hint: Some(true),
+                    ..inputs()
+                },
+                (Low, Annotations),
+            ),
+            (
+                "manifest entry beats annotations",
+                RiskInputs {
+                    manifest_entry: Some(Critical),
+                    read_only_hint: Some(true),
+                    ..inputs()
+                },
+                (Critical, Manifest),
+            ),
+            (
+                "manifest entry may lower",
+                RiskInputs {
+                    manifest_entry: Some(Low),
+                    destructive_hint: Some(true),
+                    ..inputs()
+                },
+                (Low, Manifest),
+            ),
+            (
+                "changed fingerprint beats everything",
+                RiskInputs {
+                    manifest_entry: Some(Low),
+                    fingerprint_changed: true,
+                    ..inputs()
+                },
+                (Critical, FingerprintChanged),
+            ),
         ];
         for (name, input, want) in cases {
             assert_eq!(assign(&input), want, "{name}");
@@ -180,7 +249,9 @@ mod tests {
 
     #[test]
     fn risks_are_ordered_and_parse_from_their_names() {
-        assert!(Risk::Low < Risk::Medium && Risk::Medium < Risk::High && Risk::High < Risk::Critical);
+        assert!(
+            Risk::Low < Risk::Medium && Risk::Medium < Risk::High && Risk::High < Risk::Critical
+        );
         for r in Risk::ALL {
             assert_eq!(r.as_str().parse::<Risk>(), Ok(r));
         }

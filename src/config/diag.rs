@@ -27,7 +27,11 @@ pub struct Problem {
 impl Problem {
     /// A problem about a whole file (unreadable, missing).
     pub fn file(file: &Path, message: impl Into<String>) -> Problem {
-        Problem { file: file.to_path_buf(), line: None, message: message.into() }
+        Problem {
+            file: file.to_path_buf(),
+            line: None,
+            message: message.into(),
+        }
     }
 }
 
@@ -73,13 +77,19 @@ impl ConfigErrors {
     }
     /// `Ok(value)` when nothing was found, otherwise these problems.
     pub fn into_result<T>(self, value: T) -> Result<T, ConfigErrors> {
-        if self.problems.is_empty() { Ok(value) } else { Err(self) }
+        if self.problems.is_empty() {
+            Ok(value)
+        } else {
+            Err(self)
+        }
     }
 }
 
 impl From<Problem> for ConfigErrors {
     fn from(problem: Problem) -> ConfigErrors {
-        ConfigErrors { problems: vec![problem] }
+        ConfigErrors {
+            problems: vec![problem],
+        }
     }
 }
 
@@ -179,10 +189,7 @@ fn first_line(s: &str) -> &str {
 }
 
 fn count_keys(table: &Table) -> usize {
-    table
-        .iter()
-        .map(|(_, item)| 1 + item_keys(item))
-        .sum()
+    table.iter().map(|(_, item)| 1 + item_keys(item)).sum()
 }
 
 fn item_keys(item: &Item) -> usize {
@@ -203,11 +210,17 @@ fn value_keys(value: &Value) -> usize {
 }
 
 fn contains(outer: &Option<Range<usize>>, inner: &Range<usize>) -> bool {
-    outer.as_ref().is_some_and(|o| o.start <= inner.start && inner.end <= o.end)
+    outer
+        .as_ref()
+        .is_some_and(|o| o.start <= inner.start && inner.end <= o.end)
 }
 
 fn join(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() { key.to_string() } else { format!("{prefix}.{key}") }
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
 }
 
 /// Removes the innermost key whose name or value covers `span`; returns its dotted path.
@@ -216,7 +229,9 @@ fn remove_key_at(table: &mut Table, span: &Range<usize>, prefix: &str) -> Option
     for key in keys {
         let path = join(prefix, &key);
         let key_span = table.key(&key).and_then(|k| k.span());
-        let Some(item) = table.get_mut(&key) else { continue };
+        let Some(item) = table.get_mut(&key) else {
+            continue;
+        };
         if let Some(found) = remove_in_item(item, span, &path) {
             return Some(found);
         }
@@ -305,7 +320,12 @@ fn parse_serde_list(message: &str, prefix: &str) -> Option<(String, Vec<String>)
     let end = rest.find('`')?;
     let name = rest[..end].to_string();
     let tail = &rest[end + 1..];
-    let expected = tail.split('`').skip(1).step_by(2).map(str::to_string).collect();
+    let expected = tail
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect();
     Some((name, expected))
 }
 
@@ -365,6 +385,9 @@ mod tests {
     fn syntax_error_names_its_line() {
         let got = problems("[audit]\n\ndurability = \n");
         assert_eq!(got.len(), 1);
-        assert!(got[0].starts_with("airlock.toml:3: not valid TOML"), "{got:?}");
+        assert!(
+            got[0].starts_with("airlock.toml:3: not valid TOML"),
+            "{got:?}"
+        );
     }
 }

@@ -134,7 +134,10 @@ pub(crate) fn decide(rules: &[Rule], facts: &CallFacts<'_>) -> Decision {
         Effect::Approve | Effect::Confirm => Some(merge(rules, &matched, effect, facts.risk)),
         Effect::Allow | Effect::Deny => None,
     };
-    let won = &matched.iter().find(|(i, _)| *i == win).map(|(_, m)| m.clone());
+    let won = &matched
+        .iter()
+        .find(|(i, _)| *i == win)
+        .map(|(_, m)| m.clone());
     let reason = match won {
         Some(m) => rule_reason(m),
         None => String::new(),
@@ -152,7 +155,10 @@ pub(crate) fn decide(rules: &[Rule], facts: &CallFacts<'_>) -> Decision {
 
 fn rule_reason(m: &RuleMatch) -> String {
     if let Some(why) = &m.error {
-        return format!("rule \"{}\" could not be evaluated ({why}), so the call is denied", m.rule);
+        return format!(
+            "rule \"{}\" could not be evaluated ({why}), so the call is denied",
+            m.rule
+        );
     }
     let verb = match m.effect {
         Effect::Allow => "allows this call",
@@ -168,7 +174,12 @@ fn rule_reason(m: &RuleMatch) -> String {
 
 /// Merges every matching rule with the winning hold effect: highest quorum, union of
 /// approvers and channels, shortest timeout.
-fn merge(rules: &[Rule], matched: &[(usize, RuleMatch)], effect: Effect, risk: Risk) -> ApprovalSpec {
+fn merge(
+    rules: &[Rule],
+    matched: &[(usize, RuleMatch)],
+    effect: Effect,
+    risk: Risk,
+) -> ApprovalSpec {
     let mut quorum = 1;
     let mut approvers = BTreeSet::new();
     let mut channels = BTreeSet::new();
@@ -202,7 +213,11 @@ fn default_decision(facts: &CallFacts<'_>) -> Decision {
         Effect::Allow => (None, "allowed".to_string()),
         Effect::Confirm => (Some(spec(1)), "confirmed by the caller".to_string()),
         Effect::Approve => {
-            let n = if quorum == 1 { "one approver".to_string() } else { format!("{quorum} approvers") };
+            let n = if quorum == 1 {
+                "one approver".to_string()
+            } else {
+                format!("{quorum} approvers")
+            };
             (Some(spec(quorum)), format!("approved by {n}"))
         }
         Effect::Deny => (None, "denied".to_string()),
@@ -214,19 +229,33 @@ fn default_decision(facts: &CallFacts<'_>) -> Decision {
         approval,
         matched: Vec::new(),
         winning_rule: None,
-        reason: format!("no policy rule matched; {}-risk tools are {what} by default", facts.risk),
+        reason: format!(
+            "no policy rule matched; {}-risk tools are {what} by default",
+            facts.risk
+        ),
     }
 }
 
 fn spec(quorum: u32) -> ApprovalSpec {
-    ApprovalSpec { quorum, approvers: Vec::new(), channels: Vec::new(), timeout: None }
+    ApprovalSpec {
+        quorum,
+        approvers: Vec::new(),
+        channels: Vec::new(),
+        timeout: None,
+    }
 }
 
 fn outcome(rule: &Rule, facts: &CallFacts<'_>) -> Outcome {
     let selected = rule.tools.as_ref().is_none_or(|t| t.is_match(facts.tool))
         && rule.risk.as_ref().is_none_or(|r| r.contains(&facts.risk))
-        && rule.principals.as_ref().is_none_or(|p| p.iter().any(|p| p == facts.principal))
-        && rule.groups.as_ref().is_none_or(|g| g.iter().any(|g| facts.groups.contains(g)));
+        && rule
+            .principals
+            .as_ref()
+            .is_none_or(|p| p.iter().any(|p| p == facts.principal))
+        && rule
+            .groups
+            .as_ref()
+            .is_none_or(|g| g.iter().any(|g| facts.groups.contains(g)));
     if !selected {
         return Outcome::NoMatch;
     }
@@ -293,7 +322,10 @@ fn cannot(pred: &Predicate, test: &str, needs: &str, got: &Value) -> Outcome {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     };
-    Outcome::CannotEvaluate(format!("{test} on \"{}\" needs {needs}, the call has {kind}", pred.pointer))
+    Outcome::CannotEvaluate(format!(
+        "{test} on \"{}\" needs {needs}, the call has {kind}",
+        pred.pointer
+    ))
 }
 
 /// JSON equality, except that numbers compare by value (`1 == 1.0`).
@@ -303,9 +335,13 @@ fn json_eq(a: &Value, b: &Value) -> bool {
             (Some(x), Some(y)) => x == y,
             _ => x.as_f64() == y.as_f64(),
         },
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| json_eq(x, y))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }

@@ -40,11 +40,27 @@ impl Decision {
                 let _ = writeln!(out, "decision: {}, by rule \"{rule}\"", self.effect);
             }
             None => {
-                let _ = writeln!(out, "decision: {}, the default for {} risk", self.effect, self.risk);
+                let _ = writeln!(
+                    out,
+                    "decision: {}, the default for {} risk",
+                    self.effect, self.risk
+                );
             }
         }
         if let Some(spec) = &self.approval {
             let _ = writeln!(out, "hold: {}", describe_hold(self, spec));
+            let merged = self
+                .matched
+                .iter()
+                .filter(|m| m.effect == self.effect && m.error.is_none())
+                .count();
+            if merged > 1 {
+                let _ = writeln!(
+                    out,
+                    "merged from {merged} {} rules: highest quorum, union of approvers and channels, shortest timeout",
+                    self.effect
+                );
+            }
         }
         let _ = writeln!(out, "reason: {}", self.reason);
         out

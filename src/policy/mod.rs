@@ -24,7 +24,9 @@ mod explain;
 mod rule;
 
 pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, default_effect, default_quorum};
-pub use rule::{Approver, Channel, Effect, MAX_QUORUM, Predicate, Rule, RuleId, Test, ToolGlobs, parse_approver};
+pub use rule::{
+    Approver, Channel, Effect, MAX_QUORUM, Predicate, Rule, RuleId, Test, ToolGlobs, parse_approver,
+};
 
 /// Every rule of every policy file, in policy order.
 #[derive(Debug, Clone, Default)]
@@ -83,11 +85,17 @@ impl PolicySet {
                 errors.push(Problem {
                     file,
                     line,
-                    message: format!("rule \"{}\": id already used at {}", rule.id, first.location),
+                    message: format!(
+                        "rule \"{}\": id already used at {}",
+                        rule.id, first.location
+                    ),
                 });
             }
         }
-        errors.into_result(PolicySet { rules, files: Vec::new() })
+        errors.into_result(PolicySet {
+            rules,
+            files: Vec::new(),
+        })
     }
 
     /// The rules, in policy order.

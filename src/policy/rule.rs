@@ -187,11 +187,17 @@ impl ToolGlobs {
     pub fn new(patterns: &[String]) -> Result<ToolGlobs, String> {
         let mut builder = GlobSetBuilder::new();
         for p in patterns {
-            let glob = GlobBuilder::new(p).literal_separator(false).backslash_escape(true).build();
+            let glob = GlobBuilder::new(p)
+                .literal_separator(false)
+                .backslash_escape(true)
+                .build();
             builder.add(glob.map_err(|e| format!("\"{p}\" is not a valid glob: {}", e.kind()))?);
         }
         let set = builder.build().map_err(|e| e.to_string())?;
-        Ok(ToolGlobs { set, patterns: patterns.to_vec() })
+        Ok(ToolGlobs {
+            set,
+            patterns: patterns.to_vec(),
+        })
     }
     /// True when `tool` matches any pattern.
     pub fn is_match(&self, tool: &str) -> bool {
@@ -252,7 +258,11 @@ pub(super) fn parse_file(text: &str, file: &Path) -> Result<Vec<Rule>, ConfigErr
     };
     let mut rules = Vec::new();
     for raw_rule in raw.rule {
-        let mut p = RuleProblems { source: &source, errors: &mut errors, id: String::new() };
+        let mut p = RuleProblems {
+            source: &source,
+            errors: &mut errors,
+            id: String::new(),
+        };
         if let Some(rule) = p.rule(raw_rule) {
             rules.push(rule);
         }
@@ -280,10 +290,18 @@ impl RuleProblems<'_, '_> {
 
     fn rule(&mut self, raw: Spanned<RawRule>) -> Option<Rule> {
         let span = raw.span();
-        let location = format!("{}:{}", self.source.file().display(), self.source.line_of(span.start));
+        let location = format!(
+            "{}:{}",
+            self.source.file().display(),
+            self.source.line_of(span.start)
+        );
         let raw = raw.into_inner();
         let before = self.errors.problems().len();
-        let id = match raw.id.as_ref().map(|i| (RuleId::new(i.get_ref()), i.span())) {
+        let id = match raw
+            .id
+            .as_ref()
+            .map(|i| (RuleId::new(i.get_ref()), i.span()))
+        {
             Some((Some(id), _)) => Some(id),
             Some((None, at)) => {
                 self.push(at, "key \"id\" must not be empty");
@@ -297,7 +315,10 @@ impl RuleProblems<'_, '_> {
         self.id = id.as_ref().map(|i| i.0.clone()).unwrap_or_default();
         let effect = raw.effect.as_ref().map(|e| *e.get_ref());
         if effect.is_none() {
-            self.push(span, "needs an \"effect\" (allow, confirm, approve or deny)");
+            self.push(
+                span,
+                "needs an \"effect\" (allow, confirm, approve or deny)",
+            );
         }
         let approval = self.approval_keys(&raw, effect);
         let tools = self.tools(raw.tools);
@@ -327,7 +348,12 @@ impl RuleProblems<'_, '_> {
     fn non_empty<T>(&mut self, value: Option<Spanned<Vec<T>>>, key: &str) -> Option<Vec<T>> {
         let value = value?;
         if value.get_ref().is_empty() {
-            self.push(value.span(), format!("key \"{key}\" is empty, so the rule could never match; omit it to match any"));
+            self.push(
+                value.span(),
+                format!(
+                    "key \"{key}\" is empty, so the rule could never match; omit it to match any"
+                ),
+            );
             return None;
         }
         Some(value.into_inner())
@@ -358,21 +384,41 @@ impl RuleProblems<'_, '_> {
                 tests.push(Test::Equals(self.json(v, &span)));
             }
             if let Some(vs) = pred.one_of {
-                tests.push(Test::OneOf(vs.into_iter().map(|v| self.json(v, &span)).collect()));
+                tests.push(Test::OneOf(
+                    vs.into_iter().map(|v| self.json(v, &span)).collect(),
+                ));
             }
             if let Some(re) = pred.regex {
                 match Regex::new(re.get_ref()) {
                     Ok(re) => tests.push(Test::Regex(re)),
                     Err(e) => {
-                        let why = e.to_string().lines().last().unwrap_or_default().trim().to_string();
-                        self.push(re.span(), format!("when \"{pointer}\": regex \"{}\" is not valid: {why}", re.get_ref()));
+                        let why = e
+                            .to_string()
+                            .lines()
+                            .last()
+                            .unwrap_or_default()
+                            .trim()
+                            .to_string();
+                        self.push(
+                            re.span(),
+                            format!(
+                                "when \"{pointer}\": regex \"{}\" is not valid: {why}",
+                                re.get_ref()
+                            ),
+                        );
                     }
                 }
             }
-            for (bound, make) in [(pred.min, Test::Min as fn(f64) -> Test), (pred.max, Test::Max)] {
+            for (bound, make) in [
+                (pred.min, Test::Min as fn(f64) -> Test),
+                (pred.max, Test::Max),
+            ] {
                 match bound {
                     Some(b) if b.is_finite() => tests.push(make(b)),
-                    Some(_) => self.push(span.clone(), format!("when \"{pointer}\": min and max must be finite numbers")),
+                    Some(_) => self.push(
+                        span.clone(),
+                        format!("when \"{pointer}\": min and max must be finite numbers"),
+                    ),
                     None => {}
                 }
             }
@@ -380,7 +426,12 @@ impl RuleProblems<'_, '_> {
                 tests.push(Test::Exists(e));
             }
             if tests.is_empty() {
-                self.push(span, format!("when \"{pointer}\": give at least one of equals, one_of, regex, min, max, exists"));
+                self.push(
+                    span,
+                    format!(
+                        "when \"{pointer}\": give at least one of equals, one_of, regex, min, max, exists"
+                    ),
+                );
             }
             out.push(Predicate { pointer, tests });
         }
@@ -389,7 +440,10 @@ impl RuleProblems<'_, '_> {
 
     fn json(&mut self, value: toml::Value, span: &std::ops::Range<usize>) -> Value {
         if let toml::Value::Datetime(_) = value {
-            self.push(span.clone(), "dates cannot be compared with JSON arguments; quote them as strings");
+            self.push(
+                span.clone(),
+                "dates cannot be compared with JSON arguments; quote them as strings",
+            );
             return Value::Null;
         }
         serde_json::to_value(value).unwrap_or(Value::Null)
@@ -406,7 +460,10 @@ impl RuleProblems<'_, '_> {
         let mut approvers = Vec::new();
         for a in raw.approvers.iter().flatten() {
             if !is_approve {
-                self.push(a.span(), "key \"approvers\" only applies to effect = \"approve\"");
+                self.push(
+                    a.span(),
+                    "key \"approvers\" only applies to effect = \"approve\"",
+                );
                 break;
             }
             match parse_approver(a.get_ref()) {
@@ -416,23 +473,34 @@ impl RuleProblems<'_, '_> {
         }
         let quorum = raw.quorum.as_ref().and_then(|q| {
             if !is_approve {
-                self.push(q.span(), "key \"quorum\" only applies to effect = \"approve\"");
+                self.push(
+                    q.span(),
+                    "key \"quorum\" only applies to effect = \"approve\"",
+                );
                 return None;
             }
             match u32::try_from(*q.get_ref()) {
                 Ok(n) if (1..=MAX_QUORUM).contains(&n) => Some(n),
                 _ => {
-                    self.push(q.span(), format!("quorum must be between 1 and {MAX_QUORUM}"));
+                    self.push(
+                        q.span(),
+                        format!("quorum must be between 1 and {MAX_QUORUM}"),
+                    );
                     None
                 }
             }
         });
         let timeout = raw.timeout.as_ref().and_then(|t| {
             if !holds {
-                self.push(t.span(), "key \"timeout\" only applies to effect = \"confirm\" or \"approve\"");
+                self.push(
+                    t.span(),
+                    "key \"timeout\" only applies to effect = \"confirm\" or \"approve\"",
+                );
                 return None;
             }
-            parse_duration(t.get_ref()).map_err(|why| self.push(t.span(), format!("key \"timeout\": {why}"))).ok()
+            parse_duration(t.get_ref())
+                .map_err(|why| self.push(t.span(), format!("key \"timeout\": {why}")))
+                .ok()
         });
         let mut channels = Vec::new();
         if let Some(cs) = &raw.channels {
@@ -441,7 +509,10 @@ impl RuleProblems<'_, '_> {
                 channels.sort();
                 channels.dedup();
             } else {
-                self.push(cs.span(), "key \"channels\" only applies to effect = \"approve\"");
+                self.push(
+                    cs.span(),
+                    "key \"channels\" only applies to effect = \"approve\"",
+                );
             }
         }
         (approvers, quorum, timeout, channels)
@@ -456,6 +527,8 @@ pub fn parse_approver(text: &str) -> Result<Approver, String> {
         _ if name.is_empty() => Err(format!("\"{text}\" names nobody")),
         "group" => Ok(Approver::Group(name.to_string())),
         "user" => Ok(Approver::User(name.to_string())),
-        _ => Err(format!("\"{text}\" must be \"group:NAME\" or \"user:NAME\"")),
+        _ => Err(format!(
+            "\"{text}\" must be \"group:NAME\" or \"user:NAME\""
+        )),
     }
 }
