@@ -408,6 +408,7 @@ impl Config {
             v.identity(raw.identity.unwrap_or_default(), &mut config.identity);
             v.approvals(raw.approvals.unwrap_or_default(), &mut config.approvals);
         }
+        errors.sort_by_line();
         (config, errors)
     }
 
@@ -649,7 +650,11 @@ impl Validator<'_, '_> {
         key: &str,
     ) -> Option<Spanned<T>> {
         if value.is_none() {
-            self.problem(table_span, format!("[{table}] needs the key \"{key}\""));
+            let problem = self.source.problem(
+                Some(table_span.clone()),
+                format!("[{table}] needs the key \"{key}\""),
+            );
+            self.errors.push_missing(table_span, &[key], problem);
         }
         value
     }

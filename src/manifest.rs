@@ -408,10 +408,12 @@ fn transport(
             None
         }
         (None, None) => {
-            errors.push(source.problem(
-                None,
-                "needs \"command\" (a stdio server) or \"url\" (an HTTP server)",
-            ));
+            let what = "needs \"command\" (a stdio server) or \"url\" (an HTTP server)";
+            errors.push_missing(
+                0..usize::MAX,
+                &["command", "url"],
+                source.problem(None, what),
+            );
             None
         }
     }

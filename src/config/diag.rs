@@ -48,6 +48,9 @@ impl fmt::Display for Problem {
 #[derive(Debug, Clone, Default, PartialEq, Eq, thiserror::Error)]
 pub struct ConfigErrors {
     problems: Vec<Problem>,
+    /// Spans of keys `deserialize_all` removed after reporting them; a later "missing key"
+    /// problem around one of them is a consequence, not news (see `push_missing`).
+    removed: Vec<(Range<usize>, String)>,
 }
 
 impl ConfigErrors {
@@ -71,6 +74,21 @@ impl ConfigErrors {
     pub fn extend(&mut self, other: ConfigErrors) {
         self.problems.extend(other.problems);
     }
+    /// Adds a "key missing" problem about the table at `span`, unless one of `keys` (or a
+    /// near spelling of one) inside it was already reported and removed: a misspelt `idd`,
+    /// or an `effect` with an unknown value, should not also cause "needs an id/effect".
+    pub fn push_missing(&mut self, span: Range<usize>, keys: &[&str], problem: Problem) {
+        let caused = self.removed.iter().any(|(r, name)| {
+            span.start <= r.start
+                && r.end <= span.end
+                && keys
+                    .iter()
+                    .any(|k| k == name || strsim::jaro_winkler(k, name) >= 0.8)
+        });
+        if !caused {
+            self.problems.push(problem);
+        }
+    }
     /// Orders the problems by line (stable); for problems of a single file.
     pub fn sort_by_line(&mut self) {
         self.problems.sort_by_key(|p| p.line);
@@ -89,6 +107,7 @@ impl From<Problem> for ConfigErrors {
     fn from(problem: Problem) -> ConfigErrors {
         ConfigErrors {
             problems: vec![problem],
+            removed: Vec::new(),
         }
     }
 }
@@ -174,7 +193,10 @@ pub fn deserialize_all<T: DeserializeOwned>(
                 let span = e.span();
                 let removed = span.clone().and_then(|s| remove_key_at(&mut root, &s, ""));
                 let key = removed.as_deref().unwrap_or("");
-                errors.push(source.problem(span, describe(key, e.message())));
+                errors.push(source.problem(span.clone(), describe(key, e.message())));
+                if let (Some(span), Some(path)) = (span, &removed) {
+                    errors.removed.push((span, leaf(path).to_string()));
+                }
                 if removed.is_none() {
                     return None;
                 }
@@ -182,6 +204,12 @@ pub fn deserialize_all<T: DeserializeOwned>(
         }
     }
     None
+}
+
+/// The last key of a dotted path: `rule[2].when./p.regx` → `regx`.
+fn leaf(path: &str) -> &str {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    last.split('[').next().unwrap_or(last)
 }
 
 fn first_line(s: &str) -> &str {
@@ -284,8 +312,7 @@ fn remove_in_value(value: &mut Value, span: &Range<usize>, path: &str) -> Option
 /// Rewrites serde's message into one that names the key and suggests a fix.
 fn describe(path: &str, message: &str) -> String {
     let message = first_line(message);
-    let leaf = path.rsplit('.').next().unwrap_or(path);
-    let leaf = leaf.split('[').next().unwrap_or(leaf);
+    let leaf = leaf(path);
     if let Some((name, expected)) = parse_serde_list(message, "unknown field `") {
         let hint = suggestion(&name, &expected)
             .map(|s| format!(" (did you mean \"{s}\"?)"))

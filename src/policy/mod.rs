@@ -48,10 +48,13 @@ impl PolicySet {
         let mut rules = Vec::new();
         for file in &files {
             match std::fs::read_to_string(file) {
-                Ok(text) => match rule::parse_file(&text, file) {
-                    Ok(r) => rules.extend(r),
-                    Err(e) => errors.extend(e),
-                },
+                Ok(text) => {
+                    // Keep the good rules of a file with problems, so duplicate ids across
+                    // files are still reported in the same run.
+                    let (good, problems) = rule::parse_file_partial(&text, file);
+                    rules.extend(good);
+                    errors.extend(problems);
+                }
                 Err(e) => errors.push(Problem::file(file, format!("cannot read: {e}"))),
             }
         }

@@ -251,10 +251,16 @@ pub const MAX_QUORUM: u32 = 100;
 
 /// Parses one policy file into its rules, reporting every problem.
 pub(super) fn parse_file(text: &str, file: &Path) -> Result<Vec<Rule>, ConfigErrors> {
+    let (rules, errors) = parse_file_partial(text, file);
+    errors.into_result(rules)
+}
+
+/// Parses one policy file, returning the rules without problems and every problem found.
+pub(super) fn parse_file_partial(text: &str, file: &Path) -> (Vec<Rule>, ConfigErrors) {
     let source = Source::new(file, text);
     let mut errors = ConfigErrors::new();
     let Some(raw) = deserialize_all::<RawPolicyFile>(&source, &mut errors) else {
-        return Err(errors);
+        return (Vec::new(), errors);
     };
     let mut rules = Vec::new();
     for raw_rule in raw.rule {
@@ -268,7 +274,7 @@ pub(super) fn parse_file(text: &str, file: &Path) -> Result<Vec<Rule>, ConfigErr
         }
     }
     errors.sort_by_line();
-    errors.into_result(rules)
+    (rules, errors)
 }
 
 /// Records problems of one rule, prefixed with its id.
@@ -279,13 +285,28 @@ struct RuleProblems<'s, 'e> {
 }
 
 impl RuleProblems<'_, '_> {
-    fn push(&mut self, span: std::ops::Range<usize>, message: impl fmt::Display) {
-        let text = if self.id.is_empty() {
+    fn text(&self, message: impl fmt::Display) -> String {
+        if self.id.is_empty() {
             format!("rule: {message}")
         } else {
             format!("rule \"{}\": {message}", self.id)
-        };
-        self.errors.push(self.source.problem(Some(span), text));
+        }
+    }
+
+    fn push(&mut self, span: std::ops::Range<usize>, message: impl fmt::Display) {
+        let problem = self.source.problem(Some(span), self.text(message));
+        self.errors.push(problem);
+    }
+
+    /// A missing key, unless a misspelling of it inside `span` was already reported.
+    fn push_missing(
+        &mut self,
+        span: std::ops::Range<usize>,
+        keys: &[&str],
+        message: impl fmt::Display,
+    ) {
+        let problem = self.source.problem(Some(span.clone()), self.text(message));
+        self.errors.push_missing(span, keys, problem);
     }
 
     fn rule(&mut self, raw: Spanned<RawRule>) -> Option<Rule> {
@@ -308,15 +329,16 @@ impl RuleProblems<'_, '_> {
                 None
             }
             None => {
-                self.push(span.clone(), "needs an \"id\"");
+                self.push_missing(span.clone(), &["id"], "needs an \"id\"");
                 None
             }
         };
         self.id = id.as_ref().map(|i| i.0.clone()).unwrap_or_default();
         let effect = raw.effect.as_ref().map(|e| *e.get_ref());
         if effect.is_none() {
-            self.push(
+            self.push_missing(
                 span,
+                &["effect"],
                 "needs an \"effect\" (allow, confirm, approve or deny)",
             );
         }
@@ -379,6 +401,18 @@ impl RuleProblems<'_, '_> {
                 self.push(span.clone(), format!("key \"when\": {why}"));
             }
             let pred = pred.into_inner();
+            let given = [
+                pred.equals.is_some(),
+                pred.one_of.is_some(),
+                pred.regex.is_some(),
+            ]
+            .into_iter()
+            .chain([
+                pred.min.is_some(),
+                pred.max.is_some(),
+                pred.exists.is_some(),
+            ])
+            .any(|b| b);
             let mut tests = Vec::new();
             if let Some(v) = pred.equals {
                 tests.push(Test::Equals(self.json(v, &span)));
@@ -392,13 +426,9 @@ impl RuleProblems<'_, '_> {
                 match Regex::new(re.get_ref()) {
                     Ok(re) => tests.push(Test::Regex(re)),
                     Err(e) => {
-                        let why = e
-                            .to_string()
-                            .lines()
-                            .last()
-                            .unwrap_or_default()
-                            .trim()
-                            .to_string();
+                        let text = e.to_string();
+                        let last = text.lines().last().unwrap_or_default().trim();
+                        let why = last.strip_prefix("error: ").unwrap_or(last);
                         self.push(
                             re.span(),
                             format!(
@@ -425,9 +455,9 @@ impl RuleProblems<'_, '_> {
             if let Some(e) = pred.exists {
                 tests.push(Test::Exists(e));
             }
-            if tests.is_empty() {
-                self.push(
-                    span,
+            if !given {
+                self.push_missing(
+                    span, &["equals", "one_of", "regex", "min", "max", "exists"],
                     format!(
                         "when \"{pointer}\": give at least one of equals, one_of, regex, min, max, exists"
                     ),
