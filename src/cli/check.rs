@@ -28,10 +28,8 @@ pub(crate) struct Checked {
 
 /// Loads the config and what it points at, collecting every problem of every file.
 pub(crate) fn load_everything(config: &super::ConfigArg) -> anyhow::Result<Checked> {
-    if let Some(path) = &config.config {
-        if !path.is_file() {
-            anyhow::bail!("cannot read {}: no such file", path.display());
-        }
+    if let Some(path) = config.config.as_ref().filter(|p| !p.is_file()) {
+        anyhow::bail!("cannot read {}: no such file", path.display());
     }
     let (config, mut problems) = Config::load_partial(config.config.as_deref());
     let g = &config.gateway;

@@ -194,11 +194,10 @@ pub fn deserialize_all<T: DeserializeOwned>(
                 let removed = span.clone().and_then(|s| remove_key_at(&mut root, &s, ""));
                 let key = removed.as_deref().unwrap_or("");
                 errors.push(source.problem(span.clone(), describe(key, e.message())));
-                if let (Some(span), Some(path)) = (span, &removed) {
-                    errors.removed.push((span, leaf(path).to_string()));
-                }
-                if removed.is_none() {
-                    return None;
+                // A problem that is not at a removable key ends the search.
+                let path = removed?;
+                if let Some(span) = span {
+                    errors.removed.push((span, leaf(&path).to_string()));
                 }
             }
         }

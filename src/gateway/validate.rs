@@ -149,10 +149,9 @@ impl SchemaCache {
     ) -> Result<Arc<Validator>, ArgumentError> {
         {
             let entries = self.entries.read().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = entries.get(tool) {
-                if Arc::ptr_eq(&entry.schema, schema) || entry.schema == *schema {
-                    return entry.compiled.clone().map_err(unusable);
-                }
+            let same = |e: &&Entry| Arc::ptr_eq(&e.schema, schema) || e.schema == *schema;
+            if let Some(entry) = entries.get(tool).filter(same) {
+                return entry.compiled.clone().map_err(unusable);
             }
         }
         // Compiled outside the lock; two callers racing on a new schema both compile, and
