@@ -134,14 +134,11 @@ pub(crate) fn decide(rules: &[Rule], facts: &CallFacts<'_>) -> Decision {
         Effect::Approve | Effect::Confirm => Some(merge(rules, &matched, effect, facts.risk)),
         Effect::Allow | Effect::Deny => None,
     };
-    let won = &matched
+    let reason = matched
         .iter()
         .find(|(i, _)| *i == win)
-        .map(|(_, m)| m.clone());
-    let reason = match won {
-        Some(m) => rule_reason(m),
-        None => String::new(),
-    };
+        .map(|(_, m)| rule_reason(m))
+        .unwrap_or_default();
     Decision {
         tool: facts.tool.to_string(),
         risk: facts.risk,
