@@ -1,1 +1,498 @@
-//! TODO: config
+//! `airlock.toml`: loading, defaults, and validation with line-accurate errors (DESIGN.md §2).
+//!
+//! Owns: the `Raw*` structs (serde, `deny_unknown_fields`), their validation into the typed
+//! `Config`, resolution of relative paths against the config file's directory, and the
+//! diagnostics shared by every file a user writes (`ConfigErrors`, `Problem`).
+//! Uses: toml / toml_edit for spans, humantime, url.
+//! Must not: read manifests or policies (their owners do), open sockets, or start anything.
+//!
+//! Every key is optional; with no config file at all the built-in defaults apply. One load
+//! reports every problem, each as `file:line: message`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+mod diag;
+mod raw;
+pub use diag::{ConfigErrors, Problem, Source, deserialize_all, suggestion};
+
+/// The file looked for in the current directory when `--config` is not given.
+pub const DEFAULT_FILE: &str = "airlock.toml";
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it came from; `None` for built-in defaults.
+    pub file: Option<PathBuf>,
+    /// Directory that relative paths were resolved against (the config file's directory).
+    pub base_dir: PathBuf,
+    /// `[gateway]`.
+    pub gateway: GatewayConfig,
+    /// `[http]`.
+    pub http: HttpConfig,
+    /// `[audit]`.
+    pub audit: AuditConfig,
+    /// `[identity]`.
+    pub identity: IdentityConfig,
+    /// `[approvals]`.
+    pub approvals: ApprovalsConfig,
+}
+
+/// `[gateway]`: where things live and how tools are named.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GatewayConfig {
+    /// sled database, signing key, checkpoint file. Default `airlock-data`.
+    pub data_dir: PathBuf,
+    /// Directory of `*.toml` tool manifests. Default `tool-manifests`.
+    pub manifests: PathBuf,
+    /// Directory of `*.toml` policy files. Default `policies`.
+    pub policies: PathBuf,
+    /// Exposed name = `<server><separator><tool>`. Default `__`.
+    pub separator: String,
+    /// `false` exposes downstream tool names unprefixed; two servers offering the same name
+    /// is then a startup error. Default `true`.
+    pub prefix_tools: bool,
+}
+
+/// `[http]`: the HTTP listener and its request checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// Listen address; HTTP is off unless this or `--http` is given.
+    pub listen: Option<SocketAddr>,
+    /// Accepted `Host` header names (DNS-rebinding protection).
+    pub allowed_hosts: Vec<String>,
+    /// Accepted `Origin` values besides those of allowed hosts.
+    pub allowed_origins: Vec<String>,
+    /// Public base URL used in links on approval cards.
+    pub public_url: Option<Url>,
+    /// Check `Host` against `allowed_hosts`. Default `true`.
+    pub check_host: bool,
+    /// Check `Origin` when a request carries one. Default `true`.
+    pub check_origin: bool,
+}
+
+/// How the audit writer makes records durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Group commit, fsync before acknowledging (default).
+    Fsync,
+    /// No fsync; for benchmarks and throwaway runs.
+    None,
+}
+
+/// `[audit]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// Default `Fsync`.
+    pub durability: Durability,
+    /// JSON pointers into the arguments whose values are stored as `"[redacted]"`.
+    pub redact: Vec<String>,
+}
+
+/// Who the stdio caller is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StdioPrincipal {
+    /// `env:NAME`: the value of an environment variable, read at start.
+    Env(EnvVarName),
+    /// A fixed name.
+    Fixed(String),
+}
+
+impl StdioPrincipal {
+    /// The principal name, or `None` when the variable is unset or empty.
+    pub fn resolve(&self) -> Option<String> {
+        match self {
+            StdioPrincipal::Env(var) => var.get(),
+            StdioPrincipal::Fixed(name) => Some(name.clone()),
+        }
+    }
+}
+
+/// The name of an environment variable (`[A-Za-z_][A-Za-z0-9_]*`); secrets are referenced
+/// by variable, never written into the config.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EnvVarName(String);
+
+impl EnvVarName {
+    /// Validates a variable name.
+    pub fn new(name: &str) -> Result<EnvVarName, String> {
+        let mut chars = name.chars();
+        let first_ok = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+        if first_ok && chars.all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Ok(EnvVarName(name.to_string()))
+        } else {
+            Err(format!("\"{name}\" is not an environment variable name"))
+        }
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// The variable's value, if set and not empty.
+    pub fn get(&self) -> Option<String> {
+        std::env::var(&self.0).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// `[identity]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentityConfig {
+    /// Default `env:USER`.
+    pub stdio_principal: StdioPrincipal,
+    /// `[[identity.tokens]]`.
+    pub tokens: Vec<TokenConfig>,
+    /// `[[identity.oidc]]`.
+    pub oidc: Vec<OidcConfig>,
+}
+
+impl IdentityConfig {
+    /// True when HTTP callers must present credentials.
+    pub fn is_configured(&self) -> bool {
+        !self.tokens.is_empty() || !self.oidc.is_empty()
+    }
+}
+
+/// A static bearer token, stored as its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// The principal the token authenticates.
+    pub name: String,
+    /// SHA-256 of the token.
+    pub sha256: [u8; 32],
+    /// Groups of that principal.
+    pub groups: Vec<String>,
+}
+
+/// An OIDC issuer whose JWTs are accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcConfig {
+    /// Must equal the token's `iss`.
+    pub issuer: Url,
+    /// Must be in the token's `aud`.
+    pub audience: String,
+    /// Claim holding the caller's groups. Default `groups`.
+    pub groups_claim: String,
+    /// JWKS location; default: discovered from `<issuer>/.well-known/openid-configuration`.
+    pub jwks_url: Option<Url>,
+}
+
+/// `[approvals]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalsConfig {
+    /// How long a hold waits when no rule says otherwise. Default 15 minutes.
+    pub timeout: Duration,
+    /// Interval of progress notifications while waiting. Default 10 seconds.
+    pub progress_every: Duration,
+    /// `[approvals.slack]`.
+    pub slack: Option<SlackConfig>,
+    /// `[approvals.teams]`.
+    pub teams: Option<TeamsConfig>,
+}
+
+/// `[approvals.slack]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlackConfig {
+    /// Variable holding the bot token (`xoxb-…`).
+    pub bot_token_env: EnvVarName,
+    /// Variable holding the signing secret.
+    pub signing_secret_env: EnvVarName,
+    /// Channel id messages are posted to.
+    pub channel: String,
+    /// Web API base. Default `https://slack.com/api`.
+    pub api_base: Url,
+    /// Slack user id → principal.
+    pub users: BTreeMap<String, String>,
+}
+
+/// `[approvals.teams]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TeamsConfig {
+    /// Variable holding the Workflows webhook URL.
+    pub workflow_url_env: EnvVarName,
+}
+
+// ---- loading ---------------------------------------------------------------------------
+
+impl Config {
+    /// Built-in defaults, with relative paths under `base_dir`.
+    pub fn defaults_in(base_dir: &Path) -> Config {
+        Config {
+            file: None,
+            base_dir: base_dir.to_path_buf(),
+            gateway: GatewayConfig {
+                data_dir: base_dir.join("airlock-data"),
+                manifests: base_dir.join("tool-manifests"),
+                policies: base_dir.join("policies"),
+                separator: "__".to_string(),
+                prefix_tools: true,
+            },
+            http: HttpConfig {
+                listen: None,
+                allowed_hosts: vec![
+                    "localhost".into(),
+                    "127.0.0.1".into(),
+                    "[::1]".into(),
+                    "::1".into(),
+                ],
+                allowed_origins: Vec::new(),
+                public_url: None,
+                check_host: true,
+                check_origin: true,
+            },
+            audit: AuditConfig {
+                durability: Durability::Fsync,
+                redact: Vec::new(),
+            },
+            identity: IdentityConfig {
+                stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
+                tokens: Vec::new(),
+                oidc: Vec::new(),
+            },
+            approvals: ApprovalsConfig {
+                timeout: Duration::from_secs(15 * 60),
+                progress_every: Duration::from_secs(10),
+                slack: None,
+                teams: None,
+            },
+        }
+    }
+
+    /// Loads `path`, or `./airlock.toml` when `path` is `None` and that file exists, or
+    /// the built-in defaults otherwise. A `path` that cannot be read is a problem.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let (config, errors) = Config::load_partial(path);
+        errors.into_result(config)
+    }
+
+    /// Parses and validates the text of a config file named `path`.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+        let (config, errors) = Config::parse_partial(text, path);
+        errors.into_result(config)
+    }
+
+    /// Like `load`, but always returns a config: every valid key applied, defaults where
+    /// a value was wrong. `airlock check` uses it to go on checking manifests and policies.
+    pub fn load_partial(path: Option<&Path>) -> (Config, ConfigErrors) {
+        let path = match path {
+            Some(p) => p.to_path_buf(),
+            None if Path::new(DEFAULT_FILE).is_file() => PathBuf::from(DEFAULT_FILE),
+            None => return (Config::defaults_in(Path::new("")), ConfigErrors::new()),
+        };
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse_partial(&text, &path),
+            Err(e) => {
+                let problem = Problem::file(&path, format!("cannot read the config file: {e}"));
+                (Config::defaults_in(&base_dir), problem.into())
+            }
+        }
+    }
+
+    /// Parses what it can; see `load_partial`.
+    pub fn parse_partial(text: &str, path: &Path) -> (Config, ConfigErrors) {
+        let source = Source::new(path, text);
+        let mut errors = ConfigErrors::new();
+        let raw: Option<raw::RawConfig> = deserialize_all(&source, &mut errors);
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let mut config = Config::defaults_in(&base_dir);
+        config.file = Some(path.to_path_buf());
+        if let Some(raw) = raw {
+            let mut v = raw::Validator {
+                source: &source,
+                errors: &mut errors,
+                base_dir: &base_dir,
+            };
+            v.gateway(raw.gateway.unwrap_or_default(), &mut config.gateway);
+            v.http(raw.http.unwrap_or_default(), &mut config.http);
+            v.audit(raw.audit.unwrap_or_default(), &mut config.audit);
+            v.identity(raw.identity.unwrap_or_default(), &mut config.identity);
+            v.approvals(raw.approvals.unwrap_or_default(), &mut config.approvals);
+        }
+        errors.sort_by_line();
+        (config, errors)
+    }
+
+    /// The text shown for where this config came from.
+    pub fn origin(&self) -> String {
+        match &self.file {
+            Some(f) => f.display().to_string(),
+            None => "built-in defaults".to_string(),
+        }
+    }
+}
+
+/// Parses a positive human duration such as `"30m"` or `"1h 30m"`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text.trim()) {
+        Ok(d) if d.is_zero() => Err("a duration must be longer than zero".to_string()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(format!(
+            "\"{text}\" is not a duration like \"30s\", \"15m\" or \"1h\" ({e})"
+        )),
+    }
+}
+
+/// Checks RFC 6901 syntax: empty (the whole document) or `/`-separated, with `~` only in
+/// `~0` and `~1`.
+pub fn check_json_pointer(pointer: &str) -> Result<(), String> {
+    if !pointer.is_empty() && !pointer.starts_with('/') {
+        return Err(format!(
+            "\"{pointer}\" is not a JSON pointer (it must start with \"/\", e.g. \"/password\")"
+        ));
+    }
+    let mut chars = pointer.chars();
+    while let Some(c) = chars.next() {
+        if c == '~' && !matches!(chars.next(), Some('0' | '1')) {
+            return Err(format!(
+                "\"{pointer}\" is not a JSON pointer (\"~\" must be written \"~0\")"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(text, Path::new("conf/airlock.toml"))
+            .map_err(|e| e.problems().iter().map(|p| p.to_string()).collect())
+    }
+
+    #[test]
+    fn an_empty_file_gives_the_defaults_with_paths_under_its_directory() {
+        let config = parse("").unwrap();
+        assert_eq!(config.gateway.data_dir, Path::new("conf/airlock-data"));
+        assert_eq!(config.gateway.policies, Path::new("conf/policies"));
+        assert_eq!(config.gateway.separator, "__");
+        assert!(config.gateway.prefix_tools);
+        assert_eq!(config.audit.durability, Durability::Fsync);
+        assert_eq!(config.approvals.timeout, Duration::from_secs(900));
+        assert_eq!(
+            config.identity.stdio_principal,
+            StdioPrincipal::Env(EnvVarName("USER".into()))
+        );
+    }
+
+    #[test]
+    fn every_documented_key_is_accepted_and_typed() {
+        let text = r#"
+[gateway]
+data_dir = "/var/lib/airlock"
+separator = "."
+prefix_tools = false
+[http]
+listen = "127.0.0.1:8787"
+allowed_hosts = ["localhost"]
+allowed_origins = ["https://app.example.com/"]
+public_url = "https://airlock.example.com"
+check_host = false
+check_origin = false
+[audit]
+durability = "none"
+redact = ["/password", "/a~1b"]
+[identity]
+stdio_principal = "ops-bot"
+[[identity.tokens]]
+name = "alice"
+sha256 = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+groups = ["sre"]
+[[identity.oidc]]
+issuer = "https://login.example.com/tid/v2.0"
+audience = "api://airlock"
+[approvals]
+timeout = "30m"
+progress_every = "5s"
+[approvals.slack]
+bot_token_env = "SLACK_BOT_TOKEN"
+signing_secret_env = "SLACK_SIGNING_SECRET"
+channel = "C0123"
+api_base = "http://127.0.0.1:9999/api"
+users = { U0123 = "alice" }
+[approvals.teams]
+workflow_url_env = "TEAMS_WORKFLOW_URL"
+"#;
+        let c = parse(text).unwrap();
+        assert_eq!(c.gateway.data_dir, Path::new("/var/lib/airlock"));
+        assert!(!c.gateway.prefix_tools);
+        assert_eq!(c.http.listen, Some("127.0.0.1:8787".parse().unwrap()));
+        assert_eq!(c.http.allowed_origins, vec!["https://app.example.com"]);
+        assert!(!c.http.check_host && !c.http.check_origin);
+        assert_eq!(c.audit.durability, Durability::None);
+        assert_eq!(
+            c.identity.stdio_principal,
+            StdioPrincipal::Fixed("ops-bot".into())
+        );
+        assert_eq!(c.identity.tokens[0].groups, vec!["sre"]);
+        assert_eq!(c.identity.tokens[0].sha256[0], 0x2c);
+        assert_eq!(c.identity.oidc[0].groups_claim, "groups");
+        assert_eq!(c.approvals.progress_every, Duration::from_secs(5));
+        let slack = c.approvals.slack.unwrap();
+        assert_eq!(slack.users.get("U0123").map(String::as_str), Some("alice"));
+        assert_eq!(
+            c.approvals.teams.unwrap().workflow_url_env.as_str(),
+            "TEAMS_WORKFLOW_URL"
+        );
+    }
+
+    #[test]
+    fn one_load_reports_every_problem_with_line_and_key() {
+        let text = "[audit]\ndurabilty = \"fsync\"\n[http]\nlisten = \"localhost\"\n\
+                    [approvals]\ntimeout = \"soon\"\n[approvals.slack]\nchannel = \"C1\"\n";
+        let got = parse(text).unwrap_err();
+        assert_eq!(got.len(), 5, "{got:#?}");
+        assert_eq!(
+            got[0],
+            "conf/airlock.toml:2: key \"durabilty\" is not known (did you mean \"durability\"?)"
+        );
+        assert!(
+            got[1].starts_with("conf/airlock.toml:4: key \"http.listen\""),
+            "{}",
+            got[1]
+        );
+        assert!(
+            got[2].starts_with("conf/airlock.toml:6: key \"approvals.timeout\""),
+            "{}",
+            got[2]
+        );
+        assert!(
+            got[3].contains("needs the key \"bot_token_env\""),
+            "{}",
+            got[3]
+        );
+        assert!(
+            got[4].contains("needs the key \"signing_secret_env\""),
+            "{}",
+            got[4]
+        );
+    }
+
+    #[test]
+    fn an_unknown_value_suggests_the_near_one() {
+        let got = parse("[audit]\ndurability = \"fsnyc\"\n").unwrap_err();
+        assert_eq!(
+            got,
+            vec![
+                "conf/airlock.toml:2: key \"audit.durability\": \"fsnyc\" is not a known value (did you mean \"fsync\"?)"
+            ]
+        );
+    }
+
+    #[test]
+    fn json_pointers_are_checked() {
+        assert!(check_json_pointer("").is_ok());
+        assert!(check_json_pointer("/a/~0b/~1c").is_ok());
+        assert!(check_json_pointer("password").is_err());
+        assert!(check_json_pointer("/a~b").is_err());
+        assert!(check_json_pointer("/a~").is_err());
+    }
+}

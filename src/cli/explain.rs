@@ -1,14 +1,159 @@
-//! `airlock explain`.
+//! `airlock explain TOOL --args JSON`: the policy decision for a call, without calling it.
+//!
+//! Owns: the command's flags, how it picks the risk and the caller when not given, and
+//! its output.
+//! Uses: `check::load_everything`, `risk::assign`, `policy::PolicySet::decide`.
+//! Must not: start downstreams or call anything.
 
 use std::process::ExitCode;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::manifest::Manifest;
+use crate::policy::CallFacts;
+use crate::risk::{self, Risk, RiskInputs, RiskSource};
 
 /// Arguments of `airlock explain`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     #[command(flatten)]
     config: super::ConfigArg,
+    /// The exposed tool name, e.g. demo__delete_bucket.
+    tool: String,
+    /// The call's arguments as a JSON object.
+    #[arg(long, value_name = "JSON", default_value = "{}")]
+    args: String,
+    /// The caller (default: identity.stdio_principal).
+    #[arg(long = "as", value_name = "PRINCIPAL")]
+    principal: Option<String>,
+    /// The caller's groups, comma-separated (default: those of a token with that name).
+    #[arg(long, value_name = "G1,G2", value_delimiter = ',')]
+    groups: Option<Vec<String>>,
+    /// The tool's risk (default: from its manifest).
+    #[arg(long, value_name = "LEVEL")]
+    risk: Option<Risk>,
 }
 
-pub(crate) fn run(_args: Args) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`airlock explain` is not built yet")
+#[allow(clippy::print_stdout)]
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let checked = super::check::load_everything(&args.config)?;
+    if !checked.problems.is_empty() {
+        anyhow::bail!(
+            "the configuration has problems; run `airlock check`:\n{}",
+            checked.problems
+        );
+    }
+    let call_args: serde_json::Value = serde_json::from_str(&args.args)
+        .context("--args must be JSON, e.g. '{\"path\":\"/etc/x\"}'")?;
+    if !call_args.is_object() {
+        anyhow::bail!("--args must be a JSON object");
+    }
+    let config = &checked.config;
+    let principal = args
+        .principal
+        .or_else(|| config.identity.stdio_principal.resolve())
+        .unwrap_or_else(|| "unknown".to_string());
+    let groups = args
+        .groups
+        .unwrap_or_else(|| token_groups(config, &principal));
+    let found = manifest_only_risk(&args.tool, &checked.manifests, config);
+    let (risk, source) = match args.risk {
+        Some(r) => (r, "given with --risk".to_string()),
+        None => (found.risk, found.source.describe().to_string()),
+    };
+    let facts = CallFacts {
+        tool: &args.tool,
+        risk,
+        args: &call_args,
+        principal: &principal,
+        groups: &groups,
+    };
+    let decision = checked.policies.decide(&facts);
+    println!(
+        "caller: {principal} (groups: {})",
+        if groups.is_empty() {
+            "none".into()
+        } else {
+            groups.join(", ")
+        }
+    );
+    println!("risk source: {source}");
+    if let Some(note) = found.note {
+        println!("note: {note}");
+    }
+    print!("{}", decision.explain());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token_groups(config: &Config, principal: &str) -> Vec<String> {
+    config
+        .identity
+        .tokens
+        .iter()
+        .find(|t| t.name == principal)
+        .map(|t| t.groups.clone())
+        .unwrap_or_default()
+}
+
+/// A tool's risk as far as the files tell, and anything the reader should know.
+struct OfflineRisk {
+    risk: Risk,
+    source: RiskSource,
+    note: Option<String>,
+}
+
+/// The risk from the manifest alone: its `[tools.<name>]` entry, then `default_risk`, then
+/// high. Annotations and fingerprint drift live in the running gateway's catalog, which
+/// this command does not start.
+///
+/// LEAD: to use annotation-derived risk and the fingerprint state, replace this with a
+/// lookup in the live catalog / the fingerprint store and keep the same result type.
+fn manifest_only_risk(tool: &str, manifests: &[Manifest], config: &Config) -> OfflineRisk {
+    let g = &config.gateway;
+    let hit = if g.prefix_tools {
+        tool.split_once(g.separator.as_str())
+            .and_then(|(server, name)| {
+                manifests
+                    .iter()
+                    .find(|m| m.name.as_str() == server)
+                    .map(|m| (m, name))
+            })
+    } else {
+        manifests
+            .iter()
+            .find(|m| m.tools.contains_key(tool))
+            .map(|m| (m, tool))
+    };
+    let Some((manifest, name)) = hit else {
+        let (risk, source) = risk::assign(&RiskInputs::default());
+        let note = format!(
+            "no manifest defines the server of \"{tool}\"; the running gateway would call it an unknown tool"
+        );
+        return OfflineRisk {
+            risk,
+            source,
+            note: Some(note),
+        };
+    };
+    let inputs = RiskInputs {
+        manifest_entry: manifest.tool_risk(name),
+        manifest_default: manifest.default_risk,
+        ..RiskInputs::default()
+    };
+    let (risk, source) = risk::assign(&inputs);
+    let note = if manifest.is_hidden(name) {
+        Some(format!(
+            "\"{name}\" is hidden in {}: the gateway refuses it as an unknown tool",
+            manifest.file.display()
+        ))
+    } else if inputs.manifest_entry.is_none() {
+        Some(
+            "server annotations are not known offline; a live annotation may lower or raise this"
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    OfflineRisk { risk, source, note }
 }

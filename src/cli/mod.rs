@@ -16,6 +16,7 @@ mod keys;
 mod log;
 mod serve;
 mod tools;
+mod wiring;
 
 /// Exit code for "the command ran and found a problem" (invalid config, tampered log).
 pub const EXIT_FOUND_PROBLEM: u8 = 1;

@@ -1,7 +1,6 @@
 //! `airlock serve`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -9,12 +8,10 @@ use anyhow::Context;
 use rmcp::ServiceExt;
 use tokio_util::sync::CancellationToken;
 
-use crate::downstream::{Downstreams, Namespacing};
+use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
 use crate::gateway::{Channel, Gateway};
-use crate::http::HostGuard;
-use crate::identity::{Authenticator, IdentityConfig};
-use crate::manifest::{Manifest, Transport};
+use crate::identity::Authenticator;
 
 /// Arguments of `airlock serve`.
 #[derive(Debug, clap::Args)]
@@ -31,18 +28,24 @@ pub(crate) struct Args {
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let settings = TempSettings::load(args.config.config.as_deref())?;
+    let checked = super::check::load_everything(&args.config)?;
+    if !checked.problems.is_empty() {
+        anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(args, settings))
+    runtime.block_on(serve(args, checked))
 }
 
-async fn serve(args: Args, settings: TempSettings) -> anyhow::Result<ExitCode> {
-    let authenticator = Arc::new(Authenticator::new(IdentityConfig::default())?);
-    let downstreams = Downstreams::start(settings.manifests, settings.namespacing).await;
+async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<ExitCode> {
+    let config = checked.config;
+    let authenticator = Arc::new(Authenticator::new(super::wiring::identity(&config.identity))?);
+    let namespacing = super::wiring::namespacing(&config.gateway);
+    let http_addr = args.http.or(config.http.listen);
+    let use_stdio = args.stdio || http_addr.is_none();
+    let stdio_caller = if use_stdio { Some(authenticator.stdio_caller()?) } else { None };
+    let downstreams = Downstreams::start(checked.manifests, namespacing).await;
     let gateway = Gateway::new(downstreams.clone(), authenticator.clone());
     let shutdown = CancellationToken::new();
-    let http_addr = args.http.or(settings.listen);
-    let use_stdio = args.stdio || http_addr.is_none();
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = http_addr {
@@ -51,8 +54,12 @@ async fn serve(args: Args, settings: TempSettings) -> anyhow::Result<ExitCode> {
         // Tests and scripts read this line to find the port.
         tracing::info!(%local, "listening on http://{local}/mcp");
         eprintln!("airlock: listening on http://{local}");
-        let public_url = format!("http://{local}");
-        let router = crate::http::router(gateway.clone(), settings.guard, public_url, shutdown.clone());
+        let public_url = match &config.http.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{local}"),
+        };
+        let guard = super::wiring::host_guard(&config.http);
+        let router = crate::http::router(gateway.clone(), guard, public_url, shutdown.clone());
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = crate::http::serve(listener, router, shutdown).await {
@@ -60,8 +67,7 @@ async fn serve(args: Args, settings: TempSettings) -> anyhow::Result<ExitCode> {
             }
         });
     }
-    if use_stdio {
-        let caller = authenticator.stdio_caller()?;
+    if let Some(caller) = stdio_caller {
         let session = gateway.session(Channel::Stdio, Some(caller));
         let shutdown = shutdown.clone();
         let only_stdio = http_addr.is_none();
@@ -94,56 +100,5 @@ async fn terminated() {
             term.recv().await;
         }
         Err(_) => std::future::pending().await,
-    }
-}
-
-/// TEMPORARY: minimal settings until the config module lands.
-struct TempSettings {
-    manifests: Vec<Manifest>,
-    namespacing: Namespacing,
-    listen: Option<SocketAddr>,
-    guard: HostGuard,
-}
-
-impl TempSettings {
-    fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let path = path.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("airlock.toml"));
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let config: toml::Value = match std::fs::read_to_string(&path) {
-            Ok(text) => toml::from_str(&text)?,
-            Err(_) => toml::Value::Table(Default::default()),
-        };
-        let get = |section: &str, key: &str| config.get(section).and_then(|s| s.get(key)).cloned();
-        let dir = get("gateway", "manifests").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or("tool-manifests".into());
-        let separator = get("gateway", "separator").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or("__".into());
-        let prefix = get("gateway", "prefix_tools").and_then(|v| v.as_bool()).unwrap_or(true);
-        let listen = get("http", "listen").and_then(|v| v.as_str().and_then(|s| s.parse().ok()));
-        let mut guard = HostGuard::default();
-        if let Some(hosts) = get("http", "allowed_hosts").and_then(|v| v.as_array().cloned()) {
-            guard.allowed_hosts = hosts.iter().filter_map(|h| h.as_str().map(str::to_owned)).collect();
-        }
-        let mut manifests = Vec::new();
-        let dir = base.join(dir);
-        let mut files: Vec<_> = std::fs::read_dir(&dir).map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect()).unwrap_or_default();
-        files.sort();
-        for file in files.into_iter().filter(|f| f.extension().is_some_and(|e| e == "toml")) {
-            let m: toml::Value = toml::from_str(&std::fs::read_to_string(&file)?)?;
-            let s = |k: &str| m.get(k).and_then(|v| v.as_str().map(str::to_owned));
-            let name = s("name").context("manifest without name")?;
-            let transport = if let Some(url) = s("url") {
-                if s("transport").as_deref() == Some("sse") { Transport::Sse { url } } else { Transport::StreamableHttp { url } }
-            } else {
-                Transport::Stdio {
-                    command: PathBuf::from(s("command").context("manifest without command")?),
-                    args: m.get("args").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default(),
-                    env: m.get("env").and_then(|e| e.as_table()).map(|t| t.iter().filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned()))).collect()).unwrap_or_default(),
-                    cwd: Some(base.clone()).filter(|b| !b.as_os_str().is_empty()),
-                }
-            };
-            let hidden = m.get("tools").and_then(|t| t.as_table()).map(|t| t.iter().filter(|(_, v)| v.get("hidden").and_then(|h| h.as_bool()) == Some(true)).map(|(k, _)| k.clone()).collect()).unwrap_or_default();
-            manifests.push(Manifest { name, source: file, transport, hidden });
-        }
-        let namespacing = if prefix { Namespacing::Prefix { separator } } else { Namespacing::None };
-        Ok(Self { manifests, namespacing, listen, guard })
     }
 }

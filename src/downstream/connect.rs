@@ -5,7 +5,7 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use rmcp::RoleClient;
-use rmcp::service::{RunningService, ServiceExt};
+use rmcp::service::RunningService;
 use rmcp::transport::{IntoTransport, StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use tokio::sync::oneshot;
@@ -15,7 +15,10 @@ use super::handler::DownstreamHandler;
 use super::sse_client::SseClientTransport;
 use super::tap::Tap;
 use super::{Downstreams, Health, Server};
-use crate::manifest::Transport;
+use crate::manifest::{Protocol, Transport};
+use rmcp::model::ProtocolVersion;
+use rmcp::service::ClientLifecycleMode;
+use rmcp::service::ClientServiceExt;
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -52,7 +55,7 @@ pub(super) async fn supervise(
             Err(reason) => {
                 tracing::error!(
                     server = server.name(),
-                    manifest = %server.manifest().source.display(),
+                    manifest = %server.manifest().file.display(),
                     %reason,
                     "downstream failed to start"
                 );
@@ -107,45 +110,66 @@ async fn serve_until_closed(
 async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Result<Running, String> {
     let handler = DownstreamHandler { server: server.clone(), downstreams: downstreams.clone() };
     let routes = server.progress.clone();
+    let lifecycle = match server.manifest().protocol {
+        Protocol::Legacy => ClientLifecycleMode::Initialize,
+        Protocol::Auto => ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::default()],
+            legacy_version: None,
+        },
+    };
     match &server.manifest().transport {
-        Transport::Stdio { command, args, env, cwd } => {
-            let command = resolve_command(command);
-            let mut cmd = tokio::process::Command::new(&command);
-            cmd.args(args).envs(env);
-            if let Some(cwd) = cwd {
-                cmd.current_dir(cwd);
-            }
+        Transport::Stdio(command) => {
+            let mut cmd = tokio::process::Command::new(&command.program);
+            cmd.args(&command.args).envs(&command.env).current_dir(&command.cwd);
             let (child, _stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::inherit())
                 .spawn()
-                .map_err(|e| format!("could not run {}: {e}", command.display()))?;
+                .map_err(|e| format!("could not run {}: {e}", command.program.display()))?;
             let transport = Tap::new(IntoTransport::<RoleClient, _, _>::into_transport(child), routes);
-            handler.serve(transport).await.map_err(|e| format!("MCP initialize failed: {e}"))
+            handler
+                .serve_with_lifecycle(transport, lifecycle)
+                .await
+                .map_err(|e| format!("MCP initialize failed: {e}"))
         }
-        Transport::StreamableHttp { url } => {
-            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+        Transport::StreamableHttp(target) => {
+            let mut config = StreamableHttpClientTransportConfig::with_uri(target.url.as_str())
                 .max_concurrent_requests(HTTP_MAX_IN_FLIGHT);
+            if !target.headers.is_empty() {
+                config = config.custom_headers(header_map(&target.headers)?);
+            }
             let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
             let transport = Tap::new(transport, routes);
-            handler.serve(transport).await.map_err(|e| format!("MCP initialize with {url} failed: {e}"))
-        }
-        Transport::Sse { url } => {
-            let transport = SseClientTransport::connect(reqwest::Client::new(), url)
+            handler
+                .serve_with_lifecycle(transport, lifecycle)
                 .await
-                .map_err(|e| format!("could not open the SSE stream at {url}: {e}"))?;
+                .map_err(|e| format!("MCP initialize with {} failed: {e}", target.url))
+        }
+        Transport::Sse(target) => {
+            let http = reqwest::Client::builder()
+                .default_headers(header_map(&target.headers)?.into_iter().collect())
+                .build()
+                .map_err(|e| format!("HTTP client: {e}"))?;
+            let transport = SseClientTransport::connect(http, target.url.as_str())
+                .await
+                .map_err(|e| format!("could not open the SSE stream at {}: {e}", target.url))?;
             let transport = Tap::new(transport, routes);
-            handler.serve(transport).await.map_err(|e| format!("MCP initialize with {url} failed: {e}"))
+            handler
+                .serve_with_lifecycle(transport, lifecycle)
+                .await
+                .map_err(|e| format!("MCP initialize with {} failed: {e}", target.url))
         }
     }
 }
 
-/// `airlock` as a command means this very executable, so the shipped demo manifest works
-/// without Airlock on `PATH`.
-fn resolve_command(command: &std::path::Path) -> std::path::PathBuf {
-    if command == std::path::Path::new("airlock") {
-        if let Ok(me) = std::env::current_exe() {
-            return me;
-        }
-    }
-    command.to_path_buf()
+fn header_map(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<std::collections::HashMap<http::HeaderName, http::HeaderValue>, String> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            let name = http::HeaderName::try_from(name.as_str()).map_err(|e| format!("header {name}: {e}"))?;
+            let value = http::HeaderValue::try_from(value.as_str()).map_err(|e| format!("header {name}: {e}"))?;
+            Ok((name, value))
+        })
+        .collect()
 }

@@ -71,7 +71,7 @@ impl Server {
 
     /// The server's name, as in its manifest.
     pub fn name(&self) -> &str {
-        &self.manifest.name
+        self.manifest.name.as_str()
     }
 
     /// The manifest this server was started from.

@@ -8,6 +8,7 @@
 
 mod forward;
 pub mod stdio;
+pub mod validate;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};

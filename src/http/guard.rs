@@ -15,6 +15,8 @@ pub struct HostGuard {
     /// Browser origins (`scheme://host[:port]`). Empty = only origins whose host is an
     /// allowed host; a request without `Origin` (not a browser) always passes this check.
     pub allowed_origins: Vec<String>,
+    /// `false` skips the Origin check entirely.
+    pub check_origin: bool,
 }
 
 impl Default for HostGuard {
@@ -22,6 +24,7 @@ impl Default for HostGuard {
         Self {
             allowed_hosts: vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into(), "::1".into()],
             allowed_origins: Vec::new(),
+            check_origin: true,
         }
     }
 }
@@ -56,6 +59,9 @@ impl HostGuard {
         };
         if !self.host_allowed(host) {
             return Err("Host not allowed (see [http] allowed_hosts)");
+        }
+        if !self.check_origin {
+            return Ok(());
         }
         let mut origins = headers.get_all(header::ORIGIN).iter();
         match (origins.next(), origins.next()) {

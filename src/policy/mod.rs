@@ -1,1 +1,125 @@
-//! TODO: policy
+//! Policy: rules from `policies/*.toml`, how they decide a call, and how a decision is
+//! explained (DESIGN.md §2).
+//!
+//! Owns: `PolicySet` (loading a directory of policy files, unique rule ids) and the public
+//! face of `rule` (the format), `eval` (matching, precedence, defaults) and `explain`.
+//! Uses: `config` diagnostics, `risk::Risk`.
+//! Must not: hold calls, notify approvers or write the audit log; it only decides.
+//!
+//! Every matching rule counts and the strongest effect wins (`allow < confirm < approve <
+//! deny`); ties go to the first rule in policy order (files by name, rules top to bottom).
+//! Approvals of all matching `approve` rules merge: highest quorum, union of approvers and
+//! channels, shortest timeout. A rule without `quorum` uses the risk's default (critical 2,
+//! otherwise 1), so a broad rule cannot weaken the critical default by omission. Rules
+//! without `approvers` add no constraint; if no matching rule names approvers, anyone but
+//! the caller may approve. With no matching rule: low allow, medium confirm, high approve
+//! (quorum 1), critical approve (quorum 2). A rule that cannot be evaluated denies.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::{ConfigErrors, Problem};
+
+mod eval;
+mod explain;
+mod rule;
+
+pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, default_effect, default_quorum};
+pub use rule::{
+    Approver, Channel, Effect, MAX_QUORUM, Predicate, Rule, RuleId, Test, ToolGlobs, parse_approver,
+};
+
+/// Every rule of every policy file, in policy order.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    rules: Vec<Rule>,
+    files: Vec<PathBuf>,
+}
+
+impl PolicySet {
+    /// No rules: every call gets its risk's default.
+    pub fn empty() -> PolicySet {
+        PolicySet::default()
+    }
+
+    /// Loads every `*.toml` in `dir`, sorted by name. A missing directory holds no rules.
+    pub fn load(dir: &Path) -> Result<PolicySet, ConfigErrors> {
+        let mut errors = ConfigErrors::new();
+        let files = crate::manifest::toml_files(dir, &mut errors);
+        let mut rules = Vec::new();
+        for file in &files {
+            match std::fs::read_to_string(file) {
+                Ok(text) => {
+                    // Keep the good rules of a file with problems, so duplicate ids across
+                    // files are still reported in the same run.
+                    let (good, problems) = rule::parse_file_partial(&text, file);
+                    rules.extend(good);
+                    errors.extend(problems);
+                }
+                Err(e) => errors.push(Problem::file(file, format!("cannot read: {e}"))),
+            }
+        }
+        match PolicySet::from_rules(rules) {
+            Ok(mut set) if errors.is_empty() => {
+                set.files = files;
+                Ok(set)
+            }
+            Ok(_) => Err(errors),
+            Err(e) => {
+                errors.extend(e);
+                Err(errors)
+            }
+        }
+    }
+
+    /// Parses the text of one policy file named `file`.
+    pub fn parse(text: &str, file: &Path) -> Result<PolicySet, ConfigErrors> {
+        let rules = rule::parse_file(text, file)?;
+        let mut set = PolicySet::from_rules(rules)?;
+        set.files = vec![file.to_path_buf()];
+        Ok(set)
+    }
+
+    /// Builds a set from checked rules; rule ids must be unique.
+    pub fn from_rules(rules: Vec<Rule>) -> Result<PolicySet, ConfigErrors> {
+        let mut errors = ConfigErrors::new();
+        for (i, rule) in rules.iter().enumerate() {
+            if let Some(first) = rules[..i].iter().find(|r| r.id == rule.id) {
+                let (file, line) = split_location(&rule.location);
+                errors.push(Problem {
+                    file,
+                    line,
+                    message: format!(
+                        "rule \"{}\": id already used at {}",
+                        rule.id, first.location
+                    ),
+                });
+            }
+        }
+        errors.into_result(PolicySet {
+            rules,
+            files: Vec::new(),
+        })
+    }
+
+    /// The rules, in policy order.
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// The files the rules came from.
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+
+    /// Decides a call. Pure and cheap: no I/O, no locks.
+    pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
+        eval::decide(&self.rules, facts)
+    }
+}
+
+fn split_location(location: &str) -> (PathBuf, Option<usize>) {
+    match location.rsplit_once(':') {
+        Some((file, line)) => (PathBuf::from(file), line.parse().ok()),
+        None => (PathBuf::from(location), None),
+    }
+}

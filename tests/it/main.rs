@@ -1,6 +1,10 @@
 //! Integration tests: one target, one module per topic; they drive the built `airlock` binary.
 
+#![allow(unreachable_pub)]
+
+mod config_errors;
 mod demo_tools;
 mod pipeline;
+mod policy;
 mod protocol;
 mod util;

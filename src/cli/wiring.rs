@@ -1,0 +1,62 @@
+//! Turning checked config into the values the pipeline modules take. Plain mapping, no
+//! decisions: those were made when the config was validated.
+
+use crate::config::{GatewayConfig, HttpConfig, IdentityConfig, StdioPrincipal};
+use crate::downstream::Namespacing;
+use crate::http::HostGuard;
+use crate::identity;
+
+/// `[gateway] separator` / `prefix_tools` → how exposed names are formed.
+pub(crate) fn namespacing(gateway: &GatewayConfig) -> Namespacing {
+    if gateway.prefix_tools {
+        Namespacing::Prefix { separator: gateway.separator.clone() }
+    } else {
+        Namespacing::None
+    }
+}
+
+/// `[http]` → the Host/Origin guard. `check_host = false` accepts any Host;
+/// `check_origin = false` accepts any Origin.
+pub(crate) fn host_guard(http: &HttpConfig) -> HostGuard {
+    HostGuard {
+        allowed_hosts: if http.check_host { http.allowed_hosts.clone() } else { Vec::new() },
+        allowed_origins: http.allowed_origins.clone(),
+        check_origin: http.check_origin,
+    }
+}
+
+/// `[identity]` → the authenticator's config.
+pub(crate) fn identity(config: &IdentityConfig) -> identity::IdentityConfig {
+    let stdio_principal = match &config.stdio_principal {
+        // The default spec; identity falls back to "stdio" when USER is unset (CI, containers).
+        StdioPrincipal::Env(var) if var.as_str() == "USER" => None,
+        StdioPrincipal::Env(var) => Some(format!("env:{}", var.as_str())),
+        StdioPrincipal::Fixed(name) => Some(name.clone()),
+    };
+    identity::IdentityConfig {
+        stdio_principal,
+        tokens: config
+            .tokens
+            .iter()
+            .map(|t| identity::TokenEntry { name: t.name.clone(), sha256: hex::encode(t.sha256), groups: t.groups.clone() })
+            .collect(),
+        oidc: config
+            .oidc
+            .iter()
+            .map(|o| identity::OidcIssuer {
+                // `Url` adds a `/` to a bare origin; issuers are compared exactly, and
+                // most (Google, Okta) have none.
+                issuer: issuer_text(&o.issuer),
+                audience: o.audience.clone(),
+                groups_claim: Some(o.groups_claim.clone()).filter(|c| !c.is_empty()),
+                jwks_uri: o.jwks_url.as_ref().map(|u| u.to_string()),
+            })
+            .collect(),
+        ..identity::IdentityConfig::default()
+    }
+}
+
+fn issuer_text(url: &url::Url) -> String {
+    let text = url.as_str();
+    if url.path() == "/" && url.query().is_none() { text.trim_end_matches('/').to_owned() } else { text.to_owned() }
+}

@@ -1,0 +1,399 @@
+//! The raw form of `airlock.toml` (serde, `deny_unknown_fields`) and its validation into
+//! the typed `Config`, one key at a time, keeping the default where a value is wrong.
+//!
+//! Owns: the `Raw*` structs and `Validator`.
+//! Uses: the typed structs of `config`, the diagnostics in `diag`.
+//! Must not: be seen outside `config`; nothing else reads raw strings.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+use url::Url;
+
+use super::diag::{ConfigErrors, Source};
+use super::{
+    ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig,
+    IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
+    check_json_pointer, parse_duration,
+};
+// ---- raw, as written -------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) gateway: Option<RawGateway>,
+    pub(super) http: Option<RawHttp>,
+    pub(super) audit: Option<RawAudit>,
+    pub(super) identity: Option<RawIdentity>,
+    pub(super) approvals: Option<RawApprovals>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGateway {
+    data_dir: Option<Spanned<String>>,
+    manifests: Option<Spanned<String>>,
+    policies: Option<Spanned<String>>,
+    separator: Option<Spanned<String>>,
+    prefix_tools: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    listen: Option<Spanned<String>>,
+    allowed_hosts: Option<Vec<Spanned<String>>>,
+    allowed_origins: Option<Vec<Spanned<String>>>,
+    public_url: Option<Spanned<String>>,
+    check_host: Option<bool>,
+    check_origin: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    durability: Option<Durability>,
+    redact: Option<Vec<Spanned<String>>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawIdentity {
+    stdio_principal: Option<Spanned<String>>,
+    tokens: Option<Vec<Spanned<RawToken>>>,
+    oidc: Option<Vec<Spanned<RawOidc>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawToken {
+    name: Option<Spanned<String>>,
+    sha256: Option<Spanned<String>>,
+    #[serde(default)]
+    groups: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    issuer: Option<Spanned<String>>,
+    audience: Option<Spanned<String>>,
+    groups_claim: Option<Spanned<String>>,
+    jwks_url: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApprovals {
+    timeout: Option<Spanned<String>>,
+    progress_every: Option<Spanned<String>>,
+    slack: Option<Spanned<RawSlack>>,
+    teams: Option<Spanned<RawTeams>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSlack {
+    bot_token_env: Option<Spanned<String>>,
+    signing_secret_env: Option<Spanned<String>>,
+    channel: Option<Spanned<String>>,
+    api_base: Option<Spanned<String>>,
+    #[serde(default)]
+    users: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTeams {
+    workflow_url_env: Option<Spanned<String>>,
+}
+
+/// Checks raw values one by one, recording each problem and keeping the default on error.
+pub(super) struct Validator<'s, 'e> {
+    pub(super) source: &'s Source<'s>,
+    pub(super) errors: &'e mut ConfigErrors,
+    pub(super) base_dir: &'s Path,
+}
+
+impl Validator<'_, '_> {
+    fn problem(&mut self, span: std::ops::Range<usize>, message: String) {
+        self.errors.push(self.source.problem(Some(span), message));
+    }
+
+    pub(super) fn gateway(&mut self, raw: RawGateway, out: &mut GatewayConfig) {
+        if let Some(p) = raw.data_dir {
+            out.data_dir = self.base_dir.join(p.get_ref());
+        }
+        for (value, key, slot) in [
+            (raw.manifests, "gateway.manifests", &mut out.manifests),
+            (raw.policies, "gateway.policies", &mut out.policies),
+        ] {
+            let Some(value) = value else { continue };
+            let dir = self.base_dir.join(value.get_ref());
+            if !dir.is_dir() {
+                let msg = format!(
+                    "key \"{key}\": directory \"{}\" does not exist",
+                    dir.display()
+                );
+                self.problem(value.span(), msg);
+            }
+            *slot = dir;
+        }
+        if let Some(sep) = raw.separator {
+            let ok = !sep.get_ref().is_empty()
+                && sep
+                    .get_ref()
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+            if ok {
+                out.separator = sep.get_ref().clone();
+            } else {
+                let msg = "key \"gateway.separator\": must be non-empty and use only letters, \
+                           digits, '_', '-' or '.' (characters allowed in MCP tool names)";
+                self.problem(sep.span(), msg.to_string());
+            }
+        }
+        if let Some(prefix) = raw.prefix_tools {
+            out.prefix_tools = prefix;
+        }
+    }
+
+    pub(super) fn http(&mut self, raw: RawHttp, out: &mut HttpConfig) {
+        if let Some(listen) = raw.listen {
+            match listen.get_ref().parse::<SocketAddr>() {
+                Ok(addr) => out.listen = Some(addr),
+                Err(_) => self.problem(
+                    listen.span(),
+                    format!(
+                        "key \"http.listen\": \"{}\" is not an address like \"127.0.0.1:8787\"",
+                        listen.get_ref()
+                    ),
+                ),
+            }
+        }
+        if let Some(hosts) = raw.allowed_hosts {
+            out.allowed_hosts = hosts.into_iter().map(Spanned::into_inner).collect();
+        }
+        if let Some(origins) = raw.allowed_origins {
+            out.allowed_origins = Vec::new();
+            for origin in origins {
+                let parsed = Url::parse(origin.get_ref());
+                if parsed.as_ref().is_ok_and(|u| u.has_host()) {
+                    out.allowed_origins
+                        .push(origin.get_ref().trim_end_matches('/').to_string());
+                } else {
+                    let msg = format!(
+                        "key \"http.allowed_origins\": \"{}\" is not an origin like \"https://app.example.com\"",
+                        origin.get_ref()
+                    );
+                    self.problem(origin.span(), msg);
+                }
+            }
+        }
+        if let Some(url) = raw.public_url {
+            out.public_url = self.http_url(&url, "http.public_url");
+        }
+        out.check_host = raw.check_host.unwrap_or(out.check_host);
+        out.check_origin = raw.check_origin.unwrap_or(out.check_origin);
+    }
+
+    pub(super) fn audit(&mut self, raw: RawAudit, out: &mut AuditConfig) {
+        if let Some(d) = raw.durability {
+            out.durability = d;
+        }
+        for pointer in raw.redact.unwrap_or_default() {
+            match check_json_pointer(pointer.get_ref()) {
+                Ok(()) => out.redact.push(pointer.into_inner()),
+                Err(why) => {
+                    self.problem(pointer.span(), format!("key \"audit.redact\": {why}"));
+                }
+            }
+        }
+    }
+
+    pub(super) fn identity(&mut self, raw: RawIdentity, out: &mut IdentityConfig) {
+        if let Some(p) = raw.stdio_principal {
+            let text = p.get_ref().trim();
+            if let Some(var) = text.strip_prefix("env:") {
+                match EnvVarName::new(var) {
+                    Ok(var) => out.stdio_principal = StdioPrincipal::Env(var),
+                    Err(why) => {
+                        self.problem(p.span(), format!("key \"identity.stdio_principal\": {why}"))
+                    }
+                }
+            } else if text.is_empty() {
+                let msg = "key \"identity.stdio_principal\": must be a name or \"env:VARIABLE\"";
+                self.problem(p.span(), msg.to_string());
+            } else {
+                out.stdio_principal = StdioPrincipal::Fixed(text.to_string());
+            }
+        }
+        for token in raw.tokens.unwrap_or_default() {
+            let span = token.span();
+            let token = token.into_inner();
+            let name = self.required(token.name, span.clone(), "identity.tokens", "name");
+            let digest = self.required(token.sha256, span, "identity.tokens", "sha256");
+            let digest = digest.and_then(|d| self.sha256(&d));
+            if let (Some(name), Some(sha256)) = (name, digest) {
+                if out.tokens.iter().any(|t| t.name == *name.get_ref()) {
+                    let msg = format!(
+                        "key \"identity.tokens\": a token named \"{}\" is already defined",
+                        name.get_ref()
+                    );
+                    self.problem(name.span(), msg);
+                }
+                out.tokens.push(TokenConfig {
+                    name: name.into_inner(),
+                    sha256,
+                    groups: token.groups,
+                });
+            }
+        }
+        for oidc in raw.oidc.unwrap_or_default() {
+            let span = oidc.span();
+            let oidc = oidc.into_inner();
+            let issuer = self.required(oidc.issuer, span.clone(), "identity.oidc", "issuer");
+            let issuer = issuer.and_then(|i| self.http_url(&i, "identity.oidc.issuer"));
+            let audience = self.required(oidc.audience, span, "identity.oidc", "audience");
+            let jwks_url = oidc
+                .jwks_url
+                .and_then(|u| self.http_url(&u, "identity.oidc.jwks_url"));
+            let groups_claim = oidc
+                .groups_claim
+                .map_or_else(|| "groups".to_string(), Spanned::into_inner);
+            if let (Some(issuer), Some(audience)) = (issuer, audience) {
+                let audience = audience.into_inner();
+                out.oidc.push(OidcConfig {
+                    issuer,
+                    audience,
+                    groups_claim,
+                    jwks_url,
+                });
+            }
+        }
+    }
+
+    pub(super) fn approvals(&mut self, raw: RawApprovals, out: &mut ApprovalsConfig) {
+        if let Some(t) = raw.timeout {
+            out.timeout = self
+                .duration(&t, "approvals.timeout")
+                .unwrap_or(out.timeout);
+        }
+        if let Some(t) = raw.progress_every {
+            out.progress_every = self
+                .duration(&t, "approvals.progress_every")
+                .unwrap_or(out.progress_every);
+        }
+        if let Some(slack) = raw.slack {
+            let span = slack.span();
+            let s = slack.into_inner();
+            let t = "approvals.slack";
+            let bot = self.required(s.bot_token_env, span.clone(), t, "bot_token_env");
+            let bot = bot.and_then(|v| self.env_name(&v, "approvals.slack.bot_token_env"));
+            let secret = self.required(s.signing_secret_env, span.clone(), t, "signing_secret_env");
+            let secret =
+                secret.and_then(|v| self.env_name(&v, "approvals.slack.signing_secret_env"));
+            let channel = self.required(s.channel, span, t, "channel");
+            let api_base = match s.api_base {
+                Some(u) => self.http_url(&u, "approvals.slack.api_base"),
+                None => Url::parse("https://slack.com/api").ok(),
+            };
+            if let (Some(bot_token_env), Some(signing_secret_env), Some(channel), Some(api_base)) =
+                (bot, secret, channel, api_base)
+            {
+                let channel = channel.into_inner();
+                let users = s.users;
+                out.slack = Some(SlackConfig {
+                    bot_token_env,
+                    signing_secret_env,
+                    channel,
+                    api_base,
+                    users,
+                });
+            }
+        }
+        if let Some(teams) = raw.teams {
+            let span = teams.span();
+            let var = self.required(
+                teams.into_inner().workflow_url_env,
+                span,
+                "approvals.teams",
+                "workflow_url_env",
+            );
+            if let Some(workflow_url_env) =
+                var.and_then(|v| self.env_name(&v, "approvals.teams.workflow_url_env"))
+            {
+                out.teams = Some(TeamsConfig { workflow_url_env });
+            }
+        }
+    }
+
+    /// A key the table must have; reports it at the table's position when absent.
+    fn required<T>(
+        &mut self,
+        value: Option<Spanned<T>>,
+        table_span: std::ops::Range<usize>,
+        table: &str,
+        key: &str,
+    ) -> Option<Spanned<T>> {
+        if value.is_none() {
+            let problem = self.source.problem(
+                Some(table_span.clone()),
+                format!("[{table}] needs the key \"{key}\""),
+            );
+            self.errors.push_missing(table_span, &[key], problem);
+        }
+        value
+    }
+
+    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+        match parse_duration(value.get_ref()) {
+            Ok(d) => Some(d),
+            Err(why) => {
+                self.problem(value.span(), format!("key \"{key}\": {why}"));
+                None
+            }
+        }
+    }
+
+    fn http_url(&mut self, value: &Spanned<String>, key: &str) -> Option<Url> {
+        match Url::parse(value.get_ref()) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
+            _ => {
+                let msg = format!(
+                    "key \"{key}\": \"{}\" is not an http(s) URL",
+                    value.get_ref()
+                );
+                self.problem(value.span(), msg);
+                None
+            }
+        }
+    }
+
+    fn env_name(&mut self, value: &Spanned<String>, key: &str) -> Option<EnvVarName> {
+        match EnvVarName::new(value.get_ref()) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.problem(value.span(), format!("key \"{key}\": {why}"));
+                None
+            }
+        }
+    }
+
+    fn sha256(&mut self, value: &Spanned<String>) -> Option<[u8; 32]> {
+        let bytes = hex::decode(value.get_ref().trim()).ok();
+        match bytes.and_then(|b| <[u8; 32]>::try_from(b).ok()) {
+            Some(d) => Some(d),
+            None => {
+                let msg = "key \"identity.tokens.sha256\": must be 64 hex digits, the SHA-256 of \
+                           the token (e.g. `printf %s TOKEN | sha256sum`)";
+                self.problem(value.span(), msg.to_string());
+                None
+            }
+        }
+    }
+}
