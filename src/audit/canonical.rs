@@ -124,12 +124,18 @@ mod tests {
 
     #[test]
     fn keys_are_sorted_and_whitespace_is_dropped() {
-        assert_eq!(text(json!({"b": 1, "a": [true, null], "A": {}})), r#"{"A":{},"a":[true,null],"b":1}"#);
+        assert_eq!(
+            text(json!({"b": 1, "a": [true, null], "A": {}})),
+            r#"{"A":{},"a":[true,null],"b":1}"#
+        );
     }
 
     #[test]
     fn integral_floats_are_written_as_integers() {
-        assert_eq!(text(json!([1.0, -0.0, 2.5, 1e-7, -12, u64::MAX])), "[1,0,2.5,1e-7,-12,18446744073709551615]");
+        assert_eq!(
+            text(json!([1.0, -0.0, 2.5, 1e-7, -12, u64::MAX])),
+            "[1,0,2.5,1e-7,-12,18446744073709551615]"
+        );
     }
 
     #[test]

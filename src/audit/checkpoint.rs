@@ -45,9 +45,24 @@ pub fn signed_message(origin: &str, size: u64, root: &Sha256Digest, chain_head: 
 
 impl Checkpoint {
     /// Signs a new checkpoint.
-    pub fn sign(key: &SigningKey, origin: &str, size: u64, root: Sha256Digest, chain_head: Sha256Digest, time: String) -> Checkpoint {
+    pub fn sign(
+        key: &SigningKey,
+        origin: &str,
+        size: u64,
+        root: Sha256Digest,
+        chain_head: Sha256Digest,
+        time: String,
+    ) -> Checkpoint {
         let signature = key.sign(&signed_message(origin, size, &root, &chain_head, &time));
-        Checkpoint { origin: origin.to_owned(), size, root, chain_head, time, key: key.public_key(), signature }
+        Checkpoint {
+            origin: origin.to_owned(),
+            size,
+            root,
+            chain_head,
+            time,
+            key: key.public_key(),
+            signature,
+        }
     }
 
     /// Is the signature valid under the key the checkpoint names?
@@ -105,7 +120,14 @@ mod tests {
     #[test]
     fn checkpoint_round_trips_and_detects_a_changed_field() {
         let key = SigningKey::generate().unwrap();
-        let cp = Checkpoint::sign(&key, "test", 3, Sha256Digest::of(b"r"), Sha256Digest::of(b"c"), "2026-01-01T00:00:00.000000Z".into());
+        let cp = Checkpoint::sign(
+            &key,
+            "test",
+            3,
+            Sha256Digest::of(b"r"),
+            Sha256Digest::of(b"c"),
+            "2026-01-01T00:00:00.000000Z".into(),
+        );
         assert!(cp.signature_is_valid());
         let back = Checkpoint::from_slice(&cp.to_canonical()).unwrap();
         assert_eq!(back, cp);

@@ -14,13 +14,13 @@ use std::io::Write;
 
 use serde_json::{Value, json};
 
+use super::AuditError;
 use super::canonical::canonical;
 use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::PublicKey;
 use super::merkle::{Frontier, inclusion_proof, leaf_hash, verify_inclusion};
 use super::store::{self, LogPaths};
-use super::AuditError;
 
 /// Read access to a log whose writer is not running.
 pub struct LogReader {
@@ -30,18 +30,28 @@ pub struct LogReader {
 impl LogReader {
     /// Opens the database; fails with `AuditError::Locked` while a gateway has it open.
     pub fn open(paths: &LogPaths) -> Result<LogReader, AuditError> {
-        Ok(LogReader { db: store::open_existing_db(&paths.db)? })
+        Ok(LogReader {
+            db: store::open_existing_db(&paths.db)?,
+        })
     }
 
     /// The stored canonical bytes of record `seq`.
     pub fn get(&self, seq: Seq) -> Result<Vec<u8>, AuditError> {
-        let value = self.db.get(store::record_key(seq.get()))?.ok_or(AuditError::NotFound(seq))?;
+        let value = self
+            .db
+            .get(store::record_key(seq.get()))?
+            .ok_or(AuditError::NotFound(seq))?;
         Ok(value.get(32..).unwrap_or_default().to_vec())
     }
 
     /// The highest stored sequence number (0 when empty).
     pub fn last_seq(&self) -> Result<Seq, AuditError> {
-        let last = self.db.scan_prefix([store::RECORD_PREFIX]).keys().next_back().transpose()?;
+        let last = self
+            .db
+            .scan_prefix([store::RECORD_PREFIX])
+            .keys()
+            .next_back()
+            .transpose()?;
         Ok(Seq::new(last.and_then(|k| store::key_number(&k)).unwrap_or(0)))
     }
 
@@ -57,7 +67,10 @@ impl LogReader {
 
     /// Every stored checkpoint that parses, in order.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
-        Ok(store::load_checkpoints(&self.db)?.into_iter().filter_map(|(_, c)| c).collect())
+        Ok(store::load_checkpoints(&self.db)?
+            .into_iter()
+            .filter_map(|(_, c)| c)
+            .collect())
     }
 
     /// Leaf hashes, chain head and frontier of records `1..=upto`.
@@ -114,7 +127,12 @@ impl LogReader {
         let path = inclusion_proof(&leaves, index).ok_or(AuditError::NotFound(seq))?;
         let record: Value = serde_json::from_slice(&self.get(seq)?)
             .map_err(|e| AuditError::Corrupt(format!("record {seq} does not parse: {e}")))?;
-        Ok(InclusionProof { seq, record, path, checkpoint })
+        Ok(InclusionProof {
+            seq,
+            record,
+            path,
+            checkpoint,
+        })
     }
 }
 
@@ -130,8 +148,17 @@ pub(crate) fn parse_header(line: &[u8]) -> Option<(u64, Sha256Digest, Frontier)>
         return None;
     }
     let since = v.get("since")?.as_u64()?.max(1);
-    let roots = v.get("frontier")?.as_array()?.iter().map(|r| r.as_str()?.parse().ok()).collect::<Option<Vec<_>>>()?;
-    Some((since, v.get("chain_head")?.as_str()?.parse().ok()?, Frontier::from_parts(since - 1, roots)?))
+    let roots = v
+        .get("frontier")?
+        .as_array()?
+        .iter()
+        .map(|r| r.as_str()?.parse().ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((
+        since,
+        v.get("chain_head")?.as_str()?.parse().ok()?,
+        Frontier::from_parts(since - 1, roots)?,
+    ))
 }
 
 /// Proof that a record is leaf `seq - 1` of the tree a signed checkpoint commits to.
@@ -165,9 +192,16 @@ pub fn check_proof(proof: &Value, key: &PublicKey) -> Result<Seq, String> {
     if record.get("seq").and_then(Value::as_u64) != Some(seq) {
         return Err("the record's seq differs from the proof's".into());
     }
-    let cp = proof.get("checkpoint").and_then(Checkpoint::from_value).ok_or("proof has no readable checkpoint")?;
+    let cp = proof
+        .get("checkpoint")
+        .and_then(Checkpoint::from_value)
+        .ok_or("proof has no readable checkpoint")?;
     if cp.key != *key {
-        return Err(format!("checkpoint is signed by key {}, not by the given key {}", cp.key.id(), key.id()));
+        return Err(format!(
+            "checkpoint is signed by key {}, not by the given key {}",
+            cp.key.id(),
+            key.id()
+        ));
     }
     if !cp.signature_is_valid() {
         return Err("checkpoint signature does not verify".into());
@@ -175,11 +209,18 @@ pub fn check_proof(proof: &Value, key: &PublicKey) -> Result<Seq, String> {
     let path = proof
         .get("path")
         .and_then(Value::as_array)
-        .and_then(|p| p.iter().map(|h| h.as_str()?.parse().ok()).collect::<Option<Vec<Sha256Digest>>>())
+        .and_then(|p| {
+            p.iter()
+                .map(|h| h.as_str()?.parse().ok())
+                .collect::<Option<Vec<Sha256Digest>>>()
+        })
         .ok_or("proof path is not a list of digests")?;
     let leaf = leaf_hash(&canonical(record));
     if seq == 0 || !verify_inclusion(&leaf, seq - 1, cp.size, &path, &cp.root) {
-        return Err(format!("record {seq} is not included in the tree of {} records", cp.size));
+        return Err(format!(
+            "record {seq} is not included in the tree of {} records",
+            cp.size
+        ));
     }
     Ok(Seq::new(seq))
 }

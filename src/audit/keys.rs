@@ -14,8 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
 
-use super::digest::Sha256Digest;
 use super::AuditError;
+use super::digest::Sha256Digest;
 
 /// An Ed25519 public key (32 bytes). Text form: standard base64.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -161,7 +161,10 @@ impl SigningKey {
     /// Loads PKCS#8 DER bytes (v1 or v2).
     pub fn from_pkcs8(bytes: &[u8]) -> Option<SigningKey> {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes).ok()?;
-        Some(SigningKey { pair, pkcs8: bytes.to_vec() })
+        Some(SigningKey {
+            pair,
+            pkcs8: bytes.to_vec(),
+        })
     }
 
     /// The public half.
@@ -203,7 +206,12 @@ impl SigningKey {
     /// Writes the key to a file that must not exist yet, mode 0600, and makes it durable.
     pub fn write_new(&self, path: &Path) -> Result<(), AuditError> {
         let io = |e| AuditError::io(path, e);
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
         file.write_all(&self.pkcs8).map_err(io)?;
         file.sync_all().map_err(io)?;
         sync_parent(path)
@@ -216,7 +224,9 @@ pub(crate) fn sync_parent(path: &Path) -> Result<(), AuditError> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    File::open(parent).and_then(|d| d.sync_all()).map_err(|e| AuditError::io(parent, e))
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io(parent, e))
 }
 
 #[cfg(test)]

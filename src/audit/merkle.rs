@@ -44,7 +44,10 @@ impl Frontier {
         if heights.len() != roots.len() {
             return None;
         }
-        Some(Frontier { size, nodes: heights.into_iter().zip(roots).collect() })
+        Some(Frontier {
+            size,
+            nodes: heights.into_iter().zip(roots).collect(),
+        })
     }
 
     /// Number of leaves.

@@ -34,7 +34,7 @@ pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
 pub use keys::{KeyId, PublicKey, Signature, SigningKey};
 pub use merkle::{Frontier, empty_root, inclusion_proof, leaf_hash, node_hash, root_of, verify_inclusion};
-pub use record::{REDACTED, RECORD_VERSION, Record, RecordKind, Redactor};
+pub use record::{RECORD_VERSION, REDACTED, Record, RecordKind, Redactor};
 pub use store::LogPaths;
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export};
 pub use writer::{AuditLog, Recorded};
@@ -129,6 +129,9 @@ pub enum AuditError {
 
 impl AuditError {
     pub(crate) fn io(path: &Path, source: std::io::Error) -> AuditError {
-        AuditError::Io { path: path.to_path_buf(), source }
+        AuditError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }

@@ -7,9 +7,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::AuditError;
 use super::canonical::canonical;
 use super::digest::{Seq, Sha256Digest};
-use super::AuditError;
 
 /// Version of the record format; a change to the fields or their meaning bumps it.
 pub const RECORD_VERSION: u32 = 1;
@@ -205,7 +205,10 @@ impl Redactor {
             let Some(rest) = p.strip_prefix('/') else {
                 return Err(AuditError::BadRedaction(p.clone()));
             };
-            let segments = rest.split('/').map(|s| s.replace("~1", "/").replace("~0", "~")).collect();
+            let segments = rest
+                .split('/')
+                .map(|s| s.replace("~1", "/").replace("~0", "~"))
+                .collect();
             compiled.push(segments);
         }
         Ok(Redactor { pointers: compiled })
@@ -255,7 +258,9 @@ mod tests {
         let rec = Record::new(RecordKind::CallReceived).with_args(&args, &r);
         assert_eq!(
             rec.args,
-            Some(json!({"password": "[redacted]", "user": "bob", "nested": [{"token": "[redacted]"}, {"x": 1}], "a/b": "[redacted]"}))
+            Some(
+                json!({"password": "[redacted]", "user": "bob", "nested": [{"token": "[redacted]"}, {"x": 1}], "a/b": "[redacted]"})
+            )
         );
         assert_eq!(rec.args_sha256, Some(Sha256Digest::of(&canonical(&args))));
     }

@@ -17,12 +17,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
+use super::AuditError;
 use super::canonical::canonical;
 use super::checkpoint::Checkpoint;
 use super::digest::Sha256Digest;
 use super::keys::PublicKey;
 use super::merkle::Frontier;
-use super::AuditError;
 
 pub(crate) const RECORD_PREFIX: u8 = b'r';
 pub(crate) const CHECKPOINT_PREFIX: u8 = b'c';
@@ -141,7 +141,10 @@ pub(crate) struct DirSyncer {
 
 impl DirSyncer {
     pub(crate) fn new(dir: &Path) -> DirSyncer {
-        DirSyncer { dir: dir.to_path_buf(), files: HashMap::new() }
+        DirSyncer {
+            dir: dir.to_path_buf(),
+            files: HashMap::new(),
+        }
     }
 
     pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
@@ -153,11 +156,15 @@ impl DirSyncer {
         if changed || before != self.files.len() {
             for dir in [self.dir.join("blobs"), self.dir.clone()] {
                 if dir.is_dir() {
-                    File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| AuditError::io(&dir, e))?;
+                    File::open(&dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| AuditError::io(&dir, e))?;
                 }
             }
             if let Some(parent) = self.dir.parent() {
-                File::open(parent).and_then(|d| d.sync_all()).map_err(|e| AuditError::io(parent, e))?;
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| AuditError::io(parent, e))?;
             }
         }
         Ok(())
@@ -204,9 +211,17 @@ impl CheckpointFile {
     /// checkpoints the database has that the file lacks (a crash between the two writes).
     pub(crate) fn open_and_reconcile(path: &Path, db: &sled::Db) -> Result<CheckpointFile, AuditError> {
         let io = |e| AuditError::io(path, e);
-        let mut file = OpenOptions::new().read(true).append(true).create(true).open(path).map_err(io)?;
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
         let last = read_last_line(&mut file, path)?;
-        let mut cf = CheckpointFile { path: path.to_path_buf(), file };
+        let mut cf = CheckpointFile {
+            path: path.to_path_buf(),
+            file,
+        };
         let stored: Vec<Vec<u8>> = db
             .scan_prefix([CHECKPOINT_PREFIX])
             .values()
@@ -225,7 +240,10 @@ impl CheckpointFile {
             },
         };
         if start < stored.len() {
-            tracing::warn!(missing = stored.len() - start, "appending checkpoints missing from checkpoints.log");
+            tracing::warn!(
+                missing = stored.len() - start,
+                "appending checkpoints missing from checkpoints.log"
+            );
             for cp in &stored[start..] {
                 cf.append(cp, false)?;
             }
@@ -271,7 +289,11 @@ fn read_last_line(file: &mut File, path: &Path) -> Result<Option<Vec<u8>>, Audit
 /// Reads every line of `checkpoints.log` (missing file: no lines).
 pub(crate) fn read_checkpoint_lines(path: &Path) -> Result<Vec<Vec<u8>>, AuditError> {
     match fs::read(path) {
-        Ok(bytes) => Ok(bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).map(<[u8]>::to_vec).collect()),
+        Ok(bytes) => Ok(bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(AuditError::io(path, e)),
     }
@@ -281,6 +303,9 @@ pub(crate) fn read_checkpoint_lines(path: &Path) -> Result<Vec<Vec<u8>>, AuditEr
 pub(crate) fn load_checkpoints(db: &sled::Db) -> Result<Vec<(Vec<u8>, Option<Checkpoint>)>, AuditError> {
     db.scan_prefix([CHECKPOINT_PREFIX])
         .values()
-        .map(|v| v.map(|v| (v.to_vec(), Checkpoint::from_slice(&v))).map_err(AuditError::Db))
+        .map(|v| {
+            v.map(|v| (v.to_vec(), Checkpoint::from_slice(&v)))
+                .map_err(AuditError::Db)
+        })
         .collect()
 }

@@ -20,12 +20,12 @@ use std::thread;
 use memchr::memmem;
 use serde_json::Value;
 
+use super::AuditError;
 use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{KeyId, PublicKey};
 use super::merkle::{Frontier, leaf_hash};
 use super::store::{self, LogPaths};
-use super::AuditError;
 
 /// What is wrong at the first bad sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,7 +81,11 @@ impl fmt::Display for VerifyFailure {
 }
 
 fn fail(seq: u64, problem: Problem, detail: impl Into<String>) -> VerifyFailure {
-    VerifyFailure { seq: Seq::new(seq), problem, detail: detail.into() }
+    VerifyFailure {
+        seq: Seq::new(seq),
+        problem,
+        detail: detail.into(),
+    }
 }
 
 /// What an intact log contains.
@@ -166,13 +170,21 @@ impl Verifier {
         if v.get("kind").and_then(Value::as_str) != Some("key_rotated") {
             return Ok(()); // the marker was inside arguments or detail
         }
-        let key = |name: &str| v.pointer(&format!("/detail/{name}")).and_then(Value::as_str).and_then(PublicKey::parse);
+        let key = |name: &str| {
+            v.pointer(&format!("/detail/{name}"))
+                .and_then(Value::as_str)
+                .and_then(PublicKey::parse)
+        };
         match (key("old_key"), key("new_key")) {
             (Some(old), Some(new)) => {
                 self.rotations.push((seq, old, new));
                 Ok(())
             }
-            _ => Err(fail(seq, Problem::Malformed, "key_rotated record without old_key and new_key")),
+            _ => Err(fail(
+                seq,
+                Problem::Malformed,
+                "key_rotated record without old_key and new_key",
+            )),
         }
     }
 
@@ -181,28 +193,49 @@ impl Verifier {
         let first = (self.covered + 1).min(size.max(1));
         let index = self.checkpoints;
         if cp.size != size {
-            return Err(fail(first, Problem::Malformed, format!("checkpoint #{index} claims {} records where {size} precede it", cp.size)));
+            return Err(fail(
+                first,
+                Problem::Malformed,
+                format!("checkpoint #{index} claims {} records where {size} precede it", cp.size),
+            ));
         }
         if cp.chain_head != self.chain || cp.root != self.frontier.root() {
-            return Err(fail(first, Problem::Edited, format!("records {first}..={size} do not hash to checkpoint #{index}")));
+            return Err(fail(
+                first,
+                Problem::Edited,
+                format!("records {first}..={size} do not hash to checkpoint #{index}"),
+            ));
         }
         match &self.origin {
             None => self.origin = Some(cp.origin.clone()),
             Some(o) if *o != cp.origin => {
-                return Err(fail(first, Problem::KeyMismatch, format!("checkpoint #{index} has origin {:?}, the log {o:?}", cp.origin)));
+                return Err(fail(
+                    first,
+                    Problem::KeyMismatch,
+                    format!("checkpoint #{index} has origin {:?}, the log {o:?}", cp.origin),
+                ));
             }
             Some(_) => {}
         }
         let in_effect = *self.key.get_or_insert(cp.key);
         if cp.key != in_effect {
-            return Err(fail(first, Problem::KeyMismatch, format!(
-                "checkpoint #{index} is signed by key {}, but the key in effect is {}", cp.key.id(), in_effect.id()
-            )));
+            return Err(fail(
+                first,
+                Problem::KeyMismatch,
+                format!(
+                    "checkpoint #{index} is signed by key {}, but the key in effect is {}",
+                    cp.key.id(),
+                    in_effect.id()
+                ),
+            ));
         }
         if !self.signers.contains(&cp.key) {
             self.signers.push(cp.key);
         }
-        let _ = self.sigs.send(SigJob { report_seq: first, checkpoint: cp });
+        let _ = self.sigs.send(SigJob {
+            report_seq: first,
+            checkpoint: cp,
+        });
         self.apply_rotations(size)?;
         self.covered = size;
         self.checkpoints += 1;
@@ -215,7 +248,11 @@ impl Verifier {
                 break;
             }
             if Some(old) != self.key {
-                return Err(fail(seq, Problem::KeyMismatch, format!("key_rotated names old key {}, which is not the key in effect", old.id())));
+                return Err(fail(
+                    seq,
+                    Problem::KeyMismatch,
+                    format!("key_rotated names old key {}, which is not the key in effect", old.id()),
+                ));
             }
             self.key = Some(new);
             self.rotations.remove(0);
@@ -226,13 +263,26 @@ impl Verifier {
     fn finish(self) -> Result<VerifyReport, VerifyFailure> {
         let last = self.next_seq - 1;
         if last > self.covered {
-            return Err(fail(self.covered + 1, Problem::Unsigned, format!("records {}..={last} are not covered by any checkpoint", self.covered + 1)));
+            return Err(fail(
+                self.covered + 1,
+                Problem::Unsigned,
+                format!(
+                    "records {}..={last} are not covered by any checkpoint",
+                    self.covered + 1
+                ),
+            ));
         }
         if self.checkpoints > 0 && !self.signers.contains(&self.anchor) {
             let used: Vec<String> = self.signers.iter().map(|k| k.id().to_string()).collect();
-            return Err(fail(self.first_seq, Problem::KeyMismatch, format!(
-                "no checkpoint is signed by the trusted key {}; the log is signed by {}", self.anchor.id(), used.join(", ")
-            )));
+            return Err(fail(
+                self.first_seq,
+                Problem::KeyMismatch,
+                format!(
+                    "no checkpoint is signed by the trusted key {}; the log is signed by {}",
+                    self.anchor.id(),
+                    used.join(", ")
+                ),
+            ));
         }
         Ok(VerifyReport {
             first: Seq::new(self.first_seq),
@@ -251,9 +301,15 @@ fn check_signatures(jobs: mpsc::Receiver<SigJob>) -> Option<VerifyFailure> {
     for job in jobs {
         if !job.checkpoint.signature_is_valid() {
             let cp = &job.checkpoint;
-            return Some(fail(job.report_seq, Problem::BadSignature, format!(
-                "checkpoint for {} records does not verify under key {}", cp.size, cp.key.id()
-            )));
+            return Some(fail(
+                job.report_seq,
+                Problem::BadSignature,
+                format!(
+                    "checkpoint for {} records does not verify under key {}",
+                    cp.size,
+                    cp.key.id()
+                ),
+            ));
         }
     }
     None
@@ -278,7 +334,9 @@ fn with_verifier<T>(
         let checker = s.spawn(move || check_signatures(rx));
         let mut v = Verifier::new(trust, tx, start.0, start.1, start.2);
         let outcome = body(&mut v).and_then(|t| v.finish().map(|r| (t, r)));
-        let sig_failure = checker.join().unwrap_or_else(|_| Some(fail(0, Problem::BadSignature, "signature checker panicked")));
+        let sig_failure = checker
+            .join()
+            .unwrap_or_else(|_| Some(fail(0, Problem::BadSignature, "signature checker panicked")));
         match (outcome, sig_failure) {
             (Ok(ok), None) => Ok(ok),
             (Ok(_), Some(f)) => Err(f),
@@ -316,19 +374,34 @@ pub fn verify_dir(paths: &LogPaths, trust: Trust) -> Result<Result<VerifyReport,
 type Stored = [(Vec<u8>, Option<Checkpoint>)];
 
 /// Feeds records and checkpoints in order; returns the last sequence number seen.
-fn walk_db(db: &sled::Db, stored: &Stored, v: &mut Verifier, db_error: &mut Option<AuditError>) -> Result<u64, VerifyFailure> {
+fn walk_db(
+    db: &sled::Db,
+    stored: &Stored,
+    v: &mut Verifier,
+    db_error: &mut Option<AuditError>,
+) -> Result<u64, VerifyFailure> {
     let mut records = db.scan_prefix([store::RECORD_PREFIX]).peekable();
     let mut last_seen = 0u64;
     for (index, (_, cp)) in stored.iter().enumerate() {
         let Some(cp) = cp.clone() else {
-            return Err(fail(v.covered + 1, Problem::Malformed, format!("checkpoint #{index} cannot be parsed")));
+            return Err(fail(
+                v.covered + 1,
+                Problem::Malformed,
+                format!("checkpoint #{index} cannot be parsed"),
+            ));
         };
         while v.next_seq <= cp.size {
             let (key, value) = match records.next() {
                 None => {
-                    return Err(fail(v.next_seq, Problem::Truncated, format!(
-                        "checkpoint #{index} covers {} records but the log ends at seq {}", cp.size, v.next_seq - 1
-                    )));
+                    return Err(fail(
+                        v.next_seq,
+                        Problem::Truncated,
+                        format!(
+                            "checkpoint #{index} covers {} records but the log ends at seq {}",
+                            cp.size,
+                            v.next_seq - 1
+                        ),
+                    ));
                 }
                 Some(Err(e)) => {
                     *db_error = Some(e.into());
@@ -344,7 +417,11 @@ fn walk_db(db: &sled::Db, stored: &Stored, v: &mut Verifier, db_error: &mut Opti
     }
     if let Some(Ok((key, _))) = records.peek() {
         let seq = store::key_number(key).unwrap_or(0);
-        return Err(fail(seq, Problem::Unsigned, format!("records from seq {seq} on are not covered by any checkpoint")));
+        return Err(fail(
+            seq,
+            Problem::Unsigned,
+            format!("records from seq {seq} on are not covered by any checkpoint"),
+        ));
     }
     Ok(last_seen.max(v.next_seq - 1))
 }
@@ -353,9 +430,17 @@ fn check_db_record(v: &mut Verifier, seq: u64, value: &[u8]) -> Result<(), Verif
     let expected = v.next_seq;
     if seq != expected {
         return Err(if seq > expected {
-            fail(expected, Problem::Missing, format!("no record at seq {expected}; the next stored is {seq}"))
+            fail(
+                expected,
+                Problem::Missing,
+                format!("no record at seq {expected}; the next stored is {seq}"),
+            )
         } else {
-            fail(seq, Problem::Reordered, format!("record at seq {seq} found where {expected} was expected"))
+            fail(
+                seq,
+                Problem::Reordered,
+                format!("record at seq {seq} found where {expected} was expected"),
+            )
         });
     }
     if value.len() < 32 {
@@ -371,36 +456,73 @@ fn check_db_record(v: &mut Verifier, seq: u64, value: &[u8]) -> Result<(), Verif
 
 /// Says why a record's hash is wrong: moved from elsewhere, or changed.
 fn diagnose(seq: u64, bytes: &[u8]) -> VerifyFailure {
-    let claimed = serde_json::from_slice::<Value>(bytes).ok().and_then(|v| v.get("seq").and_then(Value::as_u64));
+    let claimed = serde_json::from_slice::<Value>(bytes)
+        .ok()
+        .and_then(|v| v.get("seq").and_then(Value::as_u64));
     match claimed {
-        Some(other) if other != seq => fail(seq, Problem::Reordered, format!("the record stored at seq {seq} was written as seq {other}")),
+        Some(other) if other != seq => fail(
+            seq,
+            Problem::Reordered,
+            format!("the record stored at seq {seq} was written as seq {other}"),
+        ),
         _ => fail(seq, Problem::Edited, "the record does not match its chain hash"),
     }
 }
 
 /// Compares `checkpoints.log` with the stored checkpoints. Lines missing at the end are a
 /// warning (a crash between the database and the file; the writer repairs it on start).
-fn compare_checkpoint_log(stored: &Stored, lines: &[Vec<u8>], last_seq: u64) -> (Option<VerifyFailure>, Option<String>) {
+fn compare_checkpoint_log(
+    stored: &Stored,
+    lines: &[Vec<u8>],
+    last_seq: u64,
+) -> (Option<VerifyFailure>, Option<String>) {
     let first_of = |i: usize| -> u64 {
-        if i == 0 { 1 } else { stored.get(i - 1).and_then(|(_, c)| c.as_ref()).map_or(1, |c| c.size + 1) }
+        if i == 0 {
+            1
+        } else {
+            stored
+                .get(i - 1)
+                .and_then(|(_, c)| c.as_ref())
+                .map_or(1, |c| c.size + 1)
+        }
     };
     for (i, line) in lines.iter().enumerate() {
         let Some((bytes, _)) = stored.get(i) else {
             let size = Checkpoint::from_slice(line).map_or(0, |c| c.size);
             let seq = first_of(i).max(if last_seq == u64::MAX { 1 } else { last_seq + 1 });
-            let problem = if size > last_seq { Problem::Truncated } else { Problem::CheckpointLogMismatch };
-            return (Some(fail(seq, problem, format!(
-                "checkpoints.log has checkpoint #{i} for {size} records, which the database lacks"
-            ))), None);
+            let problem = if size > last_seq {
+                Problem::Truncated
+            } else {
+                Problem::CheckpointLogMismatch
+            };
+            return (
+                Some(fail(
+                    seq,
+                    problem,
+                    format!("checkpoints.log has checkpoint #{i} for {size} records, which the database lacks"),
+                )),
+                None,
+            );
         };
         if bytes != line {
-            return (Some(fail(first_of(i), Problem::CheckpointLogMismatch, format!(
-                "checkpoint #{i} in the database differs from line {} of checkpoints.log", i + 1
-            ))), None);
+            return (
+                Some(fail(
+                    first_of(i),
+                    Problem::CheckpointLogMismatch,
+                    format!(
+                        "checkpoint #{i} in the database differs from line {} of checkpoints.log",
+                        i + 1
+                    ),
+                )),
+                None,
+            );
         }
     }
     let warning = (lines.len() < stored.len()).then(|| {
-        format!("checkpoints.log lacks the last {} checkpoint(s); the gateway appends them on its next start", stored.len() - lines.len())
+        format!(
+            "checkpoints.log lacks the last {} checkpoint(s); the gateway appends them on its next start",
+            stored.len() - lines.len()
+        )
     });
     (None, warning)
 }
@@ -429,21 +551,38 @@ pub fn verify_export(path: &Path, trust: Trust) -> Result<Result<VerifyReport, V
 fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {
     let value: Value = serde_json::from_slice(line).map_err(|e| fail(v.next_seq, Problem::Malformed, e.to_string()))?;
     if value.get("kind").and_then(Value::as_str) == Some("checkpoint") {
-        let cp = Checkpoint::from_value(&value).ok_or_else(|| fail(v.covered + 1, Problem::Malformed, "unreadable checkpoint line"))?;
+        let cp = Checkpoint::from_value(&value)
+            .ok_or_else(|| fail(v.covered + 1, Problem::Malformed, "unreadable checkpoint line"))?;
         if cp.size < v.next_seq - 1 {
             // A checkpoint line placed after records it does not cover.
-            return Err(fail(cp.size + 1, Problem::Reordered, format!("checkpoint for {} records follows seq {}", cp.size, v.next_seq - 1)));
+            return Err(fail(
+                cp.size + 1,
+                Problem::Reordered,
+                format!("checkpoint for {} records follows seq {}", cp.size, v.next_seq - 1),
+            ));
         }
         if cp.size >= v.next_seq {
-            return Err(fail(v.next_seq, Problem::Missing, format!("checkpoint covers {} records but seq {} is absent", cp.size, v.next_seq)));
+            return Err(fail(
+                v.next_seq,
+                Problem::Missing,
+                format!("checkpoint covers {} records but seq {} is absent", cp.size, v.next_seq),
+            ));
         }
         return v.checkpoint(cp);
     }
     let expected = v.next_seq;
     match value.get("seq").and_then(Value::as_u64) {
         Some(seq) if seq == expected => v.record(line).map(|_| ()),
-        Some(seq) if seq > expected => Err(fail(expected, Problem::Missing, format!("seq {seq} follows seq {}", expected - 1))),
-        Some(seq) => Err(fail(expected, Problem::Reordered, format!("seq {seq} found where {expected} was expected"))),
+        Some(seq) if seq > expected => Err(fail(
+            expected,
+            Problem::Missing,
+            format!("seq {seq} follows seq {}", expected - 1),
+        )),
+        Some(seq) => Err(fail(
+            expected,
+            Problem::Reordered,
+            format!("seq {seq} found where {expected} was expected"),
+        )),
         None => Err(fail(expected, Problem::Malformed, "record line without seq")),
     }
 }

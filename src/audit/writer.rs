@@ -81,7 +81,9 @@ impl AuditLog {
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
         let db = store::open_db(&paths.db)?;
         let stored = match db.get(store::STATE_KEY)? {
-            Some(bytes) => Some(State::decode(&bytes).ok_or_else(|| AuditError::Corrupt("unreadable writer state".into()))?),
+            Some(bytes) => {
+                Some(State::decode(&bytes).ok_or_else(|| AuditError::Corrupt("unreadable writer state".into()))?)
+            }
             None if db.scan_prefix([store::RECORD_PREFIX]).next().is_some() => {
                 return Err(AuditError::Corrupt("records without writer state".into()));
             }
@@ -99,6 +101,12 @@ impl AuditLog {
             },
         };
         let checkpoints = CheckpointFile::open_and_reconcile(&paths.checkpoints, &db)?;
+        let origin = logged_origin(&db)?.map_or(cfg.origin.clone(), |logged| {
+            if logged != cfg.origin {
+                tracing::warn!(%logged, configured = %cfg.origin, "keeping the log's origin; a log has one origin");
+            }
+            logged
+        });
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {
             db,
@@ -106,7 +114,7 @@ impl AuditLog {
             checkpoints,
             state,
             key: key.clone(),
-            origin: cfg.origin,
+            origin,
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
         };
@@ -114,8 +122,15 @@ impl AuditLog {
             .name("airlock-audit".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| AuditError::io(&paths.db, e))?;
-        let shared = Shared { redactor, signer: RwLock::new(key), key_path: paths.key };
-        Ok(AuditLog { tx, shared: Arc::new(shared) })
+        let shared = Shared {
+            redactor,
+            signer: RwLock::new(key),
+            key_path: paths.key,
+        };
+        Ok(AuditLog {
+            tx,
+            shared: Arc::new(shared),
+        })
     }
 
     /// Appends a record; resolves once it is durable and covered by a signed checkpoint.
@@ -210,7 +225,10 @@ fn load_key(path: &std::path::Path, logged: Option<PublicKey>) -> Result<Arc<Sig
                     tracing::warn!("finished an interrupted key rotation");
                     Ok(Arc::new(new))
                 }
-                _ => Err(AuditError::KeyMismatch { expected: expected.id().to_string(), found: key.public_key().id().to_string() }),
+                _ => Err(AuditError::KeyMismatch {
+                    expected: expected.id().to_string(),
+                    found: key.public_key().id().to_string(),
+                }),
             }
         }
         _ => Ok(Arc::new(key)),
@@ -220,7 +238,12 @@ fn load_key(path: &std::path::Path, logged: Option<PublicKey>) -> Result<Arc<Sig
 /// Cheap consistency check of the persisted state against the last stored keys.
 fn check_state(db: &sled::Db, state: State) -> Result<State, AuditError> {
     let last = |prefix: u8| -> Result<Option<u64>, AuditError> {
-        Ok(db.scan_prefix([prefix]).keys().next_back().transpose()?.and_then(|k| store::key_number(&k)))
+        Ok(db
+            .scan_prefix([prefix])
+            .keys()
+            .next_back()
+            .transpose()?
+            .and_then(|k| store::key_number(&k)))
     };
     let last_seq = last(store::RECORD_PREFIX)?.unwrap_or(0);
     let checkpoints = last(store::CHECKPOINT_PREFIX)?.map_or(0, |i| i + 1);
@@ -231,6 +254,16 @@ fn check_state(db: &sled::Db, state: State) -> Result<State, AuditError> {
         )));
     }
     Ok(state)
+}
+
+/// The origin the log's last checkpoint names, if any.
+fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
+    let last = db
+        .scan_prefix([store::CHECKPOINT_PREFIX])
+        .values()
+        .next_back()
+        .transpose()?;
+    Ok(last.and_then(|v| Checkpoint::from_slice(&v)).map(|c| c.origin))
 }
 
 fn now_rfc3339() -> String {
@@ -322,7 +355,14 @@ impl Writer {
             value.extend_from_slice(&bytes);
             batch.insert(&store::record_key(self.state.seq), value);
         }
-        let cp = Checkpoint::sign(&self.key, &self.origin, self.state.seq, self.state.frontier.root(), self.state.chain_head, time);
+        let cp = Checkpoint::sign(
+            &self.key,
+            &self.origin,
+            self.state.seq,
+            self.state.frontier.root(),
+            self.state.chain_head,
+            time,
+        );
         let cp_bytes = cp.to_canonical();
         batch.insert(&store::checkpoint_key(self.state.checkpoints), cp_bytes.clone());
         self.state.checkpoints += 1;

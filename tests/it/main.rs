@@ -1,0 +1,3 @@
+//! Integration tests: one target, one module per topic.
+
+mod audit;
