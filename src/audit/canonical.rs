@@ -140,7 +140,10 @@ mod tests {
 
     #[test]
     fn strings_escape_only_quotes_backslashes_and_controls() {
-        assert_eq!(text(json!("a\"b\\c\n\u{1}é/")), "\"a\\\"b\\\\c\\n\\u0001é/\"");
+        assert_eq!(
+            text(json!("a\"b\\c\n\u{1}é/")),
+            "\"a\\\"b\\\\c\\n\\u0001é/\""
+        );
     }
 
     #[test]

@@ -33,7 +33,13 @@ pub struct Checkpoint {
 }
 
 /// The bytes a checkpoint signature covers.
-pub fn signed_message(origin: &str, size: u64, root: &Sha256Digest, chain_head: &Sha256Digest, time: &str) -> Vec<u8> {
+pub fn signed_message(
+    origin: &str,
+    size: u64,
+    root: &Sha256Digest,
+    chain_head: &Sha256Digest,
+    time: &str,
+) -> Vec<u8> {
     canonical(&json!({
         "chain_head": chain_head.to_string(),
         "origin": origin,
@@ -67,7 +73,13 @@ impl Checkpoint {
 
     /// Is the signature valid under the key the checkpoint names?
     pub fn signature_is_valid(&self) -> bool {
-        let msg = signed_message(&self.origin, self.size, &self.root, &self.chain_head, &self.time);
+        let msg = signed_message(
+            &self.origin,
+            self.size,
+            &self.root,
+            &self.chain_head,
+            &self.time,
+        );
         self.key.verify(&msg, &self.signature)
     }
 

@@ -52,17 +52,24 @@ impl LogReader {
             .keys()
             .next_back()
             .transpose()?;
-        Ok(Seq::new(last.and_then(|k| store::key_number(&k)).unwrap_or(0)))
+        Ok(Seq::new(
+            last.and_then(|k| store::key_number(&k)).unwrap_or(0),
+        ))
     }
 
     /// Records with sequence number at least `from`, in order.
-    pub fn records_from(&self, from: Seq) -> impl Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + '_ {
+    pub fn records_from(
+        &self,
+        from: Seq,
+    ) -> impl Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + '_ {
         let end = store::record_key(u64::MAX);
-        self.db.range(store::record_key(from.get())..=end).map(|kv| {
-            let (k, v) = kv?;
-            let seq = Seq::new(store::key_number(&k).unwrap_or(0));
-            Ok((seq, v.get(32..).unwrap_or_default().to_vec()))
-        })
+        self.db
+            .range(store::record_key(from.get())..=end)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = Seq::new(store::key_number(&k).unwrap_or(0));
+                Ok((seq, v.get(32..).unwrap_or_default().to_vec()))
+            })
     }
 
     /// Every stored checkpoint that parses, in order.
@@ -74,7 +81,10 @@ impl LogReader {
     }
 
     /// Leaf hashes, chain head and frontier of records `1..=upto`.
-    fn prefix_state(&self, upto: u64) -> Result<(Vec<Sha256Digest>, Sha256Digest, Frontier), AuditError> {
+    fn prefix_state(
+        &self,
+        upto: u64,
+    ) -> Result<(Vec<Sha256Digest>, Sha256Digest, Frontier), AuditError> {
         let mut leaves = Vec::new();
         let mut chain = Sha256Digest::from_bytes([0; 32]);
         let mut frontier = Frontier::new();
@@ -187,7 +197,10 @@ impl InclusionProof {
 
 /// Checks a proof in its JSON form with nothing but the signer's public key.
 pub fn check_proof(proof: &Value, key: &PublicKey) -> Result<Seq, String> {
-    let seq = proof.get("seq").and_then(Value::as_u64).ok_or("proof has no seq")?;
+    let seq = proof
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or("proof has no seq")?;
     let record = proof.get("record").ok_or("proof has no record")?;
     if record.get("seq").and_then(Value::as_u64) != Some(seq) {
         return Err("the record's seq differs from the proof's".into());

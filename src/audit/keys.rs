@@ -80,7 +80,9 @@ impl PublicKey {
 
     /// Does `sig` sign `msg` under this key?
     pub fn verify(&self, msg: &[u8], sig: &Signature) -> bool {
-        UnparsedPublicKey::new(&ED25519, &self.0).verify(msg, &sig.0).is_ok()
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(msg, &sig.0)
+            .is_ok()
     }
 }
 
@@ -248,8 +250,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("k");
         let key = SigningKey::load_or_create(&path).unwrap();
-        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-        assert_eq!(SigningKey::load(&path).unwrap().public_key(), key.public_key());
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            SigningKey::load(&path).unwrap().public_key(),
+            key.public_key()
+        );
     }
 
     #[test]

@@ -40,7 +40,10 @@ impl Frontier {
     /// Rebuilds a frontier from stored subtree roots (largest first) for a tree of `size`.
     /// Returns `None` if their number does not match `size`.
     pub fn from_parts(size: u64, roots: Vec<Sha256Digest>) -> Option<Frontier> {
-        let heights: Vec<u32> = (0..64u32).rev().filter(|h| size & (1u64 << h) != 0).collect();
+        let heights: Vec<u32> = (0..64u32)
+            .rev()
+            .filter(|h| size & (1u64 << h) != 0)
+            .collect();
         if heights.len() != roots.len() {
             return None;
         }
@@ -173,7 +176,9 @@ mod tests {
     use super::*;
 
     fn leaves(n: usize) -> Vec<Sha256Digest> {
-        (0..n).map(|i| leaf_hash(format!("leaf {i}").as_bytes())).collect()
+        (0..n)
+            .map(|i| leaf_hash(format!("leaf {i}").as_bytes()))
+            .collect()
     }
 
     #[test]

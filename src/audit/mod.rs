@@ -33,7 +33,9 @@ pub use checkpoint::{Checkpoint, signed_message};
 pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
 pub use keys::{KeyId, PublicKey, Signature, SigningKey};
-pub use merkle::{Frontier, empty_root, inclusion_proof, leaf_hash, node_hash, root_of, verify_inclusion};
+pub use merkle::{
+    Frontier, empty_root, inclusion_proof, leaf_hash, node_hash, root_of, verify_inclusion,
+};
 pub use record::{RECORD_VERSION, REDACTED, Record, RecordKind, Redactor};
 pub use store::LogPaths;
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export};
@@ -82,7 +84,10 @@ pub enum Durability {
 pub enum AuditError {
     /// A file operation failed.
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// sled reported an error.
     #[error("audit database: {0}")]
     Db(#[from] sled::Error),
@@ -105,7 +110,9 @@ pub enum AuditError {
     #[error("could not generate an Ed25519 key")]
     KeyGeneration,
     /// The log was last signed by another key than the key file holds.
-    #[error("the key file holds key {found} but the log is signed by key {expected}; configure the right key_path")]
+    #[error(
+        "the key file holds key {found} but the log is signed by key {expected}; configure the right key_path"
+    )]
     KeyMismatch { expected: String, found: String },
     /// A redaction pointer is not a JSON pointer.
     #[error("audit.redact: {0:?} is not a JSON pointer (it must start with '/')")]

@@ -253,7 +253,8 @@ mod tests {
 
     #[test]
     fn redaction_replaces_pointers_but_digest_is_of_the_original() {
-        let r = Redactor::new(&["/password".into(), "/nested/*/token".into(), "/a~1b".into()]).unwrap();
+        let r =
+            Redactor::new(&["/password".into(), "/nested/*/token".into(), "/a~1b".into()]).unwrap();
         let args = json!({"password": "hunter2", "user": "bob", "nested": [{"token": "t1"}, {"x": 1}], "a/b": 5});
         let rec = Record::new(RecordKind::CallReceived).with_args(&args, &r);
         assert_eq!(
@@ -274,7 +275,10 @@ mod tests {
     fn kinds_are_snake_case_on_the_wire() {
         let rec = Record::new(RecordKind::ApprovalSettled).tool("fs__write");
         let text = String::from_utf8(rec.to_canonical()).unwrap();
-        assert_eq!(text, r#"{"kind":"approval_settled","tool":"fs__write","v":1}"#);
+        assert_eq!(
+            text,
+            r#"{"kind":"approval_settled","tool":"fs__write","v":1}"#
+        );
         assert_eq!(RecordKind::ApprovalSettled.as_str(), "approval_settled");
     }
 }

@@ -103,7 +103,12 @@ pub(crate) struct State {
 
 impl State {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let roots: Vec<String> = self.frontier.roots().iter().map(ToString::to_string).collect();
+        let roots: Vec<String> = self
+            .frontier
+            .roots()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         canonical(&json!({
             "seq": self.seq,
             "chain_head": self.chain_head.to_string(),
@@ -170,7 +175,12 @@ impl DirSyncer {
         Ok(())
     }
 
-    fn sync_dir_files(&mut self, dir: &Path, seen: &mut Vec<PathBuf>, changed: &mut bool) -> Result<(), AuditError> {
+    fn sync_dir_files(
+        &mut self,
+        dir: &Path,
+        seen: &mut Vec<PathBuf>,
+        changed: &mut bool,
+    ) -> Result<(), AuditError> {
         let entries = fs::read_dir(dir).map_err(|e| AuditError::io(dir, e))?;
         for entry in entries {
             let entry = entry.map_err(|e| AuditError::io(dir, e))?;
@@ -209,7 +219,10 @@ pub(crate) struct CheckpointFile {
 impl CheckpointFile {
     /// Opens the file, drops a torn last line (never acknowledged), and appends any
     /// checkpoints the database has that the file lacks (a crash between the two writes).
-    pub(crate) fn open_and_reconcile(path: &Path, db: &sled::Db) -> Result<CheckpointFile, AuditError> {
+    pub(crate) fn open_and_reconcile(
+        path: &Path,
+        db: &sled::Db,
+    ) -> Result<CheckpointFile, AuditError> {
         let io = |e| AuditError::io(path, e);
         let mut file = OpenOptions::new()
             .read(true)
@@ -256,9 +269,13 @@ impl CheckpointFile {
         let mut line = Vec::with_capacity(checkpoint.len() + 1);
         line.extend_from_slice(checkpoint);
         line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| AuditError::io(&self.path, e))?;
+        self.file
+            .write_all(&line)
+            .map_err(|e| AuditError::io(&self.path, e))?;
         if fsync {
-            self.file.sync_data().map_err(|e| AuditError::io(&self.path, e))?;
+            self.file
+                .sync_data()
+                .map_err(|e| AuditError::io(&self.path, e))?;
         }
         Ok(())
     }
@@ -300,7 +317,9 @@ pub(crate) fn read_checkpoint_lines(path: &Path) -> Result<Vec<Vec<u8>>, AuditEr
 }
 
 /// Loads every stored checkpoint, in order.
-pub(crate) fn load_checkpoints(db: &sled::Db) -> Result<Vec<(Vec<u8>, Option<Checkpoint>)>, AuditError> {
+pub(crate) fn load_checkpoints(
+    db: &sled::Db,
+) -> Result<Vec<(Vec<u8>, Option<Checkpoint>)>, AuditError> {
     db.scan_prefix([CHECKPOINT_PREFIX])
         .values()
         .map(|v| {

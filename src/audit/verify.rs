@@ -135,7 +135,13 @@ struct Verifier {
 }
 
 impl Verifier {
-    fn new(trust: Trust, sigs: mpsc::Sender<SigJob>, start: u64, chain: Sha256Digest, frontier: Frontier) -> Verifier {
+    fn new(
+        trust: Trust,
+        sigs: mpsc::Sender<SigJob>,
+        start: u64,
+        chain: Sha256Digest,
+        frontier: Frontier,
+    ) -> Verifier {
         Verifier {
             next_seq: start,
             first_seq: start,
@@ -166,7 +172,8 @@ impl Verifier {
     }
 
     fn note_rotation(&mut self, seq: u64, bytes: &[u8]) -> Result<(), VerifyFailure> {
-        let v: Value = serde_json::from_slice(bytes).map_err(|e| fail(seq, Problem::Malformed, e.to_string()))?;
+        let v: Value = serde_json::from_slice(bytes)
+            .map_err(|e| fail(seq, Problem::Malformed, e.to_string()))?;
         if v.get("kind").and_then(Value::as_str) != Some("key_rotated") {
             return Ok(()); // the marker was inside arguments or detail
         }
@@ -196,7 +203,10 @@ impl Verifier {
             return Err(fail(
                 first,
                 Problem::Malformed,
-                format!("checkpoint #{index} claims {} records where {size} precede it", cp.size),
+                format!(
+                    "checkpoint #{index} claims {} records where {size} precede it",
+                    cp.size
+                ),
             ));
         }
         if cp.chain_head != self.chain || cp.root != self.frontier.root() {
@@ -212,7 +222,10 @@ impl Verifier {
                 return Err(fail(
                     first,
                     Problem::KeyMismatch,
-                    format!("checkpoint #{index} has origin {:?}, the log {o:?}", cp.origin),
+                    format!(
+                        "checkpoint #{index} has origin {:?}, the log {o:?}",
+                        cp.origin
+                    ),
                 ));
             }
             Some(_) => {}
@@ -251,7 +264,10 @@ impl Verifier {
                 return Err(fail(
                     seq,
                     Problem::KeyMismatch,
-                    format!("key_rotated names old key {}, which is not the key in effect", old.id()),
+                    format!(
+                        "key_rotated names old key {}, which is not the key in effect",
+                        old.id()
+                    ),
                 ));
             }
             self.key = Some(new);
@@ -340,13 +356,19 @@ fn with_verifier<T>(
         match (outcome, sig_failure) {
             (Ok(ok), None) => Ok(ok),
             (Ok(_), Some(f)) => Err(f),
-            (Err(e), f) => Err(earliest(Some(e), f).unwrap_or_else(|| fail(0, Problem::Malformed, "unreachable"))),
+            (Err(e), f) => {
+                Err(earliest(Some(e), f)
+                    .unwrap_or_else(|| fail(0, Problem::Malformed, "unreachable")))
+            }
         }
     })
 }
 
 /// Verifies the log under `data_dir`. The outer error means it could not be read.
-pub fn verify_dir(paths: &LogPaths, trust: Trust) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+pub fn verify_dir(
+    paths: &LogPaths,
+    trust: Trust,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
     let db = store::open_existing_db(&paths.db)?;
     let stored = store::load_checkpoints(&db)?;
     let lines = store::read_checkpoint_lines(&paths.checkpoints)?;
@@ -367,7 +389,9 @@ pub fn verify_dir(paths: &LogPaths, trust: Trust) -> Result<Result<VerifyReport,
             Ok(report)
         }
         (Ok(_), Some(f)) => Err(f),
-        (Err(e), f) => Err(earliest(Some(e), f).unwrap_or_else(|| fail(0, Problem::Malformed, "unreachable"))),
+        (Err(e), f) => {
+            Err(earliest(Some(e), f).unwrap_or_else(|| fail(0, Problem::Malformed, "unreachable")))
+        }
     })
 }
 
@@ -465,7 +489,11 @@ fn diagnose(seq: u64, bytes: &[u8]) -> VerifyFailure {
             Problem::Reordered,
             format!("the record stored at seq {seq} was written as seq {other}"),
         ),
-        _ => fail(seq, Problem::Edited, "the record does not match its chain hash"),
+        _ => fail(
+            seq,
+            Problem::Edited,
+            "the record does not match its chain hash",
+        ),
     }
 }
 
@@ -489,7 +517,11 @@ fn compare_checkpoint_log(
     for (i, line) in lines.iter().enumerate() {
         let Some((bytes, _)) = stored.get(i) else {
             let size = Checkpoint::from_slice(line).map_or(0, |c| c.size);
-            let seq = first_of(i).max(if last_seq == u64::MAX { 1 } else { last_seq + 1 });
+            let seq = first_of(i).max(if last_seq == u64::MAX {
+                1
+            } else {
+                last_seq + 1
+            });
             let problem = if size > last_seq {
                 Problem::Truncated
             } else {
@@ -499,7 +531,9 @@ fn compare_checkpoint_log(
                 Some(fail(
                     seq,
                     problem,
-                    format!("checkpoints.log has checkpoint #{i} for {size} records, which the database lacks"),
+                    format!(
+                        "checkpoints.log has checkpoint #{i} for {size} records, which the database lacks"
+                    ),
                 )),
                 None,
             );
@@ -529,9 +563,15 @@ fn compare_checkpoint_log(
 
 /// Verifies an export produced by `airlock log export` (no database needed). Edits are
 /// located to the group of the checkpoint that fails, not to the single record.
-pub fn verify_export(path: &Path, trust: Trust) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+pub fn verify_export(
+    path: &Path,
+    trust: Trust,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
     let text = std::fs::read(path).map_err(|e| AuditError::io(path, e))?;
-    let mut lines = text.split(|&b| b == b'\n').filter(|l| !l.is_empty()).peekable();
+    let mut lines = text
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .peekable();
     let mut start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
     if let Some(first) = lines.peek() {
         if let Some(header) = super::export::parse_header(first) {
@@ -549,23 +589,36 @@ pub fn verify_export(path: &Path, trust: Trust) -> Result<Result<VerifyReport, V
 }
 
 fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {
-    let value: Value = serde_json::from_slice(line).map_err(|e| fail(v.next_seq, Problem::Malformed, e.to_string()))?;
+    let value: Value = serde_json::from_slice(line)
+        .map_err(|e| fail(v.next_seq, Problem::Malformed, e.to_string()))?;
     if value.get("kind").and_then(Value::as_str) == Some("checkpoint") {
-        let cp = Checkpoint::from_value(&value)
-            .ok_or_else(|| fail(v.covered + 1, Problem::Malformed, "unreadable checkpoint line"))?;
+        let cp = Checkpoint::from_value(&value).ok_or_else(|| {
+            fail(
+                v.covered + 1,
+                Problem::Malformed,
+                "unreadable checkpoint line",
+            )
+        })?;
         if cp.size < v.next_seq - 1 {
             // A checkpoint line placed after records it does not cover.
             return Err(fail(
                 cp.size + 1,
                 Problem::Reordered,
-                format!("checkpoint for {} records follows seq {}", cp.size, v.next_seq - 1),
+                format!(
+                    "checkpoint for {} records follows seq {}",
+                    cp.size,
+                    v.next_seq - 1
+                ),
             ));
         }
         if cp.size >= v.next_seq {
             return Err(fail(
                 v.next_seq,
                 Problem::Missing,
-                format!("checkpoint covers {} records but seq {} is absent", cp.size, v.next_seq),
+                format!(
+                    "checkpoint covers {} records but seq {} is absent",
+                    cp.size, v.next_seq
+                ),
             ));
         }
         return v.checkpoint(cp);
@@ -583,6 +636,10 @@ fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {
             Problem::Reordered,
             format!("seq {seq} found where {expected} was expected"),
         )),
-        None => Err(fail(expected, Problem::Malformed, "record line without seq")),
+        None => Err(fail(
+            expected,
+            Problem::Malformed,
+            "record line without seq",
+        )),
     }
 }

@@ -81,9 +81,10 @@ impl AuditLog {
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
         let db = store::open_db(&paths.db)?;
         let stored = match db.get(store::STATE_KEY)? {
-            Some(bytes) => {
-                Some(State::decode(&bytes).ok_or_else(|| AuditError::Corrupt("unreadable writer state".into()))?)
-            }
+            Some(bytes) => Some(
+                State::decode(&bytes)
+                    .ok_or_else(|| AuditError::Corrupt("unreadable writer state".into()))?,
+            ),
             None if db.scan_prefix([store::RECORD_PREFIX]).next().is_some() => {
                 return Err(AuditError::Corrupt("records without writer state".into()));
             }
@@ -143,7 +144,10 @@ impl AuditLog {
 
     async fn request(&self, msg: impl FnOnce(Ack) -> Msg) -> Result<Recorded, AuditError> {
         let (ack, done) = oneshot::channel();
-        self.tx.send(msg(ack)).await.map_err(|_| AuditError::Closed)?;
+        self.tx
+            .send(msg(ack))
+            .await
+            .map_err(|_| AuditError::Closed)?;
         done.await.map_err(|_| AuditError::Closed)?
     }
 
@@ -181,8 +185,11 @@ impl AuditLog {
             Err(e) => return Err(AuditError::io(&staged, e)),
         }
         new_key.write_new(&staged)?;
-        let recorded = self.request(|ack| Msg::Rotate(new_key.clone(), ack)).await?;
-        fs::rename(&staged, &self.shared.key_path).map_err(|e| AuditError::io(&self.shared.key_path, e))?;
+        let recorded = self
+            .request(|ack| Msg::Rotate(new_key.clone(), ack))
+            .await?;
+        fs::rename(&staged, &self.shared.key_path)
+            .map_err(|e| AuditError::io(&self.shared.key_path, e))?;
         sync_parent(&self.shared.key_path)?;
         match self.shared.signer.write() {
             Ok(mut k) => *k = new_key,
@@ -210,7 +217,10 @@ fn staged_key_path(key_path: &std::path::Path) -> PathBuf {
 
 /// Loads the key, creating it for a new log. If the log says the current key is another
 /// one, a rotation was interrupted after it was logged: finish it from the staged file.
-fn load_key(path: &std::path::Path, logged: Option<PublicKey>) -> Result<Arc<SigningKey>, AuditError> {
+fn load_key(
+    path: &std::path::Path,
+    logged: Option<PublicKey>,
+) -> Result<Arc<SigningKey>, AuditError> {
     let key = match logged {
         None => SigningKey::load_or_create(path)?,
         Some(_) => SigningKey::load(path)?,
@@ -263,7 +273,9 @@ fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
         .values()
         .next_back()
         .transpose()?;
-    Ok(last.and_then(|v| Checkpoint::from_slice(&v)).map(|c| c.origin))
+    Ok(last
+        .and_then(|v| Checkpoint::from_slice(&v))
+        .map(|c| c.origin))
 }
 
 fn now_rfc3339() -> String {
@@ -287,7 +299,9 @@ impl Writer {
         let mut group: Vec<(Box<Record>, Ack)> = Vec::new();
         let mut closing = None;
         while closing.is_none() {
-            let Some(first) = rx.blocking_recv() else { break };
+            let Some(first) = rx.blocking_recv() else {
+                break;
+            };
             let mut next = Some(first);
             while let Some(msg) = next.take() {
                 match msg {
@@ -348,7 +362,8 @@ impl Writer {
             rec.seq = Some(Seq::new(self.state.seq));
             rec.time = Some(time.clone());
             let bytes = rec.to_canonical();
-            self.state.chain_head = Sha256Digest::of_parts(&[self.state.chain_head.as_bytes(), &bytes]);
+            self.state.chain_head =
+                Sha256Digest::of_parts(&[self.state.chain_head.as_bytes(), &bytes]);
             self.state.frontier.push(leaf_hash(&bytes));
             let mut value = Vec::with_capacity(32 + bytes.len());
             value.extend_from_slice(self.state.chain_head.as_bytes());
@@ -364,7 +379,10 @@ impl Writer {
             time,
         );
         let cp_bytes = cp.to_canonical();
-        batch.insert(&store::checkpoint_key(self.state.checkpoints), cp_bytes.clone());
+        batch.insert(
+            &store::checkpoint_key(self.state.checkpoints),
+            cp_bytes.clone(),
+        );
         self.state.checkpoints += 1;
         self.state.key = self.key.public_key();
         batch.insert(store::STATE_KEY, self.state.encode());
@@ -392,12 +410,16 @@ impl Writer {
     }
 }
 
-fn seq_range(result: &Result<(u64, u64), AuditError>) -> Box<dyn Iterator<Item = Result<Seq, AuditError>> + '_> {
+fn seq_range(
+    result: &Result<(u64, u64), AuditError>,
+) -> Box<dyn Iterator<Item = Result<Seq, AuditError>> + '_> {
     match result {
         Ok((first, last)) => Box::new((*first..=*last).map(|n| Ok(Seq::new(n)))),
         Err(e) => {
             let why = e.to_string();
-            Box::new(std::iter::repeat_with(move || Err(AuditError::Failed(why.clone()))))
+            Box::new(std::iter::repeat_with(move || {
+                Err(AuditError::Failed(why.clone()))
+            }))
         }
     }
 }

@@ -43,7 +43,9 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("no key at {} to rotate from", paths.key.display());
             }
             let old = SigningKey::load(&paths.key)?.public_key();
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
             let recorded = runtime
                 .block_on(async {
                     let mut cfg = AuditConfig::new(data_dir);

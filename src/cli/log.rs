@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::audit::{AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, check_proof, verify_dir, verify_export};
+use crate::audit::{
+    AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, check_proof, verify_dir, verify_export,
+};
 use crate::cli::{ConfigArg, EXIT_FOUND_PROBLEM};
 
 /// Where the log is: `--data-dir`, else `[gateway] data_dir` of the config, else `airlock-data`.
@@ -52,8 +54,11 @@ fn read_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Opti
         None if Path::new("airlock.toml").exists() => PathBuf::from("airlock.toml"),
         None => return Ok((None, None)),
     };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let value: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
     let get = |table: &str, key: &str| {
         value
             .get(table)
@@ -127,7 +132,11 @@ pub(crate) enum Command {
 
 pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     match cmd {
-        Command::Verify { dir, pubkey, export } => verify(&dir, pubkey.as_deref(), export.as_deref()),
+        Command::Verify {
+            dir,
+            pubkey,
+            export,
+        } => verify(&dir, pubkey.as_deref(), export.as_deref()),
         Command::Show { seq, dir } => {
             let reader = open_reader(&dir)?;
             let bytes = reader.get(seq)?;
@@ -135,11 +144,15 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Tail { dir, lines, follow } => tail(&dir, lines, follow),
-        Command::Export { dir, since, out, .. } => {
+        Command::Export {
+            dir, since, out, ..
+        } => {
             let reader = open_reader(&dir)?;
             let since = since.unwrap_or(Seq::new(1));
             let mut sink: Box<dyn Write> = match &out {
-                Some(path) => Box::new(File::create(path).with_context(|| format!("creating {}", path.display()))?),
+                Some(path) => Box::new(
+                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                ),
                 None => Box::new(std::io::stdout().lock()),
             };
             let mut sink = BufWriter::new(&mut sink);
@@ -158,9 +171,11 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let text = if proof.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
             } else {
-                std::fs::read_to_string(&proof).with_context(|| format!("reading {}", proof.display()))?
+                std::fs::read_to_string(&proof)
+                    .with_context(|| format!("reading {}", proof.display()))?
             };
-            let value: serde_json::Value = serde_json::from_str(&text).context("the proof is not JSON")?;
+            let value: serde_json::Value =
+                serde_json::from_str(&text).context("the proof is not JSON")?;
             match check_proof(&value, &key) {
                 Ok(seq) => {
                     println!("ok: record {seq} is in the log signed by key {}", key.id());
@@ -192,7 +207,9 @@ fn verify(dir: &DirArgs, pubkey: Option<&Path>, export: Option<&Path>) -> anyhow
     let anchor = match pubkey {
         Some(file) => PublicKey::read_file(file)?,
         None => crate::audit::SigningKey::load(&paths.key)
-            .with_context(|| "no trusted key: pass --pubkey FILE (the output of `airlock keys show`)")?
+            .with_context(
+                || "no trusted key: pass --pubkey FILE (the output of `airlock keys show`)",
+            )?
             .public_key(),
     };
     let trust = Trust { anchor };
@@ -246,7 +263,10 @@ fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {
             }
             Err(AuditError::Locked(path)) if follow => {
                 if !told_locked {
-                    eprintln!("airlock: {} is in use by a running gateway; waiting", path.display());
+                    eprintln!(
+                        "airlock: {} is in use by a running gateway; waiting",
+                        path.display()
+                    );
                     told_locked = true;
                 }
             }

@@ -231,7 +231,13 @@ fn redacted_secret_never_reaches_any_file_of_the_data_dir() {
         );
     }
     assert!(scanned > 0);
-    let show = run_airlock(&["log", "show", "3", "--data-dir", dir.path().to_str().unwrap()]);
+    let show = run_airlock(&[
+        "log",
+        "show",
+        "3",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(
         shown.contains(r#""password":"[redacted]""#) && shown.contains("args_sha256"),
@@ -289,7 +295,9 @@ fn export_verifies_without_the_database_and_an_edit_in_it_is_caught() {
     ];
     let out = run_airlock(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    let edited = std::fs::read_to_string(&export).unwrap().replacen("c-5", "c-6", 1);
+    let edited = std::fs::read_to_string(&export)
+        .unwrap()
+        .replacen("c-5", "c-6", 1);
     std::fs::write(&export, edited).unwrap();
     let out = run_airlock(&args);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -337,7 +345,13 @@ fn partial_export_since_a_seq_verifies_on_its_own() {
 fn inclusion_proof_checks_with_the_public_key_alone_and_fails_for_another_record() {
     let dir = fresh_log(13);
     let pubkey = pubkey_file(dir.path());
-    let out = run_airlock(&["log", "prove", "6", "--data-dir", dir.path().to_str().unwrap()]);
+    let out = run_airlock(&[
+        "log",
+        "prove",
+        "6",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let proof_file = dir.path().join("proof.json");
     std::fs::write(&proof_file, &out.stdout).unwrap();
@@ -441,7 +455,11 @@ fn crash_child_appends_until_killed() {
             let (log, tx) = (log.clone(), tx.clone());
             tokio::spawn(async move {
                 for i in 0.. {
-                    let seq = log.append(call_record(w * 1_000_000 + i)).await.unwrap().seq();
+                    let seq = log
+                        .append(call_record(w * 1_000_000 + i))
+                        .await
+                        .unwrap()
+                        .seq();
                     let _ = tx.send(seq.get());
                 }
             });
