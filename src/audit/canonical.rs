@@ -10,10 +10,12 @@
 //! - strings escaped minimally: `"` `\` and control characters (`\b \f \n \r \t`, others as
 //!   `\u00xx` with lowercase hex); everything else, including non-ASCII, written as UTF-8;
 //! - integers (any `i64`/`u64`) in plain decimal;
-//! - floats: a float with no fractional part and magnitude below 2^53 is written as an
-//!   integer (`1.0` → `1`, `-0.0` → `0`); any other float in the shortest form that reads
-//!   back to the same `f64`, as ryu prints it (`0.1`, `1e-7`, `1.5e300`). JSON cannot carry
-//!   NaN or infinities, so they never occur.
+//! - floats (numbers serde_json holds as `f64`) as ECMAScript's `Number.prototype.toString`
+//!   writes them, which is also RFC 8785 (JCS) §3.2.2.3: the shortest digits that read back
+//!   to the same `f64`, plain notation for decimal exponents in [-6, 21), else `d.ddde±x`
+//!   (`1.0` → `1`, `-0.0` → `0`, `0.1`, `1e-7`, `1.5e+300`, `1e+21`). JSON cannot carry
+//!   NaN or infinities, so they never occur. Integers beyond 2^53 stay exact because they
+//!   are `i64`/`u64`, not floats.
 
 use serde_json::Value;
 
@@ -60,25 +62,51 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
-/// Largest magnitude below which every integral `f64` is exact.
-const EXACT_INT_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
-
 fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) {
     if let Some(i) = n.as_u64() {
         out.extend_from_slice(i.to_string().as_bytes());
     } else if let Some(i) = n.as_i64() {
         out.extend_from_slice(i.to_string().as_bytes());
     } else if let Some(f) = n.as_f64() {
-        if f.fract() == 0.0 && f.abs() < EXACT_INT_LIMIT {
-            // In range, so the cast is exact; `-0.0` becomes `0`.
-            out.extend_from_slice((f as i64).to_string().as_bytes());
-        } else {
-            // serde_json prints finite floats with ryu's shortest round-trip form.
-            let text = serde_json::Number::from_f64(f)
-                .map(|n| n.to_string())
-                .unwrap_or_else(|| "null".to_owned());
-            out.extend_from_slice(text.as_bytes());
+        write_float(out, f);
+    }
+}
+
+/// ECMAScript number-to-string from Rust's shortest round-trip digits (`{:e}`).
+fn write_float(out: &mut Vec<u8>, f: f64) {
+    if f == 0.0 || !f.is_finite() {
+        out.push(b'0');
+        return;
+    }
+    if f < 0.0 {
+        out.push(b'-');
+    }
+    let sci = format!("{:e}", f.abs()); // e.g. "1.2345e-7"
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
+    let k = digits.len() as i64;
+    let n = exp.parse::<i64>().unwrap_or(0) + 1; // the decimal point sits after `n` digits
+    let zeros = |out: &mut Vec<u8>, count: i64| out.extend(std::iter::repeat_n(b'0', count.max(0) as usize));
+    if k <= n && n <= 21 {
+        out.extend_from_slice(&digits);
+        zeros(out, n - k);
+    } else if 0 < n && n <= 21 {
+        let (int, frac) = digits.split_at(n as usize);
+        out.extend_from_slice(int);
+        out.push(b'.');
+        out.extend_from_slice(frac);
+    } else if -6 < n && n <= 0 {
+        out.extend_from_slice(b"0.");
+        zeros(out, -n);
+        out.extend_from_slice(&digits);
+    } else {
+        out.push(digits[0]);
+        if k > 1 {
+            out.push(b'.');
+            out.extend_from_slice(&digits[1..]);
         }
+        let e = n - 1;
+        out.extend_from_slice(format!("e{}{}", if e >= 0 { '+' } else { '-' }, e.abs()).as_bytes());
     }
 }
 
@@ -131,10 +159,10 @@ mod tests {
     }
 
     #[test]
-    fn integral_floats_are_written_as_integers() {
+    fn floats_are_written_as_ecmascript_does_and_integers_exactly() {
         assert_eq!(
-            text(json!([1.0, -0.0, 2.5, 1e-7, -12, u64::MAX])),
-            "[1,0,2.5,1e-7,-12,18446744073709551615]"
+            text(json!([1.0, -0.0, 2.5, 1e-7, 0.000001, 1e21, 1e20, 1.5e300, -12, u64::MAX])),
+            "[1,0,2.5,1e-7,0.000001,1e+21,100000000000000000000,1.5e+300,-12,18446744073709551615]"
         );
     }
 
