@@ -26,6 +26,13 @@ pub fn canonical(value: &Value) -> Vec<u8> {
     out
 }
 
+/// Writes `"key":value` in canonical form (for callers that assemble an object themselves).
+pub(crate) fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) {
+    write_string(out, key);
+    out.push(b':');
+    write_value(out, value);
+}
+
 fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
@@ -86,7 +93,9 @@ fn write_float(out: &mut Vec<u8>, f: f64) {
     let digits: Vec<u8> = mantissa.bytes().filter(u8::is_ascii_digit).collect();
     let k = digits.len() as i64;
     let n = exp.parse::<i64>().unwrap_or(0) + 1; // the decimal point sits after `n` digits
-    let zeros = |out: &mut Vec<u8>, count: i64| out.extend(std::iter::repeat_n(b'0', count.max(0) as usize));
+    let zeros = |out: &mut Vec<u8>, count: i64| {
+        out.extend(std::iter::repeat_n(b'0', count.max(0) as usize))
+    };
     if k <= n && n <= 21 {
         out.extend_from_slice(&digits);
         zeros(out, n - k);
@@ -161,7 +170,18 @@ mod tests {
     #[test]
     fn floats_are_written_as_ecmascript_does_and_integers_exactly() {
         assert_eq!(
-            text(json!([1.0, -0.0, 2.5, 1e-7, 0.000001, 1e21, 1e20, 1.5e300, -12, u64::MAX])),
+            text(json!([
+                1.0,
+                -0.0,
+                2.5,
+                1e-7,
+                0.000001,
+                1e21,
+                1e20,
+                1.5e300,
+                -12,
+                u64::MAX
+            ])),
             "[1,0,2.5,1e-7,0.000001,1e+21,100000000000000000000,1.5e+300,-12,18446744073709551615]"
         );
     }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AuditError;
-use super::canonical::canonical;
+use super::canonical::{canonical, write_member};
 use super::digest::{Seq, Sha256Digest};
 
 /// Version of the record format; a change to the fields or their meaning bumps it.
@@ -178,11 +178,79 @@ impl Record {
         self
     }
 
+    /// Serialises everything but `seq` and `time` now, so the writer only splices those in.
+    /// Moves the expensive part of canonicalisation off the single writer thread.
+    pub(crate) fn prepare(&self) -> Prepared {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        let mut parts = Prepared::default();
+        if let Value::Object(map) = value {
+            let mut entries: Vec<(&String, &Value)> = map
+                .iter()
+                .filter(|(k, _)| *k != "seq" && *k != "time")
+                .collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (key, item) in entries {
+                let part = match key.as_bytes() {
+                    k if k < b"seq".as_slice() => &mut parts.before_seq,
+                    k if k < b"time".as_slice() => &mut parts.before_time,
+                    _ => &mut parts.after_time,
+                };
+                if !part.is_empty() {
+                    part.push(b',');
+                }
+                write_member(part, key, item);
+            }
+        }
+        parts
+    }
+
     /// The stored form.
     pub fn to_canonical(&self) -> Vec<u8> {
         // Serialising this struct to a Value cannot fail: every field is a plain type.
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
         canonical(&value)
+    }
+}
+
+/// A record's canonical members except `seq` and `time`, in three runs around them
+/// (keys sort as `… < "seq" < … < "time" < …`).
+#[derive(Debug, Default)]
+pub(crate) struct Prepared {
+    before_seq: Vec<u8>,
+    before_time: Vec<u8>,
+    after_time: Vec<u8>,
+}
+
+impl Prepared {
+    /// The canonical record with `seq` and `time` spliced in; equals
+    /// `canonical(to_value(record with seq and time))`.
+    pub(crate) fn finish(&self, seq: Seq, time: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            self.before_seq.len() + self.before_time.len() + self.after_time.len() + 64,
+        );
+        out.push(b'{');
+        out.extend_from_slice(&self.before_seq);
+        separate(&mut out);
+        write_member(&mut out, "seq", &Value::from(seq.get()));
+        if !self.before_time.is_empty() {
+            out.push(b',');
+            out.extend_from_slice(&self.before_time);
+        }
+        out.push(b',');
+        write_member(&mut out, "time", &Value::from(time));
+        if !self.after_time.is_empty() {
+            out.push(b',');
+            out.extend_from_slice(&self.after_time);
+        }
+        out.push(b'}');
+        out
+    }
+}
+
+/// A comma unless the object is still empty.
+fn separate(out: &mut Vec<u8>) {
+    if out.len() > 1 {
+        out.push(b',');
     }
 }
 
@@ -264,6 +332,31 @@ mod tests {
             )
         );
         assert_eq!(rec.args_sha256, Some(Sha256Digest::of(&canonical(&args))));
+    }
+
+    #[test]
+    fn prepared_record_with_spliced_seq_and_time_is_its_canonical_form() {
+        let r = Redactor::new(&["/password".into()]).unwrap();
+        let full = Record::new(RecordKind::Decision)
+            .principal("p")
+            .session("s")
+            .tool("t")
+            .rule("r")
+            .reason("why")
+            .with_args(&json!({"password": 1, "a": [1.5]}), &r)
+            .detail(json!({"z": 1}));
+        for rec in [full, Record::new(RecordKind::GatewayStarted)] {
+            let mut stamped = rec.clone();
+            stamped.seq = Some(Seq::new(77));
+            stamped.time = Some("2026-01-01T00:00:00.000000Z".into());
+            let spliced = rec
+                .prepare()
+                .finish(Seq::new(77), "2026-01-01T00:00:00.000000Z");
+            assert_eq!(
+                String::from_utf8(spliced).unwrap(),
+                String::from_utf8(stamped.to_canonical()).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -23,7 +23,7 @@ use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{PublicKey, Signature, SigningKey, sync_parent};
 use super::merkle::{Frontier, leaf_hash};
-use super::record::{Record, RecordKind, Redactor};
+use super::record::{Prepared, Record, RecordKind, Redactor};
 use super::store::{self, CheckpointFile, DirSyncer, LogPaths, State};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -49,7 +49,7 @@ impl Recorded {
 type Ack = oneshot::Sender<Result<Recorded, AuditError>>;
 
 enum Msg {
-    Append(Box<Record>, Ack),
+    Append(Box<Prepared>, Ack),
     Rotate(Arc<SigningKey>, Ack),
     Close(oneshot::Sender<()>),
 }
@@ -139,7 +139,8 @@ impl AuditLog {
         if matches!(rec.kind, RecordKind::Checkpoint | RecordKind::KeyRotated) {
             return Err(AuditError::ReservedKind(rec.kind));
         }
-        self.request(|ack| Msg::Append(Box::new(rec), ack)).await
+        let prepared = Box::new(rec.prepare());
+        self.request(|ack| Msg::Append(prepared, ack)).await
     }
 
     async fn request(&self, msg: impl FnOnce(Ack) -> Msg) -> Result<Recorded, AuditError> {
@@ -296,7 +297,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut group: Vec<(Box<Record>, Ack)> = Vec::new();
+        let mut group: Vec<(Box<Prepared>, Ack)> = Vec::new();
         let mut closing = None;
         while closing.is_none() {
             let Some(first) = rx.blocking_recv() else {
@@ -329,7 +330,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: &mut Vec<(Box<Record>, Ack)>) {
+    fn commit_group(&mut self, group: &mut Vec<(Box<Prepared>, Ack)>) {
         if group.is_empty() {
             return;
         }
@@ -341,7 +342,7 @@ impl Writer {
     }
 
     /// Writes `records` and one checkpoint; returns the first and last sequence numbers.
-    fn commit(&mut self, records: Vec<Box<Record>>) -> Result<(u64, u64), AuditError> {
+    fn commit(&mut self, records: Vec<Box<Prepared>>) -> Result<(u64, u64), AuditError> {
         if let Some(why) = &self.failed {
             return Err(AuditError::Failed(why.clone()));
         }
@@ -354,14 +355,12 @@ impl Writer {
         result.map(|()| (first, self.state.seq))
     }
 
-    fn write_group(&mut self, records: Vec<Box<Record>>) -> Result<(), AuditError> {
+    fn write_group(&mut self, records: Vec<Box<Prepared>>) -> Result<(), AuditError> {
         let time = now_rfc3339();
         let mut batch = sled::Batch::default();
-        for mut rec in records {
+        for rec in records {
             self.state.seq += 1;
-            rec.seq = Some(Seq::new(self.state.seq));
-            rec.time = Some(time.clone());
-            let bytes = rec.to_canonical();
+            let bytes = rec.finish(Seq::new(self.state.seq), &time);
             self.state.chain_head =
                 Sha256Digest::of_parts(&[self.state.chain_head.as_bytes(), &bytes]);
             self.state.frontier.push(leaf_hash(&bytes));
@@ -403,7 +402,7 @@ impl Writer {
             "old_key": old.to_base64(), "old_key_id": old.id().to_string(),
             "new_key": new.to_base64(), "new_key_id": new.id().to_string(),
         }));
-        let (seq, _) = self.commit(vec![Box::new(rec)])?;
+        let (seq, _) = self.commit(vec![Box::new(rec.prepare())])?;
         self.key = new_key;
         self.commit(Vec::new())?;
         Ok(Recorded { seq: Seq::new(seq) })
