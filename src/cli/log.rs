@@ -1,14 +1,280 @@
-//! `airlock log …`.
+//! `airlock log …`: verify, show, tail, export and prove against a stopped gateway's log.
+//!
+//! Owns: the `log` subcommands and where they find the data directory.
+//! Uses: `audit` (reader, verification, proofs).
+//! Must not: write to the log.
 
+#![allow(clippy::print_stdout)] // printing records and results is the point of these commands
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::audit::{
+    AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, check_proof, verify_dir, verify_export,
+};
+use crate::cli::{ConfigArg, EXIT_FOUND_PROBLEM};
+
+/// Where the log is: `--data-dir`, else `[gateway] data_dir` of the config, else `airlock-data`.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct DirArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// The gateway's data directory (overrides the config).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The signing key file (default: `[audit] key_path`, else DATA_DIR/audit-key).
+    #[arg(long, value_name = "FILE")]
+    key: Option<PathBuf>,
+}
+
+impl DirArgs {
+    /// The log's paths and the data directory they came from.
+    pub(crate) fn paths(&self) -> anyhow::Result<(PathBuf, LogPaths)> {
+        let (cfg_dir, cfg_key) = read_config(self.config.config.as_deref())?;
+        let data_dir = self
+            .data_dir
+            .clone()
+            .or(cfg_dir)
+            .unwrap_or_else(|| PathBuf::from("airlock-data"));
+        let key = self.key.clone().or(cfg_key);
+        let paths = LogPaths::new(&data_dir, key.as_deref());
+        Ok((data_dir, paths))
+    }
+}
+
+/// Reads just `[gateway] data_dir` and `[audit] key_path` from the config, if there is one.
+fn read_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new("airlock.toml").exists() => PathBuf::from("airlock.toml"),
+        None => return Ok((None, None)),
+    };
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let value: toml::Table = text
+        .parse()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    let get = |table: &str, key: &str| {
+        value
+            .get(table)
+            .and_then(|t| t.get(key))
+            .and_then(toml::Value::as_str)
+            .map(PathBuf::from)
+    };
+    Ok((get("gateway", "data_dir"), get("audit", "key_path")))
+}
 
 /// Subcommands of `airlock log`.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
-    /// Not built yet.
-    List,
+    /// Check every record, checkpoint signature and the chain; exit 1 at the first bad seq.
+    Verify {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Trusted public key (base64/hex, or `airlock keys show` output); default: the key file.
+        #[arg(long, value_name = "FILE")]
+        pubkey: Option<PathBuf>,
+        /// Verify an export file instead of the database.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+    },
+    /// Print one record.
+    Show {
+        seq: Seq,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+    /// Print the last records (one JSON object a line).
+    Tail {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// How many records.
+        #[arg(short = 'n', long, default_value_t = 10)]
+        lines: u64,
+        /// Keep printing new records (polls; waits while a gateway holds the database).
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Write records and checkpoints as JSONL, checkable by `log verify --export`.
+    Export {
+        #[command(flatten)]
+        dir: DirArgs,
+        /// Output format (only jsonl).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        format: String,
+        /// First sequence number to export.
+        #[arg(long, value_name = "SEQ")]
+        since: Option<Seq>,
+        /// Write to FILE instead of stdout.
+        #[arg(long, short, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+    /// Print an inclusion proof of record SEQ against the latest checkpoint.
+    Prove {
+        seq: Seq,
+        #[command(flatten)]
+        dir: DirArgs,
+    },
+    /// Check a proof printed by `log prove` with the public key alone.
+    CheckProof {
+        /// The proof file (`-` for stdin).
+        proof: PathBuf,
+        /// The signer's public key.
+        #[arg(long, value_name = "FILE")]
+        pubkey: PathBuf,
+    },
 }
 
-pub(crate) fn run(_cmd: Command) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("`airlock log` is not built yet")
+pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Command::Verify {
+            dir,
+            pubkey,
+            export,
+        } => verify(&dir, pubkey.as_deref(), export.as_deref()),
+        Command::Show { seq, dir } => {
+            let reader = open_reader(&dir)?;
+            let bytes = reader.get(seq)?;
+            print_line(&bytes)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail { dir, lines, follow } => tail(&dir, lines, follow),
+        Command::Export {
+            dir, since, out, ..
+        } => {
+            let reader = open_reader(&dir)?;
+            let since = since.unwrap_or(Seq::new(1));
+            let mut sink: Box<dyn Write> = match &out {
+                Some(path) => Box::new(
+                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
+                ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let mut sink = BufWriter::new(&mut sink);
+            let n = reader.export(since, &mut sink)?;
+            sink.flush()?;
+            eprintln!("exported {n} records from seq {since}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Prove { seq, dir } => {
+            let proof = open_reader(&dir)?.prove(seq)?;
+            println!("{}", serde_json::to_string_pretty(&proof.to_value())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::CheckProof { proof, pubkey } => {
+            let key = PublicKey::read_file(&pubkey)?;
+            let text = if proof.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(&proof)
+                    .with_context(|| format!("reading {}", proof.display()))?
+            };
+            let value: serde_json::Value =
+                serde_json::from_str(&text).context("the proof is not JSON")?;
+            match check_proof(&value, &key) {
+                Ok(seq) => {
+                    println!("ok: record {seq} is in the log signed by key {}", key.id());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    println!("FAILED: {why}");
+                    Ok(ExitCode::from(EXIT_FOUND_PROBLEM))
+                }
+            }
+        }
+    }
+}
+
+fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
+    let (_, paths) = dir.paths()?;
+    Ok(LogReader::open(&paths)?)
+}
+
+fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)?;
+    out.write_all(b"\n")?;
+    Ok(())
+}
+
+fn verify(dir: &DirArgs, pubkey: Option<&Path>, export: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let (_, paths) = dir.paths()?;
+    let anchor = match pubkey {
+        Some(file) => PublicKey::read_file(file)?,
+        None => crate::audit::SigningKey::load(&paths.key)
+            .with_context(
+                || "no trusted key: pass --pubkey FILE (the output of `airlock keys show`)",
+            )?
+            .public_key(),
+    };
+    let trust = Trust { anchor };
+    let outcome = match export {
+        Some(file) => verify_export(file, trust)?,
+        None => verify_dir(&paths, trust)?,
+    };
+    match outcome {
+        Ok(report) => {
+            for w in &report.warnings {
+                eprintln!("airlock: warning: {w}");
+            }
+            let keys: Vec<String> = report.keys.iter().map(ToString::to_string).collect();
+            println!(
+                "ok: records {}..={} intact, {} checkpoints, signed by key {}, root {}",
+                report.first,
+                report.last,
+                report.checkpoints,
+                keys.join(" then "),
+                report.root
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            println!("FAILED at {failure}");
+            Ok(ExitCode::from(EXIT_FOUND_PROBLEM))
+        }
+    }
+}
+
+fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {
+    let (_, paths) = dir.paths()?;
+    let mut next: Option<u64> = None;
+    let mut told_locked = false;
+    loop {
+        match LogReader::open(&paths) {
+            Ok(reader) => {
+                told_locked = false;
+                let from = match next {
+                    Some(n) => n,
+                    None => reader.last_seq()?.get().saturating_sub(lines) + 1,
+                };
+                let mut printed = from;
+                for item in reader.records_from(Seq::new(from)) {
+                    let (seq, bytes) = item?;
+                    print_line(&bytes)?;
+                    printed = seq.get() + 1;
+                }
+                next = Some(printed);
+                // Dropping the reader releases the lock so a gateway can start meanwhile.
+            }
+            Err(AuditError::Locked(path)) if follow => {
+                if !told_locked {
+                    eprintln!(
+                        "airlock: {} is in use by a running gateway; waiting",
+                        path.display()
+                    );
+                    told_locked = true;
+                }
+            }
+            Err(e) => bail!(e),
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

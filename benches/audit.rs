@@ -1,0 +1,113 @@
+//! Audit log throughput: records/s appended (durability fsync and none, 1/8/64 concurrent
+//! writers) and records/s verified. Prints the median of several runs.
+//!
+//! Run: `cargo bench --bench audit` (set `AIRLOCK_BENCH_RUNS` to change the run count).
+
+#![allow(clippy::print_stdout)]
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use airlock::audit::{
+    AuditConfig, AuditLog, Durability, LogPaths, Record, RecordKind, SigningKey, Trust, verify_dir,
+};
+use serde_json::json;
+
+fn record(writer: usize, i: usize, log: &AuditLog) -> Record {
+    let args = json!({"path": format!("/srv/data/{writer}/{i}.txt"), "mode": "read", "password": "x"});
+    Record::new(RecordKind::CallReceived)
+        .principal("alice@example.com")
+        .session("4f1c2a9e-7d1b-4c55-9a0e-1f2d3c4b5a69")
+        .call_id(format!("{writer}-{i}"))
+        .tool("fs__read_file")
+        .risk("low")
+        .with_args(&args, log.redactor())
+}
+
+/// Appends `per_writer` records from each of `writers` tasks; returns records/s.
+fn append_rate(dir: &Path, durability: Durability, writers: usize, per_writer: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut cfg = AuditConfig::new(dir);
+        cfg.durability = durability;
+        cfg.redact = vec!["/password".into()];
+        let log = AuditLog::open(cfg).unwrap();
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..writers)
+            .map(|w| {
+                let log = log.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_writer {
+                        let _ = log.append(record(w, i, &log)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        log.close().await.unwrap();
+        (writers * per_writer) as f64 / elapsed.as_secs_f64()
+    })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(|a, b| a.total_cmp(b));
+    xs[xs.len() / 2]
+}
+
+fn verify_rate(dir: &Path) -> (f64, u64, u64) {
+    let paths = LogPaths::new(dir, None);
+    let anchor = SigningKey::load(&paths.key).unwrap().public_key();
+    let start = Instant::now();
+    let report = verify_dir(&paths, Trust { anchor }).unwrap().unwrap();
+    let elapsed: Duration = start.elapsed();
+    let n = report.last.get();
+    (n as f64 / elapsed.as_secs_f64(), n, report.checkpoints)
+}
+
+fn main() {
+    let runs: usize = std::env::var("AIRLOCK_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    println!("audit append (median of {runs} runs, records/s)");
+    println!("{:>10} {:>8} {:>14}", "durability", "writers", "records/s");
+    let mut verify_dirs = Vec::new();
+    for (name, durability) in [("fsync", Durability::Fsync), ("none", Durability::None)] {
+        for writers in [1usize, 8, 64] {
+            let total = match (durability, writers) {
+                (Durability::Fsync, 1) => 3_000,
+                (_, 1) => 20_000,
+                _ => 100_000,
+            };
+            let mut rates = Vec::new();
+            for run in 0..runs {
+                let dir = tempfile::tempdir().unwrap();
+                rates.push(append_rate(dir.path(), durability, writers, total / writers));
+                if run == 0 && matches!(durability, Durability::Fsync) && writers != 8 {
+                    verify_dirs.push((writers, dir));
+                }
+            }
+            println!("{name:>10} {writers:>8} {:>14.0}", median(rates));
+        }
+    }
+    println!("\naudit verify (median of {runs} runs)");
+    for (writers, dir) in &verify_dirs {
+        let mut rates = Vec::new();
+        let mut shape = (0, 0);
+        for _ in 0..runs {
+            let (rate, n, cps) = verify_rate(dir.path());
+            rates.push(rate);
+            shape = (n, cps);
+        }
+        println!(
+            "log of {} records in {} checkpoints (written by {writers} writer(s)): {:.0} records/s verified",
+            shape.0,
+            shape.1,
+            median(rates)
+        );
+    }
+}

@@ -1,0 +1,239 @@
+//! Reading a stopped log: single records, the tail, JSONL export and inclusion proofs.
+//!
+//! Owns: `LogReader`, the export format, `InclusionProof` and its check.
+//! Uses: `store` to read, `merkle` for proofs.
+//! Must not: write to the database.
+//!
+//! Export format (JSONL): a header `{"chain_head":HEX,"frontier":[HEX…],"kind":"export",
+//! "since":N}` giving the chain hash and Merkle frontier before record `N`, then every
+//! record from `N` as its stored canonical line, each checkpoint line right after the last
+//! record it covers. The header needs no trust: the checkpoints that follow sign roots and
+//! chain heads computed from it.
+
+use std::io::Write;
+
+use serde_json::{Value, json};
+
+use super::AuditError;
+use super::canonical::canonical;
+use super::checkpoint::Checkpoint;
+use super::digest::{Seq, Sha256Digest};
+use super::keys::PublicKey;
+use super::merkle::{Frontier, inclusion_proof, leaf_hash, verify_inclusion};
+use super::store::{self, LogPaths};
+
+/// Read access to a log whose writer is not running.
+pub struct LogReader {
+    db: sled::Db,
+}
+
+impl LogReader {
+    /// Opens the database; fails with `AuditError::Locked` while a gateway has it open.
+    pub fn open(paths: &LogPaths) -> Result<LogReader, AuditError> {
+        Ok(LogReader {
+            db: store::open_existing_db(&paths.db)?,
+        })
+    }
+
+    /// The stored canonical bytes of record `seq`.
+    pub fn get(&self, seq: Seq) -> Result<Vec<u8>, AuditError> {
+        let value = self
+            .db
+            .get(store::record_key(seq.get()))?
+            .ok_or(AuditError::NotFound(seq))?;
+        Ok(value.get(32..).unwrap_or_default().to_vec())
+    }
+
+    /// The highest stored sequence number (0 when empty).
+    pub fn last_seq(&self) -> Result<Seq, AuditError> {
+        let last = self
+            .db
+            .scan_prefix([store::RECORD_PREFIX])
+            .keys()
+            .next_back()
+            .transpose()?;
+        Ok(Seq::new(
+            last.and_then(|k| store::key_number(&k)).unwrap_or(0),
+        ))
+    }
+
+    /// Records with sequence number at least `from`, in order.
+    pub fn records_from(
+        &self,
+        from: Seq,
+    ) -> impl Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + '_ {
+        let end = store::record_key(u64::MAX);
+        self.db
+            .range(store::record_key(from.get())..=end)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let seq = Seq::new(store::key_number(&k).unwrap_or(0));
+                Ok((seq, v.get(32..).unwrap_or_default().to_vec()))
+            })
+    }
+
+    /// Every stored checkpoint that parses, in order.
+    pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
+        Ok(store::load_checkpoints(&self.db)?
+            .into_iter()
+            .filter_map(|(_, c)| c)
+            .collect())
+    }
+
+    /// Leaf hashes, chain head and frontier of records `1..=upto`.
+    fn prefix_state(
+        &self,
+        upto: u64,
+    ) -> Result<(Vec<Sha256Digest>, Sha256Digest, Frontier), AuditError> {
+        let mut leaves = Vec::new();
+        let mut chain = Sha256Digest::from_bytes([0; 32]);
+        let mut frontier = Frontier::new();
+        for item in self.records_from(Seq::new(1)) {
+            let (seq, bytes) = item?;
+            if seq.get() > upto {
+                break;
+            }
+            chain = Sha256Digest::of_parts(&[chain.as_bytes(), &bytes]);
+            let leaf = leaf_hash(&bytes);
+            frontier.push(leaf);
+            leaves.push(leaf);
+        }
+        Ok((leaves, chain, frontier))
+    }
+
+    /// Writes the export from `since` (1 for everything) to `out`.
+    pub fn export(&self, since: Seq, out: &mut dyn Write) -> Result<u64, AuditError> {
+        let since = since.get().max(1);
+        let (_, chain, frontier) = self.prefix_state(since - 1)?;
+        let roots: Vec<String> = frontier.roots().iter().map(ToString::to_string).collect();
+        let header = json!({"kind": "export", "since": since, "chain_head": chain.to_string(), "frontier": roots});
+        let io = |e| AuditError::io(std::path::Path::new("<export>"), e);
+        write_line(out, &canonical(&header)).map_err(io)?;
+        let checkpoints = self.checkpoints()?;
+        let mut cps = checkpoints.iter().filter(|c| c.size >= since).peekable();
+        let mut written = 0;
+        for item in self.records_from(Seq::new(since)) {
+            let (seq, bytes) = item?;
+            while let Some(cp) = cps.next_if(|c| c.size < seq.get()) {
+                write_line(out, &cp.to_canonical()).map_err(io)?;
+            }
+            write_line(out, &bytes).map_err(io)?;
+            written += 1;
+        }
+        for cp in cps {
+            write_line(out, &cp.to_canonical()).map_err(io)?;
+        }
+        Ok(written)
+    }
+
+    /// An inclusion proof of record `seq` against the latest checkpoint.
+    pub fn prove(&self, seq: Seq) -> Result<InclusionProof, AuditError> {
+        let checkpoint = self.checkpoints()?.pop().ok_or(AuditError::NotFound(seq))?;
+        if seq.get() == 0 || seq.get() > checkpoint.size {
+            return Err(AuditError::NotFound(seq));
+        }
+        let (leaves, _, _) = self.prefix_state(checkpoint.size)?;
+        let index = usize::try_from(seq.get() - 1).map_err(|_| AuditError::NotFound(seq))?;
+        let path = inclusion_proof(&leaves, index).ok_or(AuditError::NotFound(seq))?;
+        let record: Value = serde_json::from_slice(&self.get(seq)?)
+            .map_err(|e| AuditError::Corrupt(format!("record {seq} does not parse: {e}")))?;
+        Ok(InclusionProof {
+            seq,
+            record,
+            path,
+            checkpoint,
+        })
+    }
+}
+
+fn write_line(out: &mut dyn Write, bytes: &[u8]) -> std::io::Result<()> {
+    out.write_all(bytes)?;
+    out.write_all(b"\n")
+}
+
+/// Parses an export header into (first seq, chain head, frontier).
+pub(crate) fn parse_header(line: &[u8]) -> Option<(u64, Sha256Digest, Frontier)> {
+    let v: Value = serde_json::from_slice(line).ok()?;
+    if v.get("kind")?.as_str()? != "export" {
+        return None;
+    }
+    let since = v.get("since")?.as_u64()?.max(1);
+    let roots = v
+        .get("frontier")?
+        .as_array()?
+        .iter()
+        .map(|r| r.as_str()?.parse().ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some((
+        since,
+        v.get("chain_head")?.as_str()?.parse().ok()?,
+        Frontier::from_parts(since - 1, roots)?,
+    ))
+}
+
+/// Proof that a record is leaf `seq - 1` of the tree a signed checkpoint commits to.
+#[derive(Debug, Clone)]
+pub struct InclusionProof {
+    pub seq: Seq,
+    /// The record; its leaf is `SHA-256(0x00 ‖ canonical(record))`.
+    pub record: Value,
+    /// RFC 6962 audit path, bottom up.
+    pub path: Vec<Sha256Digest>,
+    pub checkpoint: Checkpoint,
+}
+
+impl InclusionProof {
+    /// The JSON form printed by `airlock log prove`.
+    pub fn to_value(&self) -> Value {
+        json!({
+            "seq": self.seq.get(),
+            "leaf_index": self.seq.get() - 1,
+            "record": self.record,
+            "path": self.path.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "checkpoint": self.checkpoint.to_value(),
+        })
+    }
+}
+
+/// Checks a proof in its JSON form with nothing but the signer's public key.
+pub fn check_proof(proof: &Value, key: &PublicKey) -> Result<Seq, String> {
+    let seq = proof
+        .get("seq")
+        .and_then(Value::as_u64)
+        .ok_or("proof has no seq")?;
+    let record = proof.get("record").ok_or("proof has no record")?;
+    if record.get("seq").and_then(Value::as_u64) != Some(seq) {
+        return Err("the record's seq differs from the proof's".into());
+    }
+    let cp = proof
+        .get("checkpoint")
+        .and_then(Checkpoint::from_value)
+        .ok_or("proof has no readable checkpoint")?;
+    if cp.key != *key {
+        return Err(format!(
+            "checkpoint is signed by key {}, not by the given key {}",
+            cp.key.id(),
+            key.id()
+        ));
+    }
+    if !cp.signature_is_valid() {
+        return Err("checkpoint signature does not verify".into());
+    }
+    let path = proof
+        .get("path")
+        .and_then(Value::as_array)
+        .and_then(|p| {
+            p.iter()
+                .map(|h| h.as_str()?.parse().ok())
+                .collect::<Option<Vec<Sha256Digest>>>()
+        })
+        .ok_or("proof path is not a list of digests")?;
+    let leaf = leaf_hash(&canonical(record));
+    if seq == 0 || !verify_inclusion(&leaf, seq - 1, cp.size, &path, &cp.root) {
+        return Err(format!(
+            "record {seq} is not included in the tree of {} records",
+            cp.size
+        ));
+    }
+    Ok(Seq::new(seq))
+}

@@ -1,0 +1,270 @@
+//! The Ed25519 signing key of the log: creation, loading, public keys and key ids.
+//!
+//! Owns: the key file format (PKCS#8 DER, mode 0600), `PublicKey`, `KeyId`, `Signature`.
+//! Uses: ring.
+//! Must not: expose private key bytes beyond writing the key file.
+
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+
+use super::AuditError;
+use super::digest::Sha256Digest;
+
+/// An Ed25519 public key (32 bytes). Text form: standard base64.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicKey([u8; 32]);
+
+/// First 8 bytes of SHA-256 of the public key, as 16 hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyId([u8; 8]);
+
+/// An Ed25519 signature (64 bytes). Text form: standard base64.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Signature([u8; 64]);
+
+impl PublicKey {
+    /// Wraps raw key bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> PublicKey {
+        PublicKey(bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// This key's id.
+    pub fn id(&self) -> KeyId {
+        let d = Sha256Digest::of(&self.0);
+        let mut id = [0u8; 8];
+        id.copy_from_slice(&d.as_bytes()[..8]);
+        KeyId(id)
+    }
+
+    /// Base64 text form.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+
+    /// Parses base64 (44 characters) or hex (64 digits).
+    pub fn parse(text: &str) -> Option<PublicKey> {
+        let text = text.trim();
+        let mut out = [0u8; 32];
+        if text.len() == 64 && hex::decode_to_slice(text, &mut out).is_ok() {
+            return Some(PublicKey(out));
+        }
+        let bytes = B64.decode(text).ok()?;
+        <[u8; 32]>::try_from(bytes.as_slice()).ok().map(PublicKey)
+    }
+
+    /// Reads a public key file: either just the key (base64 or hex) or the output of
+    /// `airlock keys show` (a line `public key  <base64>`).
+    pub fn read_file(path: &Path) -> Result<PublicKey, AuditError> {
+        let text = fs::read_to_string(path).map_err(|e| AuditError::io(path, e))?;
+        let bad = || AuditError::BadPublicKey(path.to_path_buf());
+        for line in text.lines() {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("public key") {
+                return PublicKey::parse(rest).ok_or_else(bad);
+            }
+        }
+        PublicKey::parse(&text).ok_or_else(bad)
+    }
+
+    /// Does `sig` sign `msg` under this key?
+    pub fn verify(&self, msg: &[u8], sig: &Signature) -> bool {
+        UnparsedPublicKey::new(&ED25519, &self.0)
+            .verify(msg, &sig.0)
+            .is_ok()
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base64())
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.id())
+    }
+}
+
+impl fmt::Display for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for KeyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyId({self})")
+    }
+}
+
+impl Signature {
+    /// Base64 text form.
+    pub fn to_base64(&self) -> String {
+        B64.encode(self.0)
+    }
+
+    /// Parses the base64 text form.
+    pub fn parse(text: &str) -> Option<Signature> {
+        let bytes = B64.decode(text.trim()).ok()?;
+        <[u8; 64]>::try_from(bytes.as_slice()).ok().map(Signature)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_base64())
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", self.to_base64())
+    }
+}
+
+/// The private signing key.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    pkcs8: Vec<u8>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SigningKey({})", self.public_key().id())
+    }
+}
+
+impl SigningKey {
+    /// A fresh random key.
+    pub fn generate() -> Result<SigningKey, AuditError> {
+        let rng = ring::rand::SystemRandom::new();
+        let doc = Ed25519KeyPair::generate_pkcs8(&rng).map_err(|_| AuditError::KeyGeneration)?;
+        SigningKey::from_pkcs8(doc.as_ref()).ok_or(AuditError::KeyGeneration)
+    }
+
+    /// Loads PKCS#8 DER bytes (v1 or v2).
+    pub fn from_pkcs8(bytes: &[u8]) -> Option<SigningKey> {
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(bytes).ok()?;
+        Some(SigningKey {
+            pair,
+            pkcs8: bytes.to_vec(),
+        })
+    }
+
+    /// The public half.
+    pub fn public_key(&self) -> PublicKey {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(self.pair.public_key().as_ref());
+        PublicKey(out)
+    }
+
+    /// Signs `msg`.
+    pub fn sign(&self, msg: &[u8]) -> Signature {
+        let mut out = [0u8; 64];
+        out.copy_from_slice(self.pair.sign(msg).as_ref());
+        Signature(out)
+    }
+
+    /// Reads a key file written by `write_new`.
+    pub fn load(path: &Path) -> Result<SigningKey, AuditError> {
+        let bytes = fs::read(path).map_err(|e| AuditError::io(path, e))?;
+        if let Ok(meta) = fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), "audit key file is readable by others; chmod 600 it");
+            }
+        }
+        SigningKey::from_pkcs8(&bytes).ok_or_else(|| AuditError::BadKeyFile(path.to_path_buf()))
+    }
+
+    /// Loads the key at `path`, or creates one there (mode 0600) if there is none.
+    pub fn load_or_create(path: &Path) -> Result<SigningKey, AuditError> {
+        if path.exists() {
+            return SigningKey::load(path);
+        }
+        let key = SigningKey::generate()?;
+        key.write_new(path)?;
+        tracing::info!(path = %path.display(), key_id = %key.public_key().id(), "created audit signing key");
+        Ok(key)
+    }
+
+    /// Writes the key to a file that must not exist yet, mode 0600, and makes it durable.
+    pub fn write_new(&self, path: &Path) -> Result<(), AuditError> {
+        let io = |e| AuditError::io(path, e);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io)?;
+        file.write_all(&self.pkcs8).map_err(io)?;
+        file.sync_all().map_err(io)?;
+        sync_parent(path)
+    }
+}
+
+/// fsyncs the directory holding `path`, so a new or renamed entry survives a crash.
+pub(crate) fn sync_parent(path: &Path) -> Result<(), AuditError> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| AuditError::io(parent, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_verifies_under_its_key_only() {
+        let a = SigningKey::generate().unwrap();
+        let b = SigningKey::generate().unwrap();
+        let sig = a.sign(b"message");
+        assert!(a.public_key().verify(b"message", &sig));
+        assert!(!a.public_key().verify(b"other", &sig));
+        assert!(!b.public_key().verify(b"message", &sig));
+    }
+
+    #[test]
+    fn key_file_is_private_and_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        let key = SigningKey::load_or_create(&path).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(
+            SigningKey::load(&path).unwrap().public_key(),
+            key.public_key()
+        );
+    }
+
+    #[test]
+    fn public_key_parses_from_base64_and_hex() {
+        let pk = SigningKey::generate().unwrap().public_key();
+        assert_eq!(PublicKey::parse(&pk.to_base64()), Some(pk));
+        assert_eq!(PublicKey::parse(&hex::encode(pk.as_bytes())), Some(pk));
+        assert_eq!(PublicKey::parse("nope"), None);
+    }
+}

@@ -1,0 +1,330 @@
+//! Where the log lives on disk: the sled key layout, the persisted writer state, fsync of
+//! the database files, and `checkpoints.log`.
+//!
+//! Owns: file and key names under `data_dir`, `State`, `DirSyncer`, `CheckpointFile`.
+//! Uses: sled, the checkpoint and merkle types.
+//! Must not: decide what to write (the writer does) or whether it is valid (verify does).
+//!
+//! Layout of the sled database `<data_dir>/audit` (one tree, so a group is one atomic batch):
+//! - `r` ‖ seq (u64 big-endian) → chain hash after this record (32 bytes) ‖ canonical record
+//! - `c` ‖ index (u64 big-endian) → canonical checkpoint
+//! - `s` → canonical JSON of `State`, rewritten with every group
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::AuditError;
+use super::canonical::canonical;
+use super::checkpoint::Checkpoint;
+use super::digest::Sha256Digest;
+use super::keys::PublicKey;
+use super::merkle::Frontier;
+
+pub(crate) const RECORD_PREFIX: u8 = b'r';
+pub(crate) const CHECKPOINT_PREFIX: u8 = b'c';
+pub(crate) const STATE_KEY: &[u8] = b"s";
+
+/// The files of one log under a data directory.
+#[derive(Debug, Clone)]
+pub struct LogPaths {
+    /// The sled database directory, `<data_dir>/audit`.
+    pub db: PathBuf,
+    /// `<data_dir>/checkpoints.log`.
+    pub checkpoints: PathBuf,
+    /// The signing key, `<data_dir>/audit-key` unless configured.
+    pub key: PathBuf,
+}
+
+impl LogPaths {
+    /// The default paths under `data_dir`, with an optional configured key path.
+    pub fn new(data_dir: &Path, key_path: Option<&Path>) -> LogPaths {
+        LogPaths {
+            db: data_dir.join("audit"),
+            checkpoints: data_dir.join("checkpoints.log"),
+            key: key_path.map_or_else(|| data_dir.join("audit-key"), Path::to_path_buf),
+        }
+    }
+}
+
+pub(crate) fn record_key(seq: u64) -> [u8; 9] {
+    prefixed(RECORD_PREFIX, seq)
+}
+
+pub(crate) fn checkpoint_key(index: u64) -> [u8; 9] {
+    prefixed(CHECKPOINT_PREFIX, index)
+}
+
+fn prefixed(prefix: u8, n: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = prefix;
+    k[1..].copy_from_slice(&n.to_be_bytes());
+    k
+}
+
+/// The number in a `r…`/`c…` key, if it is one.
+pub(crate) fn key_number(key: &[u8]) -> Option<u64> {
+    let bytes: [u8; 8] = key.get(1..)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes))
+}
+
+/// Opens the sled database, naming the lock when another process holds it.
+pub(crate) fn open_db(path: &Path) -> Result<sled::Db, AuditError> {
+    let result = sled::Config::new().path(path).flush_every_ms(None).open();
+    result.map_err(|e| match e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            AuditError::Locked(path.to_path_buf())
+        }
+        other => AuditError::Db(other),
+    })
+}
+
+/// Opens an existing database for reading commands; never creates one.
+pub(crate) fn open_existing_db(path: &Path) -> Result<sled::Db, AuditError> {
+    if !path.join("db").exists() {
+        return Err(AuditError::NoLog(path.to_path_buf()));
+    }
+    open_db(path)
+}
+
+/// What the writer needs to carry on after a restart, persisted in the same batch as the
+/// records it describes.
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub(crate) seq: u64,
+    pub(crate) chain_head: Sha256Digest,
+    pub(crate) frontier: Frontier,
+    pub(crate) checkpoints: u64,
+    pub(crate) key: PublicKey,
+}
+
+impl State {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let roots: Vec<String> = self
+            .frontier
+            .roots()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        canonical(&json!({
+            "seq": self.seq,
+            "chain_head": self.chain_head.to_string(),
+            "frontier": roots,
+            "checkpoints": self.checkpoints,
+            "key": self.key.to_base64(),
+        }))
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Option<State> {
+        let v: Value = serde_json::from_slice(bytes).ok()?;
+        let seq = v.get("seq")?.as_u64()?;
+        let roots = v
+            .get("frontier")?
+            .as_array()?
+            .iter()
+            .map(|r| r.as_str()?.parse().ok())
+            .collect::<Option<Vec<Sha256Digest>>>()?;
+        Some(State {
+            seq,
+            chain_head: v.get("chain_head")?.as_str()?.parse().ok()?,
+            frontier: Frontier::from_parts(seq, roots)?,
+            checkpoints: v.get("checkpoints")?.as_u64()?,
+            key: PublicKey::parse(v.get("key")?.as_str()?)?,
+        })
+    }
+}
+
+/// fsyncs every file of the sled directory (sled's `flush` only writes, issue 1452), and
+/// the directory itself when its entries changed.
+pub(crate) struct DirSyncer {
+    dir: PathBuf,
+    files: HashMap<PathBuf, File>,
+}
+
+impl DirSyncer {
+    pub(crate) fn new(dir: &Path) -> DirSyncer {
+        DirSyncer {
+            dir: dir.to_path_buf(),
+            files: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
+        let mut seen = Vec::new();
+        let mut changed = false;
+        self.sync_dir_files(&self.dir.clone(), &mut seen, &mut changed)?;
+        let before = self.files.len();
+        self.files.retain(|p, _| seen.contains(p));
+        if changed || before != self.files.len() {
+            for dir in [self.dir.join("blobs"), self.dir.clone()] {
+                if dir.is_dir() {
+                    File::open(&dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(|e| AuditError::io(&dir, e))?;
+                }
+            }
+            if let Some(parent) = self.dir.parent() {
+                File::open(parent)
+                    .and_then(|d| d.sync_all())
+                    .map_err(|e| AuditError::io(parent, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn sync_dir_files(
+        &mut self,
+        dir: &Path,
+        seen: &mut Vec<PathBuf>,
+        changed: &mut bool,
+    ) -> Result<(), AuditError> {
+        let entries = fs::read_dir(dir).map_err(|e| AuditError::io(dir, e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| AuditError::io(dir, e))?;
+            let path = entry.path();
+            let kind = entry.file_type().map_err(|e| AuditError::io(&path, e))?;
+            if kind.is_dir() {
+                self.sync_dir_files(&path, seen, changed)?;
+                continue;
+            }
+            if !self.files.contains_key(&path) {
+                match File::open(&path) {
+                    Ok(f) => {
+                        self.files.insert(path.clone(), f);
+                        *changed = true;
+                    }
+                    // sled removes old snapshots concurrently; a vanished file needs no sync.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(AuditError::io(&path, e)),
+                }
+            }
+            if let Some(f) = self.files.get(&path) {
+                f.sync_all().map_err(|e| AuditError::io(&path, e))?;
+            }
+            seen.push(path);
+        }
+        Ok(())
+    }
+}
+
+/// `checkpoints.log`: one canonical checkpoint per line, appended after each group.
+pub(crate) struct CheckpointFile {
+    path: PathBuf,
+    file: File,
+}
+
+impl CheckpointFile {
+    /// Opens the file, drops a torn last line (never acknowledged), and appends any
+    /// checkpoints the database has that the file lacks (a crash between the two writes).
+    pub(crate) fn open_and_reconcile(
+        path: &Path,
+        db: &sled::Db,
+    ) -> Result<CheckpointFile, AuditError> {
+        let io = |e| AuditError::io(path, e);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(io)?;
+        let last = read_last_line(&mut file, path)?;
+        let mut cf = CheckpointFile {
+            path: path.to_path_buf(),
+            file,
+        };
+        let stored: Vec<Vec<u8>> = db
+            .scan_prefix([CHECKPOINT_PREFIX])
+            .values()
+            .map(|v| v.map(|v| v.to_vec()))
+            .collect::<Result<_, _>>()?;
+        let start = match last {
+            None => 0,
+            Some(line) => match stored.iter().rposition(|c| *c == line) {
+                Some(i) => i + 1,
+                None => {
+                    return Err(AuditError::Corrupt(format!(
+                        "{} ends with a checkpoint the database does not have (truncated or replaced database?); run `airlock log verify`",
+                        path.display()
+                    )));
+                }
+            },
+        };
+        if start < stored.len() {
+            tracing::warn!(
+                missing = stored.len() - start,
+                "appending checkpoints missing from checkpoints.log"
+            );
+            for cp in &stored[start..] {
+                cf.append(cp, false)?;
+            }
+            cf.file.sync_all().map_err(io)?;
+        }
+        Ok(cf)
+    }
+
+    pub(crate) fn append(&mut self, checkpoint: &[u8], fsync: bool) -> Result<(), AuditError> {
+        let mut line = Vec::with_capacity(checkpoint.len() + 1);
+        line.extend_from_slice(checkpoint);
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(|e| AuditError::io(&self.path, e))?;
+        if fsync {
+            self.file
+                .sync_data()
+                .map_err(|e| AuditError::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// Returns the last complete line (without its newline), truncating a torn tail.
+fn read_last_line(file: &mut File, path: &Path) -> Result<Option<Vec<u8>>, AuditError> {
+    let io = |e| AuditError::io(path, e);
+    let len = file.metadata().map_err(io)?.len();
+    let start = len.saturating_sub(64 * 1024);
+    file.seek(SeekFrom::Start(start)).map_err(io)?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).map_err(io)?;
+    let complete = tail.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete < tail.len() {
+        tracing::warn!(path = %path.display(), "dropping a torn last line of checkpoints.log");
+        file.set_len(start + complete as u64).map_err(io)?;
+        file.sync_all().map_err(io)?;
+    }
+    let body = &tail[..complete.saturating_sub(1)];
+    if complete == 0 {
+        return Ok(None);
+    }
+    let from = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    Ok(Some(body[from..].to_vec()))
+}
+
+/// Reads every line of `checkpoints.log` (missing file: no lines).
+pub(crate) fn read_checkpoint_lines(path: &Path) -> Result<Vec<Vec<u8>>, AuditError> {
+    match fs::read(path) {
+        Ok(bytes) => Ok(bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(AuditError::io(path, e)),
+    }
+}
+
+/// Loads every stored checkpoint, in order.
+pub(crate) fn load_checkpoints(
+    db: &sled::Db,
+) -> Result<Vec<(Vec<u8>, Option<Checkpoint>)>, AuditError> {
+    db.scan_prefix([CHECKPOINT_PREFIX])
+        .values()
+        .map(|v| {
+            v.map(|v| (v.to_vec(), Checkpoint::from_slice(&v)))
+                .map_err(AuditError::Db)
+        })
+        .collect()
+}
