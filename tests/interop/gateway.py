@@ -8,17 +8,24 @@ run means keeping this one shape working:
   DIR/tool-manifests/NAME.toml   name + (command, args, env) or (url, transport)
   DIR/policies/allow-all.toml    one rule, effect = "allow", so no call is held for approval
 
-CLI: gateway.py DIR [--no-prefix] SERVER_JSON...  where SERVER_JSON is
-     '{"name": "fs", "command": "/x/node", "args": ["/x/index.js", "/root"]}' or
-     '{"name": "conf", "url": "http://localhost:1234/mcp", "transport": "streamable-http"}'
-Prints the path of DIR/airlock.toml.
+CLI (used by ./run):
+  gateway.py config DIR [--no-prefix] SERVER_JSON...   write DIR, print DIR/airlock.toml
+      SERVER_JSON: '{"name": "fs", "command": "/x/node", "args": ["/x/index.js", "/root"]}'
+               or  '{"name": "conf", "url": "http://localhost:1234/mcp", "transport": "streamable-http"}'
+  gateway.py free-port                                  print a free TCP port on 127.0.0.1
+  gateway.py wait-http PORT PID                         wait until 127.0.0.1:PORT accepts and
+                                                        /healthz (if any) answers, or PID exits
 """
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -77,14 +84,44 @@ def airlock_bin() -> str:
     return os.environ.get("AIRLOCK_BIN") or str(default)
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(port: int, pid: int, timeout: float = 90.0) -> bool:
+    """True once the port accepts and /healthz answers anything; False if PID died or time ran out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2):
+                return True
+        except urllib.error.HTTPError:
+            return True  # it answered: the listener is up, /healthz may just not exist
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) < 2 or argv[1] in ("-h", "--help"):
-        print(__doc__)
-        return 2
-    prefix = "--no-prefix" not in argv
-    servers = [json.loads(a) for a in argv[2:] if a != "--no-prefix"]
-    print(write_config(Path(argv[1]), servers, prefix_tools=prefix))
-    return 0
+    cmd = argv[1] if len(argv) > 1 else ""
+    if cmd == "config" and len(argv) >= 3:
+        rest = argv[3:]
+        servers = [json.loads(a) for a in rest if a != "--no-prefix"]
+        print(write_config(Path(argv[2]), servers, prefix_tools="--no-prefix" not in rest))
+        return 0
+    if cmd == "free-port":
+        print(free_port())
+        return 0
+    if cmd == "wait-http" and len(argv) == 4:
+        return 0 if wait_http(int(argv[2]), int(argv[3])) else 1
+    print(__doc__)
+    return 2
 
 
 if __name__ == "__main__":
