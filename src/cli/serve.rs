@@ -10,7 +10,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
-use crate::gateway::{Channel, Gateway};
+use crate::audit::AuditLog;
+use crate::gateway::fingerprints::Fingerprints;
+use crate::gateway::{Channel, Gateway, Parts};
 use crate::identity::Authenticator;
 
 /// Arguments of `airlock serve`.
@@ -43,8 +45,19 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
     let http_addr = args.http.or(config.http.listen);
     let use_stdio = args.stdio || http_addr.is_none();
     let stdio_caller = if use_stdio { Some(authenticator.stdio_caller()?) } else { None };
+    let data_dir = &config.gateway.data_dir;
+    std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
+    let audit = AuditLog::open(super::wiring::audit(&config))?;
+    let fingerprints = Fingerprints::open(data_dir)?;
     let downstreams = Downstreams::start(checked.manifests, namespacing).await;
-    let gateway = Gateway::new(downstreams.clone(), authenticator.clone());
+    let gateway = Gateway::start(Parts {
+        downstreams: downstreams.clone(),
+        authenticator: authenticator.clone(),
+        audit: audit.clone(),
+        policies: checked.policies,
+        fingerprints,
+    })
+    .await?;
     let shutdown = CancellationToken::new();
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -90,6 +103,10 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
     }
     downstreams.shutdown();
     tasks.abort_all();
+    drop(gateway);
+    if let Err(error) = audit.close().await {
+        tracing::warn!(%error, "closing the audit log");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

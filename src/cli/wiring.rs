@@ -1,7 +1,8 @@
 //! Turning checked config into the values the pipeline modules take. Plain mapping, no
 //! decisions: those were made when the config was validated.
 
-use crate::config::{GatewayConfig, HttpConfig, IdentityConfig, StdioPrincipal};
+use crate::audit;
+use crate::config::{Config, Durability, GatewayConfig, HttpConfig, IdentityConfig, StdioPrincipal};
 use crate::downstream::Namespacing;
 use crate::http::HostGuard;
 use crate::identity;
@@ -23,6 +24,17 @@ pub(crate) fn host_guard(http: &HttpConfig) -> HostGuard {
         allowed_origins: http.allowed_origins.clone(),
         check_origin: http.check_origin,
     }
+}
+
+/// `[audit]` → how the log is opened.
+pub(crate) fn audit(config: &Config) -> audit::AuditConfig {
+    let mut audit = audit::AuditConfig::new(&config.gateway.data_dir);
+    audit.durability = match config.audit.durability {
+        Durability::Fsync => audit::Durability::Fsync,
+        Durability::None => audit::Durability::None,
+    };
+    audit.redact = config.audit.redact.clone();
+    audit
 }
 
 /// `[identity]` → the authenticator's config.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use rmcp::model::Tool;
 
 use super::Server;
+use crate::risk::{self, Risk, RiskInputs, RiskSource};
 
 /// How exposed tool names are formed from server and tool names.
 #[derive(Debug, Clone)]
@@ -32,6 +33,10 @@ impl Namespacing {
 /// One exposed tool.
 #[derive(Clone)]
 pub struct CatalogEntry {
+    /// Risk from the manifest and annotations (before fingerprint checks).
+    pub risk: Risk,
+    /// Where `risk` came from.
+    pub risk_source: RiskSource,
     /// The server that serves it.
     pub server: Arc<Server>,
     /// The tool as the downstream describes it (its own name).
@@ -67,7 +72,15 @@ impl Catalog {
                 }
                 let mut exposed = tool.clone();
                 exposed.name = name.clone().into();
-                entries.insert(name, CatalogEntry { server: server.clone(), tool, exposed });
+                let annotations = tool.annotations.as_ref();
+                let (risk, risk_source) = risk::assign(&RiskInputs {
+                    manifest_entry: server.manifest().tool_risk(&tool.name),
+                    read_only_hint: annotations.and_then(|a| a.read_only_hint),
+                    destructive_hint: annotations.and_then(|a| a.destructive_hint),
+                    manifest_default: server.manifest().default_risk,
+                    fingerprint_changed: false,
+                });
+                entries.insert(name, CatalogEntry { risk, risk_source, server: server.clone(), tool, exposed });
             }
         }
         Self { entries }

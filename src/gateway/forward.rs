@@ -6,37 +6,148 @@ use rmcp::model::{
     ProgressNotificationParam, ProgressToken, ResultType,
 };
 use rmcp::service::RequestContext;
+use serde_json::{Value, json};
+use std::time::Instant;
+
+use crate::audit::{Record, RecordKind};
+use crate::policy::{CallFacts, Effect};
+use crate::risk::RiskSource;
 
 use super::Session;
 use crate::downstream::{CallStep, ElicitReply, ForwardError, PendingCall};
 
-/// The pipeline for one call. Today: resolve and forward.
+/// The pipeline for one call: identify → resolve → validate → classify → decide →
+/// record → forward → record.
 pub(super) async fn run(
     session: &Session,
+    call_id: &str,
     request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
+    let started = Instant::now();
+    let gateway = &session.gateway;
     let caller = session.caller(&context)?;
-    tracing::Span::current().record("principal", caller.principal.as_str());
-    let catalog = session.gateway.downstreams.catalog();
+    let span = tracing::Span::current();
+    span.record("principal", caller.principal.as_str());
+    let args = Value::Object(request.arguments.clone().unwrap_or_default());
+    let received = Record::new(RecordKind::CallReceived)
+        .principal(caller.principal.as_str())
+        .session(session.id.as_str())
+        .call_id(call_id)
+        .tool(request.name.as_ref())
+        .with_args(&args, gateway.audit.redactor());
+    let decided = |decision: &str| {
+        Record::new(RecordKind::Decision)
+            .principal(caller.principal.as_str())
+            .call_id(call_id)
+            .tool(request.name.as_ref())
+            .decision(decision)
+    };
+
+    let catalog = gateway.downstreams.catalog();
     let Some(entry) = catalog.get(&request.name) else {
+        record_all(gateway, vec![received, decided("unknown_tool")]).await?;
         // Hidden tools read the same as tools that do not exist.
         return Err(ErrorData::invalid_params(format!("unknown tool: {}", request.name), None));
     };
+    if let Err(error) = gateway.schemas.validate(&request.name, &entry.tool.input_schema, &args) {
+        span.record("decision", "invalid_arguments");
+        let record = decided("invalid_arguments").reason(error.to_string());
+        record_all(gateway, vec![received, record]).await?;
+        return Ok(refusal(format!("Invalid arguments for {}: {error}. The call was not forwarded.", request.name)));
+    }
+    let (risk, risk_source) = gateway.risk_of(entry);
+    span.record("risk", risk.as_str());
+    let facts = CallFacts { tool: &request.name, risk, args: &args, principal: caller.principal.as_str(), groups: &caller.groups };
+    let mut decision = gateway.policies.decide(&facts);
+    if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
+        // A changed tool is not what any rule was written for: no rule may wave it through.
+        decision.effect = Effect::Approve;
+        decision.reason = format!("{} changed since it was accepted (`airlock tools accept {}`)", request.name, request.name);
+    }
+    span.record("decision", decision.effect.as_str());
+    let mut record = decided(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
+    if let Some(rule) = &decision.winning_rule {
+        record = record.rule(rule.as_str());
+    }
+    let forwarded = Record::new(RecordKind::CallForwarded)
+        .call_id(call_id)
+        .tool(request.name.as_ref())
+        .detail(json!({"server": entry.server.name(), "tool": entry.tool.name.as_ref()}));
+    match decision.effect {
+        Effect::Allow => record_all(gateway, vec![received, record, forwarded]).await?,
+        Effect::Deny => {
+            record_all(gateway, vec![received, record]).await?;
+            let rule = decision.winning_rule.as_ref().map_or("the default policy".to_owned(), |r| format!("rule `{r}`"));
+            return Ok(refusal(format!("Denied by {rule}: {}. The call was not forwarded.", decision.reason)));
+        }
+        Effect::Confirm | Effect::Approve => {
+            record_all(gateway, vec![received, record]).await?;
+            let rule = decision.winning_rule.as_ref().map_or("the default policy".to_owned(), |r| format!("rule `{r}`"));
+            return Ok(refusal(format!(
+                "Approval required by {rule} ({}): {}. This gateway cannot hold calls for approval yet, so the call was not forwarded.",
+                decision.effect.as_str(),
+                decision.reason
+            )));
+        }
+    }
+
     let client_token = context.meta.get_progress_token();
     let mut downstream_request = request;
     downstream_request.name = entry.tool.name.clone();
     // rmcp moves the request's `_meta` into the context; forward the client's entries.
     downstream_request.meta = Some(context.meta.clone());
-    let pending = match entry.server.start_call(downstream_request).await {
-        Ok(pending) => pending,
-        Err(error) => return forward_error(error),
+    let outcome = match entry.server.start_call(downstream_request).await {
+        Ok(pending) => relay(pending, client_token, &context).await,
+        Err(error) => Relayed::Done(Err(error)),
     };
-    match relay(pending, client_token, &context).await {
+    let response = match outcome {
         Relayed::Done(Ok(response)) => Ok(mark_complete(response)),
         Relayed::Done(Err(error)) => forward_error(error),
         Relayed::Cancelled => Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)),
+    };
+    let completed = completed_record(call_id, &entry.exposed.name, &response, started);
+    // The client gets nothing the log does not hold.
+    record_all(gateway, vec![completed]).await?;
+    response
+}
+
+/// `call_completed`: the result's digest, whether it was an error, and how long it took.
+fn completed_record(
+    call_id: &str,
+    tool: &str,
+    response: &Result<CallToolResponse, ErrorData>,
+    started: Instant,
+) -> Record {
+    let (result, is_error) = match response {
+        Ok(CallToolResponse::Complete(result)) => (serde_json::to_value(result).unwrap_or(Value::Null), result.is_error == Some(true)),
+        Ok(other) => (serde_json::to_value(rmcp::model::ServerResult::from(other.clone())).unwrap_or(Value::Null), false),
+        Err(error) => (serde_json::to_value(error).unwrap_or(Value::Null), true),
+    };
+    Record::new(RecordKind::CallCompleted)
+        .call_id(call_id)
+        .tool(tool)
+        .with_result(&result)
+        .is_error(is_error)
+        .duration_us(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX))
+}
+
+/// Appends `records` in order and waits until all are durable. If the log cannot take
+/// them the call stops here: nothing runs that the log does not hold.
+async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
+    let appends = records.into_iter().map(|record| gateway.audit.append(record));
+    for result in futures::future::join_all(appends).await {
+        if let Err(error) = result {
+            tracing::error!(%error, "audit log append failed; refusing the call");
+            return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the call was not run", None));
+        }
     }
+    Ok(())
+}
+
+/// A refusal the model can read: a tool result with `isError: true`.
+fn refusal(text: String) -> CallToolResponse {
+    CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(text)]))
 }
 
 enum Relayed {

@@ -6,6 +6,7 @@
 //! Uses: `downstream` to forward, `policy`/`approval`/`audit` for the pipeline stages.
 //! Must not: speak a transport itself (that is `http` and `stdio` here), or parse config.
 
+pub mod fingerprints;
 mod forward;
 pub mod stdio;
 pub mod validate;
@@ -21,7 +22,14 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{Peer, RoleServer, ServerHandler};
 use tracing::Instrument;
 
-use crate::downstream::Downstreams;
+use rmcp::model::Tool;
+
+use crate::audit::{AuditError, AuditLog, Record, RecordKind};
+use crate::downstream::{Catalog, CatalogEntry, Downstreams};
+use crate::policy::PolicySet;
+use crate::risk::{Risk, RiskSource};
+use fingerprints::Fingerprints;
+use validate::SchemaCache;
 use crate::identity::{Authenticator, Caller};
 
 /// How a client reached Airlock; recorded with its session.
@@ -35,10 +43,28 @@ pub enum Channel {
     LegacySse,
 }
 
+/// What a gateway is built from.
+pub struct Parts {
+    /// Started downstreams.
+    pub downstreams: Arc<Downstreams>,
+    /// Who callers are.
+    pub authenticator: Arc<Authenticator>,
+    /// The audit log every step is recorded in.
+    pub audit: AuditLog,
+    /// The rules.
+    pub policies: PolicySet,
+    /// Accepted tool fingerprints.
+    pub fingerprints: Fingerprints,
+}
+
 /// State shared by every session.
 pub struct Gateway {
     downstreams: Arc<Downstreams>,
     authenticator: Arc<Authenticator>,
+    audit: AuditLog,
+    policies: PolicySet,
+    fingerprints: Fingerprints,
+    schemas: SchemaCache,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
     next_session: AtomicU64,
@@ -46,17 +72,76 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway over started downstreams and starts relaying catalog changes.
-    pub fn new(downstreams: Arc<Downstreams>, authenticator: Arc<Authenticator>) -> Arc<Self> {
+    /// Builds the gateway, checks the tools' fingerprints, records `gateway_started`,
+    /// and starts relaying catalog changes.
+    pub async fn start(parts: Parts) -> Result<Arc<Self>, AuditError> {
         let gateway = Arc::new(Self {
-            downstreams,
-            authenticator,
+            downstreams: parts.downstreams,
+            authenticator: parts.authenticator,
+            audit: parts.audit,
+            policies: parts.policies,
+            fingerprints: parts.fingerprints,
+            schemas: SchemaCache::new(),
             listeners: Mutex::new(Vec::new()),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
         });
+        let catalog = gateway.downstreams.catalog();
+        let servers: Vec<serde_json::Value> = gateway
+            .downstreams
+            .servers()
+            .iter()
+            .map(|s| serde_json::json!({"name": s.name(), "health": format!("{:?}", s.health())}))
+            .collect();
+        let started = Record::new(RecordKind::GatewayStarted)
+            .detail(serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "servers": servers, "tools": catalog.len()}));
+        let _recorded = gateway.audit.append(started).await?;
+        gateway.observe_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
-        gateway
+        Ok(gateway)
+    }
+
+    /// The audit log.
+    pub fn audit(&self) -> &AuditLog {
+        &self.audit
+    }
+
+    /// Checks every tool's fingerprint, logging `tool_changed` once per new change, and
+    /// drops compiled schemas (they are rebuilt on demand).
+    async fn observe_catalog(&self, catalog: &Catalog) {
+        self.schemas.clear();
+        for entry in catalog.entries() {
+            let name = entry.exposed.name.as_ref();
+            let observation = match self.fingerprints.observe(name, &entry.tool) {
+                Ok(observation) => observation,
+                Err(error) => {
+                    tracing::error!(tool = name, %error, "could not check the tool fingerprint");
+                    continue;
+                }
+            };
+            if observation.newly_changed {
+                tracing::warn!(tool = name, "tool definition changed; treated as critical until `airlock tools accept`");
+                let record = Record::new(RecordKind::ToolChanged).tool(name).risk(Risk::Critical.as_str()).detail(
+                    serde_json::json!({
+                        "server": entry.server.name(),
+                        "fingerprint": observation.fingerprint.to_string(),
+                        "accepted": observation.accepted.map(|a| a.to_string()),
+                    }),
+                );
+                if let Err(error) = self.audit.append(record).await {
+                    tracing::error!(%error, "could not record tool_changed");
+                }
+            }
+        }
+    }
+
+    /// A tool's effective risk: `critical` while its fingerprint differs from the accepted one.
+    fn risk_of(&self, entry: &CatalogEntry) -> (Risk, RiskSource) {
+        if self.fingerprints.is_changed(entry.exposed.name.as_ref()) {
+            (Risk::Critical, RiskSource::FingerprintChanged)
+        } else {
+            (entry.risk, entry.risk_source)
+        }
     }
 
     /// The downstream servers behind this gateway.
@@ -81,11 +166,28 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// The tool as a client sees it: its risk in `_meta["airlock/risk"]` and in the first
+    /// words of its description, so a model sees it too.
+    fn present(&self, entry: &CatalogEntry) -> Tool {
+        let (risk, source) = self.risk_of(entry);
+        let mut tool = entry.exposed.clone();
+        let description = tool.description.as_deref().unwrap_or("");
+        tool.description = Some(format!("[airlock risk: {}] {description}", risk.as_str()).trim_end().to_owned().into());
+        let meta = tool.meta.get_or_insert_with(Default::default);
+        meta.0.insert("airlock/risk".to_owned(), serde_json::Value::from(risk.as_str()));
+        meta.0.insert("airlock/risk_source".to_owned(), serde_json::Value::from(source.describe()));
+        tool
+    }
+}
+
 /// Tells every legacy-era client that the tool list changed, whenever it does.
 async fn relay_catalog_changes(gateway: std::sync::Weak<Gateway>) {
     let Some(mut changes) = gateway.upgrade().map(|g| g.downstreams.subscribe()) else { return };
     while changes.changed().await.is_ok() {
         let Some(gateway) = gateway.upgrade() else { return };
+        let catalog = changes.borrow_and_update().clone();
+        gateway.observe_catalog(&catalog).await;
         let peers: Vec<_> =
             gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for peer in &peers {
@@ -143,7 +245,7 @@ impl ServerHandler for Session {
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let catalog = self.gateway.downstreams.catalog();
-        let tools = catalog.entries().map(|entry| entry.exposed.clone()).collect();
+        let tools = catalog.entries().map(|entry| self.gateway.present(entry)).collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -162,7 +264,7 @@ impl ServerHandler for Session {
             risk = tracing::field::Empty,
             decision = tracing::field::Empty,
         );
-        forward::run(self, request, context).instrument(span).await
+        forward::run(self, &call_id, request, context).instrument(span).await
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

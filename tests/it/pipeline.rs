@@ -43,6 +43,7 @@ async fn tools_of_two_servers_are_listed_namespaced_and_sorted() {
 #[tokio::test]
 async fn separator_is_configurable_and_hidden_tools_are_neither_listed_nor_callable() {
     let setup = Setup::new("[gateway]\nseparator = \".\"\n");
+    setup.policy("allow-all", crate::util::ALLOW_ALL);
     let sandbox = setup.sandbox("demo");
     setup.manifest(
         "demo",
@@ -215,7 +216,8 @@ async fn a_tool_list_change_downstream_reaches_the_client() {
     tokio::time::timeout(Duration::from_secs(30), waiter).await.expect("list_changed relayed").expect("join");
     let tools = client.list_all_tools().await.expect("list");
     let echo = tools.iter().find(|t| t.name == "demo__echo").expect("echo listed");
-    assert_eq!(echo.description.as_deref(), Some("Echo, now different"));
+    let description = echo.description.as_deref().unwrap_or("");
+    assert!(description.ends_with("Echo, now different"), "{description}");
     client.cancel().await.expect("close");
 }
 
@@ -238,6 +240,7 @@ async fn http_and_legacy_sse_downstreams_are_proxied() {
     let inner = Setup::with_demo();
     let inner_gateway = inner.http().await;
     let outer = Setup::new("");
+    outer.policy("allow-all", crate::util::ALLOW_ALL);
     outer.manifest("remote", &format!("name = \"remote\"\nurl = \"{}/mcp\"\n", inner_gateway.url));
     outer.manifest("legacy", &format!("name = \"legacy\"\nurl = \"{}/sse\"\ntransport = \"sse\"\n", inner_gateway.url));
     let client = outer.stdio(TestClient::new()).await;

@@ -38,11 +38,25 @@ impl Setup {
         Self { dir }
     }
 
-    /// One `airlock demo-tools` downstream named `demo`.
+    /// One `airlock demo-tools` downstream named `demo`, with a policy that allows
+    /// everything (these tests are about forwarding; enforcement has its own).
     pub fn with_demo() -> Self {
+        let setup = Self::enforcing();
+        setup.policy("allow-all", ALLOW_ALL);
+        setup
+    }
+
+    /// One `airlock demo-tools` downstream named `demo`, and no policy files: the
+    /// defaults per risk apply.
+    pub fn enforcing() -> Self {
         let setup = Self::new("[gateway]\ndata_dir = \"data\"\n");
         setup.demo("demo");
         setup
+    }
+
+    /// The data directory (`data_dir = "data"` in the configs these helpers write).
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
     }
 
     /// Adds an `airlock demo-tools` downstream called `name` with its own sandbox.
@@ -127,6 +141,9 @@ impl Setup {
         HttpGateway { child, url }
     }
 }
+
+/// A policy that allows every call.
+pub const ALLOW_ALL: &str = "[[rule]]\nid = \"allow-all\"\neffect = \"allow\"\nreason = \"tests of forwarding\"\n";
 
 /// A running `airlock serve --http`.
 pub struct HttpGateway {
