@@ -1,6 +1,10 @@
 //! One forwarded `tools/call`: its progress, elicitation requests and final result, in
 //! the order the downstream produced them.
 
+// Sampling and logging are deprecated by SEP-2577; Airlock still relays them for the
+// clients and servers that use them.
+#![allow(deprecated)]
+
 use std::sync::Arc;
 
 use rmcp::RoleClient;
@@ -12,7 +16,7 @@ use rmcp::model::RequestId;
 use rmcp::service::{Peer, PeerRequestOptions, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
-pub use super::handler::ElicitReply;
+pub use super::handler::UpstreamAsk;
 use super::handler::ElicitRelay;
 use super::tap::ProgressRoute;
 use super::{Health, Server};
@@ -51,8 +55,8 @@ pub enum ForwardError {
 pub enum CallStep {
     /// The downstream reported progress (already in wire order).
     Progress(ProgressNotificationParam),
-    /// The downstream asks the user something; answer through `reply`.
-    Elicit(ElicitReply),
+    /// The downstream asks the client something, or logs.
+    Ask(UpstreamAsk),
     /// The call finished. Every earlier progress notification has been returned before.
     Done(Result<CallToolResponse, ForwardError>),
 }
@@ -65,7 +69,7 @@ pub struct PendingCall {
     response: oneshot::Receiver<Result<ServerResult, ServiceError>>,
     finished: Option<Result<CallToolResponse, ForwardError>>,
     progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
-    elicit: mpsc::UnboundedReceiver<ElicitReply>,
+    elicit: mpsc::UnboundedReceiver<UpstreamAsk>,
     _progress_route: ProgressRoute,
     _elicit_relay: ElicitRelay,
 }
@@ -127,18 +131,20 @@ impl PendingCall {
     pub async fn next(&mut self) -> CallStep {
         if let Some(result) = self.finished.take() {
             // The response is in; flush progress that arrived before it first.
-            return match self.progress.try_recv() {
-                Ok(progress) => {
-                    self.finished = Some(result);
-                    CallStep::Progress(progress)
-                }
-                Err(_) => CallStep::Done(result),
-            };
+            if let Ok(progress) = self.progress.try_recv() {
+                self.finished = Some(result);
+                return CallStep::Progress(progress);
+            }
+            if let Ok(ask) = self.elicit.try_recv() {
+                self.finished = Some(result);
+                return CallStep::Ask(ask);
+            }
+            return CallStep::Done(result);
         }
         tokio::select! {
             biased;
             Some(progress) = self.progress.recv() => CallStep::Progress(progress),
-            Some(elicit) = self.elicit.recv() => CallStep::Elicit(elicit),
+            Some(ask) = self.elicit.recv() => CallStep::Ask(ask),
             response = &mut self.response => {
                 self.finished = Some(self.interpret(response));
                 Box::pin(self.next()).await

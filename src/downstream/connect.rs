@@ -110,6 +110,7 @@ async fn serve_until_closed(
 async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Result<Running, String> {
     let handler = DownstreamHandler { server: server.clone(), downstreams: downstreams.clone() };
     let routes = server.progress.clone();
+    let calls = server.elicit.clone();
     let lifecycle = match server.manifest().protocol {
         Protocol::Legacy => ClientLifecycleMode::Initialize,
         Protocol::Auto => ClientLifecycleMode::Auto {
@@ -125,7 +126,7 @@ async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Resul
                 .stderr(Stdio::inherit())
                 .spawn()
                 .map_err(|e| format!("could not run {}: {e}", command.program.display()))?;
-            let transport = Tap::new(IntoTransport::<RoleClient, _, _>::into_transport(child), routes);
+            let transport = Tap::new(IntoTransport::<RoleClient, _, _>::into_transport(child), routes, calls);
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
@@ -138,7 +139,7 @@ async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Resul
                 config = config.custom_headers(header_map(&target.headers)?);
             }
             let transport = StreamableHttpClientTransport::with_client(reqwest::Client::new(), config);
-            let transport = Tap::new(transport, routes);
+            let transport = Tap::new(transport, routes, calls);
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await
@@ -152,7 +153,7 @@ async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Resul
             let transport = SseClientTransport::connect(http, target.url.as_str())
                 .await
                 .map_err(|e| format!("could not open the SSE stream at {}: {e}", target.url))?;
-            let transport = Tap::new(transport, routes);
+            let transport = Tap::new(transport, routes, calls);
             handler
                 .serve_with_lifecycle(transport, lifecycle)
                 .await

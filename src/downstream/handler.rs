@@ -1,12 +1,17 @@
 //! Airlock's client-side handler for one downstream connection: tool-list changes and
 //! elicitation requests coming up from the downstream.
 
+// Sampling and logging are deprecated by SEP-2577; Airlock still relays them for the
+// clients and servers that use them.
+#![allow(deprecated)]
+
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::model::{
-    ClientCapabilities, ClientConfig, ElicitRequestParams, ElicitResult, ElicitationAction,
-    ErrorData, Implementation,
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ErrorData, Implementation,
+    LoggingMessageNotificationParam, ProtocolVersion,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, RoleClient};
@@ -14,12 +19,24 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Downstreams, Server};
 
-/// A downstream's elicitation request on its way to the client whose call caused it.
-pub struct ElicitReply {
-    /// What the downstream asked.
-    pub params: ElicitRequestParams,
-    /// Where the client's answer goes.
-    pub reply: oneshot::Sender<Result<ElicitResult, ErrorData>>,
+/// Something a downstream sends the client while one of its calls is in flight.
+pub enum UpstreamAsk {
+    /// `elicitation/create`: answer through `reply`.
+    Elicit {
+        /// What the downstream asked.
+        params: ElicitRequestParams,
+        /// Where the client's answer goes.
+        reply: oneshot::Sender<Result<ElicitResult, ErrorData>>,
+    },
+    /// `sampling/createMessage`: answer through `reply`.
+    Sample {
+        /// What the downstream asked.
+        params: CreateMessageRequestParams,
+        /// Where the client's answer goes.
+        reply: oneshot::Sender<Result<CreateMessageResult, ErrorData>>,
+    },
+    /// `notifications/message` (a log line).
+    Log(LoggingMessageNotificationParam),
 }
 
 /// The in-flight calls of one downstream that can take an elicitation request.
@@ -30,22 +47,22 @@ pub struct ElicitReply {
 #[derive(Default)]
 pub(crate) struct ElicitRelays {
     next: AtomicU64,
-    calls: Mutex<Vec<(u64, mpsc::UnboundedSender<ElicitReply>)>>,
+    calls: Mutex<Vec<(u64, mpsc::UnboundedSender<UpstreamAsk>)>>,
 }
 
 impl ElicitRelays {
-    pub(crate) fn register(self: &Arc<Self>) -> (ElicitRelay, mpsc::UnboundedReceiver<ElicitReply>) {
+    pub(crate) fn register(self: &Arc<Self>) -> (ElicitRelay, mpsc::UnboundedReceiver<UpstreamAsk>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().push((id, tx));
         (ElicitRelay { relays: self.clone(), id }, rx)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, mpsc::UnboundedSender<ElicitReply>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, mpsc::UnboundedSender<UpstreamAsk>)>> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn latest(&self) -> Option<mpsc::UnboundedSender<ElicitReply>> {
+    pub(crate) fn latest(&self) -> Option<mpsc::UnboundedSender<UpstreamAsk>> {
         self.lock().last().map(|(_, tx)| tx.clone())
     }
 }
@@ -72,8 +89,10 @@ impl ClientHandler for DownstreamHandler {
     fn get_info(&self) -> ClientConfig {
         // No `roots`: server-filesystem ignores its command-line directories when a client
         // declares it. Elicitation is declared so downstreams may ask; Airlock relays.
-        let capabilities = ClientCapabilities::builder().enable_elicitation().build();
+        let capabilities = ClientCapabilities::builder().enable_elicitation().enable_sampling().build();
+        // The legacy `initialize` lifecycle speaks 2025-11-25; rmcp's default is 2026-07-28.
         ClientConfig::new(capabilities, Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
+            .with_protocol_version(ProtocolVersion::V_2025_11_25)
     }
 
     async fn create_elicitation(
@@ -86,10 +105,25 @@ impl ClientHandler for DownstreamHandler {
             return Ok(ElicitResult::new(ElicitationAction::Decline));
         };
         let (reply, answer) = oneshot::channel();
-        if relay.send(ElicitReply { params, reply }).is_err() {
+        if relay.send(UpstreamAsk::Elicit { params, reply }).is_err() {
             return Ok(ElicitResult::new(ElicitationAction::Cancel));
         }
         answer.await.unwrap_or(Ok(ElicitResult::new(ElicitationAction::Cancel)))
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let Some(relay) = self.server.elicit.latest() else {
+            return Err(ErrorData::invalid_request("sampling request with no call in flight", None));
+        };
+        let (reply, answer) = oneshot::channel();
+        if relay.send(UpstreamAsk::Sample { params, reply }).is_err() {
+            return Err(ErrorData::invalid_request("the call that caused this sampling request has ended", None));
+        }
+        answer.await.unwrap_or_else(|_| Err(ErrorData::invalid_request("the call ended before the client answered", None)))
     }
 
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {

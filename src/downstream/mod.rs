@@ -6,6 +6,9 @@
 //! Uses: `manifest` for server definitions.
 //! Must not: decide whether a call may run (policy), or write the audit log.
 
+// logging/setLevel is deprecated by SEP-2577; Airlock still passes it on.
+#![allow(deprecated)]
+
 mod call;
 mod catalog;
 mod connect;
@@ -24,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::manifest::Manifest;
 
-pub use call::{CallStep, ElicitReply, ForwardError, PendingCall};
+pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 pub use catalog::{Catalog, CatalogEntry, Namespacing};
 
 use handler::ElicitRelays;
@@ -175,6 +178,21 @@ impl Downstreams {
                 true
             }
         });
+    }
+
+    /// Passes a client's `logging/setLevel` to every connected downstream (best effort:
+    /// servers without logging answer with an error, which is ignored).
+    pub async fn set_level(&self, params: rmcp::model::SetLevelRequestParams) {
+        let peers: Vec<_> = self.servers.iter().filter_map(|s| s.peer().map(|p| (s.name().to_owned(), p))).collect();
+        let sets = peers.iter().map(|(name, peer)| {
+            let params = params.clone();
+            async move {
+                if let Err(error) = peer.set_level(params).await {
+                    tracing::debug!(server = %name, %error, "downstream did not take logging/setLevel");
+                }
+            }
+        });
+        futures::future::join_all(sets).await;
     }
 
     /// Stops every downstream (children are killed when their transport drops).

@@ -7,6 +7,10 @@
 //! before rmcp sees the response that follows, so a call that drains its channel after the
 //! response has arrived has every notification the downstream sent before it.
 
+// Sampling and logging are deprecated by SEP-2577; Airlock still relays them for the
+// clients and servers that use them.
+#![allow(deprecated)]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -15,6 +19,8 @@ use rmcp::model::{JsonRpcMessage, ProgressNotificationParam, ProgressToken, Serv
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::sync::mpsc;
+
+use super::handler::{ElicitRelays, UpstreamAsk};
 
 /// Progress kept for a token nobody has registered yet, bounded.
 const ORPHANS_MAX: usize = 256;
@@ -91,11 +97,12 @@ impl Drop for ProgressRoute {
 pub(crate) struct Tap<T> {
     inner: T,
     routes: ProgressRoutes,
+    calls: Arc<ElicitRelays>,
 }
 
 impl<T> Tap<T> {
-    pub(crate) fn new(inner: T, routes: ProgressRoutes) -> Self {
-        Self { inner, routes }
+    pub(crate) fn new(inner: T, routes: ProgressRoutes, calls: Arc<ElicitRelays>) -> Self {
+        Self { inner, routes, calls }
     }
 }
 
@@ -120,6 +127,10 @@ where
                     ServerNotification::ProgressNotification(progress) => {
                         self.routes.deliver(progress.params);
                     }
+                    // A log line goes to the call in flight (the same rule as elicitation),
+                    // in order with its result.
+                    ServerNotification::LoggingMessageNotification(log)
+                        if self.calls.latest().is_some_and(|call| call.send(UpstreamAsk::Log(log.params.clone())).is_ok()) => {}
                     other => {
                         return Some(JsonRpcMessage::Notification(rmcp::model::JsonRpcNotification {
                             notification: other,

@@ -1,5 +1,9 @@
 //! Forwarding one `tools/call` downstream and relaying what comes back.
 
+// Sampling and logging are deprecated by SEP-2577; Airlock still relays them for the
+// clients and servers that use them.
+#![allow(deprecated)]
+
 use rmcp::RoleServer;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, ErrorCode, ErrorData,
@@ -14,7 +18,7 @@ use crate::policy::{CallFacts, Effect};
 use crate::risk::RiskSource;
 
 use super::Session;
-use crate::downstream::{CallStep, ElicitReply, ForwardError, PendingCall};
+use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 
 /// The pipeline for one call: identify → resolve → validate → classify → decide →
 /// record → forward → record.
@@ -180,11 +184,27 @@ async fn relay(
                     }
                 }
             }
-            CallStep::Elicit(elicit) => {
-                let ElicitReply { params, reply } = elicit;
+            CallStep::Ask(UpstreamAsk::Log(log)) => {
+                if let Err(error) = context.peer.notify_logging_message(log).await {
+                    tracing::debug!(%error, "could not relay a log message");
+                }
+            }
+            CallStep::Ask(UpstreamAsk::Elicit { params, reply }) => {
                 let answer = tokio::select! {
                     answer = context.peer.create_elicitation(params) => answer.map_err(|e| {
                         ErrorData::new(ErrorCode::INTERNAL_ERROR, format!("client could not answer the elicitation: {e}"), None)
+                    }),
+                    () = context.ct.cancelled() => {
+                        pending.cancel(Some("cancelled by the client".to_owned())).await;
+                        return Relayed::Cancelled;
+                    }
+                };
+                let _ = reply.send(answer);
+            }
+            CallStep::Ask(UpstreamAsk::Sample { params, reply }) => {
+                let answer = tokio::select! {
+                    answer = context.peer.create_message(params) => answer.map_err(|e| {
+                        ErrorData::new(ErrorCode::INTERNAL_ERROR, format!("client could not answer the sampling request: {e}"), None)
                     }),
                     () = context.ct.cancelled() => {
                         pending.cancel(Some("cancelled by the client".to_owned())).await;

@@ -6,6 +6,10 @@
 //! Uses: `downstream` to forward, `policy`/`approval`/`audit` for the pipeline stages.
 //! Must not: speak a transport itself (that is `http` and `stdio` here), or parse config.
 
+// Sampling and logging are deprecated by SEP-2577; Airlock still relays them for the
+// clients and servers that use them.
+#![allow(deprecated)]
+
 pub mod fingerprints;
 mod forward;
 pub mod stdio;
@@ -230,7 +234,8 @@ impl Session {
 
 impl ServerHandler for Session {
     fn get_info(&self) -> ServerConfig {
-        let capabilities = ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build();
+        let capabilities =
+            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_logging().build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(
@@ -265,6 +270,15 @@ impl ServerHandler for Session {
             decision = tracing::field::Empty,
         );
         forward::run(self, &call_id, request, context).instrument(span).await
+    }
+
+    async fn set_level(
+        &self,
+        request: rmcp::model::SetLevelRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.gateway.downstreams.set_level(request).await;
+        Ok(())
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
