@@ -71,6 +71,8 @@ pub struct Gateway {
     schemas: SchemaCache,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
+    /// Distinguishes this run's session and call ids from earlier runs'.
+    boot: String,
     next_session: AtomicU64,
     next_call: AtomicU64,
 }
@@ -87,6 +89,7 @@ impl Gateway {
             fingerprints: parts.fingerprints,
             schemas: SchemaCache::new(),
             listeners: Mutex::new(Vec::new()),
+            boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
         });
@@ -98,7 +101,12 @@ impl Gateway {
             .map(|s| serde_json::json!({"name": s.name(), "health": format!("{:?}", s.health())}))
             .collect();
         let started = Record::new(RecordKind::GatewayStarted)
-            .detail(serde_json::json!({"version": env!("CARGO_PKG_VERSION"), "servers": servers, "tools": catalog.len()}));
+            .detail(serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "boot": gateway.boot,
+                "servers": servers,
+                "tools": catalog.len(),
+            }));
         let _recorded = gateway.audit.append(started).await?;
         gateway.observe_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
@@ -162,11 +170,12 @@ impl Gateway {
     /// streamable HTTP sessions (`None`) take it from each request.
     pub fn session(self: &Arc<Self>, channel: Channel, caller: Option<Caller>) -> Session {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        Session { gateway: self.clone(), id: format!("s{n}"), channel, caller }
+        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller }
     }
 
+    /// Call ids are unique across restarts: a per-start prefix and a counter.
     fn next_call_id(&self) -> String {
-        format!("c{}", self.next_call.fetch_add(1, Ordering::Relaxed))
+        format!("{}-c{}", self.boot, self.next_call.fetch_add(1, Ordering::Relaxed))
     }
 }
 

@@ -5,6 +5,7 @@
 mod audit;
 mod config_errors;
 mod demo_tools;
+mod durability;
 mod enforcement;
 mod pipeline;
 mod policy;
