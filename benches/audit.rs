@@ -75,9 +75,14 @@ fn main() {
     let runs: usize = std::env::var("AIRLOCK_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     println!("audit append (median of {runs} runs, records/s)");
     println!("{:>10} {:>8} {:>14}", "durability", "writers", "records/s");
+    // AIRLOCK_BENCH_ONLY=fsync:64 runs one case (for profiling).
+    let only = std::env::var("AIRLOCK_BENCH_ONLY").ok();
     let mut verify_dirs = Vec::new();
     for (name, durability) in [("fsync", Durability::Fsync), ("none", Durability::None)] {
         for writers in [1usize, 8, 64] {
+            if only.as_ref().is_some_and(|o| *o != format!("{name}:{writers}")) {
+                continue;
+            }
             let total = match (durability, writers) {
                 (Durability::Fsync, 1) => 3_000,
                 (_, 1) => 20_000,
