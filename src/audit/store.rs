@@ -362,10 +362,11 @@ pub(crate) fn read_checkpoint_lines(path: &Path) -> Result<Vec<Vec<u8>>, AuditEr
     }
 }
 
+/// Stored checkpoints: their bytes, and the parsed form when they parse.
+pub(crate) type StoredCheckpoints = Vec<(Vec<u8>, Option<Checkpoint>)>;
+
 /// Loads every stored checkpoint, in order.
-pub(crate) fn load_checkpoints(
-    db: &sled::Db,
-) -> Result<Vec<(Vec<u8>, Option<Checkpoint>)>, AuditError> {
+pub(crate) fn load_checkpoints(db: &sled::Db) -> Result<StoredCheckpoints, AuditError> {
     db.scan_prefix([CHECKPOINT_PREFIX])
         .values()
         .map(|v| {

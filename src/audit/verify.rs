@@ -573,11 +573,12 @@ pub fn verify_export(
         .filter(|l| !l.is_empty())
         .peekable();
     let mut start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
-    if let Some(first) = lines.peek() {
-        if let Some(header) = super::export::parse_header(first) {
-            start = header;
-            lines.next();
-        }
+    if let Some(header) = lines
+        .peek()
+        .and_then(|first| super::export::parse_header(first))
+    {
+        start = header;
+        lines.next();
     }
     Ok(with_verifier(trust, start, |v| {
         for line in lines {

@@ -49,7 +49,7 @@ impl Recorded {
 type Ack = oneshot::Sender<Result<Recorded, AuditError>>;
 
 enum Msg {
-    Append(Box<Prepared>, Ack),
+    Append(Prepared, Ack),
     Rotate(Arc<SigningKey>, Ack),
     Close(oneshot::Sender<()>),
 }
@@ -139,7 +139,7 @@ impl AuditLog {
         if matches!(rec.kind, RecordKind::Checkpoint | RecordKind::KeyRotated) {
             return Err(AuditError::ReservedKind(rec.kind));
         }
-        let prepared = Box::new(rec.prepare());
+        let prepared = rec.prepare();
         self.request(|ack| Msg::Append(prepared, ack)).await
     }
 
@@ -297,7 +297,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut group: Vec<(Box<Prepared>, Ack)> = Vec::new();
+        let mut group: Vec<(Prepared, Ack)> = Vec::new();
         let mut closing = None;
         while closing.is_none() {
             let Some(first) = rx.blocking_recv() else {
@@ -330,7 +330,7 @@ impl Writer {
         }
     }
 
-    fn commit_group(&mut self, group: &mut Vec<(Box<Prepared>, Ack)>) {
+    fn commit_group(&mut self, group: &mut Vec<(Prepared, Ack)>) {
         if group.is_empty() {
             return;
         }
@@ -342,7 +342,7 @@ impl Writer {
     }
 
     /// Writes `records` and one checkpoint; returns the first and last sequence numbers.
-    fn commit(&mut self, records: Vec<Box<Prepared>>) -> Result<(u64, u64), AuditError> {
+    fn commit(&mut self, records: Vec<Prepared>) -> Result<(u64, u64), AuditError> {
         if let Some(why) = &self.failed {
             return Err(AuditError::Failed(why.clone()));
         }
@@ -355,7 +355,7 @@ impl Writer {
         result.map(|()| (first, self.state.seq))
     }
 
-    fn write_group(&mut self, records: Vec<Box<Prepared>>) -> Result<(), AuditError> {
+    fn write_group(&mut self, records: Vec<Prepared>) -> Result<(), AuditError> {
         let time = now_rfc3339();
         let mut batch = sled::Batch::default();
         for rec in records {
@@ -402,7 +402,7 @@ impl Writer {
             "old_key": old.to_base64(), "old_key_id": old.id().to_string(),
             "new_key": new.to_base64(), "new_key_id": new.id().to_string(),
         }));
-        let (seq, _) = self.commit(vec![Box::new(rec.prepare())])?;
+        let (seq, _) = self.commit(vec![rec.prepare()])?;
         self.key = new_key;
         self.commit(Vec::new())?;
         Ok(Recorded { seq: Seq::new(seq) })
