@@ -112,6 +112,7 @@ impl AuditLog {
         let writer = Writer {
             db,
             syncer: DirSyncer::new(&paths.db),
+            db_dir: paths.db.clone(),
             checkpoints,
             state,
             key: key.clone(),
@@ -279,12 +280,28 @@ fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
         .map(|c| c.origin))
 }
 
+/// Waits (up to 5 s) until nobody holds the flock sled takes on `path`.
+fn wait_for_unlock(path: &std::path::Path) {
+    let Ok(file) = fs::File::open(path) else {
+        return;
+    };
+    for _ in 0..5000 {
+        if file.try_lock().is_ok() {
+            let _ = file.unlock();
+            return;
+        }
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    tracing::warn!(path = %path.display(), "audit database still locked after close");
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
 struct Writer {
     db: sled::Db,
+    db_dir: PathBuf,
     syncer: DirSyncer,
     checkpoints: CheckpointFile,
     state: State,
@@ -323,8 +340,11 @@ impl Writer {
             }
             self.commit_group(&mut group);
         }
-        // Release the database (and its lock) before telling `close` we are done.
+        // Release the database (and its lock) before telling `close` we are done. sled's IO
+        // threads may hold the file a moment longer, so wait until its lock is free.
+        let lock_file = self.db_dir.join("db");
         drop(self);
+        wait_for_unlock(&lock_file);
         if let Some(done) = closing {
             let _ = done.send(());
         }
