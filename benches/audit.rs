@@ -97,8 +97,6 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
-    println!("audit append (median of {runs} runs, records/s)");
-    println!("{:>10} {:>8} {:>14}", "durability", "writers", "records/s");
     // AIRLOCK_BENCH_VERIFY=DIR only verifies an existing data dir (for profiling).
     if let Ok(dir) = std::env::var("AIRLOCK_BENCH_VERIFY") {
         if !Path::new(&dir).exists() {
@@ -111,6 +109,8 @@ fn main() {
         );
         return;
     }
+    println!("audit append (median of {runs} runs, records/s)");
+    println!("{:>10} {:>8} {:>14}", "durability", "writers", "records/s");
     // AIRLOCK_BENCH_ONLY=fsync:64 runs one case (for profiling).
     let only = std::env::var("AIRLOCK_BENCH_ONLY").ok();
     let mut verify_dirs = Vec::new();
