@@ -14,7 +14,8 @@ use airlock::audit::{
 use serde_json::json;
 
 fn record(writer: usize, i: usize, log: &AuditLog) -> Record {
-    let args = json!({"path": format!("/srv/data/{writer}/{i}.txt"), "mode": "read", "password": "x"});
+    let args =
+        json!({"path": format!("/srv/data/{writer}/{i}.txt"), "mode": "read", "password": "x"});
     Record::new(RecordKind::CallReceived)
         .principal("alice@example.com")
         .session("4f1c2a9e-7d1b-4c55-9a0e-1f2d3c4b5a69")
@@ -61,6 +62,26 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// Records/s of a bare sled scan of the same log: the floor under verification.
+fn scan_rate(dir: &Path) -> f64 {
+    let opened = Instant::now();
+    let db = sled::open(dir.join("audit")).unwrap();
+    println!(
+        "  (sled open alone: {:.0} ms)",
+        opened.elapsed().as_secs_f64() * 1e3
+    );
+    let start = Instant::now();
+    let mut n = 0u64;
+    let mut bytes = 0usize;
+    for kv in db.scan_prefix(b"r") {
+        let (_, v) = kv.unwrap();
+        bytes += v.len();
+        n += 1;
+    }
+    assert!(bytes > 0);
+    n as f64 / start.elapsed().as_secs_f64()
+}
+
 fn verify_rate(dir: &Path) -> (f64, u64, u64) {
     let paths = LogPaths::new(dir, None);
     let anchor = SigningKey::load(&paths.key).unwrap().public_key();
@@ -72,12 +93,35 @@ fn verify_rate(dir: &Path) -> (f64, u64, u64) {
 }
 
 fn main() {
-    let runs: usize = std::env::var("AIRLOCK_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("AIRLOCK_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    // AIRLOCK_BENCH_VERIFY=DIR only verifies an existing data dir (for profiling).
+    if let Ok(dir) = std::env::var("AIRLOCK_BENCH_VERIFY") {
+        if !Path::new(&dir).exists() {
+            append_rate(Path::new(&dir), Durability::None, 64, 100_000 / 64);
+        }
+        let rates: Vec<f64> = (0..runs).map(|_| verify_rate(Path::new(&dir)).0).collect();
+        println!(
+            "verified {dir}: {:.0} records/s (median of {runs})",
+            median(rates)
+        );
+        return;
+    }
     println!("audit append (median of {runs} runs, records/s)");
     println!("{:>10} {:>8} {:>14}", "durability", "writers", "records/s");
+    // AIRLOCK_BENCH_ONLY=fsync:64 runs one case (for profiling).
+    let only = std::env::var("AIRLOCK_BENCH_ONLY").ok();
     let mut verify_dirs = Vec::new();
     for (name, durability) in [("fsync", Durability::Fsync), ("none", Durability::None)] {
         for writers in [1usize, 8, 64] {
+            if only
+                .as_ref()
+                .is_some_and(|o| *o != format!("{name}:{writers}"))
+            {
+                continue;
+            }
             let total = match (durability, writers) {
                 (Durability::Fsync, 1) => 3_000,
                 (_, 1) => 20_000,
@@ -86,8 +130,16 @@ fn main() {
             let mut rates = Vec::new();
             for run in 0..runs {
                 let dir = tempfile::tempdir().unwrap();
-                rates.push(append_rate(dir.path(), durability, writers, total / writers));
-                if run == 0 && matches!(durability, Durability::Fsync) && writers != 8 {
+                rates.push(append_rate(
+                    dir.path(),
+                    durability,
+                    writers,
+                    total / writers,
+                ));
+                if run == 0
+                    && writers != 8
+                    && (matches!(durability, Durability::Fsync) || only.is_some())
+                {
                     verify_dirs.push((writers, dir));
                 }
             }
@@ -104,10 +156,12 @@ fn main() {
             shape = (n, cps);
         }
         println!(
-            "log of {} records in {} checkpoints (written by {writers} writer(s)): {:.0} records/s verified",
+            "log of {} records in {} checkpoints (written by {writers} writer(s)): {:.0} records/s verified \
+             (bare sled scan: {:.0} records/s)",
             shape.0,
             shape.1,
-            median(rates)
+            median(rates),
+            scan_rate(dir.path())
         );
     }
 }

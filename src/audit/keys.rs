@@ -186,10 +186,10 @@ impl SigningKey {
     /// Reads a key file written by `write_new`.
     pub fn load(path: &Path) -> Result<SigningKey, AuditError> {
         let bytes = fs::read(path).map_err(|e| AuditError::io(path, e))?;
-        if let Ok(meta) = fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %path.display(), "audit key file is readable by others; chmod 600 it");
-            }
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %path.display(), "audit key file is readable by others; chmod 600 it");
         }
         SigningKey::from_pkcs8(&bytes).ok_or_else(|| AuditError::BadKeyFile(path.to_path_buf()))
     }

@@ -131,13 +131,14 @@ struct Verifier {
     origin: Option<String>,
     checkpoints: u64,
     finder: memmem::Finder<'static>,
-    sigs: mpsc::Sender<SigJob>,
+    /// Signature checkers, fed round-robin.
+    sigs: Vec<mpsc::Sender<SigJob>>,
 }
 
 impl Verifier {
     fn new(
         trust: Trust,
-        sigs: mpsc::Sender<SigJob>,
+        sigs: Vec<mpsc::Sender<SigJob>>,
         start: u64,
         chain: Sha256Digest,
         frontier: Frontier,
@@ -245,7 +246,8 @@ impl Verifier {
         if !self.signers.contains(&cp.key) {
             self.signers.push(cp.key);
         }
-        let _ = self.sigs.send(SigJob {
+        let lane = (self.checkpoints as usize) % self.sigs.len().max(1);
+        let _ = self.sigs[lane].send(SigJob {
             report_seq: first,
             checkpoint: cp,
         });
@@ -345,14 +347,23 @@ fn with_verifier<T>(
     start: (u64, Sha256Digest, Frontier),
     body: impl FnOnce(&mut Verifier) -> Result<T, VerifyFailure>,
 ) -> Result<(T, VerifyReport), VerifyFailure> {
-    let (tx, rx) = mpsc::channel();
+    // Ed25519 verification costs more than hashing a group, so it gets every core.
+    let lanes = thread::available_parallelism().map_or(1, |n| n.get());
     thread::scope(|s| {
-        let checker = s.spawn(move || check_signatures(rx));
-        let mut v = Verifier::new(trust, tx, start.0, start.1, start.2);
+        let (senders, checkers): (Vec<_>, Vec<_>) = (0..lanes)
+            .map(|_| {
+                let (tx, rx) = mpsc::channel();
+                (tx, s.spawn(move || check_signatures(rx)))
+            })
+            .unzip();
+        let mut v = Verifier::new(trust, senders, start.0, start.1, start.2);
         let outcome = body(&mut v).and_then(|t| v.finish().map(|r| (t, r)));
-        let sig_failure = checker
-            .join()
-            .unwrap_or_else(|_| Some(fail(0, Problem::BadSignature, "signature checker panicked")));
+        let sig_failure = checkers.into_iter().fold(None, |acc, checker| {
+            let found = checker.join().unwrap_or_else(|_| {
+                Some(fail(0, Problem::BadSignature, "signature checker panicked"))
+            });
+            earliest(acc, found)
+        });
         match (outcome, sig_failure) {
             (Ok(ok), None) => Ok(ok),
             (Ok(_), Some(f)) => Err(f),
@@ -573,11 +584,12 @@ pub fn verify_export(
         .filter(|l| !l.is_empty())
         .peekable();
     let mut start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
-    if let Some(first) = lines.peek() {
-        if let Some(header) = super::export::parse_header(first) {
-            start = header;
-            lines.next();
-        }
+    if let Some(header) = lines
+        .peek()
+        .and_then(|first| super::export::parse_header(first))
+    {
+        start = header;
+        lines.next();
     }
     Ok(with_verifier(trust, start, |v| {
         for line in lines {

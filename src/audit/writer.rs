@@ -49,7 +49,7 @@ impl Recorded {
 type Ack = oneshot::Sender<Result<Recorded, AuditError>>;
 
 enum Msg {
-    Append(Box<Prepared>, Ack),
+    Append(Prepared, Ack),
     Rotate(Arc<SigningKey>, Ack),
     Close(oneshot::Sender<()>),
 }
@@ -112,6 +112,7 @@ impl AuditLog {
         let writer = Writer {
             db,
             syncer: DirSyncer::new(&paths.db),
+            db_dir: paths.db.clone(),
             checkpoints,
             state,
             key: key.clone(),
@@ -139,7 +140,7 @@ impl AuditLog {
         if matches!(rec.kind, RecordKind::Checkpoint | RecordKind::KeyRotated) {
             return Err(AuditError::ReservedKind(rec.kind));
         }
-        let prepared = Box::new(rec.prepare());
+        let prepared = rec.prepare();
         self.request(|ack| Msg::Append(prepared, ack)).await
     }
 
@@ -279,12 +280,28 @@ fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
         .map(|c| c.origin))
 }
 
+/// Waits (up to 5 s) until nobody holds the flock sled takes on `path`.
+fn wait_for_unlock(path: &std::path::Path) {
+    let Ok(file) = fs::File::open(path) else {
+        return;
+    };
+    for _ in 0..5000 {
+        if file.try_lock().is_ok() {
+            let _ = file.unlock();
+            return;
+        }
+        thread::sleep(std::time::Duration::from_millis(1));
+    }
+    tracing::warn!(path = %path.display(), "audit database still locked after close");
+}
+
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
 struct Writer {
     db: sled::Db,
+    db_dir: PathBuf,
     syncer: DirSyncer,
     checkpoints: CheckpointFile,
     state: State,
@@ -297,7 +314,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut group: Vec<(Box<Prepared>, Ack)> = Vec::new();
+        let mut group: Vec<(Prepared, Ack)> = Vec::new();
         let mut closing = None;
         while closing.is_none() {
             let Some(first) = rx.blocking_recv() else {
@@ -323,14 +340,17 @@ impl Writer {
             }
             self.commit_group(&mut group);
         }
-        // Release the database (and its lock) before telling `close` we are done.
+        // Release the database (and its lock) before telling `close` we are done. sled's IO
+        // threads may hold the file a moment longer, so wait until its lock is free.
+        let lock_file = self.db_dir.join("db");
         drop(self);
+        wait_for_unlock(&lock_file);
         if let Some(done) = closing {
             let _ = done.send(());
         }
     }
 
-    fn commit_group(&mut self, group: &mut Vec<(Box<Prepared>, Ack)>) {
+    fn commit_group(&mut self, group: &mut Vec<(Prepared, Ack)>) {
         if group.is_empty() {
             return;
         }
@@ -342,7 +362,7 @@ impl Writer {
     }
 
     /// Writes `records` and one checkpoint; returns the first and last sequence numbers.
-    fn commit(&mut self, records: Vec<Box<Prepared>>) -> Result<(u64, u64), AuditError> {
+    fn commit(&mut self, records: Vec<Prepared>) -> Result<(u64, u64), AuditError> {
         if let Some(why) = &self.failed {
             return Err(AuditError::Failed(why.clone()));
         }
@@ -355,7 +375,7 @@ impl Writer {
         result.map(|()| (first, self.state.seq))
     }
 
-    fn write_group(&mut self, records: Vec<Box<Prepared>>) -> Result<(), AuditError> {
+    fn write_group(&mut self, records: Vec<Prepared>) -> Result<(), AuditError> {
         let time = now_rfc3339();
         let mut batch = sled::Batch::default();
         for rec in records {
@@ -402,7 +422,7 @@ impl Writer {
             "old_key": old.to_base64(), "old_key_id": old.id().to_string(),
             "new_key": new.to_base64(), "new_key_id": new.id().to_string(),
         }));
-        let (seq, _) = self.commit(vec![Box::new(rec.prepare())])?;
+        let (seq, _) = self.commit(vec![rec.prepare()])?;
         self.key = new_key;
         self.commit(Vec::new())?;
         Ok(Recorded { seq: Seq::new(seq) })
