@@ -93,6 +93,8 @@ pub struct AuditConfig {
     pub durability: Durability,
     /// JSON pointers into the arguments whose values are stored as `"[redacted]"`.
     pub redact: Vec<String>,
+    /// The Ed25519 signing key (PKCS#8); `None`: `<data_dir>/audit-key`, made on first start.
+    pub key_path: Option<PathBuf>,
 }
 
 /// Who the stdio caller is.
@@ -250,6 +252,7 @@ impl Config {
             audit: AuditConfig {
                 durability: Durability::Fsync,
                 redact: Vec::new(),
+                key_path: None,
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),

@@ -47,26 +47,14 @@ impl DirArgs {
     }
 }
 
-/// Reads just `[gateway] data_dir` and `[audit] key_path` from the config, if there is one.
+/// `[gateway] data_dir` and `[audit] key_path` from the config (resolved against its
+/// directory), if there is one.
 fn read_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
-    let path = match explicit {
-        Some(p) => p.to_path_buf(),
-        None if Path::new("airlock.toml").exists() => PathBuf::from("airlock.toml"),
-        None => return Ok((None, None)),
-    };
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let value: toml::Table = text
-        .parse()
-        .with_context(|| format!("parsing {}", path.display()))?;
-    let get = |table: &str, key: &str| {
-        value
-            .get(table)
-            .and_then(|t| t.get(key))
-            .and_then(toml::Value::as_str)
-            .map(PathBuf::from)
-    };
-    Ok((get("gateway", "data_dir"), get("audit", "key_path")))
+    if explicit.is_none() && !Path::new(crate::config::DEFAULT_FILE).exists() {
+        return Ok((None, None));
+    }
+    let config = crate::config::Config::load(explicit).map_err(|problems| anyhow::anyhow!("{problems}"))?;
+    Ok((Some(config.gateway.data_dir), config.audit.key_path))
 }
 
 /// Subcommands of `airlock log`.

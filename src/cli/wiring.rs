@@ -34,6 +34,7 @@ pub(crate) fn audit(config: &Config) -> audit::AuditConfig {
         Durability::None => audit::Durability::None,
     };
     audit.redact = config.audit.redact.clone();
+    audit.key_path = config.audit.key_path.clone();
     audit
 }
 

@@ -58,6 +58,7 @@ pub(super) struct RawHttp {
 pub(super) struct RawAudit {
     durability: Option<Durability>,
     redact: Option<Vec<Spanned<String>>>,
+    key_path: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,6 +205,9 @@ impl Validator<'_, '_> {
     pub(super) fn audit(&mut self, raw: RawAudit, out: &mut AuditConfig) {
         if let Some(d) = raw.durability {
             out.durability = d;
+        }
+        if let Some(path) = raw.key_path {
+            out.key_path = Some(self.base_dir.join(path.get_ref()));
         }
         for pointer in raw.redact.unwrap_or_default() {
             match check_json_pointer(pointer.get_ref()) {
