@@ -3,13 +3,15 @@
 //! Owns: the command's flags, how it picks the risk and the caller when not given, and
 //! its output.
 //! Uses: `check::load_everything`, `risk::assign`, `policy::PolicySet::decide`.
-//! Must not: start downstreams or call anything.
+//! Must not: call any tool (it starts the downstreams only to read their tool lists).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::downstream::Downstreams;
+use crate::gateway::fingerprints::{Fingerprints, Status};
 use crate::manifest::Manifest;
 use crate::policy::CallFacts;
 use crate::risk::{self, Risk, RiskInputs, RiskSource};
@@ -30,9 +32,12 @@ pub(crate) struct Args {
     /// The caller's groups, comma-separated (default: those of a token with that name).
     #[arg(long, value_name = "G1,G2", value_delimiter = ',')]
     groups: Option<Vec<String>>,
-    /// The tool's risk (default: from its manifest).
+    /// The tool's risk (default: as the gateway would classify it).
     #[arg(long, value_name = "LEVEL")]
     risk: Option<Risk>,
+    /// Do not start the downstreams: classify from the manifest alone (no annotations).
+    #[arg(long)]
+    offline: bool,
 }
 
 #[allow(clippy::print_stdout)]
@@ -53,11 +58,14 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let principal = args
         .principal
         .or_else(|| config.identity.stdio_principal.resolve())
-        .unwrap_or_else(|| "unknown".to_string());
+        .unwrap_or_else(|| "stdio".to_string());
     let groups = args
         .groups
         .unwrap_or_else(|| token_groups(config, &principal));
-    let found = manifest_only_risk(&args.tool, &checked.manifests, config);
+    let found = match (args.risk, args.offline) {
+        (None, false) => live_risk(&args.tool, &checked)?,
+        _ => manifest_only_risk(&args.tool, &checked.manifests, config),
+    };
     let (risk, source) = match args.risk {
         Some(r) => (r, "given with --risk".to_string()),
         None => (found.risk, found.source.describe().to_string()),
@@ -94,6 +102,40 @@ fn token_groups(config: &Config, principal: &str) -> Vec<String> {
         .find(|t| t.name == principal)
         .map(|t| t.groups.clone())
         .unwrap_or_default()
+}
+
+/// The risk the running gateway would give the tool: the downstreams are started (no tool
+/// is called) to read their annotations, and the fingerprint state is consulted when no
+/// gateway holds it.
+fn live_risk(tool: &str, checked: &super::check::Checked) -> anyhow::Result<OfflineRisk> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let namespacing = super::wiring::namespacing(&checked.config.gateway);
+    let catalog = runtime.block_on(async {
+        let downstreams = Downstreams::start(checked.manifests.clone(), namespacing).await;
+        let catalog = downstreams.catalog();
+        downstreams.shutdown();
+        catalog
+    });
+    let Some(entry) = catalog.get(tool) else {
+        let mut offline = manifest_only_risk(tool, &checked.manifests, &checked.config);
+        offline.note = Some(format!("no running downstream serves \"{tool}\": the gateway would answer \"unknown tool\""));
+        return Ok(offline);
+    };
+    let data_dir = &checked.config.gateway.data_dir;
+    let changed = match Fingerprints::open(data_dir) {
+        Ok(store) => store.observe(tool, &entry.tool).map(|o| o.status == Status::Changed).unwrap_or(false),
+        Err(_) => false,
+    };
+    Ok(if changed {
+        OfflineRisk {
+            risk: Risk::Critical,
+            source: RiskSource::FingerprintChanged,
+            note: Some(format!("{tool} changed since accepted: calls need approval whatever the rules say")),
+        }
+    } else {
+        OfflineRisk { risk: entry.risk, source: entry.risk_source, note: None }
+    })
 }
 
 /// A tool's risk as far as the files tell, and anything the reader should know.
