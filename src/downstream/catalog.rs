@@ -22,7 +22,8 @@ pub enum Namespacing {
 }
 
 impl Namespacing {
-    fn expose(&self, server: &str, tool: &str) -> String {
+    /// The exposed name of `tool` (or prompt) of `server`.
+    pub fn expose(&self, server: &str, tool: &str) -> String {
         match self {
             Namespacing::Prefix { separator } => format!("{server}{separator}{tool}"),
             Namespacing::None => tool.to_owned(),

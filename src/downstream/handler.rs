@@ -126,6 +126,16 @@ impl ClientHandler for DownstreamHandler {
         answer.await.unwrap_or_else(|_| Err(ErrorData::invalid_request("the call ended before the client answered", None)))
     }
 
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(downstreams) = self.downstreams.upgrade() {
+            let _ = downstreams.resource_updates.send(params);
+        }
+    }
+
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
         match context.peer.list_all_tools().await {
             Ok(tools) => {

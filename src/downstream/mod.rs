@@ -114,6 +114,7 @@ pub struct Downstreams {
     namespacing: Namespacing,
     catalog: watch::Sender<Arc<Catalog>>,
     rebuild: Mutex<()>,
+    resource_updates: tokio::sync::broadcast::Sender<rmcp::model::ResourceUpdatedNotificationParam>,
     shutdown: CancellationToken,
 }
 
@@ -129,6 +130,7 @@ impl Downstreams {
             namespacing,
             catalog,
             rebuild: Mutex::new(()),
+            resource_updates: tokio::sync::broadcast::channel(64).0,
             shutdown: CancellationToken::new(),
         });
         let mut first_attempts = Vec::new();
@@ -158,6 +160,22 @@ impl Downstreams {
     /// A receiver that wakes whenever the catalog changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Catalog>> {
         self.catalog.subscribe()
+    }
+
+    /// How exposed names are formed.
+    pub fn namespacing(&self) -> &Namespacing {
+        &self.namespacing
+    }
+
+    /// Every connected server with its client, in manifest order (for pass-through of
+    /// prompts and resources).
+    pub fn connected(&self) -> Vec<(Arc<Server>, Peer<RoleClient>)> {
+        self.servers.iter().filter_map(|s| s.peer().map(|p| (s.clone(), p))).collect()
+    }
+
+    /// `notifications/resources/updated` from any downstream.
+    pub fn resource_updates(&self) -> tokio::sync::broadcast::Receiver<rmcp::model::ResourceUpdatedNotificationParam> {
+        self.resource_updates.subscribe()
     }
 
     /// Every server, in manifest order.

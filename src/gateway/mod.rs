@@ -12,6 +12,7 @@
 
 pub mod fingerprints;
 mod forward;
+mod passthrough;
 pub mod stdio;
 pub mod validate;
 
@@ -110,6 +111,7 @@ impl Gateway {
         let _recorded = gateway.audit.append(started).await?;
         gateway.observe_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
+        tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
 
@@ -194,6 +196,18 @@ impl Gateway {
     }
 }
 
+/// Passes `notifications/resources/updated` on to every legacy-era client.
+async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
+    let Some(mut updates) = gateway.upgrade().map(|g| g.downstreams.resource_updates()) else { return };
+    while let Ok(update) = updates.recv().await {
+        let Some(gateway) = gateway.upgrade() else { return };
+        let peers: Vec<_> = gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for peer in peers {
+            let _ = peer.notify_resource_updated(update.clone()).await;
+        }
+    }
+}
+
 /// Tells every legacy-era client that the tool list changed, whenever it does.
 async fn relay_catalog_changes(gateway: std::sync::Weak<Gateway>) {
     let Some(mut changes) = gateway.upgrade().map(|g| g.downstreams.subscribe()) else { return };
@@ -244,7 +258,14 @@ impl Session {
 impl ServerHandler for Session {
     fn get_info(&self) -> ServerConfig {
         let capabilities =
-            ServerCapabilities::builder().enable_tools().enable_tool_list_changed().enable_logging().build();
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_logging()
+                .enable_prompts()
+                .enable_resources()
+                .enable_resources_subscribe()
+                .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_instructions(
@@ -279,6 +300,64 @@ impl ServerHandler for Session {
             decision = tracing::field::Empty,
         );
         forward::run(self, &call_id, request, context).instrument(span).await
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        self.gateway.list_prompts().await
+    }
+
+    async fn get_prompt(
+        &self,
+        request: rmcp::model::GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        self.gateway.get_prompt(request, &context).await
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        self.gateway.list_resources().await
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        self.gateway.list_resource_templates().await
+    }
+
+    async fn read_resource(
+        &self,
+        request: rmcp::model::ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        self.gateway.read_resource(request).await
+    }
+
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.gateway.subscribe(request, true).await
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let mut params = rmcp::model::SubscribeRequestParams::new(request.uri);
+        params.meta = request.meta;
+        self.gateway.subscribe(params, false).await
     }
 
     async fn set_level(

@@ -272,3 +272,21 @@ async fn a_client_cannot_forge_an_approval_receipt_in_meta() {
     assert!(!written.contains("forged"), "a forged receipt reached the downstream: {written}");
     client.cancel().await.expect("close");
 }
+
+#[tokio::test]
+async fn prompts_and_resources_pass_through() {
+    let setup = Setup::with_demo();
+    let client = setup.stdio(TestClient::new()).await;
+    let prompts = client.list_all_prompts().await.expect("prompts/list");
+    assert!(prompts.iter().any(|p| p.name == "demo__incident_summary"), "{prompts:?}");
+    let mut get = rmcp::model::GetPromptRequestParams::new("demo__incident_summary");
+    let Value::Object(args) = json!({"service": "billing"}) else { unreachable!() };
+    get.arguments = Some(args);
+    let prompt = client.get_prompt(get).await.expect("prompts/get");
+    assert!(serde_json::to_string(&prompt).expect("json").contains("billing"));
+    let resources = client.list_all_resources().await.expect("resources/list");
+    assert!(resources.iter().any(|r| r.uri == "demo://customers"), "{resources:?}");
+    let read = client.read_resource(rmcp::model::ReadResourceRequestParams::new("demo://customers")).await.expect("resources/read");
+    assert!(serde_json::to_string(&read).expect("json").contains("C-1001"));
+    client.cancel().await.expect("close");
+}
