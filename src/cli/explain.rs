@@ -10,7 +10,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::downstream::Downstreams;
 use crate::gateway::fingerprints::{Fingerprints, Status};
 use crate::manifest::Manifest;
 use crate::policy::CallFacts;
@@ -108,15 +107,7 @@ fn token_groups(config: &Config, principal: &str) -> Vec<String> {
 /// is called) to read their annotations, and the fingerprint state is consulted when no
 /// gateway holds it.
 fn live_risk(tool: &str, checked: &super::check::Checked) -> anyhow::Result<OfflineRisk> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let namespacing = super::wiring::namespacing(&checked.config.gateway);
-    let catalog = runtime.block_on(async {
-        let downstreams = Downstreams::start(checked.manifests.clone(), namespacing).await;
-        let catalog = downstreams.catalog();
-        downstreams.shutdown();
-        catalog
-    });
+    let catalog = super::wiring::live_catalog(checked)?;
     let Some(entry) = catalog.get(tool) else {
         let mut offline = manifest_only_risk(tool, &checked.manifests, &checked.config);
         offline.note = Some(format!("no running downstream serves \"{tool}\": the gateway would answer \"unknown tool\""));

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::downstream::Downstreams;
 use crate::gateway::fingerprints::{Fingerprints, Status};
 use crate::risk::{Risk, RiskSource};
 
@@ -49,14 +48,7 @@ fn list(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
     let fingerprints = open_fingerprints(&checked)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let namespacing = super::wiring::namespacing(&checked.config.gateway);
-    let catalog = runtime.block_on(async {
-        let downstreams = Downstreams::start(checked.manifests.clone(), namespacing).await;
-        let catalog = downstreams.catalog();
-        downstreams.shutdown();
-        catalog
-    });
+    let catalog = super::wiring::live_catalog(&checked)?;
     println!("{:<40} {:<12} {:<9} {:<10} {:<16} source", "tool", "server", "risk", "status", "fingerprint");
     for entry in catalog.entries() {
         let name = entry.exposed.name.as_ref();

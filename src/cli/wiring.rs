@@ -3,9 +3,23 @@
 
 use crate::audit;
 use crate::config::{Config, Durability, GatewayConfig, HttpConfig, IdentityConfig, StdioPrincipal};
-use crate::downstream::Namespacing;
+use crate::downstream::{Catalog, Downstreams, Namespacing};
 use crate::http::HostGuard;
 use crate::identity;
+
+/// Starts the downstreams, reads their catalog and stops them again (no tool is called):
+/// what `tools list` and `explain` classify against.
+pub(crate) fn live_catalog(checked: &super::check::Checked) -> anyhow::Result<std::sync::Arc<Catalog>> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let namespacing = namespacing(&checked.config.gateway);
+    Ok(runtime.block_on(async {
+        let downstreams = Downstreams::start(checked.manifests.clone(), namespacing).await;
+        let catalog = downstreams.catalog();
+        downstreams.shutdown();
+        catalog
+    }))
+}
 
 /// `[gateway] separator` / `prefix_tools` → how exposed names are formed.
 pub(crate) fn namespacing(gateway: &GatewayConfig) -> Namespacing {

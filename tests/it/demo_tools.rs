@@ -12,9 +12,9 @@ use rmcp::model::{
 };
 use rmcp::service::{
     ClientLifecycleMode, ClientServiceExt, NotificationContext, PeerRequestOptions, RequestContext,
-    RunningService, RxJsonRpcMessage, TxJsonRpcMessage,
+    RunningService,
 };
-use rmcp::transport::{TokioChildProcess, Transport};
+use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, ErrorData, RoleClient, ServiceExt};
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -68,36 +68,6 @@ impl ClientHandler for TestClient {
     }
 }
 
-/// Wraps a transport and records every message received, in wire order.
-struct Tap<T> {
-    inner: T,
-    log: Arc<Mutex<Vec<Value>>>,
-}
-
-impl<T: Transport<RoleClient>> Transport<RoleClient> for Tap<T> {
-    type Error = T::Error;
-
-    fn send(
-        &mut self,
-        item: TxJsonRpcMessage<RoleClient>,
-    ) -> impl Future<Output = Result<(), Self::Error>> + Send + 'static {
-        self.inner.send(item)
-    }
-
-    async fn receive(&mut self) -> Option<RxJsonRpcMessage<RoleClient>> {
-        let message = self.inner.receive().await?;
-        self.log
-            .lock()
-            .unwrap()
-            .push(serde_json::to_value(&message).unwrap());
-        Some(message)
-    }
-
-    async fn close(&mut self) -> Result<(), Self::Error> {
-        self.inner.close().await
-    }
-}
-
 struct Session {
     client: RunningService<RoleClient, TestClient>,
     answer: Arc<Mutex<Answer>>,
@@ -122,10 +92,7 @@ async fn start_with(lifecycle: ClientLifecycleMode) -> Session {
     let dir = tempfile::tempdir().unwrap();
     let sandbox = dir.path().join("sandbox");
     let wire = Arc::new(Mutex::new(Vec::new()));
-    let transport = Tap {
-        inner: child_transport(dir.path(), &sandbox),
-        log: wire.clone(),
-    };
+    let transport = crate::util::Recorder::new(child_transport(dir.path(), &sandbox), wire.clone());
     let answer = Arc::new(Mutex::new(Answer::Confirm));
     let (tx, list_changed) = mpsc::unbounded_channel();
     let handler = TestClient {
@@ -164,14 +131,7 @@ impl Session {
     }
 }
 
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use crate::util::text_of;
 
 async fn wait_for_file(path: &Path) {
     tokio::time::timeout(PATIENCE, async {

@@ -6,19 +6,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult};
 use serde_json::{Value, json};
 
-use crate::util::{ALLOW_ALL, Setup, TestClient, airlock};
-
-fn call(name: &str, args: Value) -> CallToolRequestParams {
-    let Value::Object(args) = args else { panic!("arguments must be an object") };
-    CallToolRequestParams::new(name.to_owned()).with_arguments(args)
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
-}
+use crate::util::{call, text_of, ALLOW_ALL, Setup, TestClient, airlock};
 
 /// Runs `airlock log …` against a stopped gateway, retrying while the database is still
 /// locked by the exiting process.

@@ -3,25 +3,11 @@
 
 use std::time::Duration;
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ClientRequest, CallToolRequest, ServerResult};
+use rmcp::model::{CallToolRequest, ClientRequest, ServerResult};
 use rmcp::service::PeerRequestOptions;
 use serde_json::{Value, json};
 
-use crate::util::{ElicitAnswer, Setup, TestClient, eventually};
-
-fn call(name: &str, args: Value) -> CallToolRequestParams {
-    let Value::Object(args) = args else { panic!("arguments must be an object") };
-    CallToolRequestParams::new(name.to_owned()).with_arguments(args)
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result
-        .content
-        .iter()
-        .filter_map(|c| c.as_text().map(|t| t.text.clone()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+use crate::util::{call, text_of, ElicitAnswer, Setup, TestClient, eventually};
 
 #[tokio::test]
 async fn tools_of_two_servers_are_listed_namespaced_and_sorted() {

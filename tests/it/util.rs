@@ -277,3 +277,14 @@ pub async fn eventually<F: FnMut() -> bool>(limit: Duration, mut check: F) -> bo
     }
     check()
 }
+
+/// A `tools/call` request for `name` with a JSON object of arguments.
+pub fn call(name: &str, args: serde_json::Value) -> rmcp::model::CallToolRequestParams {
+    let serde_json::Value::Object(args) = args else { panic!("arguments must be an object") };
+    rmcp::model::CallToolRequestParams::new(name.to_owned()).with_arguments(args)
+}
+
+/// The text content of a result, joined by newlines.
+pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
+    result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
+}
