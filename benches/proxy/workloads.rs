@@ -34,7 +34,7 @@ async fn echo(peer: &Peer<RoleClient>, tool: &'static str) -> anyhow::Result<()>
 }
 
 /// `warmup` untimed calls, then `calls` timed ones, one after another.
-pub async fn latency(peer: &Peer<RoleClient>, tool: &'static str, warmup: usize, calls: usize) -> anyhow::Result<Samples> {
+pub(crate) async fn latency(peer: &Peer<RoleClient>, tool: &'static str, warmup: usize, calls: usize) -> anyhow::Result<Samples> {
     for _ in 0..warmup {
         echo(peer, tool).await?;
     }
@@ -49,23 +49,22 @@ pub async fn latency(peer: &Peer<RoleClient>, tool: &'static str, warmup: usize,
 
 /// What `callers` concurrent loops achieved in one window.
 #[derive(Debug, Clone)]
-pub struct Throughput {
-    pub callers: usize,
-    pub calls: usize,
-    pub errors: u64,
-    pub elapsed: Duration,
-    pub samples: Samples,
+pub(crate) struct Throughput {
+    pub(crate) calls: usize,
+    pub(crate) errors: u64,
+    pub(crate) elapsed: Duration,
+    pub(crate) samples: Samples,
 }
 
 impl Throughput {
-    pub fn per_sec(&self) -> f64 {
+    pub(crate) fn per_sec(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 }
 
 /// `callers` tasks share one session and call `echo` back to back for `window`
 /// (after a short untimed warm-up at the same concurrency).
-pub async fn throughput(peer: &Peer<RoleClient>, tool: &'static str, callers: usize, window: Duration) -> anyhow::Result<Throughput> {
+pub(crate) async fn throughput(peer: &Peer<RoleClient>, tool: &'static str, callers: usize, window: Duration) -> anyhow::Result<Throughput> {
     run_callers(peer, tool, callers, window / 5).await?;
     run_callers(peer, tool, callers, window).await
 }
@@ -103,12 +102,12 @@ async fn run_callers(peer: &Peer<RoleClient>, tool: &'static str, callers: usize
     if all.is_empty() {
         bail!("no call succeeded ({errors} errors)");
     }
-    Ok(Throughput { callers, calls: all.len(), errors, elapsed, samples: Samples::new(all) })
+    Ok(Throughput { calls: all.len(), errors, elapsed, samples: Samples::new(all) })
 }
 
 /// Launch → initialized session → `tools/list` returning every downstream's tools,
 /// `runs` times; returns the samples and the number of tools listed.
-pub async fn cold_start(env: &Env, target: Target, downstreams: usize, runs: usize, want_tools: usize) -> anyhow::Result<(Samples, usize)> {
+pub(crate) async fn cold_start(env: &Env, target: Target, downstreams: usize, runs: usize, want_tools: usize) -> anyhow::Result<(Samples, usize)> {
     let mut times = Vec::with_capacity(runs);
     let mut listed = 0;
     for _ in 0..runs {
