@@ -155,8 +155,14 @@ impl Running {
     pub(crate) async fn stop(mut self) {
         let _ = self.client.close_with_timeout(Duration::from_secs(2)).await;
         if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            // SIGTERM first, so a wrapper such as `perf record` can finish its file.
+            if let Some(pid) = child.id() {
+                let _ = tokio::process::Command::new("kill").arg("-TERM").arg(pid.to_string()).status().await;
+            }
+            if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+                let _ = child.start_kill();
+                let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+            }
         }
     }
 
