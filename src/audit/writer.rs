@@ -50,6 +50,8 @@ type Ack = oneshot::Sender<Result<Recorded, AuditError>>;
 
 enum Msg {
     Append(Prepared, Ack),
+    /// Several records that must land in one group, in this order.
+    AppendAll(Vec<(Prepared, Ack)>),
     Rotate(Arc<SigningKey>, Ack),
     Close(oneshot::Sender<()>),
 }
@@ -142,6 +144,27 @@ impl AuditLog {
         }
         let prepared = rec.prepare();
         self.request(|ack| Msg::Append(prepared, ack)).await
+    }
+
+    /// Appends `records` in order, in one group (one checkpoint, one fsync); resolves once
+    /// all are durable.
+    pub async fn append_all(&self, records: Vec<Record>) -> Result<Vec<Recorded>, AuditError> {
+        let mut items = Vec::with_capacity(records.len());
+        let mut done = Vec::with_capacity(records.len());
+        for rec in records {
+            if matches!(rec.kind, RecordKind::Checkpoint | RecordKind::KeyRotated) {
+                return Err(AuditError::ReservedKind(rec.kind));
+            }
+            let (ack, rx) = oneshot::channel();
+            items.push((rec.prepare(), ack));
+            done.push(rx);
+        }
+        self.tx.send(Msg::AppendAll(items)).await.map_err(|_| AuditError::Closed)?;
+        let mut recorded = Vec::with_capacity(done.len());
+        for rx in done {
+            recorded.push(rx.await.map_err(|_| AuditError::Closed)??);
+        }
+        Ok(recorded)
     }
 
     async fn request(&self, msg: impl FnOnce(Ack) -> Msg) -> Result<Recorded, AuditError> {
@@ -324,6 +347,7 @@ impl Writer {
             while let Some(msg) = next.take() {
                 match msg {
                     Msg::Append(rec, ack) => group.push((rec, ack)),
+                    Msg::AppendAll(items) => group.extend(items),
                     Msg::Rotate(key, ack) => {
                         self.commit_group(&mut group);
                         let result = self.rotate(key);

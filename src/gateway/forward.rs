@@ -139,12 +139,9 @@ fn completed_record(
 /// Appends `records` in order and waits until all are durable. If the log cannot take
 /// them the call stops here: nothing runs that the log does not hold.
 async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
-    let appends = records.into_iter().map(|record| gateway.audit.append(record));
-    for result in futures::future::join_all(appends).await {
-        if let Err(error) = result {
-            tracing::error!(%error, "audit log append failed; refusing the call");
-            return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the call was not run", None));
-        }
+    if let Err(error) = gateway.audit.append_all(records).await {
+        tracing::error!(%error, "audit log append failed; refusing the call");
+        return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the call was not run", None));
     }
     Ok(())
 }

@@ -371,6 +371,21 @@ impl ServerHandler for Session {
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         tracing::debug!(session = %self.id, channel = ?self.channel, "client initialized");
+        let caller = self.caller.clone().or_else(|| {
+            context.extensions.get::<http::request::Parts>().and_then(|parts| parts.extensions.get::<Caller>()).cloned()
+        });
+        let client = context.peer.peer_info().map(|info| info.client_info.clone());
+        let mut record = Record::new(RecordKind::SessionOpened).session(self.id.as_str()).detail(serde_json::json!({
+            "channel": format!("{:?}", self.channel),
+            "client": client.as_ref().map(|c| format!("{} {}", c.name, c.version)),
+            "protocol": context.peer.peer_info().map(|info| info.protocol_version.to_string()),
+        }));
+        if let Some(caller) = caller {
+            record = record.principal(caller.principal.as_str());
+        }
+        if let Err(error) = self.gateway.audit.append(record).await {
+            tracing::error!(%error, "could not record session_opened");
+        }
         self.gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).push(context.peer);
     }
 

@@ -29,6 +29,10 @@ fn export(data_dir: &Path) -> Vec<Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect()
 }
 
+fn received_session(records: &[Value]) -> Value {
+    records.iter().find(|r| r["kind"] == "call_received").map(|r| r["session"].clone()).unwrap_or(Value::Null)
+}
+
 #[tokio::test]
 async fn a_denied_call_never_reaches_the_downstream() {
     let setup = Setup::enforcing();
@@ -167,6 +171,9 @@ async fn the_log_of_a_real_session_verifies_and_holds_every_step() {
     let records = export(&setup.data_dir());
     let kinds = |kind: &str| records.iter().filter(|r| r["kind"] == kind).count();
     assert_eq!(kinds("gateway_started"), 1);
+    assert_eq!(kinds("session_opened"), 1);
+    let opened = records.iter().find(|r| r["kind"] == "session_opened").expect("session_opened");
+    assert_eq!(opened["session"], received_session(&records), "calls carry the session that opened");
     for kind in ["call_received", "decision", "call_forwarded", "call_completed"] {
         assert_eq!(kinds(kind), 5, "{kind}");
     }
