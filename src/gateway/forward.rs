@@ -67,8 +67,14 @@ pub(super) async fn run(
     if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
         // A changed tool is not what any rule was written for: no rule may wave it through.
         decision.effect = Effect::Approve;
+        decision.winning_rule = None;
         decision.reason = format!("{} changed since it was accepted (`airlock tools accept {}`)", request.name, request.name);
     }
+    let by = match &decision.winning_rule {
+        Some(rule) => format!("rule `{rule}`"),
+        None if risk_source == RiskSource::FingerprintChanged => "the tool-fingerprint check".to_owned(),
+        None => "the default policy".to_owned(),
+    };
     span.record("decision", decision.effect.as_str());
     let mut record = decided(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
     if let Some(rule) = &decision.winning_rule {
@@ -82,14 +88,12 @@ pub(super) async fn run(
         Effect::Allow => record_all(gateway, vec![received, record, forwarded]).await?,
         Effect::Deny => {
             record_all(gateway, vec![received, record]).await?;
-            let rule = decision.winning_rule.as_ref().map_or("the default policy".to_owned(), |r| format!("rule `{r}`"));
-            return Ok(refusal(format!("Denied by {rule}: {}. The call was not forwarded.", decision.reason)));
+            return Ok(refusal(format!("Denied by {by}: {}. The call was not forwarded.", decision.reason)));
         }
         Effect::Confirm | Effect::Approve => {
             record_all(gateway, vec![received, record]).await?;
-            let rule = decision.winning_rule.as_ref().map_or("the default policy".to_owned(), |r| format!("rule `{r}`"));
             return Ok(refusal(format!(
-                "Approval required by {rule} ({}): {}. This gateway cannot hold calls for approval yet, so the call was not forwarded.",
+                "Approval required by {by} ({}): {}. This gateway cannot hold calls for approval yet, so the call was not forwarded.",
                 decision.effect.as_str(),
                 decision.reason
             )));
