@@ -14,7 +14,10 @@ use serde_json::{Value, json};
 use std::time::Instant;
 
 use crate::audit::{Record, RecordKind};
-use crate::policy::{CallFacts, Effect};
+use crate::downstream::CatalogEntry;
+use crate::identity::Caller;
+use crate::policy::{CallFacts, Decision, Effect};
+use crate::risk::Risk;
 use crate::risk::RiskSource;
 
 use super::Session;
@@ -60,21 +63,8 @@ pub(super) async fn run(
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Invalid arguments for {}: {error}. The call was not forwarded.", request.name)));
     }
-    let (risk, risk_source) = gateway.risk_of(entry);
+    let Verdict { decision, risk, by } = decide(gateway, entry, &request.name, &args, &caller);
     span.record("risk", risk.as_str());
-    let facts = CallFacts { tool: &request.name, risk, args: &args, principal: caller.principal.as_str(), groups: &caller.groups };
-    let mut decision = gateway.policies.decide(&facts);
-    if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
-        // A changed tool is not what any rule was written for: no rule may wave it through.
-        decision.effect = Effect::Approve;
-        decision.winning_rule = None;
-        decision.reason = format!("{} changed since it was accepted (`airlock tools accept {}`)", request.name, request.name);
-    }
-    let by = match &decision.winning_rule {
-        Some(rule) => format!("rule `{rule}`"),
-        None if risk_source == RiskSource::FingerprintChanged => "the tool-fingerprint check".to_owned(),
-        None => "the default policy".to_owned(),
-    };
     span.record("decision", decision.effect.as_str());
     let mut record = decided(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
     if let Some(rule) = &decision.winning_rule {
@@ -100,6 +90,45 @@ pub(super) async fn run(
         }
     }
 
+    forward(gateway, entry, call_id, request, context, started).await
+}
+
+/// What policy, and the fingerprint check, say about one call.
+struct Verdict {
+    decision: Decision,
+    risk: Risk,
+    /// Who decided, for the caller: a rule, the fingerprint check, or the defaults.
+    by: String,
+}
+
+fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Value, caller: &Caller) -> Verdict {
+    let (risk, risk_source) = gateway.risk_of(entry);
+    let facts = CallFacts { tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
+    let mut decision = gateway.policies.decide(&facts);
+    if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
+        // A changed tool is not what any rule was written for: no rule may wave it through.
+        decision.effect = Effect::Approve;
+        decision.winning_rule = None;
+        decision.reason = format!("{tool} changed since it was accepted (`airlock tools accept {tool}`)");
+    }
+    let by = match &decision.winning_rule {
+        Some(rule) => format!("rule `{rule}`"),
+        None if risk_source == RiskSource::FingerprintChanged => "the tool-fingerprint check".to_owned(),
+        None => "the default policy".to_owned(),
+    };
+    Verdict { decision, risk, by }
+}
+
+/// Forwards an allowed call, relays what comes back, and records `call_completed` before
+/// the client sees the result.
+async fn forward(
+    gateway: &super::Gateway,
+    entry: &CatalogEntry,
+    call_id: &str,
+    request: CallToolRequestParams,
+    context: RequestContext<RoleServer>,
+    started: Instant,
+) -> Result<CallToolResponse, ErrorData> {
     let client_token = context.meta.get_progress_token();
     let mut downstream_request = request;
     downstream_request.name = entry.tool.name.clone();
