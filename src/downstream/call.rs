@@ -17,7 +17,7 @@ use rmcp::service::{Peer, PeerRequestOptions, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::handler::UpstreamAsk;
-use super::handler::ElicitRelay;
+use super::handler::CallRelay;
 use super::tap::ProgressRoute;
 use super::{Health, Server};
 
@@ -69,9 +69,9 @@ pub struct PendingCall {
     response: oneshot::Receiver<Result<ServerResult, ServiceError>>,
     finished: Option<Result<CallToolResponse, ForwardError>>,
     progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
-    elicit: mpsc::UnboundedReceiver<UpstreamAsk>,
+    asks: mpsc::UnboundedReceiver<UpstreamAsk>,
     _progress_route: ProgressRoute,
-    _elicit_relay: ElicitRelay,
+    _call_relay: CallRelay,
 }
 
 impl Server {
@@ -89,7 +89,7 @@ impl Server {
             };
             return Err(ForwardError::Unavailable { server: self.name().to_owned(), reason });
         };
-        let (elicit_relay, elicit) = self.elicit.register();
+        let (call_relay, asks) = self.calls.register();
         let mut params = params;
         let options = match params.meta.take() {
             Some(meta) => PeerRequestOptions::no_options().with_meta(hop_meta(meta)),
@@ -108,9 +108,9 @@ impl Server {
             response: handle.rx,
             finished: None,
             progress,
-            elicit,
+            asks,
             _progress_route: progress_route,
-            _elicit_relay: elicit_relay,
+            _call_relay: call_relay,
         })
     }
 }
@@ -135,7 +135,7 @@ impl PendingCall {
                 self.finished = Some(result);
                 return CallStep::Progress(progress);
             }
-            if let Ok(ask) = self.elicit.try_recv() {
+            if let Ok(ask) = self.asks.try_recv() {
                 self.finished = Some(result);
                 return CallStep::Ask(ask);
             }
@@ -144,7 +144,7 @@ impl PendingCall {
         tokio::select! {
             biased;
             Some(progress) = self.progress.recv() => CallStep::Progress(progress),
-            Some(ask) = self.elicit.recv() => CallStep::Ask(ask),
+            Some(ask) = self.asks.recv() => CallStep::Ask(ask),
             response = &mut self.response => {
                 self.finished = Some(self.interpret(response));
                 Box::pin(self.next()).await

@@ -110,7 +110,7 @@ async fn serve_until_closed(
 async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Result<Running, String> {
     let handler = DownstreamHandler { server: server.clone(), downstreams: downstreams.clone() };
     let routes = server.progress.clone();
-    let calls = server.elicit.clone();
+    let calls = server.calls.clone();
     let lifecycle = match server.manifest().protocol {
         Protocol::Legacy => ClientLifecycleMode::Initialize,
         Protocol::Auto => ClientLifecycleMode::Auto {

@@ -39,23 +39,24 @@ pub enum UpstreamAsk {
     Log(LoggingMessageNotificationParam),
 }
 
-/// The in-flight calls of one downstream that can take an elicitation request.
+/// The in-flight calls of one downstream, for what the downstream sends up during a call
+/// (elicitation, sampling, log lines).
 ///
 /// Over stdio a server request carries no link to the call that caused it, so a request is
 /// given to the most recently started call still in flight on that server: with one call
 /// at a time (the usual case for an interactive agent) that is exact.
 #[derive(Default)]
-pub(crate) struct ElicitRelays {
+pub(crate) struct CallRelays {
     next: AtomicU64,
     calls: Mutex<Vec<(u64, mpsc::UnboundedSender<UpstreamAsk>)>>,
 }
 
-impl ElicitRelays {
-    pub(crate) fn register(self: &Arc<Self>) -> (ElicitRelay, mpsc::UnboundedReceiver<UpstreamAsk>) {
+impl CallRelays {
+    pub(crate) fn register(self: &Arc<Self>) -> (CallRelay, mpsc::UnboundedReceiver<UpstreamAsk>) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock().push((id, tx));
-        (ElicitRelay { relays: self.clone(), id }, rx)
+        (CallRelay { relays: self.clone(), id }, rx)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, mpsc::UnboundedSender<UpstreamAsk>)>> {
@@ -68,12 +69,12 @@ impl ElicitRelays {
 }
 
 /// Unregisters a call from elicitation routing on drop.
-pub(crate) struct ElicitRelay {
-    relays: Arc<ElicitRelays>,
+pub(crate) struct CallRelay {
+    relays: Arc<CallRelays>,
     id: u64,
 }
 
-impl Drop for ElicitRelay {
+impl Drop for CallRelay {
     fn drop(&mut self) {
         self.relays.lock().retain(|(id, _)| *id != self.id);
     }
@@ -100,7 +101,7 @@ impl ClientHandler for DownstreamHandler {
         params: ElicitRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let Some(relay) = self.server.elicit.latest() else {
+        let Some(relay) = self.server.calls.latest() else {
             tracing::warn!(server = self.server.name(), "elicitation request with no call in flight; declined");
             return Ok(ElicitResult::new(ElicitationAction::Decline));
         };
@@ -116,7 +117,7 @@ impl ClientHandler for DownstreamHandler {
         params: CreateMessageRequestParams,
         _context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        let Some(relay) = self.server.elicit.latest() else {
+        let Some(relay) = self.server.calls.latest() else {
             return Err(ErrorData::invalid_request("sampling request with no call in flight", None));
         };
         let (reply, answer) = oneshot::channel();

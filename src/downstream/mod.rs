@@ -30,7 +30,7 @@ use crate::manifest::Manifest;
 pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 pub use catalog::{Catalog, CatalogEntry, Namespacing};
 
-use handler::ElicitRelays;
+use handler::CallRelays;
 use tap::ProgressRoutes;
 
 /// How long start-up waits for every downstream's first connection attempt.
@@ -57,7 +57,7 @@ pub struct Server {
     health: RwLock<Health>,
     tools: RwLock<Vec<Tool>>,
     progress: ProgressRoutes,
-    elicit: Arc<ElicitRelays>,
+    calls: Arc<CallRelays>,
 }
 
 impl Server {
@@ -68,7 +68,7 @@ impl Server {
             health: RwLock::new(Health::Starting),
             tools: RwLock::new(Vec::new()),
             progress: ProgressRoutes::default(),
-            elicit: Arc::default(),
+            calls: Arc::default(),
         }
     }
 

@@ -20,7 +20,7 @@ use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::sync::mpsc;
 
-use super::handler::{ElicitRelays, UpstreamAsk};
+use super::handler::{CallRelays, UpstreamAsk};
 
 /// Progress kept for a token nobody has registered yet, bounded.
 const ORPHANS_MAX: usize = 256;
@@ -97,11 +97,11 @@ impl Drop for ProgressRoute {
 pub(crate) struct Tap<T> {
     inner: T,
     routes: ProgressRoutes,
-    calls: Arc<ElicitRelays>,
+    calls: Arc<CallRelays>,
 }
 
 impl<T> Tap<T> {
-    pub(crate) fn new(inner: T, routes: ProgressRoutes, calls: Arc<ElicitRelays>) -> Self {
+    pub(crate) fn new(inner: T, routes: ProgressRoutes, calls: Arc<CallRelays>) -> Self {
         Self { inner, routes, calls }
     }
 }

@@ -14,6 +14,7 @@ use rmcp::model::{
 use rmcp::service::RequestContext;
 
 use super::Gateway;
+use crate::downstream::Namespacing;
 
 impl Gateway {
     pub(super) async fn list_prompts(&self) -> Result<ListPromptsResult, ErrorData> {
@@ -35,15 +36,24 @@ impl Gateway {
         mut request: GetPromptRequestParams,
         context: &RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
-        for (server, peer) in self.downstreams.connected() {
-            let Ok(list) = peer.list_all_prompts().await else { continue };
-            let exposed = &request.name;
-            let Some(prompt) = list.iter().find(|p| &self.downstreams.namespacing().expose(server.name(), &p.name) == exposed) else {
-                continue;
-            };
-            request.name = prompt.name.clone();
-            request.meta = Some(context.meta.clone());
-            return peer.get_prompt_once(request).await.map_err(service_error);
+        request.meta = Some(context.meta.clone());
+        let connected = self.downstreams.connected();
+        // A prefixed name says its server; unprefixed names are looked up in each server's list.
+        if let Namespacing::Prefix { separator } = self.downstreams.namespacing() {
+            let target = request.name.split_once(separator.as_str()).and_then(|(server, prompt)| {
+                connected.iter().find(|(s, _)| s.name() == server).map(|(_, peer)| (peer, prompt.to_owned()))
+            });
+            if let Some((peer, prompt)) = target {
+                request.name = prompt;
+                return peer.get_prompt_once(request).await.map_err(service_error);
+            }
+        } else {
+            for (_, peer) in &connected {
+                let Ok(list) = peer.list_all_prompts().await else { continue };
+                if list.iter().any(|p| p.name == request.name) {
+                    return peer.get_prompt_once(request).await.map_err(service_error);
+                }
+            }
         }
         Err(ErrorData::invalid_params(format!("unknown prompt: {}", request.name), None))
     }

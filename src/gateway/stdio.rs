@@ -41,8 +41,14 @@ where
 
 }
 
+/// A JSON-RPC error response, for input too broken to reach rmcp (stdio here, legacy SSE
+/// in `http`).
+pub fn jsonrpc_error_value(id: Value, code: i64, message: &str) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
+}
+
 async fn reply_error<W: AsyncWrite + Unpin>(writer: &Mutex<W>, id: Value, code: i64, message: String) {
-    let reply = json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}});
+    let reply = jsonrpc_error_value(id, code, &message);
     if let Err(error) = write_line(writer, reply.to_string().into_bytes()).await {
         tracing::warn!(%error, "could not write a JSON-RPC error to stdout");
     }

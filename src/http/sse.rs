@@ -18,11 +18,12 @@ use futures::Stream;
 use rmcp::RoleServer;
 use rmcp::service::{RxJsonRpcMessage, ServiceExt, TxJsonRpcMessage};
 use rmcp::transport::Transport;
-use serde_json::json;
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::AppState;
 use crate::gateway::Channel;
+use crate::gateway::stdio::jsonrpc_error_value;
 use crate::identity::{Caller, Principal};
 
 /// Messages buffered per direction before the sender waits.
@@ -112,49 +113,21 @@ pub(crate) async fn connect(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
-/// The event stream: the endpoint first, then every outbound message.
+/// The event stream: the endpoint first, then every outbound message. The guard lives in
+/// the stream's state, so the session ends when the client goes away (the stream drops).
 fn event_stream(
     endpoint: String,
     guard: SessionGuard,
     outbound: mpsc::Receiver<TxJsonRpcMessage<RoleServer>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let first = futures::stream::once(async move { Ok(Event::default().event("endpoint").data(endpoint)) });
-    let rest = futures::stream::unfold(outbound, |mut outbound| async move {
+    let rest = futures::stream::unfold((outbound, guard), |(mut outbound, guard)| async move {
         let message = outbound.recv().await?;
-        let data = serde_json::to_string(&message).unwrap_or_else(|error| {
-            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32603, "message": error.to_string()}})
-                .to_string()
-        });
-        Some((Ok(Event::default().event("message").data(data)), outbound))
+        let data = serde_json::to_string(&message)
+            .unwrap_or_else(|error| jsonrpc_error_value(Value::Null, -32603, &error.to_string()).to_string());
+        Some((Ok(Event::default().event("message").data(data)), (outbound, guard)))
     });
-    futures::StreamExt::chain(first, rest).map_guard(guard)
-}
-
-trait MapGuard: Sized {
-    fn map_guard(self, guard: SessionGuard) -> GuardedStream<Self>;
-}
-
-impl<S: Stream> MapGuard for S {
-    fn map_guard(self, guard: SessionGuard) -> GuardedStream<Self> {
-        GuardedStream { inner: Box::pin(self), _guard: guard }
-    }
-}
-
-/// A stream that ends its session when dropped (the client went away).
-struct GuardedStream<S> {
-    inner: std::pin::Pin<Box<S>>,
-    _guard: SessionGuard,
-}
-
-impl<S: Stream> Stream for GuardedStream<S> {
-    type Item = S::Item;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.inner.as_mut().poll_next(cx)
-    }
+    futures::StreamExt::chain(first, rest)
 }
 
 /// The query of `POST /message`.
@@ -192,6 +165,5 @@ pub(crate) async fn message(
 }
 
 fn jsonrpc_error(status: StatusCode, code: i64, message: &str) -> Response {
-    let body = json!({"jsonrpc": "2.0", "id": null, "error": {"code": code, "message": message}});
-    (status, axum::Json(body)).into_response()
+    (status, axum::Json(jsonrpc_error_value(Value::Null, code, message))).into_response()
 }

@@ -145,12 +145,26 @@ async fn a_tool_that_changes_while_running_turns_critical_until_accepted() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(accepted.is_some(), "airlock tools accept failed");
-    let client = setup.stdio(TestClient::new()).await;
+    let test_client = TestClient::new();
+    let client = setup.stdio(test_client.clone()).await;
     // The restarted demo server serves its original description again, which now differs
     // from the accepted one: still critical. Accepting follows what the server serves.
-    let tools = client.list_all_tools().await.expect("list");
-    let echo = tools.iter().find(|t| t.name == "demo__echo").expect("echo");
-    assert_eq!(echo.meta.as_ref().and_then(|m| m.0.get("airlock/risk")), Some(&json!("critical")));
+    let risk_of_echo = |tools: &[rmcp::model::Tool]| {
+        let echo = tools.iter().find(|t| t.name == "demo__echo").expect("echo");
+        echo.meta.as_ref().and_then(|m| m.0.get("airlock/risk")).cloned()
+    };
+    assert_eq!(risk_of_echo(&client.list_all_tools().await.expect("list")), Some(json!("critical")));
+    // Once the server serves the accepted definition again, the tool is trusted and callable.
+    let notified = test_client.list_changed.clone();
+    let waiter = tokio::spawn(async move { notified.notified().await });
+    client
+        .call_tool(call("demo__set_description", json!({"tool": "echo", "description": "Echo (now also uploads your files)"})))
+        .await
+        .expect("call");
+    tokio::time::timeout(Duration::from_secs(30), waiter).await.expect("list_changed").expect("join");
+    assert_eq!(risk_of_echo(&client.list_all_tools().await.expect("list")), Some(json!("low")));
+    let ok = client.call_tool(call("demo__echo", json!({"text": "trusted again"}))).await.expect("call");
+    assert_eq!(text_of(&ok), "trusted again");
     client.cancel().await.expect("close");
 }
 
