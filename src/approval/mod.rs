@@ -1,1 +1,263 @@
-//! TODO: approval
+//! Approval holds: pending approvals, their state machine, receipts and sealed request
+//! state (DESIGN.md §4 step 5, §5).
+//!
+//! Owns: `Approval` and its states, the `Broker` that serializes every transition, keeps
+//! approvals in the gateway state database and records each transition in the audit log
+//! before it takes effect; approval receipts (`receipt`); the HMAC-sealed `requestState`
+//! of 2026-07-28 confirmations (`seal`); the channels (one file each).
+//! Uses: `audit` (records, signing), `identity` (who decides), `policy` (what the rule
+//! asked for), `risk`.
+//! Must not: forward calls or reach into `gateway`; channels depend on the broker, never
+//! the reverse.
+//!
+//! States: `pending → approved | denied | expired | cancelled`. An `approve` hold is never
+//! decided by its own caller; a `confirm` hold only by its caller. Each approver counts
+//! once, any deny is final, nothing counts after expiry, and an approved hold authorises
+//! one execution of its exact argument digest.
+
+use std::fmt;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+mod broker;
+pub mod receipt;
+pub mod seal;
+
+pub use broker::{Broker, BrokerError, DecideError, Event, HoldRequest};
+pub use receipt::{Receipt, SignedReceipt};
+
+/// An approval's id: `ap-` and 24 hex digits from the system RNG, so a link to it cannot
+/// be guessed from another.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ApprovalId(String);
+
+impl ApprovalId {
+    /// A fresh random id.
+    pub fn generate() -> ApprovalId {
+        let mut bytes = [0u8; 12];
+        // The system RNG does not fail on Linux; fall back to time-derived bytes if it did.
+        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes).is_err() {
+            let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
+            bytes.copy_from_slice(&nanos.to_le_bytes()[..12]);
+        }
+        ApprovalId(format!("ap-{}", hex::encode(bytes)))
+    }
+
+    /// Accepts only the shape `generate` makes, so ids from URLs and buttons are plain.
+    pub fn parse(text: &str) -> Option<ApprovalId> {
+        let hex = text.strip_prefix("ap-")?;
+        (hex.len() == 24 && hex.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()))
+            .then(|| ApprovalId(text.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ApprovalId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Who may settle a hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    /// The caller's own human confirms (MCP elicitation, or out of band as the caller).
+    Confirm,
+    /// Independent approvers, never the caller.
+    Approve,
+}
+
+impl Kind {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Confirm => "confirm",
+            Kind::Approve => "approve",
+        }
+    }
+}
+
+/// Where a hold is in its life. Only `Pending` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Approved,
+    Denied,
+    Expired,
+    Cancelled,
+}
+
+impl State {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Approved => "approved",
+            State::Denied => "denied",
+            State::Expired => "expired",
+            State::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses the lowercase name.
+    pub fn parse(text: &str) -> Option<State> {
+        [State::Pending, State::Approved, State::Denied, State::Expired, State::Cancelled]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// One person's decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    Approve,
+    Deny,
+}
+
+impl Verdict {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// A decision that counted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vote {
+    pub approver: String,
+    pub verdict: Verdict,
+    /// `elicitation`, `api`, `slack`, `teams` or `web`.
+    pub channel: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+    /// Unix milliseconds.
+    pub at_ms: u64,
+}
+
+/// One hold, as stored in `<data_dir>/state` (tree `approvals`) and shown by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Approval {
+    pub id: ApprovalId,
+    pub kind: Kind,
+    pub state: State,
+    /// The call that opened it.
+    pub call_id: String,
+    pub session: String,
+    pub caller: String,
+    /// Exposed tool name, and the downstream server and tool behind it.
+    pub tool: String,
+    pub server: String,
+    pub risk: String,
+    /// Hex SHA-256 of the tool's definition when the hold was opened.
+    pub tool_fingerprint: String,
+    /// Hex SHA-256 of the canonical arguments.
+    pub args_sha256: String,
+    /// The arguments with the configured redactions applied.
+    pub args: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule: Option<String>,
+    pub reason: String,
+    pub quorum: u32,
+    /// `group:NAME` / `user:NAME`; empty = anyone authenticated but the caller.
+    pub approvers: Vec<String>,
+    /// Channels the rule asked for; empty = every configured one.
+    pub channels: Vec<String>,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub votes: Vec<Vote>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_ms: Option<u64>,
+    /// Why it settled as it did, in words (e.g. "gateway restarted").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_reason: Option<String>,
+    /// The call that used the approval: set once, so it authorises one execution.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executed_by: Option<String>,
+    /// The single-use nonce of a sealed 2026-07-28 confirmation, until it is redeemed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+}
+
+impl Approval {
+    /// Distinct approvers who approved so far.
+    pub fn approvals(&self) -> u32 {
+        u32::try_from(self.votes.iter().filter(|v| v.verdict == Verdict::Approve).count()).unwrap_or(u32::MAX)
+    }
+
+    /// The deny that settled it, if any.
+    pub fn denial(&self) -> Option<&Vote> {
+        self.votes.iter().find(|v| v.verdict == Verdict::Deny)
+    }
+
+    /// True while a decision can still change it.
+    pub fn is_pending(&self) -> bool {
+        self.state == State::Pending
+    }
+
+    /// Whether this approval was asked for on `channel` (an empty list means all).
+    pub fn announces_on(&self, channel: &str) -> bool {
+        self.channels.is_empty() || self.channels.iter().any(|c| c == channel)
+    }
+
+    /// RFC 3339 form of the expiry, for people.
+    pub fn expires_at(&self) -> String {
+        rfc3339(self.expires_ms)
+    }
+
+    /// Whether `principal` (with `groups`) may decide this hold, and if not, why.
+    pub fn may_decide(&self, principal: &str, groups: &[String]) -> Result<(), NotEligible> {
+        match self.kind {
+            Kind::Confirm if principal != self.caller => Err(NotEligible::NotTheCaller),
+            Kind::Confirm => Ok(()),
+            Kind::Approve if principal == self.caller => Err(NotEligible::SelfApproval),
+            Kind::Approve if self.approvers.is_empty() => Ok(()),
+            Kind::Approve => {
+                let listed = self.approvers.iter().any(|a| match a.split_once(':') {
+                    Some(("group", g)) => groups.iter().any(|mine| mine == g),
+                    Some(("user", u)) => u == principal,
+                    _ => false,
+                });
+                if listed { Ok(()) } else { Err(NotEligible::NotAnApprover(self.approvers.join(", "))) }
+            }
+        }
+    }
+}
+
+/// Why someone may not decide a hold.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotEligible {
+    #[error("you made this call; an independent approver must decide it")]
+    SelfApproval,
+    #[error("only the caller confirms this call")]
+    NotTheCaller,
+    #[error("only {0} may decide this call")]
+    NotAnApprover(String),
+    #[error("an unauthenticated caller cannot decide approvals")]
+    Anonymous,
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    u64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// RFC 3339 UTC (seconds) of unix milliseconds.
+pub fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
+
+#[cfg(test)]
+mod tests;

@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
 use crate::audit::AuditLog;
-use crate::gateway::fingerprints::Fingerprints;
-use crate::gateway::{Channel, Gateway, Parts};
+use crate::approval::Broker;
+use crate::gateway::fingerprints::{Fingerprints, open_state};
+use crate::gateway::{Channel, Gateway, HoldSettings, Parts};
 use crate::identity::Authenticator;
 
 /// Arguments of `airlock serve`.
@@ -48,7 +49,20 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
     let audit = AuditLog::open(super::wiring::audit(&config))?;
-    let fingerprints = Fingerprints::open(data_dir)?;
+    let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
+    let fingerprints = Fingerprints::in_db(&state)?;
+    let approvals = Broker::open(&state, audit.clone(), config.approvals.timeout).await?;
+    let listener = match http_addr {
+        Some(addr) => {
+            Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not listen on {addr}"))?)
+        }
+        None => None,
+    };
+    let public_url = match (&config.http.public_url, &listener) {
+        (Some(url), _) => Some(url.as_str().trim_end_matches('/').to_owned()),
+        (None, Some(listener)) => Some(format!("http://{}", listener.local_addr()?)),
+        (None, None) => None,
+    };
     let downstreams = Downstreams::start(checked.manifests, namespacing).await;
     let gateway = Gateway::start(Parts {
         downstreams: downstreams.clone(),
@@ -56,21 +70,19 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         audit: audit.clone(),
         policies: checked.policies,
         fingerprints,
+        approvals,
+        holds: HoldSettings { progress_every: config.approvals.progress_every, public_url: public_url.clone() },
     })
     .await?;
     let shutdown = CancellationToken::new();
 
     let mut tasks = tokio::task::JoinSet::new();
-    if let Some(addr) = http_addr {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not listen on {addr}"))?;
+    if let Some(listener) = listener {
         let local = listener.local_addr()?;
         // Tests and scripts read this line to find the port.
         tracing::info!(%local, "listening on http://{local}/mcp");
         eprintln!("airlock: listening on http://{local}");
-        let public_url = match &config.http.public_url {
-            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
-            None => format!("http://{local}"),
-        };
+        let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let router = crate::http::router(gateway.clone(), guard, public_url, shutdown.clone());
         let shutdown = shutdown.clone();

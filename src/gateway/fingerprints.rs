@@ -81,7 +81,11 @@ pub fn fingerprint(exposed_name: &str, tool: &Tool) -> Sha256Digest {
 impl Fingerprints {
     /// Opens (or creates) the state database under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, FingerprintError> {
-        let db = sled::open(data_dir.join("state"))?;
+        Self::in_db(&open_state(data_dir)?)
+    }
+
+    /// The store inside an open state database (shared with the approval broker).
+    pub fn in_db(db: &sled::Db) -> Result<Self, FingerprintError> {
         Ok(Self { tree: db.open_tree(TREE)?, changed: RwLock::default() })
     }
 
@@ -141,6 +145,11 @@ impl Fingerprints {
         self.tree.insert(name, bytes)?;
         Ok(())
     }
+}
+
+/// Opens the gateway state database, `<data_dir>/state`.
+pub fn open_state(data_dir: &Path) -> Result<sled::Db, sled::Error> {
+    sled::open(data_dir.join("state"))
 }
 
 /// The stored form: what an operator accepted and what was last seen.

@@ -29,6 +29,7 @@ use tracing::Instrument;
 
 use rmcp::model::Tool;
 
+use crate::approval::Broker;
 use crate::audit::{AuditError, AuditLog, Record, RecordKind};
 use crate::downstream::{Catalog, CatalogEntry, Downstreams};
 use crate::policy::PolicySet;
@@ -60,6 +61,19 @@ pub struct Parts {
     pub policies: PolicySet,
     /// Accepted tool fingerprints.
     pub fingerprints: Fingerprints,
+    /// Pending and settled approvals.
+    pub approvals: Broker,
+    /// How holds behave.
+    pub holds: HoldSettings,
+}
+
+/// How a held call behaves while it waits.
+#[derive(Debug, Clone)]
+pub struct HoldSettings {
+    /// Interval of `notifications/progress` while waiting.
+    pub progress_every: std::time::Duration,
+    /// Base URL of the approver page and API (`{public_url}/approvals/{id}`), when served.
+    pub public_url: Option<String>,
 }
 
 /// State shared by every session.
@@ -69,6 +83,8 @@ pub struct Gateway {
     audit: AuditLog,
     policies: PolicySet,
     fingerprints: Fingerprints,
+    approvals: Broker,
+    holds: HoldSettings,
     schemas: SchemaCache,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
@@ -88,6 +104,8 @@ impl Gateway {
             audit: parts.audit,
             policies: parts.policies,
             fingerprints: parts.fingerprints,
+            approvals: parts.approvals,
+            holds: parts.holds,
             schemas: SchemaCache::new(),
             listeners: Mutex::new(Vec::new()),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
@@ -118,6 +136,11 @@ impl Gateway {
     /// The audit log.
     pub fn audit(&self) -> &AuditLog {
         &self.audit
+    }
+
+    /// The approval broker (the API, the CLI and the channels decide through it).
+    pub fn approvals(&self) -> &Broker {
+        &self.approvals
     }
 
     /// Checks every tool's fingerprint, logging `tool_changed` once per new change, and

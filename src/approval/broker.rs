@@ -1,0 +1,500 @@
+//! The broker: the one place an approval changes state.
+//!
+//! Every transition happens under one async lock, is appended to the audit log (durable)
+//! first, then written to the state database, then announced. A reader therefore never
+//! sees a state the log does not hold.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, watch};
+
+use crate::audit::{AuditError, AuditLog, Record, RecordKind, Sha256Digest, canonical};
+use crate::identity::{AuthMethod, Caller};
+use crate::policy::ApprovalSpec;
+
+use super::receipt::{Receipt, SignedReceipt};
+use super::seal::Sealer;
+use super::{Approval, ApprovalId, Kind, NotEligible, State, Verdict, Vote, now_ms, rfc3339};
+
+const TREE: &str = "approvals";
+/// Longest comment kept; the rest is cut (a comment is for people, not payloads).
+const MAX_COMMENT: usize = 2000;
+
+/// Why the broker could not do its job. The caller of a held tool gets a refusal.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("the audit log refused the approval record: {0}")]
+    Audit(#[from] AuditError),
+    #[error("gateway state database: {0}")]
+    Db(#[from] sled::Error),
+    #[error("no approval {0}")]
+    NotFound(ApprovalId),
+    #[error("approval {id} is {state}, not approved and unused")]
+    NotUsable { id: ApprovalId, state: &'static str },
+}
+
+/// Why a decision was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum DecideError {
+    #[error("no approval {0}")]
+    NotFound(ApprovalId),
+    #[error("{0}")]
+    NotEligible(#[from] NotEligible),
+    #[error("approval {} expired at {}; nothing counts after expiry", .0.id, .0.expires_at())]
+    Expired(Box<Approval>),
+    #[error("approval {} is already {}", .0.id, .0.state.as_str())]
+    Settled(Box<Approval>),
+    #[error("{0}")]
+    Broker(#[from] BrokerError),
+}
+
+/// What the channels hear about.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A new hold was opened.
+    Requested(Approval),
+    /// Someone's decision counted but the hold is still pending (quorum not reached).
+    Decided(Approval),
+    /// The hold left `pending`, by any channel or by expiry.
+    Settled(Approval),
+}
+
+/// A call asking to be held.
+pub struct HoldRequest<'a> {
+    pub kind: Kind,
+    pub call_id: &'a str,
+    pub session: &'a str,
+    pub caller: &'a str,
+    pub tool: &'a str,
+    pub server: &'a str,
+    pub risk: &'a str,
+    pub tool_fingerprint: Sha256Digest,
+    /// The original arguments: hashed as they are, stored redacted.
+    pub args: &'a Value,
+    pub rule: Option<&'a str>,
+    pub reason: &'a str,
+    pub spec: Option<&'a ApprovalSpec>,
+}
+
+/// Result of a decision that was taken (or repeated).
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub approval: Approval,
+    /// False when this approver had already decided: the current state is returned.
+    pub counted: bool,
+}
+
+/// The approval broker. Cheap to clone.
+#[derive(Clone)]
+pub struct Broker {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    tree: sled::Tree,
+    audit: AuditLog,
+    /// Serializes transitions; held across the audit append.
+    lock: tokio::sync::Mutex<()>,
+    /// Bumped after every transition; waiters re-read their approval.
+    version: watch::Sender<u64>,
+    events: broadcast::Sender<Event>,
+    default_timeout: Duration,
+    sealer: Sealer,
+    /// How many calls are waiting on each hold (a retry re-attaches).
+    waiters: Mutex<HashMap<ApprovalId, usize>>,
+}
+
+impl Broker {
+    /// Opens the approvals in the gateway state database. Holds left pending by an
+    /// earlier run lost their call: they become `cancelled` ("gateway restarted").
+    pub async fn open(db: &sled::Db, audit: AuditLog, default_timeout: Duration) -> Result<Broker, BrokerError> {
+        let (events, _) = broadcast::channel(256);
+        let broker = Broker {
+            inner: Arc::new(Inner {
+                tree: db.open_tree(TREE)?,
+                audit,
+                lock: tokio::sync::Mutex::new(()),
+                version: watch::Sender::new(0),
+                events,
+                default_timeout,
+                sealer: Sealer::generate(),
+                waiters: Mutex::default(),
+            }),
+        };
+        let orphans: Vec<Approval> = broker.all().into_iter().filter(Approval::is_pending).collect();
+        for approval in orphans {
+            let _guard = broker.inner.lock.lock().await;
+            broker.settle(approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
+        }
+        Ok(broker)
+    }
+
+    /// The sealer for 2026-07-28 confirmation state (per gateway start).
+    pub fn sealer(&self) -> &Sealer {
+        &self.inner.sealer
+    }
+
+    /// The audit log the broker records to (channels use its redactor and key).
+    pub fn audit(&self) -> &AuditLog {
+        &self.inner.audit
+    }
+
+    /// Channel events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// One approval.
+    pub fn get(&self, id: &ApprovalId) -> Option<Approval> {
+        let bytes = self.inner.tree.get(id.as_str()).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every approval, oldest first; with `state`, only those in it.
+    pub fn list(&self, state: Option<State>) -> Vec<Approval> {
+        let mut all: Vec<Approval> = self.all().into_iter().filter(|a| state.is_none_or(|s| a.state == s)).collect();
+        all.sort_by(|a, b| a.created_ms.cmp(&b.created_ms).then_with(|| a.id.cmp(&b.id)));
+        all
+    }
+
+    fn all(&self) -> Vec<Approval> {
+        self.inner
+            .tree
+            .iter()
+            .values()
+            .filter_map(|v| v.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()))
+            .collect()
+    }
+
+    /// Opens a hold for a call, or re-attaches to the live one bound to the same caller,
+    /// tool fingerprint and argument digest (pending, or approved and not yet used).
+    pub async fn hold(&self, request: HoldRequest<'_>) -> Result<Approval, BrokerError> {
+        let args_sha256 = Sha256Digest::of(&canonical(request.args)).to_string();
+        let fingerprint = request.tool_fingerprint.to_string();
+        let guard = self.inner.lock.lock().await;
+        let now = now_ms();
+        let live = self.all().into_iter().find(|a| {
+            a.kind == request.kind
+                && a.caller == request.caller
+                && a.tool == request.tool
+                && a.tool_fingerprint == fingerprint
+                && a.args_sha256 == args_sha256
+                && (a.state == State::Pending || (a.state == State::Approved && a.executed_by.is_none()))
+        });
+        match live {
+            Some(found) if found.is_pending() && now >= found.expires_ms => {
+                // Expired but its timer has not fired yet: settle it and open a new one.
+                self.settle(found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
+            }
+            Some(found) => return Ok(found),
+            None => {}
+        }
+        let spec = request.spec;
+        let timeout = spec.and_then(|s| s.timeout).unwrap_or(self.inner.default_timeout);
+        let quorum = match request.kind {
+            Kind::Confirm => 1,
+            Kind::Approve => spec.map_or(1, |s| s.quorum.max(1)),
+        };
+        let approval = Approval {
+            id: ApprovalId::generate(),
+            kind: request.kind,
+            state: State::Pending,
+            call_id: request.call_id.to_owned(),
+            session: request.session.to_owned(),
+            caller: request.caller.to_owned(),
+            tool: request.tool.to_owned(),
+            server: request.server.to_owned(),
+            risk: request.risk.to_owned(),
+            tool_fingerprint: fingerprint,
+            args_sha256,
+            args: self.inner.audit.redactor().redact(request.args),
+            rule: request.rule.map(str::to_owned),
+            reason: request.reason.to_owned(),
+            quorum,
+            approvers: spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+            channels: spec.map(|s| s.channels.iter().map(|c| c.as_str().to_owned()).collect()).unwrap_or_default(),
+            created_ms: now,
+            expires_ms: now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
+            votes: Vec::new(),
+            settled_ms: None,
+            settled_reason: None,
+            executed_by: None,
+            nonce: None,
+        };
+        let mut record = Record::new(RecordKind::ApprovalRequested)
+            .principal(approval.caller.as_str())
+            .session(approval.session.as_str())
+            .call_id(approval.call_id.as_str())
+            .tool(approval.tool.as_str())
+            .risk(approval.risk.as_str())
+            .approval_id(approval.id.as_str())
+            .decision(approval.kind.as_str())
+            .reason(approval.reason.as_str())
+            .with_args(request.args, self.inner.audit.redactor())
+            .detail(json!({
+                "server": approval.server,
+                "quorum": approval.quorum,
+                "approvers": approval.approvers,
+                "channels": approval.channels,
+                "expires_at": approval.expires_at(),
+                "tool_fingerprint": approval.tool_fingerprint,
+            }));
+        if let Some(rule) = &approval.rule {
+            record = record.rule(rule.as_str());
+        }
+        self.commit(&approval, vec![record]).await?;
+        drop(guard);
+        self.schedule_expiry(&approval);
+        let _ = self.inner.events.send(Event::Requested(approval.clone()));
+        Ok(approval)
+    }
+
+    /// Records one person's decision. A second decision by the same person returns the
+    /// current state without counting; a deny settles at once; the quorum-th distinct
+    /// approval settles as approved.
+    pub async fn decide(
+        &self,
+        id: &ApprovalId,
+        who: &Caller,
+        verdict: Verdict,
+        comment: Option<String>,
+        channel: &str,
+    ) -> Result<Decided, DecideError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut approval = self.get(id).ok_or_else(|| DecideError::NotFound(id.clone()))?;
+        let principal = who.principal.as_str();
+        if who.via == AuthMethod::Anonymous {
+            return Err(NotEligible::Anonymous.into());
+        }
+        approval.may_decide(principal, &who.groups)?;
+        if approval.state == State::Pending && now_ms() >= approval.expires_ms {
+            let expired = self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await?;
+            return Err(DecideError::Expired(Box::new(expired)));
+        }
+        match approval.state {
+            State::Pending => {}
+            State::Expired => return Err(DecideError::Expired(Box::new(approval))),
+            _ if approval.votes.iter().any(|v| v.approver == principal) => {
+                return Ok(Decided { approval, counted: false });
+            }
+            _ => return Err(DecideError::Settled(Box::new(approval))),
+        }
+        if approval.votes.iter().any(|v| v.approver == principal) {
+            return Ok(Decided { approval, counted: false });
+        }
+        let comment = comment.map(|c| c.trim().chars().take(MAX_COMMENT).collect::<String>()).filter(|c| !c.is_empty());
+        let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms() };
+        let mut decided = Record::new(RecordKind::ApprovalDecided)
+            .call_id(approval.call_id.as_str())
+            .tool(approval.tool.as_str())
+            .approval_id(approval.id.as_str())
+            .approver(principal)
+            .channel(channel)
+            .decision(verdict.as_str());
+        if let Some(comment) = &vote.comment {
+            decided = decided.comment(comment.as_str());
+        }
+        approval.votes.push(vote);
+        let settles = match verdict {
+            Verdict::Deny => Some((State::Denied, format!("denied by {principal}"))),
+            Verdict::Approve if approval.approvals() >= approval.quorum => {
+                Some((State::Approved, format!("{} of {} approvals", approval.approvals(), approval.quorum)))
+            }
+            Verdict::Approve => None,
+        };
+        let approval = match settles {
+            Some((state, reason)) => self.settle(approval, state, &reason, vec![decided]).await?,
+            None => {
+                self.commit(&approval, vec![decided]).await?;
+                let _ = self.inner.events.send(Event::Decided(approval.clone()));
+                approval
+            }
+        };
+        Ok(Decided { approval, counted: true })
+    }
+
+    /// Cancels a pending hold (a no-op on a settled one); returns the current state.
+    pub async fn cancel(&self, id: &ApprovalId, reason: &str) -> Result<Approval, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if !approval.is_pending() {
+            return Ok(approval);
+        }
+        self.settle(approval, State::Cancelled, reason, Vec::new()).await
+    }
+
+    /// Cancels a pending hold when no call waits on it any more (the client cancelled
+    /// its call and no retry re-attached).
+    pub async fn cancel_if_abandoned(&self, id: &ApprovalId, reason: &str) -> Result<Approval, BrokerError> {
+        if self.waiting_on(id) > 0 {
+            return self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()));
+        }
+        self.cancel(id, reason).await
+    }
+
+    /// Marks a pending hold expired once its time has come; returns the current state.
+    pub async fn expire(&self, id: &ApprovalId) -> Result<Approval, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if !approval.is_pending() || now_ms() < approval.expires_ms {
+            return Ok(approval);
+        }
+        self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await
+    }
+
+    /// Uses an approved hold for `call_id`: once only. Returns the signed receipt the
+    /// forwarded call carries.
+    pub async fn consume(&self, id: &ApprovalId, call_id: &str) -> Result<SignedReceipt, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if approval.state != State::Approved || approval.executed_by.is_some() {
+            let state = if approval.executed_by.is_some() { "already used" } else { approval.state.as_str() };
+            return Err(BrokerError::NotUsable { id: id.clone(), state });
+        }
+        approval.executed_by = Some(call_id.to_owned());
+        self.store(&approval)?;
+        // One execution per approval must survive a crash: flush before forwarding.
+        self.inner.tree.flush_async().await?;
+        let receipt = Receipt {
+            v: 1,
+            approval_id: approval.id.clone(),
+            kind: approval.kind,
+            call_id: call_id.to_owned(),
+            tool: approval.tool.clone(),
+            caller: approval.caller.clone(),
+            approvers: approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.approver.clone()).collect(),
+            decided_at: rfc3339(approval.settled_ms.unwrap_or(approval.created_ms)),
+            args_sha256: approval.args_sha256.clone(),
+            tool_fingerprint: approval.tool_fingerprint.clone(),
+        };
+        Ok(SignedReceipt::sign(receipt, &self.inner.audit))
+    }
+
+    /// A fresh single-use nonce for a sealed confirmation; earlier ones stop working.
+    pub async fn issue_nonce(&self, id: &ApprovalId) -> Result<String, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let nonce = ApprovalId::generate().as_str().trim_start_matches("ap-").to_owned();
+        approval.nonce = Some(nonce.clone());
+        self.store(&approval)?;
+        Ok(nonce)
+    }
+
+    /// Redeems a nonce: true once for the nonce last issued, false ever after.
+    pub async fn redeem_nonce(&self, id: &ApprovalId, nonce: &str) -> Result<bool, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        // The nonce arrives inside an HMAC-checked state, so a plain comparison leaks nothing.
+        let matches = approval.nonce.as_deref() == Some(nonce);
+        if matches {
+            approval.nonce = None;
+            self.store(&approval)?;
+            self.inner.tree.flush_async().await?;
+        }
+        Ok(matches)
+    }
+
+    /// Waits until the hold leaves `pending`, and returns it.
+    pub async fn settled(&self, id: &ApprovalId) -> Result<Approval, BrokerError> {
+        let mut version = self.inner.version.subscribe();
+        loop {
+            let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+            if !approval.is_pending() {
+                return Ok(approval);
+            }
+            if version.changed().await.is_err() {
+                return Err(BrokerError::NotFound(id.clone()));
+            }
+        }
+    }
+
+    /// Registers a waiting call for as long as the guard lives.
+    pub fn wait_guard(&self, id: &ApprovalId) -> WaitGuard {
+        *self.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner).entry(id.clone()).or_default() += 1;
+        WaitGuard { broker: self.clone(), id: id.clone() }
+    }
+
+    fn waiting_on(&self, id: &ApprovalId) -> usize {
+        self.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner).get(id).copied().unwrap_or(0)
+    }
+
+    /// Leaves `pending` (caller holds the lock): logs `extra` and `approval_settled`, then
+    /// stores and announces the new state.
+    async fn settle(
+        &self,
+        mut approval: Approval,
+        state: State,
+        reason: &str,
+        mut records: Vec<Record>,
+    ) -> Result<Approval, BrokerError> {
+        approval.state = state;
+        approval.settled_ms = Some(now_ms());
+        approval.settled_reason = Some(reason.to_owned());
+        approval.nonce = None;
+        let approvers: Vec<&str> =
+            approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.approver.as_str()).collect();
+        records.push(
+            Record::new(RecordKind::ApprovalSettled)
+                .call_id(approval.call_id.as_str())
+                .tool(approval.tool.as_str())
+                .approval_id(approval.id.as_str())
+                .decision(state.as_str())
+                .reason(reason)
+                .detail(json!({"approvers": approvers})),
+        );
+        self.commit(&approval, records).await?;
+        let _ = self.inner.events.send(Event::Settled(approval.clone()));
+        Ok(approval)
+    }
+
+    /// Log first, then state, then wake the waiters.
+    async fn commit(&self, approval: &Approval, records: Vec<Record>) -> Result<(), BrokerError> {
+        self.inner.audit.append_all(records).await?;
+        self.store(approval)?;
+        self.inner.tree.flush_async().await?;
+        self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
+        Ok(())
+    }
+
+    fn store(&self, approval: &Approval) -> Result<(), BrokerError> {
+        // An Approval is plain data; serialising it cannot fail.
+        let bytes = serde_json::to_vec(approval).unwrap_or_default();
+        self.inner.tree.insert(approval.id.as_str(), bytes)?;
+        Ok(())
+    }
+
+    fn schedule_expiry(&self, approval: &Approval) {
+        // Weak, so a pending timer does not keep the state database open.
+        let inner = Arc::downgrade(&self.inner);
+        let id = approval.id.clone();
+        let wait = Duration::from_millis(approval.expires_ms.saturating_sub(now_ms()));
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            let Some(inner) = inner.upgrade() else { return };
+            if let Err(error) = (Broker { inner }).expire(&id).await {
+                tracing::error!(%error, approval = %id, "could not expire approval");
+            }
+        });
+    }
+}
+
+/// A call waiting on a hold; dropping it stops counting the call.
+pub struct WaitGuard {
+    broker: Broker,
+    id: ApprovalId,
+}
+
+impl Drop for WaitGuard {
+    fn drop(&mut self) {
+        let mut waiters = self.broker.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = waiters.get_mut(&self.id) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                waiters.remove(&self.id);
+            }
+        }
+    }
+}
