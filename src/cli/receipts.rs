@@ -106,3 +106,45 @@ fn print_receipt(signed: &SignedReceipt, args_checked: bool) {
     println!("args sha256  {} ({note})", r.args_sha256);
     println!("tool sha256  {}", r.tool_fingerprint);
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::check;
+    use crate::approval::receipt::{Receipt, ReceiptError};
+    use crate::approval::{ApprovalId, Kind, SignedReceipt};
+    use crate::audit::{AuditConfig, AuditLog, Durability, Sha256Digest, SigningKey, canonical};
+
+    #[tokio::test]
+    async fn a_receipt_verifies_only_unaltered_with_its_key_and_arguments() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = AuditConfig::new(dir.path());
+        cfg.durability = Durability::None;
+        let audit = AuditLog::open(cfg).unwrap();
+        let args = json!({"user": "erin", "role": "admin"});
+        let receipt = Receipt {
+            v: 1,
+            approval_id: ApprovalId::generate(),
+            kind: Kind::Approve,
+            call_id: "c1".into(),
+            tool: "demo__grant_role".into(),
+            caller: "carol".into(),
+            approvers: vec!["bob".into()],
+            decided_at: "2026-11-21T10:00:00Z".into(),
+            args_sha256: Sha256Digest::of(&canonical(&args)).to_string(),
+            tool_fingerprint: "00".repeat(32),
+        };
+        let value = SignedReceipt::sign(receipt, &audit).to_value();
+        let key = audit.public_key();
+        assert!(check(&value, &key, Some(&args)).is_ok());
+        let mut altered = value.clone();
+        altered["receipt"]["approvers"] = json!(["mallory"]);
+        assert_eq!(check(&altered, &key, None).unwrap_err(), ReceiptError::BadSignature);
+        let other = json!({"user": "erin", "role": "owner"});
+        assert!(matches!(check(&value, &key, Some(&other)), Err(ReceiptError::OtherArguments { .. })));
+        let stranger = SigningKey::generate().unwrap().public_key();
+        assert!(matches!(check(&value, &stranger, None), Err(ReceiptError::OtherKey { .. })));
+        assert!(matches!(check(&json!({"id": "x"}), &key, None), Err(ReceiptError::Malformed(_))));
+    }
+}
