@@ -23,6 +23,7 @@ use serde_json::Value;
 
 pub mod api;
 mod broker;
+pub mod elicitation;
 pub mod receipt;
 pub mod seal;
 

@@ -2,6 +2,7 @@
 
 #![allow(unreachable_pub)]
 
+mod approvals;
 mod approvals_api;
 mod audit;
 mod config_errors;
