@@ -61,9 +61,9 @@ fn script() -> Vec<Step> {
     vec![
         Step { what: "reads a customer record", tool: "demo__read_customer", args: json!({"id": "C-1001"}) },
         Step {
-            what: "exports every customer to an outside bucket",
+            what: "exports every customer to a partner",
             tool: "demo__export_customers",
-            args: json!({"destination": "s3://analytics-exports/q3", "format": "csv"}),
+            args: json!({"destination": "partner-analytics", "format": "csv"}),
         },
         Step { what: "deletes a production bucket", tool: "demo__delete_bucket", args: json!({"bucket": "prod-customers"}) },
         Step { what: "runs a 150-step database migration", tool: "demo__run_migration", args: json!({"steps": 150}) },
@@ -141,8 +141,8 @@ async fn play(base: &str, agent_token: &str, approver_token: &str) -> anyhow::Re
         println!("   {} {}", step.tool, step.args);
         let call = tokio::spawn(call(client.peer().clone(), step.tool, step.args.clone()));
         if step.tool == "demo__export_customers" {
-            let id = approve_as_a_person(&http, base, approver_token, step.tool).await?;
-            println!("   {APPROVER} approved {id} through the HTTP API (POST /api/v1/approvals/{id}/decision)");
+            let id = approve_as_a_person(&http, base, approver_token, step.tool, &agent).await?;
+            println!("   {APPROVER} approves {id} through the HTTP API (POST /api/v1/approvals/{id}/decision)");
         }
         let (text, is_error) = call.await.context("the agent's call failed")??;
         for line in agent.take_progress() {
@@ -173,7 +173,13 @@ async fn call(peer: rmcp::Peer<RoleClient>, tool: &'static str, args: Value) -> 
 }
 
 /// Waits for the held call to appear in the approver's list, then approves it.
-async fn approve_as_a_person(http: &reqwest::Client, base: &str, token: &str, tool: &str) -> anyhow::Result<String> {
+async fn approve_as_a_person(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    tool: &str,
+    agent: &Agent,
+) -> anyhow::Result<String> {
     for _ in 0..300 {
         let listed: Value = http
             .get(format!("{base}/api/v1/approvals?state=pending"))
@@ -186,6 +192,16 @@ async fn approve_as_a_person(http: &reqwest::Client, base: &str, token: &str, to
         let pending = listed["approvals"].as_array().into_iter().flatten().find(|a| a["tool"] == tool && a["caller"] == AGENT);
         if let Some(approval) = pending {
             let id = approval["id"].as_str().unwrap_or_default().to_owned();
+            // What the agent sees while it waits.
+            for _ in 0..100 {
+                if agent.has_progress() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            for line in agent.take_progress() {
+                println!("   … {line}");
+            }
             println!("   held: approval {id} needs {} approver(s) from {}", approval["quorum"], approval["approvers"]);
             let response = http
                 .post(format!("{base}/api/v1/approvals/{id}/decision"))
@@ -239,12 +255,12 @@ fn report(data_dir: &Path, key_path: Option<&Path>, sandbox: &Path, played: &[Pl
     println!("{:<2} {:<24} {:<36} {:<30} {}", "#", "tool", "decision", "outcome", "audit seq");
     for (n, (played, call)) in played.iter().zip(records.iter()).enumerate() {
         let decision = call.decision.clone().unwrap_or_default();
-        let outcome = if !played.is_error {
-            "ran".to_owned()
-        } else if let Some(state) = &call.settled {
-            state.clone()
-        } else {
-            "refused".to_owned()
+        let outcome = match (&call.settled, played.is_error) {
+            (Some(settled), false) => format!("{settled}, ran"),
+            (Some(settled), true) if settled.starts_with("approved") => format!("{settled}; the tool failed"),
+            (Some(settled), true) => settled.clone(),
+            (None, false) => "ran".to_owned(),
+            (None, true) => "refused".to_owned(),
         };
         let seqs: Vec<String> = call.seqs.iter().map(ToString::to_string).collect();
         println!("{:<2} {:<24} {:<36} {:<30} {}", n + 1, played.tool, decision, outcome, seqs.join(" "));
@@ -303,14 +319,6 @@ fn this_runs_calls(paths: &LogPaths) -> anyhow::Result<Vec<CallRecords>> {
             _ => {}
         }
     }
-    // An approved call's settled state is "approved by …"; it then ran.
-    for (_, call) in &mut calls {
-        if let Some(settled) = &call.settled
-            && settled.starts_with("approved")
-        {
-            call.settled = Some(format!("{settled}, ran"));
-        }
-    }
     Ok(calls.into_iter().map(|(_, c)| c).collect())
 }
 
@@ -350,6 +358,10 @@ struct Agent {
 }
 
 impl Agent {
+    fn has_progress(&self) -> bool {
+        !self.progress.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
     fn take_progress(&self) -> Vec<String> {
         let mut all = std::mem::take(&mut *self.progress.lock().unwrap_or_else(PoisonError::into_inner));
         all.dedup();

@@ -6,6 +6,7 @@ mod approvals;
 mod approvals_api;
 mod audit;
 mod config_errors;
+mod demo;
 mod demo_tools;
 mod durability;
 mod enforcement;
