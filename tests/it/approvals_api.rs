@@ -313,3 +313,73 @@ async fn approving_after_expiry_is_a_conflict_and_the_call_says_expired() {
     assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
     assert!(!setup.sandbox("demo").join("restarts.log").exists(), "an expired restart ran");
 }
+
+/// An approval covers one execution of its exact arguments: other arguments, or the same
+/// ones again, need a new approval.
+#[tokio::test]
+async fn an_approval_covers_one_execution_of_its_exact_arguments() {
+    let setup = setup();
+    let gateway = setup.http().await;
+    let carol = mcp_as(&gateway, "carol").await;
+    let first = call_in_background(&carol, "demo__grant_role", json!({"user": "ann", "role": "viewer"}));
+    let held = pending(&gateway, "demo__grant_role").await;
+    let (status, _) = decide(&gateway, held["id"].as_str().expect("id"), "bob", "approve", None).await;
+    assert_eq!(status, 200);
+    let ran = first.await.expect("join");
+    assert_ne!(ran.is_error, Some(true), "{}", text_of(&ran));
+
+    // Changed arguments: held again under a new approval; the old one does not cover it.
+    let changed = call_in_background(&carol, "demo__grant_role", json!({"user": "ann", "role": "editor"}));
+    let again = pending(&gateway, "demo__grant_role").await;
+    assert_ne!(again["id"], held["id"]);
+    assert_ne!(again["args_sha256"], held["args_sha256"]);
+    let (status, _) = decide(&gateway, again["id"].as_str().expect("id"), "bob", "deny", Some("viewer is enough")).await;
+    assert_eq!(status, 200);
+    let refused = changed.await.expect("join");
+    assert!(text_of(&refused).contains("viewer is enough"), "{}", text_of(&refused));
+
+    // The same arguments a second time: the first approval was used up.
+    let repeat = call_in_background(&carol, "demo__grant_role", json!({"user": "ann", "role": "viewer"}));
+    let third = pending(&gateway, "demo__grant_role").await;
+    assert_ne!(third["id"], held["id"]);
+    assert_eq!(third["args_sha256"], held["args_sha256"]);
+    let (status, _) = decide(&gateway, third["id"].as_str().expect("id"), "dave", "deny", Some("already granted")).await;
+    assert_eq!(status, 200);
+    assert!(text_of(&repeat.await.expect("join")).contains("already granted"));
+    let roles = std::fs::read_to_string(setup.sandbox("demo").join("roles.json")).unwrap_or_default();
+    assert!(!roles.contains("editor"), "{roles}");
+}
+
+/// A caller whose client cannot be asked confirms out of band over the API, then the same
+/// call runs once.
+#[tokio::test]
+async fn a_confirmation_given_out_of_band_lets_the_same_call_run_once() {
+    let setup = Setup::new(&{
+        let mut config = String::from("[gateway]\ndata_dir = \"data\"\n");
+        for (name, token, group) in PEOPLE {
+            let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
+            config.push_str(&format!("\n[[identity.tokens]]\nname = \"{name}\"\nsha256 = \"{digest}\"\ngroups = [\"{group}\"]\n"));
+        }
+        config
+    });
+    setup.demo("demo");
+    setup.policy("confirm", "[[rule]]\nid = \"grants-confirm\"\ntools = [\"demo__grant_role\"]\neffect = \"confirm\"\n");
+    let gateway = setup.http().await;
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gateway.url)).auth_header(token("carol"));
+    let carol = TestClient::answering(crate::util::ElicitAnswer::Unsupported)
+        .serve(StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("initialize");
+    let args = json!({"user": "kim", "role": "viewer"});
+    let told = carol.call_tool(call("demo__grant_role", args.clone())).await.expect("call");
+    assert!(text_of(&told).contains("airlock approvals approve"), "{}", text_of(&told));
+    let held = pending(&gateway, "demo__grant_role").await;
+    let id = held["id"].as_str().expect("id");
+    // Only the caller confirms a `confirm` hold.
+    assert_eq!(decide(&gateway, id, "bob", "approve", None).await.0, 403);
+    assert_eq!(decide(&gateway, id, "carol", "approve", None).await.0, 200);
+    let ran = carol.call_tool(call("demo__grant_role", args.clone())).await.expect("call");
+    assert_ne!(ran.is_error, Some(true), "{}", text_of(&ran));
+    let again = carol.call_tool(call("demo__grant_role", args)).await.expect("call");
+    assert_eq!(again.is_error, Some(true), "one confirmation, one execution: {}", text_of(&again));
+}
