@@ -86,7 +86,11 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         policies: checked.policies,
         fingerprints,
         approvals,
-        holds: HoldSettings { progress_every: config.approvals.progress_every, public_url: public_url.clone() },
+        holds: HoldSettings {
+            progress_every: config.approvals.progress_every,
+            continue_within: config.approvals.timeout,
+            public_url: public_url.clone(),
+        },
     })
     .await?;
     let shutdown = options.shutdown;

@@ -383,3 +383,51 @@ async fn a_confirmation_given_out_of_band_lets_the_same_call_run_once() {
     let again = carol.call_tool(call("demo__grant_role", args)).await.expect("call");
     assert_eq!(again.is_error, Some(true), "one confirmation, one execution: {}", text_of(&again));
 }
+
+/// A downstream that asks for input while running an approved call (2026-07-28 on both
+/// sides): the client's retry continues the same execution; nobody is asked to approve
+/// again, and a replay of that retry's state is refused.
+#[tokio::test]
+async fn a_downstream_question_in_an_approved_call_does_not_need_a_second_approval() {
+    use rmcp::model::ProtocolVersion;
+    use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+    let setup = setup();
+    setup.manifest(
+        "demo",
+        &format!(
+            "name = \"demo\"\ncommand = {:?}\nargs = [\"demo-tools\", \"--sandbox\", {:?}]\nprotocol = \"auto\"\n",
+            airlock(),
+            setup.sandbox("demo").display().to_string()
+        ),
+    );
+    setup.policy("rotations", "[[rule]]\nid = \"rotations-need-an-sre\"\ntools = [\"demo__rotate_credentials\"]\neffect = \"approve\"\napprovers = [\"group:sre\"]\n");
+    let gateway = setup.http().await;
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gateway.url)).auth_header(token("carol"));
+    let test_client = TestClient::new();
+    let transport = crate::util::Recorder::new(StreamableHttpClientTransport::from_config(config), test_client.wire.clone());
+    let lifecycle = ClientLifecycleMode::Discover { preferred_versions: vec![ProtocolVersion::V_2026_07_28] };
+    let carol = test_client.clone().serve_with_lifecycle(transport, lifecycle).await.expect("discover");
+    // The service's call_tool answers input_required rounds (the peer's does not).
+    let (done, ()) = tokio::join!(carol.call_tool(call("demo__rotate_credentials", json!({"service": "billing-api"}))), async {
+        let held = pending(&gateway, "demo__rotate_credentials").await;
+        assert_eq!(decide(&gateway, held["id"].as_str().expect("id"), "bob", "approve", None).await.0, 200);
+    });
+    let done = done.expect("call");
+    assert_ne!(done.is_error, Some(true), "{}", text_of(&done));
+    let log = std::fs::read_to_string(setup.sandbox("demo").join("credentials.log")).unwrap_or_default();
+    assert_eq!(log.lines().count(), 1, "rotated once: {log}");
+    let wire = test_client.received();
+    let asked = wire.iter().find(|m| m["result"]["resultType"] == "input_required").expect("the downstream's question");
+    let state = asked["result"]["requestState"].as_str().expect("state");
+    assert!(state.starts_with("airlock.v1."), "the downstream's state is sealed inside ours: {state}");
+    let (_, all) = api(&gateway, "GET", "/api/v1/approvals", Some("bob"), None).await;
+    assert_eq!(all["approvals"].as_array().map(Vec::len), Some(1), "one approval for the whole execution: {all}");
+
+    // The same continuation state again is a replay.
+    let mut replay = call("demo__rotate_credentials", json!({"service": "billing-api"}));
+    replay.request_state = Some(state.to_owned());
+    let refused = carol.call_tool(replay).await.expect("call");
+    assert!(text_of(&refused).contains("already used"), "{}", text_of(&refused));
+    let log = std::fs::read_to_string(setup.sandbox("demo").join("credentials.log")).unwrap_or_default();
+    assert_eq!(log.lines().count(), 1);
+}
