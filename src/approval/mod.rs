@@ -22,8 +22,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod broker;
+pub mod outbound;
 pub mod receipt;
 pub mod seal;
+pub mod slack;
+pub mod teams;
 
 pub use broker::{Broker, BrokerError, DecideError, Event, HoldRequest};
 pub use receipt::{Receipt, SignedReceipt};

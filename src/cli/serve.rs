@@ -12,6 +12,8 @@ use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
 use crate::audit::AuditLog;
 use crate::approval::Broker;
+use crate::approval::slack::Slack;
+use crate::approval::teams::Teams;
 use crate::gateway::fingerprints::{Fingerprints, open_state};
 use crate::gateway::{Channel, Gateway, HoldSettings, Parts};
 use crate::identity::Authenticator;
@@ -75,6 +77,7 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
     })
     .await?;
     let shutdown = CancellationToken::new();
+    let (slack, _teams) = channels(&config, gateway.approvals(), public_url.as_deref())?;
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
@@ -84,7 +87,10 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         eprintln!("airlock: listening on http://{local}");
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
-        let router = crate::http::router(gateway.clone(), guard, public_url, shutdown.clone());
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, shutdown.clone());
+        if let Some(slack) = slack {
+            router = router.merge(crate::http::slack_routes(slack, guard));
+        }
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = crate::http::serve(listener, router, shutdown).await {
@@ -120,6 +126,34 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         tracing::warn!(%error, "closing the audit log");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the Slack and Teams workers that are configured. They live on the broker's
+/// events, off the call pipeline.
+fn channels(
+    config: &crate::config::Config,
+    broker: &Broker,
+    public_url: Option<&str>,
+) -> anyhow::Result<(Option<Arc<Slack>>, Option<Arc<Teams>>)> {
+    let slack = match &config.approvals.slack {
+        Some(slack) => {
+            let settings = super::wiring::slack(slack, &config.identity)?;
+            Some(Slack::start(settings, broker.clone()).context("could not start the Slack channel")?)
+        }
+        None => None,
+    };
+    let teams = match (&config.approvals.teams, public_url) {
+        (Some(teams), Some(public_url)) => {
+            let settings = super::wiring::teams(teams, public_url)?;
+            Some(Teams::start(settings, broker.clone()).context("could not start the Teams channel")?)
+        }
+        (Some(_), None) => {
+            tracing::warn!("[approvals.teams] needs [http] public_url or --http for its approval links; Teams is off");
+            None
+        }
+        (None, _) => None,
+    };
+    Ok((slack, teams))
 }
 
 #[cfg(unix)]

@@ -1,12 +1,14 @@
 //! The HTTP surface, on one axum router.
 //!
-//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`), the
-//! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
-//! Uses: `gateway` for MCP sessions.
+//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`,
+//! `/slack/interactions`), the Host/Origin guard in front of all of them, and the listener
+//! (with `TCP_NODELAY`).
+//! Uses: `gateway` for MCP sessions; the Slack channel for its interactions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
 mod auth;
 mod guard;
+mod slack;
 mod sse;
 
 use std::net::SocketAddr;
@@ -56,6 +58,15 @@ pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutd
         .route(crate::identity::RESOURCE_METADATA_PATH, get(resource_metadata))
         .merge(authenticated)
         .with_state(state)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// `/slack/interactions`, behind the same Host/Origin guard; `serve` merges it into
+/// [`router`] when `[approvals.slack]` is configured.
+pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard) -> Router {
+    Router::new()
+        .route("/slack/interactions", post(slack::interactions))
+        .with_state(slack)
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
