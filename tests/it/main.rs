@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod audit;
+mod channels;
 mod config_errors;
 mod demo_tools;
 mod durability;
