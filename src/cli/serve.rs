@@ -77,7 +77,7 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
     })
     .await?;
     let shutdown = CancellationToken::new();
-    let (slack, _teams) = channels(&config, gateway.approvals(), public_url.as_deref())?;
+    let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
@@ -128,13 +128,13 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the Slack and Teams workers that are configured. They live on the broker's
-/// events, off the call pipeline.
+/// Starts the Slack and Teams workers that are configured; they live on the broker's
+/// events, off the call pipeline. Returns Slack, whose interactions `http` serves.
 fn channels(
     config: &crate::config::Config,
     broker: &Broker,
     public_url: Option<&str>,
-) -> anyhow::Result<(Option<Arc<Slack>>, Option<Arc<Teams>>)> {
+) -> anyhow::Result<Option<Arc<Slack>>> {
     let slack = match &config.approvals.slack {
         Some(slack) => {
             let settings = super::wiring::slack(slack, &config.identity)?;
@@ -142,18 +142,17 @@ fn channels(
         }
         None => None,
     };
-    let teams = match (&config.approvals.teams, public_url) {
+    match (&config.approvals.teams, public_url) {
         (Some(teams), Some(public_url)) => {
             let settings = super::wiring::teams(teams, public_url)?;
-            Some(Teams::start(settings, broker.clone()).context("could not start the Teams channel")?)
+            Teams::start(settings, broker.clone()).context("could not start the Teams channel")?;
         }
         (Some(_), None) => {
             tracing::warn!("[approvals.teams] needs [http] public_url or --http for its approval links; Teams is off");
-            None
         }
-        (None, _) => None,
-    };
-    Ok((slack, teams))
+        (None, _) => {}
+    }
+    Ok(slack)
 }
 
 #[cfg(unix)]

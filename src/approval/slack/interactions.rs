@@ -92,6 +92,9 @@ impl Handler {
 
     async fn approve(&self, slack: &Slack, user: &str, id: &ApprovalId) {
         let Some(caller) = self.caller(slack, user).await else { return };
+        if !self.offered_here(slack, user, id).await {
+            return;
+        }
         let outcome = slack.broker.decide(id, caller, Verdict::Approve, None, CHANNEL).await;
         self.report(slack, user, outcome).await;
     }
@@ -104,6 +107,10 @@ impl Handler {
             slack.api.tell(&slack.channel, user, &format!("There is no approval {id}.")).await;
             return;
         };
+        if !approval.announces_on(CHANNEL) {
+            slack.api.tell(&slack.channel, user, &format!("Approval {id} is not decided on Slack.")).await;
+            return;
+        }
         if !approval.is_pending() {
             slack.api.tell(&slack.channel, user, &format!("Approval {id} is already {}.", approval.state.as_str())).await;
             return;
@@ -121,8 +128,25 @@ impl Handler {
 
     async fn deny(&self, slack: &Slack, user: &str, id: &ApprovalId, reason: Option<String>) {
         let Some(caller) = self.caller(slack, user).await else { return };
+        if !self.offered_here(slack, user, id).await {
+            return;
+        }
         let outcome = slack.broker.decide(id, caller, Verdict::Deny, reason, CHANNEL).await;
         self.report(slack, user, outcome).await;
+    }
+
+    /// Whether the hold's rule offered it on Slack; a rule that names other channels only
+    /// is not decided here, whatever a signed request claims.
+    async fn offered_here(&self, slack: &Slack, user: &str, id: &ApprovalId) -> bool {
+        match slack.broker.get(id) {
+            Some(approval) if approval.announces_on(CHANNEL) => true,
+            Some(_) => {
+                slack.api.tell(&slack.channel, user, &format!("Approval {id} is not decided on Slack.")).await;
+                false
+            }
+            // Unknown ids get the broker's own answer.
+            None => true,
+        }
     }
 
     /// Tells the decider what happened when the channel message will not show it.
