@@ -357,3 +357,63 @@ async fn a_rate_limited_post_is_retried_until_slack_takes_it() {
     approval_id(&third.body);
     drop(client);
 }
+
+fn sha256_hex(text: &str) -> String {
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()).as_ref())
+}
+
+#[tokio::test]
+async fn slack_users_decide_with_the_groups_of_their_token_entry_and_the_message_shows_the_tally() {
+    let (fake, fake_url) = Fake::start().await;
+    let config = format!(
+        "[gateway]\ndata_dir = \"data\"\n\n[approvals]\ntimeout = \"30m\"\n\n\
+         [[identity.tokens]]\nname = \"carol\"\nsha256 = \"{carol}\"\n\n\
+         [[identity.tokens]]\nname = \"alice\"\nsha256 = \"{alice}\"\ngroups = [\"sre\"]\n\n\
+         [[identity.tokens]]\nname = \"bob\"\nsha256 = \"{bob}\"\ngroups = [\"sre\"]\n\n\
+         [approvals.slack]\nbot_token_env = \"TEST_SLACK_BOT_TOKEN\"\nsigning_secret_env = \"TEST_SLACK_SIGNING_SECRET\"\n\
+         channel = \"C0APPROVALS\"\napi_base = \"{fake_url}/api\"\n\
+         users = {{ U0ALICE = \"alice\", U0BOB = \"bob\", U0DAVE = \"dave\" }}\n",
+        carol = sha256_hex("carol-token"),
+        alice = sha256_hex("alice-token"),
+        bob = sha256_hex("bob-token"),
+    );
+    let setup = Setup::new(&config);
+    setup.demo("demo");
+    setup.policy(
+        "sre",
+        "[[rule]]\nid = \"two-sre\"\ntools = [\"demo__delete_bucket\"]\neffect = \"approve\"\n\
+         approvers = [\"group:sre\"]\nquorum = 2\nreason = \"deletes need two SREs\"\n",
+    );
+    let gateway = start(&setup, &fake_url).await;
+    let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gateway.url))
+        .auth_header("carol-token");
+    let client = rmcp::ServiceExt::serve(TestClient::new(), rmcp::transport::StreamableHttpClientTransport::from_config(config))
+        .await
+        .expect("initialize as carol");
+    let peer = client.peer().clone();
+    let pending = tokio::spawn(async move { peer.call_tool(call("demo__delete_bucket", json!({"bucket": "tmp-scratch"}))).await });
+
+    let posted = fake.nth("chat.postMessage", 1).await.body;
+    let id = approval_id(&posted);
+    assert!(posted["blocks"].to_string().contains("`carol`"), "{posted}");
+
+    assert_eq!(interact(&gateway, &click("U0ALICE", "airlock_approve", &id)).await, StatusCode::OK);
+    let tally = fake.nth("chat.update", 1).await.body;
+    let shown = tally["blocks"].to_string();
+    assert!(shown.contains("1 of 2 approvals so far: alice (via slack)"), "{shown}");
+    assert!(shown.contains("\"actions\""), "the buttons went away before the quorum: {shown}");
+
+    // dave is mapped but has no token entry, so no groups: not an approver.
+    assert_eq!(interact(&gateway, &click("U0DAVE", "airlock_approve", &id)).await, StatusCode::OK);
+    let to_dave = || fake.all("chat.postEphemeral").into_iter().find(|s| s.body["user"] == "U0DAVE");
+    assert!(eventually(WAIT, || to_dave().is_some()).await, "dave was not told");
+    let told = to_dave().map(|s| s.body).unwrap_or_default();
+    assert!(told["text"].as_str().unwrap_or_default().contains("group:sre"), "{told}");
+
+    assert_eq!(interact(&gateway, &click("U0BOB", "airlock_approve", &id)).await, StatusCode::OK);
+    let done = fake.nth("chat.update", 2).await.body["blocks"].to_string();
+    assert!(done.contains("*Approved* by alice (via slack), bob (via slack)"), "{done}");
+    let result = pending.await.expect("join").expect("call");
+    assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
+    client.cancel().await.expect("close");
+}

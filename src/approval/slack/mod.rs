@@ -119,9 +119,13 @@ impl Slack {
         }
     }
 
-    /// Posts the hold, waits for it to settle, and updates the message with the outcome.
+    /// Posts the hold, then follows it: each counted approval short of the quorum updates
+    /// the message with the tally, and settling (any channel, or expiry) replaces the
+    /// buttons with the outcome.
     async fn follow(self: Arc<Self>, approval: Approval) {
         let id = approval.id.clone();
+        // Subscribe before posting, so no decision made meanwhile goes unseen.
+        let mut events = self.broker.subscribe();
         let posted = match self.api.call("chat.postMessage", &render::request_message(&approval, &self.channel)).await {
             Ok(answer) => answer,
             Err(error) => {
@@ -135,15 +139,30 @@ impl Slack {
             tracing::error!(approval = %id, "chat.postMessage answered without a message ts");
             return;
         };
-        let settled = match self.broker.settled(&id).await {
-            Ok(settled) => settled,
-            Err(error) => {
-                tracing::warn!(%error, approval = %id, "stopped following the approval");
+        let mut shown_votes = 0;
+        loop {
+            let Some(current) = self.broker.get(&id) else { return };
+            if !current.is_pending() {
+                if let Err(error) = self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
+                    tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome");
+                }
                 return;
             }
-        };
-        if let Err(error) = self.api.call("chat.update", &render::settled_message(&settled, &channel, &ts)).await {
-            tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome");
+            if current.votes.len() > shown_votes {
+                shown_votes = current.votes.len();
+                if let Err(error) = self.api.call("chat.update", &render::progress_message(&current, &channel, &ts)).await {
+                    tracing::warn!(%error, approval = %id, "could not update the Slack message with the tally");
+                }
+            }
+            // Wait for news of this hold; a lag or a foreign event just means re-reading.
+            loop {
+                match events.recv().await {
+                    Ok(Event::Decided(a) | Event::Settled(a)) if a.id == id => break,
+                    Ok(_) => {}
+                    Err(RecvError::Lagged(_)) => break,
+                    Err(RecvError::Closed) => return,
+                }
+            }
         }
     }
 

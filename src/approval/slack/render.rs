@@ -59,6 +59,22 @@ pub fn settled_message(approval: &Approval, channel: &str, ts: &str) -> Value {
     })
 }
 
+/// The `chat.update` body while a quorum is still short: the tally so far, buttons kept.
+pub fn progress_message(approval: &Approval, channel: &str, ts: &str) -> Value {
+    let mut message = request_message(approval, channel);
+    if let Some(fields) = message.as_object_mut() {
+        // chat.postMessage options that chat.update does not take.
+        fields.remove("unfurl_links");
+        fields.remove("unfurl_media");
+        fields.insert("ts".to_owned(), json!(ts));
+    }
+    if let Some(blocks) = message["blocks"].as_array_mut() {
+        let at = blocks.len().saturating_sub(1);
+        blocks.insert(at, json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&outcome(approval), SECTION_MAX)}}));
+    }
+    message
+}
+
 /// The modal asking a denier for a reason; `private_metadata` carries the approval id.
 pub fn deny_modal(approval: &Approval) -> Value {
     json!({
@@ -124,7 +140,7 @@ pub fn outcome(approval: &Approval) -> String {
         },
         State::Expired => format!(":hourglass: *Expired*: {reason}"),
         State::Cancelled => format!(":heavy_multiplication_x: *Cancelled*: {reason}"),
-        State::Pending => format!("{} of {} approvals so far", approval.approvals(), approval.quorum),
+        State::Pending => format!("{} of {} approvals so far: {}", approval.approvals(), approval.quorum, who(Verdict::Approve)),
     }
 }
 
