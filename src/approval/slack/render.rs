@@ -38,7 +38,8 @@ pub fn request_message(approval: &Approval, channel: &str) -> Value {
     }));
     json!({
         "channel": channel,
-        "text": format!("Approval needed: {} on {} ({} risk), called by {}", approval.tool, approval.server, approval.risk, approval.caller),
+        // The notification text is mrkdwn too: escaped like the blocks.
+        "text": escape(&format!("Approval needed: {} on {} ({} risk), called by {}", approval.tool, approval.server, approval.risk, approval.caller)),
         "blocks": blocks,
         "unfurl_links": false,
         "unfurl_media": false,
@@ -54,7 +55,7 @@ pub fn settled_message(approval: &Approval, channel: &str, ts: &str) -> Value {
     json!({
         "channel": channel,
         "ts": ts,
-        "text": format!("{}: {} on {}", title_of(approval.state), approval.tool, approval.server),
+        "text": escape(&format!("{}: {} on {}", title_of(approval.state), approval.tool, approval.server)),
         "blocks": blocks,
     })
 }
@@ -256,6 +257,19 @@ mod tests {
         let text = message.to_string();
         assert!(text.contains("*Denied* by bob (via slack): not today"), "{text}");
         assert!(!text.contains("\"actions\""), "{text}");
+    }
+
+    #[test]
+    fn a_short_quorum_shows_the_tally_and_keeps_the_buttons() {
+        let mut approval = sample();
+        approval.quorum = 2;
+        approval.votes.push(Vote { approver: "alice".into(), verdict: Verdict::Approve, channel: "api".into(), comment: None, at_ms: 0 });
+        let message = progress_message(&approval, "C1", "1.2");
+        assert_eq!(message["ts"], "1.2");
+        assert!(message.get("unfurl_links").is_none());
+        let blocks = message["blocks"].as_array().unwrap();
+        assert_eq!(blocks.last().unwrap()["type"], "actions");
+        assert!(message.to_string().contains("1 of 2 approvals so far: alice (via api)"), "{message}");
     }
 
     #[test]
