@@ -2,6 +2,7 @@
 
 #![allow(unreachable_pub)]
 
+mod approvals;
 mod audit;
 mod channels;
 mod config_errors;
