@@ -417,3 +417,26 @@ async fn slack_users_decide_with_the_groups_of_their_token_entry_and_the_message
     assert_ne!(result.is_error, Some(true), "{}", text_of(&result));
     client.cancel().await.expect("close");
 }
+
+#[tokio::test]
+async fn an_expired_hold_updates_the_slack_message_and_posts_a_teams_outcome_card() {
+    let (fake, fake_url) = Fake::start().await;
+    let setup = setup(&fake_url, true);
+    // A one-second hold: nobody decides, so it expires (the test waits for that, it
+    // does not time it).
+    let config = std::fs::read_to_string(setup.config()).expect("read config").replace("timeout = \"30m\"", "timeout = \"1s\"");
+    std::fs::write(setup.config(), config).expect("write config");
+    let gateway = start(&setup, &fake_url).await;
+    let (client, pending) = held_call(&gateway).await;
+    fake.nth("chat.postMessage", 1).await;
+
+    let result = pending.await.expect("join").expect("call");
+    assert_eq!(result.is_error, Some(true), "{}", text_of(&result));
+    assert!(text_of(&result).to_lowercase().contains("expired"), "{}", text_of(&result));
+    let shown = fake.nth("chat.update", 1).await.body["blocks"].to_string();
+    assert!(shown.contains("*Expired*") && !shown.contains("Denied"), "{shown}");
+    let card = fake.nth("teams", 2).await.body.to_string();
+    assert!(card.contains("Expired: demo__delete_bucket"), "{card}");
+    assert!(setup.sandbox("demo").join("buckets/tmp-scratch").is_dir(), "an expired hold ran");
+    client.cancel().await.expect("close");
+}
