@@ -38,15 +38,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(args, checked))
+    let options = Options { http: args.http, stdio: args.stdio, shutdown: CancellationToken::new(), listening: None };
+    runtime.block_on(serve(checked, options))
 }
 
-async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<ExitCode> {
+/// How `serve` runs: from the command line, or inside `airlock demo`.
+pub(crate) struct Options {
+    /// Overrides `http.listen`.
+    pub http: Option<SocketAddr>,
+    /// Serve stdio too (it is served anyway when there is no HTTP).
+    pub stdio: bool,
+    /// Stops the gateway when cancelled (signals cancel it too).
+    pub shutdown: CancellationToken,
+    /// Told the HTTP address once it listens.
+    pub listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+}
+
+/// Runs a gateway until `options.shutdown` fires, a signal arrives, or (stdio only) the
+/// client leaves; closes the audit log before returning.
+pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> anyhow::Result<ExitCode> {
     let config = checked.config;
     let authenticator = Arc::new(Authenticator::new(super::wiring::identity(&config.identity))?);
     let namespacing = super::wiring::namespacing(&config.gateway);
-    let http_addr = args.http.or(config.http.listen);
-    let use_stdio = args.stdio || http_addr.is_none();
+    let http_addr = options.http.or(config.http.listen);
+    let use_stdio = options.stdio || http_addr.is_none();
     let stdio_caller = if use_stdio { Some(authenticator.stdio_caller()?) } else { None };
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
@@ -76,7 +91,7 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         holds: HoldSettings { progress_every: config.approvals.progress_every, public_url: public_url.clone() },
     })
     .await?;
-    let shutdown = CancellationToken::new();
+    let shutdown = options.shutdown;
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
 
     let mut tasks = tokio::task::JoinSet::new();
@@ -85,6 +100,9 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         // Tests and scripts read this line to find the port.
         tracing::info!(%local, "listening on http://{local}/mcp");
         eprintln!("airlock: listening on http://{local}");
+        if let Some(listening) = options.listening {
+            let _ = listening.send(local);
+        }
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, shutdown.clone());
