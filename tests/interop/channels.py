@@ -282,6 +282,9 @@ def main() -> int:
     records = log_records(airlock, work / "data")
     decided = [(r.get("approver"), r.get("decision"), r.get("channel")) for r in records if r.get("kind") == "approval_decided"]
     report(decided == [("alice", "approve", "slack"), ("bob", "deny", "slack")], "log: only the two genuine clicks decided anything", str(decided))
+    log.close()
+    stderr = (work / "airlock.log").read_text()
+    report(TOKEN not in stderr and SECRET not in stderr and fake.url + "/teams" not in stderr, "log: no secret in airlock's own log output")
     print(f"INFO channels {FAILED} failed", flush=True)
     return 1 if FAILED else 0
 
