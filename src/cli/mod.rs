@@ -9,17 +9,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approvals;
 mod check;
 mod demo;
 mod demo_tools;
 mod explain;
 mod keys;
 mod log;
+mod receipts;
 mod serve;
 mod tools;
 mod wiring;
 
-/// Exit code for "the command ran and found a problem" (invalid config, tampered log).
+/// Exit code for "the command ran and found a problem" (invalid config, tampered log,
+/// a refused approval decision, an invalid receipt).
 pub const EXIT_FOUND_PROBLEM: u8 = 1;
 /// Exit code for "the command could not run" (bad arguments, unreadable files).
 pub const EXIT_ERROR: u8 = 2;
@@ -60,6 +63,12 @@ enum Command {
     /// The quickstart: a scripted agent's allowed, held-and-approved, denied and expired
     /// calls through the shipped configuration, then the verified log.
     Demo(demo::Args),
+    /// List, show, approve and deny held calls on a running gateway (HTTP API).
+    #[command(subcommand)]
+    Approvals(approvals::Command),
+    /// Verify approval receipts with the public key alone.
+    #[command(subcommand)]
+    Receipts(receipts::Command),
     /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
     DemoTools(demo_tools::Args),
 }
@@ -78,6 +87,8 @@ pub fn main() -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Demo(args) => demo::run(args),
         Command::DemoTools(args) => demo_tools::run(args),
+        Command::Approvals(cmd) => approvals::run(cmd),
+        Command::Receipts(cmd) => receipts::run(cmd),
     };
     match result {
         Ok(code) => code,

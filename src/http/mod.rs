@@ -1,8 +1,8 @@
 //! The HTTP surface, on one axum router.
 //!
 //! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`,
-//! `/slack/interactions`), the Host/Origin guard in front of all of them, and the listener
-//! (with `TCP_NODELAY`).
+//! `/slack/interactions`; the approvals API is `approval::api`, mounted here), the
+//! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
 //! Uses: `gateway` for MCP sessions; the Slack channel for its interactions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
@@ -38,6 +38,7 @@ pub(crate) struct AppState {
 /// `/mcp` is switched off: one decision point.
 pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutdown: CancellationToken) -> Router {
     let mcp_gateway = gateway.clone();
+    let gateway_for_api = gateway.clone();
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .disable_allowed_origins()
@@ -58,6 +59,8 @@ pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutd
         .route(crate::identity::RESOURCE_METADATA_PATH, get(resource_metadata))
         .merge(authenticated)
         .with_state(state)
+        // Not behind `require_caller`: that lets anonymous through, the API refuses it.
+        .merge(crate::approval::api::router(gateway_for_api.approvals().clone(), gateway_for_api))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
@@ -68,6 +71,13 @@ pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard)
         .route("/slack/interactions", post(slack::interactions))
         .with_state(slack)
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// The approvals API authenticates through the gateway's authenticator.
+impl crate::approval::api::Identify for Gateway {
+    fn authenticator(&self) -> &crate::identity::Authenticator {
+        Gateway::authenticator(self)
+    }
 }
 
 /// `GET /healthz`: 200 with every downstream's health.

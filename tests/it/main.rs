@@ -3,6 +3,7 @@
 #![allow(unreachable_pub)]
 
 mod approvals;
+mod approvals_api;
 mod audit;
 mod channels;
 mod config_errors;
