@@ -24,8 +24,11 @@ use serde_json::Value;
 pub mod api;
 mod broker;
 pub mod elicitation;
+pub mod outbound;
 pub mod receipt;
 pub mod seal;
+pub mod slack;
+pub mod teams;
 
 pub use broker::{Broker, BrokerError, DecideError, Decided, Event, HoldRequest};
 pub use receipt::{Receipt, SignedReceipt};

@@ -12,6 +12,8 @@ use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
 use crate::audit::AuditLog;
 use crate::approval::Broker;
+use crate::approval::slack::Slack;
+use crate::approval::teams::Teams;
 use crate::gateway::fingerprints::{Fingerprints, open_state};
 use crate::gateway::{Channel, Gateway, HoldSettings, Parts};
 use crate::identity::Authenticator;
@@ -94,6 +96,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     })
     .await?;
     let shutdown = options.shutdown;
+    let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
@@ -106,7 +109,10 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         }
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
-        let router = crate::http::router(gateway.clone(), guard, public_url, shutdown.clone());
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, shutdown.clone());
+        if let Some(slack) = slack {
+            router = router.merge(crate::http::slack_routes(slack, guard));
+        }
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = crate::http::serve(listener, router, shutdown).await {
@@ -142,6 +148,33 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         tracing::warn!(%error, "closing the audit log");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the Slack and Teams workers that are configured; they live on the broker's
+/// events, off the call pipeline. Returns Slack, whose interactions `http` serves.
+fn channels(
+    config: &crate::config::Config,
+    broker: &Broker,
+    public_url: Option<&str>,
+) -> anyhow::Result<Option<Arc<Slack>>> {
+    let slack = match &config.approvals.slack {
+        Some(slack) => {
+            let settings = super::wiring::slack(slack, &config.identity)?;
+            Some(Slack::start(settings, broker.clone()).context("could not start the Slack channel")?)
+        }
+        None => None,
+    };
+    match (&config.approvals.teams, public_url) {
+        (Some(teams), Some(public_url)) => {
+            let settings = super::wiring::teams(teams, public_url)?;
+            Teams::start(settings, broker.clone()).context("could not start the Teams channel")?;
+        }
+        (Some(_), None) => {
+            tracing::warn!("[approvals.teams] needs [http] public_url or --http for its approval links; Teams is off");
+        }
+        (None, _) => {}
+    }
+    Ok(slack)
 }
 
 #[cfg(unix)]

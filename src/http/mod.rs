@@ -1,13 +1,14 @@
 //! The HTTP surface, on one axum router.
 //!
-//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`; the
-//! approvals API is `approval::api`, mounted here), the
+//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`,
+//! `/slack/interactions`; the approvals API is `approval::api`, mounted here), the
 //! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
-//! Uses: `gateway` for MCP sessions.
+//! Uses: `gateway` for MCP sessions; the Slack channel for its interactions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
 mod auth;
 mod guard;
+mod slack;
 mod sse;
 
 use std::net::SocketAddr;
@@ -60,6 +61,15 @@ pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutd
         .with_state(state)
         // Not behind `require_caller`: that lets anonymous through, the API refuses it.
         .merge(crate::approval::api::router(gateway_for_api.approvals().clone(), gateway_for_api))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// `/slack/interactions`, behind the same Host/Origin guard; `serve` merges it into
+/// [`router`] when `[approvals.slack]` is configured.
+pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard) -> Router {
+    Router::new()
+        .route("/slack/interactions", post(slack::interactions))
+        .with_state(slack)
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 

@@ -5,6 +5,7 @@
 mod approvals;
 mod approvals_api;
 mod audit;
+mod channels;
 mod config_errors;
 mod demo;
 mod demo_tools;
