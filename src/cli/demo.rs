@@ -252,7 +252,7 @@ fn report(data_dir: &Path, key_path: Option<&Path>, sandbox: &Path, played: &[Pl
 
     let records = this_runs_calls(&paths)?;
     println!();
-    println!("{:<2} {:<24} {:<36} {:<30} {}", "#", "tool", "decision", "outcome", "audit seq");
+    println!("{:<2} {:<24} {:<36} {:<30} audit seq", "#", "tool", "decision", "outcome");
     for (n, (played, call)) in played.iter().zip(records.iter()).enumerate() {
         let decision = call.decision.clone().unwrap_or_default();
         let outcome = match (&call.settled, played.is_error) {
