@@ -24,6 +24,7 @@ use serde_json::Value;
 mod broker;
 pub mod receipt;
 pub mod seal;
+pub mod web;
 
 pub use broker::{Broker, BrokerError, DecideError, Event, HoldRequest};
 pub use receipt::{Receipt, SignedReceipt};

@@ -84,7 +84,8 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         eprintln!("airlock: listening on http://{local}");
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
-        let router = crate::http::router(gateway.clone(), guard, public_url, shutdown.clone());
+        let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
+        let router = crate::http::router(gateway.clone(), guard, public_url, web, shutdown.clone());
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = crate::http::serve(listener, router, shutdown).await {

@@ -1,6 +1,7 @@
 //! The HTTP surface, on one axum router.
 //!
-//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`), the
+//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`, the
+//! `/approvals` pages of `approval::web`), the
 //! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
 //! Uses: `gateway` for MCP sessions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
@@ -34,7 +35,13 @@ pub(crate) struct AppState {
 
 /// Builds the router. The Host/Origin guard covers every route, so rmcp's own check on
 /// `/mcp` is switched off: one decision point.
-pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutdown: CancellationToken) -> Router {
+pub fn router(
+    gateway: Arc<Gateway>,
+    guard: HostGuard,
+    public_url: String,
+    web: crate::approval::web::Web,
+    shutdown: CancellationToken,
+) -> Router {
     let mcp_gateway = gateway.clone();
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
@@ -55,6 +62,8 @@ pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutd
         .route("/healthz", get(healthz))
         .route(crate::identity::RESOURCE_METADATA_PATH, get(resource_metadata))
         .merge(authenticated)
+        // The approver page signs people in itself (session cookie or bearer header).
+        .merge(web.router())
         .with_state(state)
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
