@@ -32,7 +32,7 @@ use crate::identity::{AuthError, AuthMethod, Authenticator, Caller};
 
 use super::{Approval, ApprovalId, Broker, DecideError, Event, NotEligible, State, Verdict};
 use page::{Detail, Header};
-use session::{Keys, LOGIN_COOKIE, Login, RandomError, SESSION_COOKIE, Session};
+use session::{Keys, LOGIN_COOKIE, Login, SESSION_COOKIE, Session};
 use signin::{OidcClient, SignInError};
 
 pub use session::RandomError;
