@@ -11,3 +11,4 @@ mod pipeline;
 mod policy;
 mod protocol;
 mod util;
+mod web;

@@ -243,6 +243,6 @@ mod tests {
             next: String::new(),
             exp: 0,
         };
-        assert_eq!(login.challenge(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGF08f8jxM");
+        assert_eq!(login.challenge(), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
     }
 }
