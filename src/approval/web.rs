@@ -582,3 +582,6 @@ mod tests {
         assert_eq!(cookies(&headers, SESSION_COOKIE).collect::<Vec<_>>(), vec!["xyz"]);
     }
 }
+
+#[cfg(test)]
+mod router_tests;
