@@ -518,6 +518,23 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
     }
 
     #[test]
+    fn approvals_web_needs_a_configured_issuer_and_a_client_id() {
+        let good = "[[identity.oidc]]\nissuer = \"https://idp.example.com\"\naudience = \"api\"\n\
+                    [approvals.web]\noidc_issuer = \"https://idp.example.com\"\nclient_id = \"airlock\"\n\
+                    client_secret_env = \"WEB_SECRET\"\nsession_lifetime = \"1h\"\n";
+        let web = parse(good).unwrap().approvals.web;
+        let oidc = web.oidc.unwrap();
+        assert_eq!((oidc.client_id.as_str(), oidc.client_secret_env.unwrap().as_str()), ("airlock", "WEB_SECRET"));
+        assert_eq!(web.session_lifetime, Duration::from_secs(3600));
+        let got = parse("[approvals.web]\noidc_issuer = \"https://other.example.com\"\n").unwrap_err();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("conf/airlock.toml:2: key \"approvals.web.oidc_issuer\"")
+            && p.contains("not an [[identity.oidc]] issuer")), "{got:#?}");
+        assert!(got.iter().any(|p| p.contains("needs the key \"client_id\"")), "{got:#?}");
+        assert!(parse("[approvals.web]\nsession_lifetime = \"8h\"\n").unwrap().approvals.web.oidc.is_none());
+    }
+
+    #[test]
     fn json_pointers_are_checked() {
         assert!(check_json_pointer("").is_ok());
         assert!(check_json_pointer("/a/~0b/~1c").is_ok());
