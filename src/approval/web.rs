@@ -420,10 +420,8 @@ fn start_session(web: &Web, caller: &Caller, next: &str, clear_login: bool) -> R
     if let Some(value) = web.cookie(SESSION_COOKIE, Some(&cookie), "/approvals", web.inner.session_secs) {
         headers.append(header::SET_COOKIE, value);
     }
-    if clear_login {
-        if let Some(value) = web.cookie(LOGIN_COOKIE, None, "/approvals/oidc", 0) {
-            headers.append(header::SET_COOKIE, value);
-        }
+    if clear_login && let Some(value) = web.cookie(LOGIN_COOKIE, None, "/approvals/oidc", 0) {
+        headers.append(header::SET_COOKIE, value);
     }
     response
 }
@@ -447,6 +445,8 @@ async fn signed_in(web: &Web, headers: &HeaderMap, next: &str) -> Result<Viewer,
 
 /// The approval `id` if `viewer` may see it; otherwise a 404 or 403 page that reveals
 /// nothing about the call.
+// The error is the page to send, built once per refused request: its size does not matter.
+#[allow(clippy::result_large_err)]
 fn visible(web: &Web, id: &str, viewer: &Viewer) -> Result<Approval, Response> {
     let not_found = || message(StatusCode::NOT_FOUND, "Not found", Some(viewer), "There is no such approval.");
     let approval = ApprovalId::parse(id).and_then(|id| web.inner.broker.get(&id)).ok_or_else(not_found)?;

@@ -116,10 +116,8 @@ impl OidcVerifier {
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
             return Err(TokenProblem::InvalidClaim("nonce").into());
         }
-        if let Some(azp) = claims.get("azp") {
-            if azp.as_str() != Some(client_id) {
-                return Err(TokenProblem::InvalidClaim("azp").into());
-            }
+        if claims.get("azp").is_some_and(|azp| azp.as_str() != Some(client_id)) {
+            return Err(TokenProblem::InvalidClaim("azp").into());
         }
         Ok(caller)
     }
