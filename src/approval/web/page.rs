@@ -45,16 +45,16 @@ h1{font-size:1.375rem;margin:.25rem 0 1rem;overflow-wrap:anywhere}
 a.card{display:block;color:inherit;text-decoration:none}a.card:hover{border-color:var(--accent)}
 .row{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;justify-content:space-between}
 .tool{font-weight:600;font-family:ui-monospace,SFMono-Regular,Menlo,monospace;overflow-wrap:anywhere}
-.muted{color:var(--muted);font-size:.875rem}
+.muted{color:var(--muted);font-size:.875rem;font-weight:400}
 .badge{display:inline-block;border-radius:999px;padding:.1rem .6rem;font-size:.8rem;font-weight:600;
 border:1px solid currentColor;white-space:nowrap}
 .risk-low{color:var(--ok)}.risk-medium{color:var(--warn)}.risk-high,.risk-critical{color:var(--bad)}
 .risk-critical{background:var(--bad);color:#fff;border-color:var(--bad)}
 .state-approved{color:var(--ok)}.state-denied{color:var(--bad)}.state-pending{color:var(--accent)}
 .state-expired,.state-cancelled{color:var(--muted)}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.35rem 1rem;margin:0}
+dl{display:grid;grid-template-columns:max-content minmax(0,1fr);gap:.35rem 1rem;margin:0}
 dt{color:var(--muted)}dd{margin:0;overflow-wrap:anywhere}
-@media (max-width:520px){dl{grid-template-columns:1fr}dt{margin-top:.4rem}}
+@media (max-width:420px){dl{gap:.3rem .75rem;font-size:.95rem}}
 pre{background:var(--bg);border:1px solid var(--line);border-radius:8px;padding:.75rem;margin:.5rem 0 0;
 overflow:auto;max-height:22rem;font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,monospace;white-space:pre-wrap;
 overflow-wrap:anywhere}
@@ -68,7 +68,7 @@ button,a.button{flex:1 1 10rem;min-height:3rem;font:inherit;font-weight:700;bord
 cursor:pointer;padding:.75rem 1rem;text-align:center;text-decoration:none;display:inline-block}
 .approve{background:var(--ok);color:#fff}.deny{background:var(--bad);color:#fff}
 .primary{background:var(--accent);color:#fff}
-.link{background:none;border:0;color:var(--accent);font:inherit;cursor:pointer;padding:0;min-height:0;flex:none}
+.link{background:none;border:0;color:var(--accent);font:inherit;font-size:.875rem;cursor:pointer;padding:0;min-height:0;flex:none}
 .note{border-left:4px solid var(--accent);padding:.5rem .75rem;background:var(--card);margin:0 0 1rem;border-radius:4px}
 .note.error{border-color:var(--bad)}.note.ok{border-color:var(--ok)}
 ul.votes{margin:0;padding-left:1.1rem}
@@ -208,7 +208,7 @@ pub(super) fn detail(a: &Approval, d: &Detail<'_>) -> String {
          <dt>Reason</dt><dd>{reason}</dd>\
          <dt>Needs</dt><dd>{needs}</dd>\
          <dt>Expires</dt><dd>{expires}</dd>\
-         <dt>Arguments digest</dt><dd><code>sha256:{digest}</code></dd>\
+         <dt>Digest</dt><dd><code>sha256:{digest}</code></dd>\
          <dt>Approval</dt><dd><code>{id}</code></dd>\
          </dl><hr><strong>Arguments</strong> <span class=\"muted\">(configured secrets redacted)</span>\
          <pre id=\"args\">{args}</pre></section>",
@@ -299,7 +299,8 @@ fn needs(a: &Approval) -> String {
     let who = if a.approvers.is_empty() { "anyone signed in but the caller".to_owned() } else { a.approvers.join(", ") };
     match a.kind {
         crate::approval::Kind::Confirm => "the caller's own confirmation".to_owned(),
-        crate::approval::Kind::Approve => format!("{} approval(s) from {who}", a.quorum),
+        crate::approval::Kind::Approve if a.quorum == 1 => format!("1 approval from {who}"),
+        crate::approval::Kind::Approve => format!("{} approvals from {who}", a.quorum),
     }
 }
 
