@@ -266,7 +266,10 @@ impl Broker {
         let _guard = self.inner.lock.lock().await;
         let mut approval = self.get(id).ok_or_else(|| DecideError::NotFound(id.clone()))?;
         let principal = who.principal.as_str();
-        if who.via == AuthMethod::Anonymous {
+        // With no identity configured, nobody can be told apart: an anonymous caller may
+        // only confirm their own call in-band, on the connection that made it.
+        let in_band_confirm = approval.kind == Kind::Confirm && channel == super::elicitation::CHANNEL;
+        if who.via == AuthMethod::Anonymous && !in_band_confirm {
             return Err(NotEligible::Anonymous.into());
         }
         approval.may_decide(principal, &who.groups)?;

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 mod broker;
+pub mod elicitation;
 pub mod receipt;
 pub mod seal;
 pub mod web;

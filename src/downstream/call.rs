@@ -117,11 +117,10 @@ impl Server {
 
 /// Keeps the client's own `_meta` entries but drops the per-hop ones: the progress token
 /// (rmcp assigns its own downstream) and the 2026-07-28 request metadata, which describe
-/// the client, not Airlock. `airlock/*` keys are Airlock's to set (the approval receipt):
-/// one sent by a client is dropped, so a client cannot forge a receipt.
+/// the client, not Airlock. (The gateway drops a client's `airlock/*` keys before this.)
 fn hop_meta(mut meta: RequestMetaObject) -> RequestMetaObject {
     meta.0.0.retain(|key, _| {
-        key != "progressToken" && !key.starts_with("io.modelcontextprotocol/") && !key.starts_with("airlock/")
+        key != "progressToken" && !key.starts_with("io.modelcontextprotocol/")
     });
     meta
 }

@@ -21,6 +21,12 @@ use crate::risk::Risk;
 use crate::risk::RiskSource;
 
 use super::Session;
+use super::hold::{self, Held, HeldCall};
+use crate::approval::SignedReceipt;
+use crate::approval::{elicitation, seal};
+
+/// Where an approved call carries its receipt.
+pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
 use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 
 /// The pipeline for one call: identify → resolve → validate → classify → decide →
@@ -82,15 +88,29 @@ pub(super) async fn run(
         }
         Effect::Confirm | Effect::Approve => {
             record_all(gateway, vec![received, record]).await?;
-            return Ok(refusal(format!(
-                "Approval required by {by} ({}): {}. This gateway cannot hold calls for approval yet, so the call was not forwarded.",
-                decision.effect.as_str(),
-                decision.reason
-            )));
+            let held = HeldCall {
+                session: session.id.as_str(),
+                call_id,
+                entry,
+                request: &request,
+                args: &args,
+                caller: &caller,
+                decision: &decision,
+                risk,
+                by: &by,
+            };
+            match hold::hold(gateway, held, &context).await? {
+                Held::Answer(answer) => return Ok(answer),
+                Held::Cleared { approval, receipt } => {
+                    let forwarded = forwarded.approval_id(approval.as_str());
+                    record_all(gateway, vec![forwarded]).await?;
+                    return forward(gateway, entry, call_id, request, context, started, Some(receipt)).await;
+                }
+            }
         }
     }
 
-    forward(gateway, entry, call_id, request, context, started).await
+    forward(gateway, entry, call_id, request, context, started, None).await
 }
 
 /// What policy, and the fingerprint check, say about one call.
@@ -128,12 +148,29 @@ async fn forward(
     request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
     started: Instant,
+    receipt: Option<SignedReceipt>,
 ) -> Result<CallToolResponse, ErrorData> {
     let client_token = context.meta.get_progress_token();
     let mut downstream_request = request;
     downstream_request.name = entry.tool.name.clone();
-    // rmcp moves the request's `_meta` into the context; forward the client's entries.
-    downstream_request.meta = Some(context.meta.clone());
+    // rmcp moves the request's `_meta` into the context; forward the client's entries,
+    // except `airlock/*`: only the gateway writes those, so a client cannot forge a receipt.
+    let mut meta = context.meta.clone();
+    meta.0.0.retain(|key, _| !key.starts_with("airlock/"));
+    if let Some(receipt) = receipt {
+        meta.0.0.insert(RECEIPT_KEY.to_owned(), receipt.to_value());
+    }
+    downstream_request.meta = Some(meta);
+    // Our own confirmation state and answer are for us, not for the downstream.
+    if downstream_request.request_state.as_deref().is_some_and(seal::is_ours) {
+        downstream_request.request_state = None;
+        if let Some(responses) = downstream_request.input_responses.as_mut() {
+            responses.remove(elicitation::INPUT_KEY);
+        }
+        if downstream_request.input_responses.as_ref().is_some_and(|r| r.is_empty()) {
+            downstream_request.input_responses = None;
+        }
+    }
     let outcome = match entry.server.start_call(downstream_request).await {
         Ok(pending) => relay(pending, client_token, &context).await,
         Err(error) => Relayed::Done(Err(error)),
@@ -180,7 +217,7 @@ async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<()
 }
 
 /// A refusal the model can read: a tool result with `isError: true`.
-fn refusal(text: String) -> CallToolResponse {
+pub(super) fn refusal(text: String) -> CallToolResponse {
     CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(text)]))
 }
 

@@ -12,6 +12,7 @@
 
 pub mod fingerprints;
 mod forward;
+mod hold;
 mod passthrough;
 pub mod stdio;
 pub mod validate;

@@ -2,32 +2,12 @@
 //! every tool shows its risk, a changed tool turns critical, and the log of a real
 //! session verifies.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{call, text_of, ALLOW_ALL, Setup, TestClient, airlock};
-
-/// Runs `airlock log …` against a stopped gateway, retrying while the database is still
-/// locked by the exiting process.
-fn airlock_log(data_dir: &Path, args: &[&str]) -> std::process::Output {
-    for _ in 0..100 {
-        let out = Command::new(airlock()).arg("log").args(args).arg("--data-dir").arg(data_dir).output().expect("run airlock log");
-        if !String::from_utf8_lossy(&out.stderr).contains("locked") {
-            return out;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("the audit database stayed locked");
-}
-
-fn export(data_dir: &Path) -> Vec<Value> {
-    let out = airlock_log(data_dir, &["export"]);
-    assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect()
-}
+use crate::util::{call, text_of, ALLOW_ALL, Setup, TestClient, airlock, airlock_log, export};
 
 fn received_session(records: &[Value]) -> Value {
     records.iter().find(|r| r["kind"] == "call_received").map(|r| r["session"].clone()).unwrap_or(Value::Null)
@@ -65,13 +45,15 @@ async fn an_invalid_argument_call_is_refused_naming_the_pointer_and_never_forwar
 }
 
 #[tokio::test]
-async fn a_call_that_needs_approval_is_not_forwarded() {
-    let setup = Setup::enforcing();
+async fn a_held_call_without_a_decision_is_not_forwarded_and_expires() {
+    let setup = Setup::new("[gateway]\ndata_dir = \"data\"\n[approvals]\ntimeout = \"1s\"\n");
+    setup.demo("demo");
     let client = setup.stdio(TestClient::new()).await;
     // delete_bucket is destructive → high → approve by default.
     let result = client.call_tool(call("demo__delete_bucket", json!({"bucket": "tmp-scratch"}))).await.expect("call");
     assert_eq!(result.is_error, Some(true));
-    assert!(text_of(&result).contains("Approval required"), "{}", text_of(&result));
+    let text = text_of(&result);
+    assert!(text.contains("expired") && !text.contains("Denied"), "expiry is not denial: {text}");
     assert!(setup.sandbox("demo").join("buckets/tmp-scratch").is_dir(), "a held call ran");
     // A read-only tool is low risk → allowed by default.
     let read = client.call_tool(call("demo__read_customer", json!({"id": "C-1001"}))).await.expect("call");
@@ -108,7 +90,9 @@ async fn every_tool_shows_its_risk_in_meta_and_description() {
 
 #[tokio::test]
 async fn a_tool_that_changes_while_running_turns_critical_until_accepted() {
-    let setup = Setup::with_demo();
+    let setup = Setup::new("[gateway]\ndata_dir = \"data\"\n[approvals]\ntimeout = \"1s\"\n");
+    setup.demo("demo");
+    setup.policy("allow-all", ALLOW_ALL);
     let test_client = TestClient::new();
     let client = setup.stdio(test_client.clone()).await;
     let ok = client.call_tool(call("demo__echo", json!({"text": "before"}))).await.expect("call");
@@ -126,7 +110,8 @@ async fn a_tool_that_changes_while_running_turns_critical_until_accepted() {
     // Even the allow-all policy cannot wave a changed tool through.
     let held = client.call_tool(call("demo__echo", json!({"text": "after"}))).await.expect("call");
     assert_eq!(held.is_error, Some(true));
-    assert!(text_of(&held).contains("changed"), "{}", text_of(&held));
+    let text = text_of(&held);
+    assert!(text.contains("changed since it was accepted") && text.contains("expired"), "held for approval: {text}");
     client.cancel().await.expect("close");
 
     let records = export(&setup.data_dir());

@@ -2,6 +2,7 @@
 
 #![allow(unreachable_pub)]
 
+mod approvals;
 mod audit;
 mod config_errors;
 mod demo_tools;

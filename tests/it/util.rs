@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -218,7 +219,8 @@ impl ClientHandler for TestClient {
         self.elicitations.lock().expect("lock").push(params);
         Ok(match self.elicit {
             ElicitAnswer::Accept => {
-                ElicitResult::new(ElicitationAction::Accept).with_content(serde_json::json!({"confirm": true}))
+                // `confirm` answers the demo tools' own question, `approve` Airlock's.
+                ElicitResult::new(ElicitationAction::Accept).with_content(serde_json::json!({"confirm": true, "approve": true}))
             }
             _ => ElicitResult::new(ElicitationAction::Decline),
         })
@@ -288,3 +290,24 @@ pub fn call(name: &str, args: serde_json::Value) -> rmcp::model::CallToolRequest
 pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
     result.content.iter().filter_map(|c| c.as_text().map(|t| t.text.clone())).collect::<Vec<_>>().join("\n")
 }
+
+/// Runs `airlock log …` against a stopped gateway, retrying while the database is still
+/// locked by the exiting process.
+pub fn airlock_log(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    for _ in 0..100 {
+        let out = Command::new(airlock()).arg("log").args(args).arg("--data-dir").arg(data_dir).output().expect("run airlock log");
+        if !String::from_utf8_lossy(&out.stderr).contains("locked") {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the audit database stayed locked");
+}
+
+/// Every record of a stopped gateway's log, as JSON.
+pub fn export(data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = airlock_log(data_dir, &["export"]);
+    assert!(out.status.success(), "export failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect()
+}
+

@@ -1,0 +1,320 @@
+//! The hold: a `confirm` or `approve` call waits here until the broker settles it.
+//!
+//! A call leaves the hold only as `Cleared` (approved, with the one receipt that approval
+//! will ever give) or as an answer that says plainly why it did not run. There is no
+//! other way out, so no held call executes without the decision policy demanded.
+
+use std::time::Instant;
+
+use rmcp::RoleServer;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData,
+    ProgressNotificationParam, ProtocolVersion,
+};
+use rmcp::service::RequestContext;
+use serde_json::Value;
+
+use crate::approval::elicitation::{self, Answer};
+use crate::approval::seal::{self, Claims};
+use crate::approval::{
+    Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, now_ms,
+};
+use crate::audit::{Sha256Digest, canonical};
+use crate::downstream::CatalogEntry;
+use crate::identity::Caller;
+use crate::policy::{Decision, Effect};
+use crate::risk::Risk;
+
+use super::Gateway;
+use super::forward::refusal;
+use super::fingerprints::fingerprint;
+
+/// How a call leaves the hold.
+pub(super) enum Held {
+    /// Approved: forward once, carrying the receipt.
+    Cleared { approval: ApprovalId, receipt: SignedReceipt },
+    /// Not run: the answer says why (or asks the 2026-07-28 client for a confirmation).
+    Answer(CallToolResponse),
+}
+
+/// Everything the hold needs to know about the call.
+pub(super) struct HeldCall<'a> {
+    pub session: &'a str,
+    pub call_id: &'a str,
+    pub entry: &'a CatalogEntry,
+    pub request: &'a CallToolRequestParams,
+    pub args: &'a Value,
+    pub caller: &'a Caller,
+    pub decision: &'a Decision,
+    pub risk: Risk,
+    /// Who demanded the hold, for people ("rule `x`").
+    pub by: &'a str,
+}
+
+pub(super) async fn hold(
+    gateway: &Gateway,
+    call: HeldCall<'_>,
+    context: &RequestContext<RoleServer>,
+) -> Result<Held, ErrorData> {
+    let broker = gateway.approvals();
+    let kind = if call.decision.effect == Effect::Confirm { Kind::Confirm } else { Kind::Approve };
+    let modern = context.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
+    let tool = call.request.name.as_ref();
+
+    // A 2026-07-28 client retrying with the sealed state we gave it.
+    if kind == Kind::Confirm
+        && let Some(state) = call.request.request_state.as_deref()
+        && seal::is_ours(state)
+    {
+        return confirm_retry(gateway, &call, state).await;
+    }
+
+    let approval = broker
+        .hold(HoldRequest {
+            kind,
+            call_id: call.call_id,
+            session: call.session,
+            caller: call.caller.principal.as_str(),
+            tool,
+            server: call.entry.server.name(),
+            risk: call.risk.as_str(),
+            tool_fingerprint: fingerprint(tool, &call.entry.tool),
+            args: call.args,
+            rule: call.decision.winning_rule.as_ref().map(|r| r.as_str()),
+            reason: &call.decision.reason,
+            spec: call.decision.approval.as_ref(),
+        })
+        .await
+        .map_err(broker_failed)?;
+    tracing::info!(approval = %approval.id, kind = kind.as_str(), "call held");
+    if approval.state == State::Approved {
+        // Approved out of band while no call waited (a retry of the same call).
+        return clear(broker, approval, call.call_id).await;
+    }
+    match kind {
+        Kind::Confirm if modern => {
+            let nonce = broker.issue_nonce(&approval.id).await.map_err(broker_failed)?;
+            let claims = Claims {
+                approval_id: approval.id.clone(),
+                caller: approval.caller.clone(),
+                tool: approval.tool.clone(),
+                args_sha256: approval.args_sha256.clone(),
+                expires_ms: approval.expires_ms,
+                nonce,
+            };
+            let state = broker.sealer().seal(&claims);
+            Ok(Held::Answer(CallToolResponse::InputRequired(elicitation::input_required(&approval, state))))
+        }
+        Kind::Confirm if context.client_capabilities().is_some_and(|c| c.elicitation.is_some()) => {
+            confirm_in_client(gateway, &call, approval, context).await
+        }
+        Kind::Confirm => Ok(Held::Answer(refusal(format!(
+            "{tool} needs your confirmation ({by}: {reason}), and this client cannot be asked (no elicitation support). \
+             Confirm it out of band, then make the same call again: {how}",
+            by = call.by,
+            reason = call.decision.reason,
+            how = how_to_decide(gateway, &approval.id),
+        )))),
+        Kind::Approve => wait(gateway, &call, approval, context).await,
+    }
+}
+
+/// Waits for independent approvers, with progress, until the hold settles or the
+/// client cancels.
+async fn wait(
+    gateway: &Gateway,
+    call: &HeldCall<'_>,
+    approval: Approval,
+    context: &RequestContext<RoleServer>,
+) -> Result<Held, ErrorData> {
+    let broker = gateway.approvals();
+    let id = approval.id.clone();
+    let guard = broker.wait_guard(&id);
+    let token = context.meta.get_progress_token();
+    let started = Instant::now();
+    let mut ticks = tokio::time::interval(gateway.holds.progress_every);
+    let settled = broker.settled(&id);
+    tokio::pin!(settled);
+    let settled = loop {
+        tokio::select! {
+            settled = &mut settled => break settled.map_err(broker_failed)?,
+            _ = ticks.tick() => {
+                if let Some(token) = &token
+                    && let Some(current) = broker.get(&id)
+                {
+                    let message = format!(
+                        "Waiting for approval {id} of {tool} ({have} of {need}); {how}",
+                        tool = current.tool,
+                        have = current.approvals(),
+                        need = current.quorum,
+                        how = how_to_decide(gateway, &id),
+                    );
+                    let progress = ProgressNotificationParam::new(token.clone(), started.elapsed().as_secs_f64())
+                        .with_message(message);
+                    if let Err(error) = context.peer.notify_progress(progress).await {
+                        tracing::debug!(%error, "could not send hold progress");
+                    }
+                }
+            }
+            () = context.ct.cancelled() => {
+                drop(guard);
+                if let Err(error) = broker.cancel_if_abandoned(&id, "cancelled by the client").await {
+                    tracing::error!(%error, approval = %id, "could not cancel the approval");
+                }
+                return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None));
+            }
+        }
+    };
+    drop(guard);
+    outcome(broker, settled, call.call_id).await
+}
+
+/// Asks the caller's own human through `elicitation/create` (2025-11-25 clients).
+async fn confirm_in_client(
+    gateway: &Gateway,
+    call: &HeldCall<'_>,
+    approval: Approval,
+    context: &RequestContext<RoleServer>,
+) -> Result<Held, ErrorData> {
+    let broker = gateway.approvals();
+    let id = approval.id.clone();
+    let guard = broker.wait_guard(&id);
+    let answered = tokio::select! {
+        answer = context.peer.create_elicitation(elicitation::form(&approval)) => answer,
+        // Expiry (or a decision through another channel) ends the question.
+        settled = broker.settled(&id) => {
+            drop(guard);
+            return outcome(broker, settled.map_err(broker_failed)?, call.call_id).await;
+        }
+        () = context.ct.cancelled() => {
+            drop(guard);
+            if let Err(error) = broker.cancel_if_abandoned(&id, "cancelled by the client").await {
+                tracing::error!(%error, approval = %id, "could not cancel the approval");
+            }
+            return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None));
+        }
+    };
+    drop(guard);
+    let answer = match answered {
+        Ok(result) => elicitation::answer(&result),
+        Err(error) => {
+            tracing::warn!(%error, approval = %id, "the client could not answer the confirmation");
+            Answer::Dismissed
+        }
+    };
+    settle_answer(broker, &id, call.caller, answer).await?;
+    let settled = broker.get(&id).ok_or_else(|| broker_failed(BrokerError::NotFound(id.clone())))?;
+    outcome(broker, settled, call.call_id).await
+}
+
+/// A 2026-07-28 retry: the sealed state must be ours, unaltered, unexpired, unused, and
+/// for exactly this caller, tool and argument digest.
+async fn confirm_retry(gateway: &Gateway, call: &HeldCall<'_>, state: &str) -> Result<Held, ErrorData> {
+    let broker = gateway.approvals();
+    let tool = call.request.name.as_ref();
+    let refused = |why: String| Ok(Held::Answer(refusal(format!("Confirmation refused: {why}. The call was not forwarded."))));
+    let claims = match broker.sealer().open(state, now_ms()) {
+        Ok(claims) => claims,
+        Err(error) => return refused(error.to_string()),
+    };
+    let digest = Sha256Digest::of(&canonical(call.args)).to_string();
+    if claims.caller != call.caller.principal.as_str() || claims.tool != tool || claims.args_sha256 != digest {
+        return refused("the request state belongs to another caller, tool or arguments".to_owned());
+    }
+    if !broker.redeem_nonce(&claims.approval_id, &claims.nonce).await.map_err(broker_failed)? {
+        return refused("the request state was already used".to_owned());
+    }
+    let answer = call
+        .request
+        .input_responses
+        .as_ref()
+        .and_then(|responses| responses.get(elicitation::INPUT_KEY))
+        .and_then(|value| elicitation::answer_from_value(&serde_json::to_value(value).ok()?));
+    let Some(answer) = answer else {
+        broker.cancel(&claims.approval_id, "the retry carried no answer").await.map_err(broker_failed)?;
+        return refused(format!("the retry carried no answer under inputResponses[\"{}\"]", elicitation::INPUT_KEY));
+    };
+    settle_answer(broker, &claims.approval_id, call.caller, answer).await?;
+    let settled = broker.get(&claims.approval_id).ok_or_else(|| broker_failed(BrokerError::NotFound(claims.approval_id.clone())))?;
+    outcome(broker, settled, call.call_id).await
+}
+
+/// Applies the caller's answer to their own confirmation.
+async fn settle_answer(broker: &Broker, id: &ApprovalId, caller: &Caller, answer: Answer) -> Result<(), ErrorData> {
+    match answer {
+        Answer::Decided { verdict, comment } => {
+            match broker.decide(id, caller, verdict, comment, elicitation::CHANNEL).await {
+                // Expired or already settled: the outcome reports the current state.
+                Ok(_) | Err(DecideError::Expired(_) | DecideError::Settled(_)) => Ok(()),
+                Err(DecideError::Broker(error)) => Err(broker_failed(error)),
+                Err(error) => Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, error.to_string(), None)),
+            }
+        }
+        Answer::Dismissed => {
+            broker.cancel(id, "the confirmation was dismissed").await.map_err(broker_failed)?;
+            Ok(())
+        }
+    }
+}
+
+/// The answer for a settled hold.
+async fn outcome(broker: &Broker, approval: Approval, call_id: &str) -> Result<Held, ErrorData> {
+    let id = &approval.id;
+    let tool = &approval.tool;
+    let text = match approval.state {
+        State::Approved => return clear(broker, approval, call_id).await,
+        State::Pending => format!("Approval {id} for {tool} is still pending. The call was not forwarded."),
+        State::Denied => {
+            let (who, comment) = approval
+                .denial()
+                .map(|v| (format!("{} (via {})", v.approver, v.channel), v.comment.clone()))
+                .unwrap_or_else(|| ("an approver".to_owned(), None));
+            let comment = comment.map(|c| format!(": \"{c}\"")).unwrap_or_default();
+            if approval.kind == Kind::Confirm {
+                format!("Not confirmed: {tool} was declined by {who}{comment}. Approval {id}; the call was not forwarded.")
+            } else {
+                format!("Denied by {who}{comment}. Approval {id} for {tool}; the call was not forwarded.")
+            }
+        }
+        State::Expired => format!(
+            "Approval {id} for {tool} ({reason}) expired at {at} without a decision ({have} of {need} approvals). \
+             The call was not forwarded; making it again asks again.",
+            reason = approval.reason,
+            at = approval.expires_at(),
+            have = approval.approvals(),
+            need = approval.quorum,
+        ),
+        State::Cancelled => format!(
+            "Approval {id} for {tool} was cancelled ({why}). The call was not forwarded.",
+            why = approval.settled_reason.as_deref().unwrap_or("no reason given"),
+        ),
+    };
+    Ok(Held::Answer(refusal(text)))
+}
+
+/// Takes the approval's one execution.
+async fn clear(broker: &Broker, approval: Approval, call_id: &str) -> Result<Held, ErrorData> {
+    match broker.consume(&approval.id, call_id).await {
+        Ok(receipt) => Ok(Held::Cleared { approval: approval.id, receipt }),
+        Err(BrokerError::NotUsable { id, .. }) => Ok(Held::Answer(refusal(format!(
+            "Approval {id} for {} was already used by another call; an approval authorises one execution. \
+             Make the call again to ask for a new approval. The call was not forwarded.",
+            approval.tool
+        )))),
+        Err(error) => Err(broker_failed(error)),
+    }
+}
+
+/// Where a person can decide, for messages.
+fn how_to_decide(gateway: &Gateway, id: &ApprovalId) -> String {
+    match &gateway.holds.public_url {
+        Some(url) => format!("decide at {url}/approvals/{id} or with `airlock approvals approve {id}`"),
+        None => format!("decide with `airlock approvals approve {id}` (the approval API needs `airlock serve --http`)"),
+    }
+}
+
+/// The broker could not do its job: fail closed.
+fn broker_failed(error: BrokerError) -> ErrorData {
+    tracing::error!(%error, "approval broker failed; refusing the call");
+    ErrorData::new(ErrorCode::INTERNAL_ERROR, format!("the approval could not be recorded ({error}); the call was not run"), None)
+}
