@@ -125,7 +125,7 @@ const mcp = new Client({ name: 'interop-web', version: '0' });
 await mcp.connect(new StreamableHTTPClientTransport(new URL(`${AIRLOCK}/mcp`), {
   requestInit: { headers: { Authorization: `Bearer ${AGENT_TOKEN}` } },
 }));
-const held = mcp.callTool({ name: 'demo__echo', arguments: { message: MESSAGE } }, undefined, { timeout: 600_000 });
+const held = mcp.callTool({ name: 'demo__echo', arguments: { text: MESSAGE } }, undefined, { timeout: 600_000 });
 let heldDone = false;
 held.then(() => { heldDone = true; }, () => { heldDone = true; });
 info('held call sent: demo__echo');

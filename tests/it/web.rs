@@ -105,7 +105,7 @@ async fn held_call(
             .auth_header(AGENT),
     );
     let client = rmcp::ServiceExt::serve(TestClient::answering(ElicitAnswer::Unsupported), transport).await.expect("initialize");
-    let args = json!({"message": message});
+    let args = json!({"text": message});
     let task = tokio::spawn(async move {
         let result = client.call_tool(call("demo__echo", args)).await.expect("call");
         let _ = client.cancel().await;
@@ -118,6 +118,10 @@ async fn held_call(
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if ids.is_empty() && task.is_finished() {
+        let result = task.await.map(|r| text_of(&r));
+        panic!("the call was not held: {result:?}");
     }
     assert_eq!(ids.len(), 1, "alice sees the one held call");
     (task, ids.remove(0))
