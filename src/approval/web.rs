@@ -114,7 +114,7 @@ impl Web {
             .route("/approvals/sign-out", post(sign_out))
             .route("/approvals/{id}", get(detail))
             .route("/approvals/{id}/state", get(state))
-            .route("/approvals/{id}/decision", post(decision))
+            .route("/approvals/{id}/decision", post(decision).get(decision_by_get))
             .with_state(self.clone())
     }
 
@@ -299,6 +299,21 @@ async fn decision(AxumState(web): AxumState<Web>, Path(id): Path<String>, header
             show(&web, &current, &viewer, status, Some(("error", &error.to_string())))
         }
     }
+}
+
+/// `GET /approvals/{id}/decision`: never decides (link scanners and previews fetch URLs);
+/// 405 with a page that points at the approval.
+async fn decision_by_get(Path(id): Path<String>) -> Response {
+    let id = ApprovalId::parse(&id).map(|i| i.to_string()).unwrap_or_default();
+    let mut response = html(StatusCode::METHOD_NOT_ALLOWED, "Nothing decided", None, |_| {
+        format!(
+            "<h1>Nothing was decided</h1>{}<p><a class=\"button primary\" href=\"/approvals/{}\">Open the approval</a></p>",
+            page::note("", "Approvals are decided only with the buttons on the approval page, never by opening a link."),
+            page::esc(&id),
+        )
+    });
+    response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+    response
 }
 
 /// The one mapping of a refused decision to an HTTP status (and the approval to show).

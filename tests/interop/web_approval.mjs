@@ -194,7 +194,7 @@ try {
 
   await page.goto(detailUrl);
   const args = await page.locator('#args').innerText();
-  check(args.includes(MESSAGE), 'the detail page shows the arguments as text');
+  check(args.includes(JSON.stringify(MESSAGE)), 'the detail page shows the arguments as text (markup in them is not rendered)');
   await shot(page, 'approval-desktop');
 
   // A phone-sized window on the same approval: it must refresh itself when it settles.
