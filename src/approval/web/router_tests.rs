@@ -30,6 +30,10 @@ fn token(name: &str, secret: &str, groups: &[&str]) -> TokenEntry {
 }
 
 async fn fixture(tokens: Vec<TokenEntry>) -> Fixture {
+    fixture_at("http://localhost", tokens).await
+}
+
+async fn fixture_at(public_url: &str, tokens: Vec<TokenEntry>) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = AuditConfig::new(dir.path());
     cfg.durability = Durability::None;
@@ -38,7 +42,7 @@ async fn fixture(tokens: Vec<TokenEntry>) -> Fixture {
     let broker = Broker::open(&db, audit, Duration::from_secs(600)).await.unwrap();
     let auth = Arc::new(Authenticator::new(IdentityConfig { tokens, ..IdentityConfig::default() }).unwrap());
     let settings =
-        WebSettings { public_url: "http://localhost".into(), oidc: None, session_lifetime: Duration::from_secs(60) };
+        WebSettings { public_url: public_url.into(), oidc: None, session_lifetime: Duration::from_secs(60) };
     let web = Web::new(broker.clone(), auth, settings).unwrap();
     Fixture { _dir: dir, broker, router: web.router() }
 }
@@ -159,4 +163,28 @@ async fn without_identity_nobody_signs_in_or_decides() {
     let (status, _, _) = send(&f.router, form(&decision, None, "decision=approve&csrf=x")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert_eq!(f.broker.get(&approval.id).unwrap().state, State::Pending);
+}
+
+#[tokio::test]
+async fn a_deny_with_a_comment_settles_at_once() {
+    let f = fixture(vec![token("alice", "a-secret", &["sre"])]).await;
+    let approval = hold(&f.broker).await;
+    let alice = sign_in(&f.router, "a-secret").await;
+    let detail = format!("/approvals/{}", approval.id);
+    let csrf = csrf_of(&send(&f.router, page(&detail, &alice)).await.2);
+    let body = format!("decision=deny&comment=%3Ci%3Enot+today%3C%2Fi%3E&csrf={csrf}");
+    let (status, _, _) = send(&f.router, form(&format!("{detail}/decision"), Some(&alice), &body)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let settled = f.broker.get(&approval.id).unwrap();
+    assert_eq!(settled.state, State::Denied);
+    let (_, _, html) = send(&f.router, page(&detail, &alice)).await;
+    assert!(html.contains("&lt;i&gt;not today&lt;/i&gt;") && !html.contains("name=\"csrf\""), "{html}");
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_behind_https() {
+    let f = fixture_at("https://airlock.example.com", vec![token("alice", "a-secret", &[])]).await;
+    let (_, headers, _) = send(&f.router, form("/approvals/sign-in", None, "token=a-secret")).await;
+    let cookie = headers[header::SET_COOKIE].to_str().unwrap();
+    assert!(cookie.contains("; Secure") && cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
 }
