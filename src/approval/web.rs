@@ -30,7 +30,7 @@ use serde_json::json;
 
 use crate::identity::{AuthError, AuthMethod, Authenticator, Caller};
 
-use super::{Approval, ApprovalId, Broker, DecideError, Event, NotEligible, State, Verdict};
+use super::{Approval, ApprovalId, Broker, DecideError, NotEligible, State, Verdict};
 use page::{Detail, Header};
 use session::{Keys, LOGIN_COOKIE, Login, SESSION_COOKIE, Session};
 use signin::{OidcClient, SignInError};
@@ -235,12 +235,9 @@ async fn state(
                 if current.as_ref().is_none_or(|a| page::known(a) != known) {
                     return current;
                 }
-                match events.recv().await {
-                    Ok(Event::Requested(_)) => {}
-                    Ok(Event::Decided(a) | Event::Settled(a)) if a.id != approval.id => {}
-                    // Ours changed, or events were missed: re-read.
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                // Any event, or missed ones (`Lagged`), means: re-read and compare.
+                if let Err(tokio::sync::broadcast::error::RecvError::Closed) = events.recv().await {
+                    return None;
                 }
             }
         };
