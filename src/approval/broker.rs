@@ -361,22 +361,20 @@ impl Broker {
         self.store(&approval)?;
         // One execution per approval must survive a crash: flush before forwarding.
         self.inner.tree.flush_async().await?;
-        let receipt = Receipt {
-            v: 1,
-            approval_id: approval.id.clone(),
-            kind: approval.kind,
-            call_id: call_id.to_owned(),
-            tool: approval.tool.clone(),
-            caller: approval.caller.clone(),
-            approvers: approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.approver.clone()).collect(),
-            decided_at: rfc3339(approval.settled_ms.unwrap_or(approval.created_ms)),
-            args_sha256: approval.args_sha256.clone(),
-            tool_fingerprint: approval.tool_fingerprint.clone(),
-        };
-        Ok(SignedReceipt::sign(receipt, &self.inner.audit))
+        Ok(SignedReceipt::sign(receipt_of(&approval, call_id), &self.inner.audit))
     }
 
-    /// A fresh single-use nonce for a sealed confirmation; earlier ones stop working.
+    /// The receipt for a further round of an execution already under way (a downstream
+    /// asked for input): only for the approval that call used.
+    pub fn continuation_receipt(&self, id: &ApprovalId, call_id: &str) -> Result<SignedReceipt, BrokerError> {
+        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if approval.state != State::Approved || approval.executed_by.is_none() {
+            return Err(BrokerError::NotUsable { id: id.clone(), state: approval.state.as_str() });
+        }
+        Ok(SignedReceipt::sign(receipt_of(&approval, call_id), &self.inner.audit))
+    }
+
+    /// A fresh single-use nonce for a sealed state; earlier ones stop working.
     pub async fn issue_nonce(&self, id: &ApprovalId) -> Result<String, BrokerError> {
         let _guard = self.inner.lock.lock().await;
         let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
@@ -481,6 +479,21 @@ impl Broker {
                 tracing::error!(%error, approval = %id, "could not expire approval");
             }
         });
+    }
+}
+
+fn receipt_of(approval: &Approval, call_id: &str) -> Receipt {
+    Receipt {
+        v: 1,
+        approval_id: approval.id.clone(),
+        kind: approval.kind,
+        call_id: call_id.to_owned(),
+        tool: approval.tool.clone(),
+        caller: approval.caller.clone(),
+        approvers: approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.approver.clone()).collect(),
+        decided_at: rfc3339(approval.settled_ms.unwrap_or(approval.created_ms)),
+        args_sha256: approval.args_sha256.clone(),
+        tool_fingerprint: approval.tool_fingerprint.clone(),
     }
 }
 

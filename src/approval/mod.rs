@@ -21,13 +21,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod api;
 mod broker;
 pub mod elicitation;
+pub mod outbound;
 pub mod receipt;
 pub mod seal;
+pub mod slack;
+pub mod teams;
 pub mod web;
 
-pub use broker::{Broker, BrokerError, DecideError, Event, HoldRequest};
+pub use broker::{Broker, BrokerError, DecideError, Decided, Event, HoldRequest};
 pub use receipt::{Receipt, SignedReceipt};
 
 /// An approval's id: `ap-` and 24 hex digits from the system RNG, so a link to it cannot

@@ -20,12 +20,27 @@ const PREFIX: &str = "airlock.v1.";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Claims {
+    pub purpose: Purpose,
     pub approval_id: ApprovalId,
     pub caller: String,
     pub tool: String,
     pub args_sha256: String,
     pub expires_ms: u64,
     pub nonce: String,
+    /// A downstream's own `requestState`, carried through a `Continue` round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inner: Option<String>,
+}
+
+/// Why the state was issued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Purpose {
+    /// Airlock's own confirmation question (a `confirm` hold).
+    Confirm,
+    /// A downstream asked for input while running an approved call: the retry is the
+    /// same execution, so it continues without a second approval.
+    Continue,
 }
 
 /// Why a state was refused.

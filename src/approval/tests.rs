@@ -158,6 +158,8 @@ async fn restart_cancels_pending_holds() {
 async fn sealed_state_refuses_alteration_and_expiry() {
     let sealer = Sealer::generate();
     let claims = Claims {
+        purpose: super::seal::Purpose::Confirm,
+        inner: None,
         approval_id: ApprovalId::generate(),
         caller: "carol".into(),
         tool: "t".into(),

@@ -9,16 +9,20 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod approvals;
 mod check;
+mod demo;
 mod demo_tools;
 mod explain;
 mod keys;
 mod log;
+mod receipts;
 mod serve;
 mod tools;
 mod wiring;
 
-/// Exit code for "the command ran and found a problem" (invalid config, tampered log).
+/// Exit code for "the command ran and found a problem" (invalid config, tampered log,
+/// a refused approval decision, an invalid receipt).
 pub const EXIT_FOUND_PROBLEM: u8 = 1;
 /// Exit code for "the command could not run" (bad arguments, unreadable files).
 pub const EXIT_ERROR: u8 = 2;
@@ -56,6 +60,15 @@ enum Command {
     /// Show or rotate the audit signing key.
     #[command(subcommand)]
     Keys(keys::Command),
+    /// The quickstart: a scripted agent's allowed, held-and-approved, denied and expired
+    /// calls through the shipped configuration, then the verified log.
+    Demo(demo::Args),
+    /// List, show, approve and deny held calls on a running gateway (HTTP API).
+    #[command(subcommand)]
+    Approvals(approvals::Command),
+    /// Verify approval receipts with the public key alone.
+    #[command(subcommand)]
+    Receipts(receipts::Command),
     /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
     DemoTools(demo_tools::Args),
 }
@@ -63,7 +76,8 @@ enum Command {
 /// Parses the command line, runs the command, and maps its outcome to an exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo's narrative is on stdout; keep the gateway's own logs to warnings.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) { "warn,rmcp=error" } else { "info,rmcp=warn" });
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Check(args) => check::run(args),
@@ -71,7 +85,10 @@ pub fn main() -> ExitCode {
         Command::Tools(cmd) => tools::run(cmd),
         Command::Log(cmd) => log::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Demo(args) => demo::run(args),
         Command::DemoTools(args) => demo_tools::run(args),
+        Command::Approvals(cmd) => approvals::run(cmd),
+        Command::Receipts(cmd) => receipts::run(cmd),
     };
     match result {
         Ok(code) => code,
@@ -83,10 +100,10 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, always: in stdio mode stdout is the protocol.
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         // rmcp logs every notification at info; keep it to warnings unless asked.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rmcp=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -12,6 +12,8 @@ use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
 use crate::audit::AuditLog;
 use crate::approval::Broker;
+use crate::approval::slack::Slack;
+use crate::approval::teams::Teams;
 use crate::gateway::fingerprints::{Fingerprints, open_state};
 use crate::gateway::{Channel, Gateway, HoldSettings, Parts};
 use crate::identity::Authenticator;
@@ -36,15 +38,30 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(args, checked))
+    let options = Options { http: args.http, stdio: args.stdio, shutdown: CancellationToken::new(), listening: None };
+    runtime.block_on(serve(checked, options))
 }
 
-async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<ExitCode> {
+/// How `serve` runs: from the command line, or inside `airlock demo`.
+pub(crate) struct Options {
+    /// Overrides `http.listen`.
+    pub http: Option<SocketAddr>,
+    /// Serve stdio too (it is served anyway when there is no HTTP).
+    pub stdio: bool,
+    /// Stops the gateway when cancelled (signals cancel it too).
+    pub shutdown: CancellationToken,
+    /// Told the HTTP address once it listens.
+    pub listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+}
+
+/// Runs a gateway until `options.shutdown` fires, a signal arrives, or (stdio only) the
+/// client leaves; closes the audit log before returning.
+pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> anyhow::Result<ExitCode> {
     let config = checked.config;
     let authenticator = Arc::new(Authenticator::new(super::wiring::identity(&config.identity))?);
     let namespacing = super::wiring::namespacing(&config.gateway);
-    let http_addr = args.http.or(config.http.listen);
-    let use_stdio = args.stdio || http_addr.is_none();
+    let http_addr = options.http.or(config.http.listen);
+    let use_stdio = options.stdio || http_addr.is_none();
     let stdio_caller = if use_stdio { Some(authenticator.stdio_caller()?) } else { None };
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
@@ -71,10 +88,15 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         policies: checked.policies,
         fingerprints,
         approvals,
-        holds: HoldSettings { progress_every: config.approvals.progress_every, public_url: public_url.clone() },
+        holds: HoldSettings {
+            progress_every: config.approvals.progress_every,
+            continue_within: config.approvals.timeout,
+            public_url: public_url.clone(),
+        },
     })
     .await?;
-    let shutdown = CancellationToken::new();
+    let shutdown = options.shutdown;
+    let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
@@ -82,10 +104,16 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         // Tests and scripts read this line to find the port.
         tracing::info!(%local, "listening on http://{local}/mcp");
         eprintln!("airlock: listening on http://{local}");
+        if let Some(listening) = options.listening {
+            let _ = listening.send(local);
+        }
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
-        let router = crate::http::router(gateway.clone(), guard, public_url, web, shutdown.clone());
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, shutdown.clone());
+        if let Some(slack) = slack {
+            router = router.merge(crate::http::slack_routes(slack, guard));
+        }
         let shutdown = shutdown.clone();
         tasks.spawn(async move {
             if let Err(error) = crate::http::serve(listener, router, shutdown).await {
@@ -121,6 +149,33 @@ async fn serve(args: Args, checked: super::check::Checked) -> anyhow::Result<Exi
         tracing::warn!(%error, "closing the audit log");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the Slack and Teams workers that are configured; they live on the broker's
+/// events, off the call pipeline. Returns Slack, whose interactions `http` serves.
+fn channels(
+    config: &crate::config::Config,
+    broker: &Broker,
+    public_url: Option<&str>,
+) -> anyhow::Result<Option<Arc<Slack>>> {
+    let slack = match &config.approvals.slack {
+        Some(slack) => {
+            let settings = super::wiring::slack(slack, &config.identity)?;
+            Some(Slack::start(settings, broker.clone()).context("could not start the Slack channel")?)
+        }
+        None => None,
+    };
+    match (&config.approvals.teams, public_url) {
+        (Some(teams), Some(public_url)) => {
+            let settings = super::wiring::teams(teams, public_url)?;
+            Teams::start(settings, broker.clone()).context("could not start the Teams channel")?;
+        }
+        (Some(_), None) => {
+            tracing::warn!("[approvals.teams] needs [http] public_url or --http for its approval links; Teams is off");
+        }
+        (None, _) => {}
+    }
+    Ok(slack)
 }
 
 #[cfg(unix)]

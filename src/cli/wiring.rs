@@ -2,7 +2,10 @@
 //! decisions: those were made when the config was validated.
 
 use crate::audit;
-use crate::config::{Config, Durability, GatewayConfig, HttpConfig, IdentityConfig, StdioPrincipal};
+use crate::approval::outbound::Secret;
+use crate::approval::slack::SlackSettings;
+use crate::approval::teams::TeamsSettings;
+use crate::config::{Config, Durability, GatewayConfig, HttpConfig, IdentityConfig, SlackConfig, StdioPrincipal, TeamsConfig};
 use crate::downstream::{Catalog, Downstreams, Namespacing};
 use crate::http::HostGuard;
 use crate::identity;
@@ -86,6 +89,43 @@ pub(crate) fn identity(config: &IdentityConfig) -> identity::IdentityConfig {
 fn issuer_text(url: &url::Url) -> String {
     let text = url.as_str();
     if url.path() == "/" && url.query().is_none() { text.trim_end_matches('/').to_owned() } else { text.to_owned() }
+}
+
+/// `[approvals.slack]` → the Slack channel's settings: the two secrets read from their
+/// variables now (a missing one stops `serve` with the variable's name), and each mapped
+/// Slack user resolved to a caller with the groups of the `[[identity.tokens]]` entry of
+/// the same name, if there is one.
+pub(crate) fn slack(slack: &SlackConfig, identity: &IdentityConfig) -> anyhow::Result<SlackSettings> {
+    let mut users = std::collections::BTreeMap::new();
+    for (slack_user, name) in &slack.users {
+        let principal = identity::Principal::new(name.as_str())
+            .map_err(|e| anyhow::anyhow!("approvals.slack.users.{slack_user}: {e}"))?;
+        let groups = identity.tokens.iter().find(|t| t.name == *name).map(|t| t.groups.clone()).unwrap_or_default();
+        users.insert(slack_user.clone(), identity::Caller { principal, groups, via: identity::AuthMethod::Slack });
+    }
+    Ok(SlackSettings {
+        bot_token: secret_from(slack.bot_token_env.as_str(), "approvals.slack.bot_token_env")?,
+        signing_secret: secret_from(slack.signing_secret_env.as_str(), "approvals.slack.signing_secret_env")?,
+        channel: slack.channel.clone(),
+        api_base: slack.api_base.as_str().trim_end_matches('/').to_owned(),
+        users,
+    })
+}
+
+/// `[approvals.teams]` → the Teams channel's settings (the webhook URL read now).
+pub(crate) fn teams(teams: &TeamsConfig, public_url: &str) -> anyhow::Result<TeamsSettings> {
+    Ok(TeamsSettings {
+        workflow_url: secret_from(teams.workflow_url_env.as_str(), "approvals.teams.workflow_url_env")?,
+        public_url: public_url.trim_end_matches('/').to_owned(),
+    })
+}
+
+/// A secret from the environment; the error names the variable and the key, never a value.
+fn secret_from(var: &str, key: &str) -> anyhow::Result<Secret> {
+    match std::env::var(var) {
+        Ok(value) if !value.trim().is_empty() => Ok(Secret::new(value.trim())),
+        _ => anyhow::bail!("{key}: environment variable {var} is not set"),
+    }
 }
 
 /// `[approvals.web]` → the approver page. The client secret is read from its variable here,

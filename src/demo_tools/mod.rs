@@ -89,7 +89,7 @@ pub enum DemoToolsError {
 /// Serves the demo tools over stdio until the client disconnects.
 pub async fn serve_stdio(sandbox: &Path) -> Result<(), DemoToolsError> {
     let server = DemoTools::open(sandbox)?;
-    tracing::info!(sandbox = %sandbox.display(), "demo tools ready on stdio");
+    tracing::debug!(sandbox = %sandbox.display(), "demo tools ready on stdio");
     let running = server
         .serve(rmcp::transport::stdio_pipes())
         .await

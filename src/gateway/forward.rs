@@ -25,6 +25,13 @@ use super::hold::{self, Held, HeldCall};
 use crate::approval::SignedReceipt;
 use crate::approval::{elicitation, seal};
 
+/// What a held call carries out of the hold.
+struct Cleared {
+    receipt: SignedReceipt,
+    /// The downstream's own request state, in a further round of the same execution.
+    inner_state: Option<String>,
+}
+
 /// Where an approved call carries its receipt.
 pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
 use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
@@ -101,10 +108,11 @@ pub(super) async fn run(
             };
             match hold::hold(gateway, held, &context).await? {
                 Held::Answer(answer) => return Ok(answer),
-                Held::Cleared { approval, receipt } => {
+                Held::Cleared { approval, receipt, inner_state } => {
                     let forwarded = forwarded.approval_id(approval.as_str());
                     record_all(gateway, vec![forwarded]).await?;
-                    return forward(gateway, entry, call_id, request, context, started, Some(receipt)).await;
+                    let cleared = Cleared { receipt, inner_state };
+                    return forward(gateway, entry, call_id, request, context, started, Some(cleared)).await;
                 }
             }
         }
@@ -148,7 +156,7 @@ async fn forward(
     request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
     started: Instant,
-    receipt: Option<SignedReceipt>,
+    cleared: Option<Cleared>,
 ) -> Result<CallToolResponse, ErrorData> {
     let client_token = context.meta.get_progress_token();
     let mut downstream_request = request;
@@ -157,13 +165,13 @@ async fn forward(
     // except `airlock/*`: only the gateway writes those, so a client cannot forge a receipt.
     let mut meta = context.meta.clone();
     meta.0.0.retain(|key, _| !key.starts_with("airlock/"));
-    if let Some(receipt) = receipt {
-        meta.0.0.insert(RECEIPT_KEY.to_owned(), receipt.to_value());
+    if let Some(cleared) = &cleared {
+        meta.0.0.insert(RECEIPT_KEY.to_owned(), cleared.receipt.to_value());
     }
     downstream_request.meta = Some(meta);
     // Our own confirmation state and answer are for us, not for the downstream.
     if downstream_request.request_state.as_deref().is_some_and(seal::is_ours) {
-        downstream_request.request_state = None;
+        downstream_request.request_state = cleared.as_ref().and_then(|c| c.inner_state.clone());
         if let Some(responses) = downstream_request.input_responses.as_mut() {
             responses.remove(elicitation::INPUT_KEY);
         }
@@ -176,6 +184,9 @@ async fn forward(
         Err(error) => Relayed::Done(Err(error)),
     };
     let response = match outcome {
+        Relayed::Done(Ok(CallToolResponse::InputRequired(asked))) if let Some(cleared) = &cleared => {
+            hold::continue_later(gateway, &cleared.receipt, asked).await.map(CallToolResponse::InputRequired)
+        }
         Relayed::Done(Ok(response)) => Ok(mark_complete(response)),
         Relayed::Done(Err(error)) => forward_error(error),
         Relayed::Cancelled => Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)),

@@ -8,14 +8,14 @@ use std::time::Instant;
 
 use rmcp::RoleServer;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData,
+    CallToolRequestParams, CallToolResponse, ErrorCode, ErrorData, InputRequiredResult,
     ProgressNotificationParam, ProtocolVersion,
 };
 use rmcp::service::RequestContext;
 use serde_json::Value;
 
 use crate::approval::elicitation::{self, Answer};
-use crate::approval::seal::{self, Claims};
+use crate::approval::seal::{self, Claims, Purpose};
 use crate::approval::{
     Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, now_ms,
 };
@@ -31,8 +31,9 @@ use super::fingerprints::fingerprint;
 
 /// How a call leaves the hold.
 pub(super) enum Held {
-    /// Approved: forward once, carrying the receipt.
-    Cleared { approval: ApprovalId, receipt: SignedReceipt },
+    /// Approved: forward once, carrying the receipt (and, in a further round of the same
+    /// execution, the downstream's own request state).
+    Cleared { approval: ApprovalId, receipt: SignedReceipt, inner_state: Option<String> },
     /// Not run: the answer says why (or asks the 2026-07-28 client for a confirmation).
     Answer(CallToolResponse),
 }
@@ -61,12 +62,11 @@ pub(super) async fn hold(
     let modern = context.protocol_version().is_some_and(|v| v >= ProtocolVersion::V_2026_07_28);
     let tool = call.request.name.as_ref();
 
-    // A 2026-07-28 client retrying with the sealed state we gave it.
-    if kind == Kind::Confirm
-        && let Some(state) = call.request.request_state.as_deref()
+    // A 2026-07-28 client retrying with a sealed state we gave it.
+    if let Some(state) = call.request.request_state.as_deref()
         && seal::is_ours(state)
     {
-        return confirm_retry(gateway, &call, state).await;
+        return sealed_retry(gateway, &call, kind, state).await;
     }
 
     let approval = broker
@@ -95,6 +95,8 @@ pub(super) async fn hold(
         Kind::Confirm if modern => {
             let nonce = broker.issue_nonce(&approval.id).await.map_err(broker_failed)?;
             let claims = Claims {
+                purpose: Purpose::Confirm,
+                inner: None,
                 approval_id: approval.id.clone(),
                 caller: approval.caller.clone(),
                 tool: approval.tool.clone(),
@@ -208,8 +210,9 @@ async fn confirm_in_client(
 }
 
 /// A 2026-07-28 retry: the sealed state must be ours, unaltered, unexpired, unused, and
-/// for exactly this caller, tool and argument digest.
-async fn confirm_retry(gateway: &Gateway, call: &HeldCall<'_>, state: &str) -> Result<Held, ErrorData> {
+/// for exactly this caller, tool and argument digest. It answers our confirmation, or
+/// continues an approved execution whose downstream asked for input.
+async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state: &str) -> Result<Held, ErrorData> {
     let broker = gateway.approvals();
     let tool = call.request.name.as_ref();
     let refused = |why: String| Ok(Held::Answer(refusal(format!("Confirmation refused: {why}. The call was not forwarded."))));
@@ -223,6 +226,16 @@ async fn confirm_retry(gateway: &Gateway, call: &HeldCall<'_>, state: &str) -> R
     }
     if !broker.redeem_nonce(&claims.approval_id, &claims.nonce).await.map_err(broker_failed)? {
         return refused("the request state was already used".to_owned());
+    }
+    match claims.purpose {
+        Purpose::Continue => {
+            let receipt = broker.continuation_receipt(&claims.approval_id, call.call_id).map_err(broker_failed)?;
+            return Ok(Held::Cleared { approval: claims.approval_id, receipt, inner_state: claims.inner });
+        }
+        Purpose::Confirm if kind != Kind::Confirm => {
+            return refused("the policy now asks for independent approval, not a confirmation".to_owned());
+        }
+        Purpose::Confirm => {}
     }
     let answer = call
         .request
@@ -295,7 +308,7 @@ async fn outcome(broker: &Broker, approval: Approval, call_id: &str) -> Result<H
 /// Takes the approval's one execution.
 async fn clear(broker: &Broker, approval: Approval, call_id: &str) -> Result<Held, ErrorData> {
     match broker.consume(&approval.id, call_id).await {
-        Ok(receipt) => Ok(Held::Cleared { approval: approval.id, receipt }),
+        Ok(receipt) => Ok(Held::Cleared { approval: approval.id, receipt, inner_state: None }),
         Err(BrokerError::NotUsable { id, .. }) => Ok(Held::Answer(refusal(format!(
             "Approval {id} for {} was already used by another call; an approval authorises one execution. \
              Make the call again to ask for a new approval. The call was not forwarded.",
@@ -303,6 +316,32 @@ async fn clear(broker: &Broker, approval: Approval, call_id: &str) -> Result<Hel
         )))),
         Err(error) => Err(broker_failed(error)),
     }
+}
+
+/// A downstream asked an approved call for input: seal its state inside ours, so the
+/// client's retry continues this execution instead of asking people again.
+pub(super) async fn continue_later(
+    gateway: &Gateway,
+    receipt: &SignedReceipt,
+    mut asked: InputRequiredResult,
+) -> Result<InputRequiredResult, ErrorData> {
+    let broker = gateway.approvals();
+    let id = &receipt.receipt.approval_id;
+    let approval = broker.get(id).ok_or_else(|| broker_failed(BrokerError::NotFound(id.clone())))?;
+    let nonce = broker.issue_nonce(id).await.map_err(broker_failed)?;
+    let claims = Claims {
+        purpose: Purpose::Continue,
+        approval_id: id.clone(),
+        caller: approval.caller,
+        tool: approval.tool,
+        args_sha256: approval.args_sha256,
+        // A round of the same execution may take as long as a person needs to answer.
+        expires_ms: now_ms().saturating_add(u64::try_from(gateway.holds.continue_within.as_millis()).unwrap_or(u64::MAX)),
+        nonce,
+        inner: asked.request_state.take(),
+    };
+    asked.request_state = Some(broker.sealer().seal(&claims));
+    Ok(asked)
 }
 
 /// Where a person can decide, for messages.

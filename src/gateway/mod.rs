@@ -73,6 +73,8 @@ pub struct Parts {
 pub struct HoldSettings {
     /// Interval of `notifications/progress` while waiting.
     pub progress_every: std::time::Duration,
+    /// How long a client has to answer a downstream's question in an approved call.
+    pub continue_within: std::time::Duration,
     /// Base URL of the approver page and API (`{public_url}/approvals/{id}`), when served.
     pub public_url: Option<String>,
 }

@@ -1,13 +1,15 @@
 //! The HTTP surface, on one axum router.
 //!
-//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`, the
-//! `/approvals` pages of `approval::web`), the
+//! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`,
+//! `/slack/interactions`; the approvals API is `approval::api` and the approver pages are
+//! `approval::web`, both mounted here), the
 //! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
-//! Uses: `gateway` for MCP sessions.
+//! Uses: `gateway` for MCP sessions; the Slack channel for its interactions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
 mod auth;
 mod guard;
+mod slack;
 mod sse;
 
 use std::net::SocketAddr;
@@ -43,6 +45,7 @@ pub fn router(
     shutdown: CancellationToken,
 ) -> Router {
     let mcp_gateway = gateway.clone();
+    let gateway_for_api = gateway.clone();
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .disable_allowed_origins()
@@ -65,7 +68,25 @@ pub fn router(
         // The approver page signs people in itself (session cookie or bearer header).
         .merge(web.router())
         .with_state(state)
+        // Not behind `require_caller`: that lets anonymous through, the API refuses it.
+        .merge(crate::approval::api::router(gateway_for_api.approvals().clone(), gateway_for_api))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// `/slack/interactions`, behind the same Host/Origin guard; `serve` merges it into
+/// [`router`] when `[approvals.slack]` is configured.
+pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard) -> Router {
+    Router::new()
+        .route("/slack/interactions", post(slack::interactions))
+        .with_state(slack)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// The approvals API authenticates through the gateway's authenticator.
+impl crate::approval::api::Identify for Gateway {
+    fn authenticator(&self) -> &crate::identity::Authenticator {
+        Gateway::authenticator(self)
+    }
 }
 
 /// `GET /healthz`: 200 with every downstream's health.

@@ -78,6 +78,9 @@ pub enum AuthMethod {
     Oidc,
     /// HTTP with no identity configured: everyone is the same anonymous caller.
     Anonymous,
+    /// A Slack user listed in `[approvals.slack] users`, vouched for by Slack's request
+    /// signature (an approver, never a tool caller).
+    Slack,
 }
 
 /// An identified caller: who, which groups, and how they proved it.

@@ -3,8 +3,11 @@
 #![allow(unreachable_pub)]
 
 mod approvals;
+mod approvals_api;
 mod audit;
+mod channels;
 mod config_errors;
+mod demo;
 mod demo_tools;
 mod durability;
 mod enforcement;

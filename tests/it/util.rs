@@ -108,7 +108,13 @@ impl Setup {
 
     /// `airlock serve --http 127.0.0.1:0`; returns the process and its base URL.
     pub async fn http(&self) -> HttpGateway {
+        self.http_with_env(&[]).await
+    }
+
+    /// [`Setup::http`] with extra environment variables (secrets named in the config).
+    pub async fn http_with_env(&self, env: &[(&str, &str)]) -> HttpGateway {
         let mut child = tokio::process::Command::new(airlock())
+            .envs(env.iter().copied())
             .arg("serve")
             .arg("--config")
             .arg(self.config())

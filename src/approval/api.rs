@@ -1,0 +1,221 @@
+//! The `api` channel: `/api/v1/approvals` for approvers and scripts (DESIGN.md §5).
+//!
+//! Owns: the three routes, their JSON bodies, who may call them (every route needs an
+//! authenticated identity), and the one mapping of `DecideError` to HTTP statuses.
+//! Uses: the `Broker` (every decision goes through `Broker::decide`, channel `"api"`),
+//! `identity::Authenticator`.
+//! Must not: reach into `gateway` or `http` (the HTTP layer mounts this router and hands
+//! it the authenticator through [`Identify`]), or change an approval except by deciding.
+//!
+//! Fail closed: when no identity is configured every HTTP caller is `anonymous`, and an
+//! anonymous caller gets 401 on every route here. Anyone could otherwise read pending
+//! arguments or approve as nobody in particular.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::identity::{AuthError, AuthMethod, Authenticator, Caller};
+
+use super::{Approval, ApprovalId, BrokerError, DecideError, State as ApprovalState, Verdict};
+use super::Broker;
+
+/// The channel name recorded with every decision made here.
+pub const CHANNEL: &str = "api";
+
+/// Where the API finds the authenticator. The HTTP layer implements it for the gateway,
+/// so this module needs neither.
+pub trait Identify: Send + Sync + 'static {
+    /// The authenticator that checks `Authorization` headers.
+    fn authenticator(&self) -> &Authenticator;
+}
+
+impl Identify for Authenticator {
+    fn authenticator(&self) -> &Authenticator {
+        self
+    }
+}
+
+/// What the handlers reach.
+#[derive(Clone)]
+struct ApiState {
+    broker: Broker,
+    identify: Arc<dyn Identify>,
+}
+
+/// The `/api/v1/approvals` routes, with their state applied (merge into any router).
+pub fn router(broker: Broker, identify: Arc<dyn Identify>) -> Router {
+    Router::new()
+        .route("/api/v1/approvals", get(list))
+        .route("/api/v1/approvals/{id}", get(show))
+        .route("/api/v1/approvals/{id}/decision", post(decide))
+        .with_state(ApiState { broker, identify })
+}
+
+/// Query of `GET /api/v1/approvals`.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+}
+
+/// Body of `POST /api/v1/approvals/{id}/decision`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DecisionBody {
+    decision: Verdict,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+/// Why a request was refused, with its status. Every variant maps in [`ApiError::status`].
+#[derive(Debug, thiserror::Error)]
+enum ApiError {
+    #[error("{0}")]
+    Auth(AuthError),
+    #[error(
+        "no identity is configured ([[identity.tokens]] or [[identity.oidc]] in airlock.toml), \
+         so the approvals API refuses every request: an anonymous caller can neither read nor decide approvals"
+    )]
+    Anonymous,
+    #[error("unknown state {0:?}: expected pending, approved, denied, expired or cancelled")]
+    BadState(String),
+    #[error("bad query: {0}")]
+    BadQuery(String),
+    #[error("no approval {0}")]
+    NotFound(String),
+    #[error("the body must be JSON {{\"decision\": \"approve\" | \"deny\", \"comment\": \"…\"}}: {0}")]
+    BadBody(String),
+    #[error("approval {id} is not decided over the API (its rule asks for: {channels})")]
+    WrongChannel { id: ApprovalId, channels: String },
+    #[error("{0}")]
+    Decide(DecideError),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Auth(AuthError::MissingCredentials | AuthError::InvalidToken(_)) | ApiError::Anonymous => {
+                StatusCode::UNAUTHORIZED
+            }
+            // The token cannot be checked right now, so it does not count; try later.
+            ApiError::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BadState(_) | ApiError::BadQuery(_) | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::WrongChannel { .. } => StatusCode::FORBIDDEN,
+            ApiError::Decide(error) => match error {
+                DecideError::NotFound(_) | DecideError::Broker(BrokerError::NotFound(_)) => StatusCode::NOT_FOUND,
+                DecideError::NotEligible(_) => StatusCode::FORBIDDEN,
+                DecideError::Expired(_) | DecideError::Settled(_) => StatusCode::CONFLICT,
+                DecideError::Broker(BrokerError::Audit(_) | BrokerError::Db(_) | BrokerError::NotUsable { .. }) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+
+    /// The approval a conflict is about, so the client sees its current state.
+    fn approval(&self) -> Option<&Approval> {
+        match self {
+            ApiError::Decide(DecideError::Expired(a) | DecideError::Settled(a)) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %self, "approvals API");
+        }
+        let mut body = json!({"error": self.to_string()});
+        if let Some(approval) = self.approval() {
+            body["approval"] = serde_json::to_value(approval).unwrap_or(Value::Null);
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        no_store(response)
+    }
+}
+
+/// Approvals carry arguments: no cache should keep them.
+fn no_store(mut response: Response) -> Response {
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn ok(value: Value) -> Response {
+    no_store((StatusCode::OK, axum::Json(value)).into_response())
+}
+
+/// The caller, who must be someone: anonymous (no identity configured) is refused.
+async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let caller = state.identify.authenticator().authenticate(authorization).await.map_err(ApiError::Auth)?;
+    match caller.via {
+        AuthMethod::Anonymous => Err(ApiError::Anonymous),
+        // `Slack` never comes from a bearer token; it is listed so the match stays exhaustive.
+        AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::Slack => Ok(caller),
+    }
+}
+
+fn lookup(state: &ApiState, id: &str) -> Result<Approval, ApiError> {
+    // A malformed id cannot name an approval: it reads as unknown, like any other.
+    ApprovalId::parse(id).and_then(|id| state.broker.get(&id)).ok_or_else(|| ApiError::NotFound(id.to_owned()))
+}
+
+/// `GET /api/v1/approvals[?state=S]`: oldest first.
+async fn list(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller(&state, &headers).await?;
+    let Query(query) = query.map_err(|e| ApiError::BadQuery(e.body_text()))?;
+    let filter = match query.state.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(ApprovalState::parse(text).ok_or_else(|| ApiError::BadState(text.to_owned()))?),
+    };
+    Ok(ok(json!({"approvals": state.broker.list(filter)})))
+}
+
+/// `GET /api/v1/approvals/{id}`.
+async fn show(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
+    caller(&state, &headers).await?;
+    let approval = lookup(&state, &id)?;
+    Ok(ok(serde_json::to_value(approval).unwrap_or(Value::Null)))
+}
+
+/// `POST /api/v1/approvals/{id}/decision`. The body is read only after the caller is
+/// known, so an unauthenticated client learns nothing from its errors.
+async fn decide(
+    State(state): State<ApiState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let who = caller(&state, &headers).await?;
+    let approval = lookup(&state, &id)?;
+    let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
+    if !approval.announces_on(CHANNEL) {
+        return Err(ApiError::WrongChannel { id: approval.id, channels: approval.channels.join(", ") });
+    }
+    let decided = state
+        .broker
+        .decide(&approval.id, &who, body.decision, body.comment, CHANNEL)
+        .await
+        .map_err(ApiError::Decide)?;
+    Ok(ok(json!({"approval": decided.approval, "counted": decided.counted})))
+}
+
+#[cfg(test)]
+mod tests;

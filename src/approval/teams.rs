@@ -1,0 +1,237 @@
+//! The Microsoft Teams channel (DESIGN.md §5): Adaptive Cards to a Workflows webhook.
+//!
+//! Owns: one card (Adaptive Card 1.5) per hold that announces on `teams`, with an
+//! `Action.OpenUrl` to `{public_url}/approvals/{id}`, and a second card with the outcome
+//! once the hold settles (by any channel, or expiry).
+//! Uses: the broker's events; `outbound` for the POST with retries.
+//! Must not: decide anything (a Workflows webhook cannot call back; deciding happens on
+//! the signed-in approver page, never on a GET a link scanner could follow); log the
+//! webhook URL, which is a credential; run on the call pipeline.
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::outbound::{Outbound, PostError, Secret};
+use super::{Approval, Broker, Event, State, Verdict};
+
+/// What the Teams channel needs, already checked and resolved by `serve`.
+#[derive(Debug, Clone)]
+pub struct TeamsSettings {
+    /// The Workflows "when a webhook request is received" URL.
+    pub workflow_url: Secret,
+    /// Base for links to the approver page, without a trailing `/`.
+    pub public_url: String,
+}
+
+/// The running Teams channel.
+pub struct Teams {
+    outbound: Outbound,
+    settings: TeamsSettings,
+    broker: Broker,
+}
+
+impl Teams {
+    /// Starts the worker on `broker`'s events. Call inside the runtime.
+    pub fn start(settings: TeamsSettings, broker: Broker) -> Result<Arc<Teams>, PostError> {
+        let teams = Arc::new(Teams { outbound: Outbound::new()?, settings, broker });
+        let events = teams.broker.subscribe();
+        tokio::spawn(teams.clone().run(events));
+        Ok(teams)
+    }
+
+    async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
+        loop {
+            match events.recv().await {
+                Ok(Event::Requested(approval)) if approval.announces_on("teams") => {
+                    tokio::spawn(self.clone().follow(approval));
+                }
+                Ok(_) => {}
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "the Teams channel fell behind; some holds were not posted");
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
+    /// Posts the request card, waits for the hold to settle, posts the outcome card.
+    async fn follow(self: Arc<Self>, approval: Approval) {
+        let id = approval.id.clone();
+        let link = format!("{}/approvals/{}", self.settings.public_url, approval.id);
+        if let Err(error) = self.post(&request_card(&approval, &link)).await {
+            tracing::error!(%error, approval = %id, "could not post the approval card to Teams");
+        }
+        match self.broker.settled(&id).await {
+            Ok(settled) => {
+                if let Err(error) = self.post(&settled_card(&settled, &link)).await {
+                    tracing::error!(%error, approval = %id, "could not post the outcome card to Teams");
+                }
+            }
+            Err(error) => tracing::warn!(%error, approval = %id, "stopped following the approval"),
+        }
+    }
+
+    async fn post(&self, card: &Value) -> Result<(), PostError> {
+        self.outbound.post_json("Teams workflow", self.settings.workflow_url.expose(), None, &message(card)).await.map(|_| ())
+    }
+}
+
+/// The envelope a Workflows webhook expects: a message with one card attachment.
+pub fn message(card: &Value) -> Value {
+    json!({
+        "type": "message",
+        "attachments": [{"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": null, "content": card}],
+    })
+}
+
+/// The card for a new hold: the facts and a link to the approver page.
+pub fn request_card(approval: &Approval, link: &str) -> Value {
+    let mut body = vec![
+        text_block(&format!("Approval needed: {}", approval.tool), true),
+        text_block(&approval.reason, false),
+    ];
+    body.push(facts(approval));
+    body.push(text_block("Arguments (redacted)", true));
+    body.push(json!({
+        "type": "TextBlock",
+        "text": serde_json::to_string_pretty(&approval.args).unwrap_or_default(),
+        "fontType": "Monospace",
+        "wrap": true,
+    }));
+    card(body, link, "Review and decide")
+}
+
+/// The card once the hold settled: the outcome, who decided, and the same facts.
+pub fn settled_card(approval: &Approval, link: &str) -> Value {
+    let mut body = vec![text_block(&format!("{}: {}", headline(approval.state), approval.tool), true)];
+    let mut outcome = vec![fact("Outcome", approval.state.as_str())];
+    let approvers: Vec<String> = approval
+        .votes
+        .iter()
+        .filter(|v| v.verdict == Verdict::Approve)
+        .map(|v| format!("{} (via {})", v.approver, v.channel))
+        .collect();
+    if let Some(denial) = approval.denial() {
+        outcome.push(fact("Denied by", &format!("{} (via {})", denial.approver, denial.channel)));
+        if let Some(comment) = &denial.comment {
+            outcome.push(fact("Reason", comment));
+        }
+    } else if !approvers.is_empty() {
+        outcome.push(fact("Approved by", &approvers.join(", ")));
+    }
+    if let Some(reason) = &approval.settled_reason {
+        outcome.push(fact("Settled because", reason));
+    }
+    body.push(json!({"type": "FactSet", "facts": outcome}));
+    body.push(facts(approval));
+    card(body, link, "View approval")
+}
+
+fn card(body: Vec<Value>, link: &str, title: &str) -> Value {
+    json!({
+        "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+        "type": "AdaptiveCard",
+        "version": "1.5",
+        "body": body,
+        "actions": [{"type": "Action.OpenUrl", "title": title, "url": link}],
+    })
+}
+
+fn facts(approval: &Approval) -> Value {
+    let mut facts = vec![
+        fact("Tool", &approval.tool),
+        fact("Server", &approval.server),
+        fact("Risk", &approval.risk),
+        fact("Caller", &approval.caller),
+        fact("Rule", approval.rule.as_deref().unwrap_or("(default for this risk)")),
+        fact("Expires", &approval.expires_at()),
+        fact("Argument digest (SHA-256)", &approval.args_sha256),
+        fact("Approval", approval.id.as_str()),
+    ];
+    if approval.quorum > 1 {
+        facts.push(fact("Approvals needed", &approval.quorum.to_string()));
+    }
+    json!({"type": "FactSet", "facts": facts})
+}
+
+fn fact(title: &str, value: &str) -> Value {
+    json!({"title": title, "value": value})
+}
+
+fn text_block(text: &str, bold: bool) -> Value {
+    if bold {
+        json!({"type": "TextBlock", "text": text, "weight": "Bolder", "size": "Medium", "wrap": true})
+    } else {
+        json!({"type": "TextBlock", "text": text, "wrap": true})
+    }
+}
+
+fn headline(state: State) -> &'static str {
+    match state {
+        State::Pending => "Pending",
+        State::Approved => "Approved",
+        State::Denied => "Denied",
+        State::Expired => "Expired",
+        State::Cancelled => "Cancelled",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::approval::{ApprovalId, Kind, Vote};
+
+    fn sample() -> Approval {
+        Approval {
+            id: ApprovalId::parse("ap-0123456789abcdef01234567").unwrap(),
+            kind: Kind::Approve,
+            state: State::Pending,
+            call_id: "c1".into(),
+            session: "s1".into(),
+            caller: "carol".into(),
+            tool: "demo__delete_bucket".into(),
+            server: "demo".into(),
+            risk: "high".into(),
+            tool_fingerprint: "ff".repeat(32),
+            args_sha256: "ab".repeat(32),
+            args: json!({"bucket": "tmp"}),
+            rule: None,
+            reason: "deletes need review".into(),
+            quorum: 1,
+            approvers: Vec::new(),
+            channels: Vec::new(),
+            created_ms: 0,
+            expires_ms: 0,
+            votes: Vec::new(),
+            settled_ms: None,
+            settled_reason: None,
+            executed_by: None,
+            nonce: None,
+        }
+    }
+
+    #[test]
+    fn the_request_card_is_version_1_5_and_links_to_the_approver_page() {
+        let link = "https://airlock.example/approvals/ap-0123456789abcdef01234567";
+        let envelope = message(&request_card(&sample(), link));
+        let card = &envelope["attachments"][0]["content"];
+        assert_eq!(card["version"], "1.5");
+        assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
+        assert_eq!(card["actions"][0]["url"], link);
+        let text = card.to_string();
+        for fact in ["demo__delete_bucket", "carol", "high", &"ab".repeat(32), "tmp"] {
+            assert!(text.contains(fact), "missing {fact}: {text}");
+        }
+    }
+
+    #[test]
+    fn the_outcome_card_names_the_denier_and_reason() {
+        let mut approval = sample();
+        approval.state = State::Denied;
+        approval.votes.push(Vote { approver: "bob".into(), verdict: Verdict::Deny, channel: "web".into(), comment: Some("no".into()), at_ms: 0 });
+        let text = settled_card(&approval, "x").to_string();
+        assert!(text.contains("Denied: demo__delete_bucket") && text.contains("bob (via web)") && text.contains("\"no\""), "{text}");
+    }
+}
