@@ -197,6 +197,28 @@ pub struct ApprovalsConfig {
     pub slack: Option<SlackConfig>,
     /// `[approvals.teams]`.
     pub teams: Option<TeamsConfig>,
+    /// `[approvals.web]`.
+    pub web: WebConfig,
+}
+
+/// `[approvals.web]`: how approvers sign in to the `/approvals` pages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// OpenID Connect sign-in; `None`: only bearer tokens sign in.
+    pub oidc: Option<WebOidcConfig>,
+    /// How long a sign-in lasts. Default 8 hours.
+    pub session_lifetime: Duration,
+}
+
+/// The OpenID Connect client the approver page signs people in with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebOidcConfig {
+    /// One of the `[[identity.oidc]]` issuers: its keys verify the ID tokens.
+    pub issuer: Url,
+    /// This gateway's client id at the issuer.
+    pub client_id: String,
+    /// Variable holding the client secret; `None`: a public client (PKCE only).
+    pub client_secret_env: Option<EnvVarName>,
 }
 
 /// `[approvals.slack]`.
@@ -264,6 +286,7 @@ impl Config {
                 progress_every: Duration::from_secs(10),
                 slack: None,
                 teams: None,
+                web: WebConfig { oidc: None, session_lifetime: Duration::from_secs(8 * 3600) },
             },
         }
     }
@@ -317,7 +340,11 @@ impl Config {
             v.http(raw.http.unwrap_or_default(), &mut config.http);
             v.audit(raw.audit.unwrap_or_default(), &mut config.audit);
             v.identity(raw.identity.unwrap_or_default(), &mut config.identity);
-            v.approvals(raw.approvals.unwrap_or_default(), &mut config.approvals);
+            let mut approvals = raw.approvals.unwrap_or_default();
+            // [approvals.web] names an [[identity.oidc]] issuer, so it is checked after them.
+            let web = approvals.web.take();
+            v.approvals(approvals, &mut config.approvals);
+            v.approvals_web(web, &config.identity, &mut config.approvals.web);
         }
         errors.sort_by_line();
         (config, errors)
@@ -488,6 +515,23 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
                 "conf/airlock.toml:2: key \"audit.durability\": \"fsnyc\" is not a known value (did you mean \"fsync\"?)"
             ]
         );
+    }
+
+    #[test]
+    fn approvals_web_needs_a_configured_issuer_and_a_client_id() {
+        let good = "[[identity.oidc]]\nissuer = \"https://idp.example.com\"\naudience = \"api\"\n\
+                    [approvals.web]\noidc_issuer = \"https://idp.example.com\"\nclient_id = \"airlock\"\n\
+                    client_secret_env = \"WEB_SECRET\"\nsession_lifetime = \"1h\"\n";
+        let web = parse(good).unwrap().approvals.web;
+        let oidc = web.oidc.unwrap();
+        assert_eq!((oidc.client_id.as_str(), oidc.client_secret_env.unwrap().as_str()), ("airlock", "WEB_SECRET"));
+        assert_eq!(web.session_lifetime, Duration::from_secs(3600));
+        let got = parse("[approvals.web]\noidc_issuer = \"https://other.example.com\"\n").unwrap_err();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(got.iter().any(|p| p.starts_with("conf/airlock.toml:2: key \"approvals.web.oidc_issuer\"")
+            && p.contains("not an [[identity.oidc]] issuer")), "{got:#?}");
+        assert!(got.iter().any(|p| p.contains("needs the key \"client_id\"")), "{got:#?}");
+        assert!(parse("[approvals.web]\nsession_lifetime = \"8h\"\n").unwrap().approvals.web.oidc.is_none());
     }
 
     #[test]

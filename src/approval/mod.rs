@@ -29,6 +29,7 @@ pub mod receipt;
 pub mod seal;
 pub mod slack;
 pub mod teams;
+pub mod web;
 
 pub use broker::{Broker, BrokerError, DecideError, Decided, Event, HoldRequest};
 pub use receipt::{Receipt, SignedReceipt};

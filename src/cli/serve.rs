@@ -109,7 +109,8 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         }
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
-        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, shutdown.clone());
+        let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, shutdown.clone());
         if let Some(slack) = slack {
             router = router.merge(crate::http::slack_routes(slack, guard));
         }

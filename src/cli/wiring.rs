@@ -127,3 +127,28 @@ fn secret_from(var: &str, key: &str) -> anyhow::Result<Secret> {
         _ => anyhow::bail!("{key}: environment variable {var} is not set"),
     }
 }
+
+/// `[approvals.web]` → the approver page. The client secret is read from its variable here,
+/// at start, so a missing one stops the gateway instead of failing every sign-in.
+pub(crate) fn web(
+    config: &crate::config::WebConfig,
+    broker: crate::approval::Broker,
+    authenticator: std::sync::Arc<identity::Authenticator>,
+    public_url: &str,
+) -> anyhow::Result<crate::approval::web::Web> {
+    use crate::approval::web::{OidcClientSettings, Web, WebSettings};
+    let oidc = match &config.oidc {
+        Some(oidc) => {
+            let client_secret = match &oidc.client_secret_env {
+                Some(var) => Some(var.get().ok_or_else(|| {
+                    anyhow::anyhow!("approvals.web.client_secret_env: environment variable {} is not set", var.as_str())
+                })?),
+                None => None,
+            };
+            Some(OidcClientSettings { issuer: issuer_text(&oidc.issuer), client_id: oidc.client_id.clone(), client_secret })
+        }
+        None => None,
+    };
+    let settings = WebSettings { public_url: public_url.to_owned(), oidc, session_lifetime: config.session_lifetime };
+    Ok(Web::new(broker, authenticator, settings)?)
+}

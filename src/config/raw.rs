@@ -18,7 +18,7 @@ use super::diag::{ConfigErrors, Source};
 use super::{
     ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig,
     IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
-    check_json_pointer, parse_duration,
+    WebConfig, WebOidcConfig, check_json_pointer, parse_duration,
 };
 // ---- raw, as written -------------------------------------------------------------------
 
@@ -94,6 +94,16 @@ pub(super) struct RawApprovals {
     progress_every: Option<Spanned<String>>,
     slack: Option<Spanned<RawSlack>>,
     teams: Option<Spanned<RawTeams>>,
+    pub(super) web: Option<Spanned<RawWeb>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWeb {
+    oidc_issuer: Option<Spanned<String>>,
+    client_id: Option<Spanned<String>>,
+    client_secret_env: Option<Spanned<String>>,
+    session_lifetime: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -333,6 +343,50 @@ impl Validator<'_, '_> {
             {
                 out.teams = Some(TeamsConfig { workflow_url_env });
             }
+        }
+    }
+
+    /// `[approvals.web]`: the issuer must be a configured `[[identity.oidc]]` one, since
+    /// the sign-in's ID tokens are verified with its keys.
+    pub(super) fn approvals_web(&mut self, raw: Option<Spanned<RawWeb>>, identity: &IdentityConfig, out: &mut WebConfig) {
+        let Some(raw) = raw else { return };
+        let span = raw.span();
+        let w = raw.into_inner();
+        if let Some(t) = w.session_lifetime {
+            out.session_lifetime = self.duration(&t, "approvals.web.session_lifetime").unwrap_or(out.session_lifetime);
+        }
+        let secret = w.client_secret_env.and_then(|v| self.env_name(&v, "approvals.web.client_secret_env"));
+        if w.oidc_issuer.is_none() && w.client_id.is_none() {
+            if secret.is_some() {
+                self.problem(span, "[approvals.web] client_secret_env needs oidc_issuer and client_id".to_string());
+            }
+            return;
+        }
+        let t = "approvals.web";
+        let issuer = self.required(w.oidc_issuer, span.clone(), t, "oidc_issuer");
+        let client_id = self.required(w.client_id, span, t, "client_id");
+        let issuer = issuer.and_then(|i| {
+            let url = self.http_url(&i, "approvals.web.oidc_issuer")?;
+            if identity.oidc.iter().any(|o| o.issuer == url) {
+                return Some(url);
+            }
+            let msg = format!(
+                "key \"approvals.web.oidc_issuer\": \"{}\" is not an [[identity.oidc]] issuer; add one with \
+                 that issuer (its keys verify the sign-in's ID tokens)",
+                i.get_ref()
+            );
+            self.problem(i.span(), msg);
+            None
+        });
+        let client_id = client_id.and_then(|c| {
+            if c.get_ref().trim().is_empty() {
+                self.problem(c.span(), "key \"approvals.web.client_id\": must not be empty".to_string());
+                return None;
+            }
+            Some(c.into_inner())
+        });
+        if let (Some(issuer), Some(client_id)) = (issuer, client_id) {
+            out.oidc = Some(WebOidcConfig { issuer, client_id, client_secret_env: secret });
         }
     }
 

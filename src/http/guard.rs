@@ -40,7 +40,12 @@ impl HostGuard {
             .any(|allowed| allowed.eq_ignore_ascii_case(authority) || allowed.eq_ignore_ascii_case(host))
     }
 
-    fn origin_allowed(&self, origin: &str) -> bool {
+    fn origin_allowed(&self, origin: &str, host: &str) -> bool {
+        // Same origin as the (already allowed) Host: the gateway's own pages posting back
+        // to it, e.g. the approver page's forms. Accepted even with an explicit list.
+        if origin.split_once("://").is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host)) {
+            return true;
+        }
         if !self.allowed_origins.is_empty() {
             return self.allowed_origins.iter().any(|allowed| allowed.eq_ignore_ascii_case(origin));
         }
@@ -69,7 +74,7 @@ impl HostGuard {
             (Some(_), Some(_)) => Err("more than one Origin header"),
             (Some(origin), None) => {
                 let origin = origin.to_str().map_err(|_| "Origin header is not text")?;
-                if self.origin_allowed(origin) { Ok(()) } else { Err("Origin not allowed (see [http] allowed_origins)") }
+                if self.origin_allowed(origin, host) { Ok(()) } else { Err("Origin not allowed (see [http] allowed_origins)") }
             }
         }
     }
@@ -133,6 +138,14 @@ mod tests {
     fn explicit_origin_list_is_exact() {
         let guard = HostGuard { allowed_origins: vec!["https://app.example.com".into()], ..HostGuard::default() };
         assert!(guard.verdict(&headers(&[("host", "localhost"), ("origin", "https://app.example.com")])).is_ok());
-        assert!(guard.verdict(&headers(&[("host", "localhost"), ("origin", "http://localhost")])).is_err());
+        assert!(guard.verdict(&headers(&[("host", "localhost"), ("origin", "http://localhost:1")])).is_err());
+    }
+
+    #[test]
+    fn the_gateways_own_origin_is_accepted_with_an_explicit_list() {
+        // The approver page posts its forms back with the gateway's own origin.
+        let guard = HostGuard { allowed_origins: vec!["https://app.example.com".into()], ..HostGuard::default() };
+        assert!(guard.verdict(&headers(&[("host", "127.0.0.1:8787"), ("origin", "http://127.0.0.1:8787")])).is_ok());
+        assert!(guard.verdict(&headers(&[("host", "127.0.0.1:8787"), ("origin", "http://127.0.0.1:9999")])).is_err());
     }
 }

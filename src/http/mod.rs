@@ -1,7 +1,8 @@
 //! The HTTP surface, on one axum router.
 //!
 //! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`,
-//! `/slack/interactions`; the approvals API is `approval::api`, mounted here), the
+//! `/slack/interactions`; the approvals API is `approval::api` and the approver pages are
+//! `approval::web`, both mounted here), the
 //! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
 //! Uses: `gateway` for MCP sessions; the Slack channel for its interactions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
@@ -36,7 +37,13 @@ pub(crate) struct AppState {
 
 /// Builds the router. The Host/Origin guard covers every route, so rmcp's own check on
 /// `/mcp` is switched off: one decision point.
-pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutdown: CancellationToken) -> Router {
+pub fn router(
+    gateway: Arc<Gateway>,
+    guard: HostGuard,
+    public_url: String,
+    web: crate::approval::web::Web,
+    shutdown: CancellationToken,
+) -> Router {
     let mcp_gateway = gateway.clone();
     let gateway_for_api = gateway.clone();
     let config = StreamableHttpServerConfig::default()
@@ -58,6 +65,8 @@ pub fn router(gateway: Arc<Gateway>, guard: HostGuard, public_url: String, shutd
         .route("/healthz", get(healthz))
         .route(crate::identity::RESOURCE_METADATA_PATH, get(resource_metadata))
         .merge(authenticated)
+        // The approver page signs people in itself (session cookie or bearer header).
+        .merge(web.router())
         .with_state(state)
         // Not behind `require_caller`: that lets anonymous through, the API refuses it.
         .merge(crate::approval::api::router(gateway_for_api.approvals().clone(), gateway_for_api))

@@ -245,6 +245,31 @@ impl Authenticator {
         }
     }
 
+    /// Verifies the ID token of an OpenID Connect sign-in by `client_id` at `issuer`
+    /// (which must be a configured `[[identity.oidc]]` issuer): signature against its
+    /// JWKS, `iss`, `exp`/`nbf`, `aud` containing `client_id`, and `nonce`. The caller's
+    /// principal and groups are those an access token of that issuer would give.
+    pub async fn verify_id_token(
+        &self,
+        issuer: &str,
+        id_token: &str,
+        client_id: &str,
+        nonce: &str,
+    ) -> Result<Caller, AuthError> {
+        match &self.oidc {
+            Some(verifier) if verifier.issuers().any(|i| i == issuer) && jwt::looks_like_jwt(id_token) => {
+                let caller = verifier.verify_id_token(id_token, client_id, nonce).await?;
+                // The token names its own issuer; it must be the one the sign-in went to.
+                if caller.principal.as_str().strip_prefix(issuer).is_some_and(|rest| rest.starts_with('#')) {
+                    Ok(caller)
+                } else {
+                    Err(TokenProblem::UnknownIssuer.into())
+                }
+            }
+            _ => Err(TokenProblem::UnknownIssuer.into()),
+        }
+    }
+
     /// The RFC 9728 protected-resource metadata served at
     /// `{public_url}/.well-known/oauth-protected-resource`.
     pub fn protected_resource_metadata(&self, public_url: &str) -> Value {

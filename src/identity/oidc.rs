@@ -104,6 +104,29 @@ impl OidcVerifier {
 
     /// Verifies `token` and returns the caller it identifies.
     pub(crate) async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
+        self.verify(token, None).await.map(|(caller, _)| caller)
+    }
+
+    /// Verifies an OpenID Connect ID token from a sign-in (Core §3.1.3.7): the same
+    /// signature, issuer and time checks as an access token, but the audience is the
+    /// relying party's `client_id`, `azp` (when present) must be it too, and `nonce` must
+    /// be the one this sign-in sent, so a token minted for another sign-in is refused.
+    pub(crate) async fn verify_id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<Caller, AuthError> {
+        let (caller, claims) = self.verify(token, Some(client_id)).await?;
+        if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
+            return Err(TokenProblem::InvalidClaim("nonce").into());
+        }
+        if claims.get("azp").is_some_and(|azp| azp.as_str() != Some(client_id)) {
+            return Err(TokenProblem::InvalidClaim("azp").into());
+        }
+        Ok(caller)
+    }
+
+    async fn verify(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<(Caller, serde_json::Map<String, Value>), AuthError> {
         let jwt = jwt::parse(token)?;
         let claimed = jwt.claimed_issuer().ok_or(TokenProblem::UnknownIssuer)?;
         let issuer = self
@@ -115,17 +138,18 @@ impl OidcVerifier {
         jwt.verify(&key)?;
         let rules = ClaimRules {
             issuer: &issuer.issuer,
-            audience: &issuer.audience,
+            audience: audience.unwrap_or(&issuer.audience),
             groups_claim: issuer.groups_claim.as_deref(),
         };
         let identity = jwt::check_claims(&jwt.claims, &rules, unix_now())?;
         let principal = Principal::new(format!("{}#{}", issuer.issuer, identity.subject))
             .map_err(|_| TokenProblem::InvalidClaim("sub"))?;
-        Ok(Caller {
+        let caller = Caller {
             principal,
             groups: identity.groups,
             via: AuthMethod::Oidc,
-        })
+        };
+        Ok((caller, jwt.claims))
     }
 
     /// The key for `kid`, fetching the JWKS when the cache is empty, stale, or lacks

@@ -15,3 +15,4 @@ mod pipeline;
 mod policy;
 mod protocol;
 mod util;
+mod web;

@@ -578,3 +578,28 @@ async fn old_keys_are_refreshed_and_kept_if_the_refresh_fails() {
     auth.authenticate(Some(&token)).await.unwrap();
     assert_eq!(idp.jwks_fetches(), 3);
 }
+
+#[tokio::test]
+async fn an_id_token_needs_the_client_as_audience_and_the_sign_ins_nonce() {
+    let key = TestKey::es256("ec-1");
+    let idp = Idp::start(&[&key]).await;
+    let auth = idp.authenticator();
+    let issuer = idp.issuer();
+    let mut claims = idp.claims();
+    set(&mut claims, "aud", json!("airlock-web"));
+    set(&mut claims, "nonce", json!("n-1"));
+    let token = key.token(&claims);
+    let caller = auth.verify_id_token(&issuer, &token, "airlock-web", "n-1").await.unwrap();
+    assert_eq!(caller.principal.as_str(), format!("{issuer}#user-42"));
+    assert_eq!(caller.groups, vec!["sre", "dev"]);
+    assert_eq!(problem(auth.verify_id_token(&issuer, &token, "airlock-web", "n-2").await), TokenProblem::InvalidClaim("nonce"));
+    assert_eq!(problem(auth.verify_id_token(&issuer, &token, "other-client", "n-1").await), TokenProblem::WrongAudience);
+    // A sign-in at one issuer does not accept a token naming another.
+    assert_eq!(
+        problem(auth.verify_id_token("https://elsewhere.example", &token, "airlock-web", "n-1").await),
+        TokenProblem::UnknownIssuer
+    );
+    set(&mut claims, "azp", json!("someone-else"));
+    let token = key.token(&claims);
+    assert_eq!(problem(auth.verify_id_token(&issuer, &token, "airlock-web", "n-1").await), TokenProblem::InvalidClaim("azp"));
+}
