@@ -31,7 +31,7 @@ pub mod slack;
 pub mod teams;
 pub mod web;
 
-pub use broker::{Broker, BrokerError, DecideError, Decided, Event, HoldRequest};
+pub use broker::{Broker, BrokerError, DecideError, Decided, Event, HoldRequest, WaitGuard};
 pub use receipt::{Receipt, SignedReceipt};
 
 /// An approval's id: `ap-` and 24 hex digits from the system RNG, so a link to it cannot
@@ -267,3 +267,34 @@ pub fn rfc3339(ms: u64) -> String {
 
 #[cfg(test)]
 mod tests;
+
+/// A pending `approve` hold for tests of the renderers, with `args` and `rule` as given.
+#[cfg(test)]
+pub(crate) fn sample_approval(args: Value, rule: Option<&str>, reason: &str) -> Approval {
+    Approval {
+        id: ApprovalId("ap-0123456789abcdef01234567".to_owned()),
+        kind: Kind::Approve,
+        state: State::Pending,
+        call_id: "c1".into(),
+        session: "s1".into(),
+        caller: "carol".into(),
+        tool: "demo__delete_bucket".into(),
+        server: "demo".into(),
+        risk: "high".into(),
+        tool_fingerprint: "ff".repeat(32),
+        args_sha256: "ab".repeat(32),
+        args,
+        rule: rule.map(str::to_owned),
+        reason: reason.to_owned(),
+        quorum: 1,
+        approvers: Vec::new(),
+        channels: Vec::new(),
+        created_ms: 0,
+        expires_ms: 1_800_000_000_000,
+        votes: Vec::new(),
+        settled_ms: None,
+        settled_reason: None,
+        executed_by: None,
+        nonce: None,
+    }
+}

@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::approval::elicitation::{self, Answer};
 use crate::approval::seal::{self, Claims, Purpose};
 use crate::approval::{
-    Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, now_ms,
+    Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, WaitGuard,
+    now_ms,
 };
 use crate::audit::{Sha256Digest, canonical};
 use crate::downstream::CatalogEntry;
@@ -158,17 +159,21 @@ async fn wait(
                     }
                 }
             }
-            () = context.ct.cancelled() => {
-                drop(guard);
-                if let Err(error) = broker.cancel_if_abandoned(&id, "cancelled by the client").await {
-                    tracing::error!(%error, approval = %id, "could not cancel the approval");
-                }
-                return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None));
-            }
+            () = context.ct.cancelled() => return Err(client_cancelled(broker, guard, &id).await),
         }
     };
     drop(guard);
     outcome(broker, settled, call.call_id).await
+}
+
+/// The client gave up: stop waiting, and cancel the approval unless a retry of the same
+/// call still waits on it.
+async fn client_cancelled(broker: &Broker, guard: WaitGuard, id: &ApprovalId) -> ErrorData {
+    drop(guard);
+    if let Err(error) = broker.cancel_if_abandoned(id, "cancelled by the client").await {
+        tracing::error!(%error, approval = %id, "could not cancel the approval");
+    }
+    ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)
 }
 
 /// Asks the caller's own human through `elicitation/create` (2025-11-25 clients).
@@ -188,13 +193,7 @@ async fn confirm_in_client(
             drop(guard);
             return outcome(broker, settled.map_err(broker_failed)?, call.call_id).await;
         }
-        () = context.ct.cancelled() => {
-            drop(guard);
-            if let Err(error) = broker.cancel_if_abandoned(&id, "cancelled by the client").await {
-                tracing::error!(%error, approval = %id, "could not cancel the approval");
-            }
-            return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None));
-        }
+        () = context.ct.cancelled() => return Err(client_cancelled(broker, guard, &id).await),
     };
     drop(guard);
     let answer = match answered {

@@ -191,32 +191,7 @@ mod tests {
     use crate::approval::{ApprovalId, Kind};
 
     fn sample() -> Approval {
-        Approval {
-            id: ApprovalId::parse("ap-0123456789abcdef01234567").unwrap(),
-            kind: Kind::Approve,
-            state: State::Pending,
-            call_id: "c1".into(),
-            session: "s1".into(),
-            caller: "carol".into(),
-            tool: "demo__delete_bucket".into(),
-            server: "demo".into(),
-            risk: "high".into(),
-            tool_fingerprint: "ff".repeat(32),
-            args_sha256: "ab".repeat(32),
-            args: json!({"bucket": "<!channel> ```x```", "token": "[redacted]"}),
-            rule: Some("deletes".into()),
-            reason: "deletes need a second pair of eyes".into(),
-            quorum: 1,
-            approvers: Vec::new(),
-            channels: Vec::new(),
-            created_ms: 0,
-            expires_ms: 1_800_000_000_000,
-            votes: Vec::new(),
-            settled_ms: None,
-            settled_reason: None,
-            executed_by: None,
-            nonce: None,
-        }
+        crate::approval::sample_approval(json!({"bucket": "<!channel> ```x```", "token": "[redacted]"}), Some("deletes"), "deletes need a second pair of eyes")
     }
 
     #[test]
