@@ -181,7 +181,7 @@ fn headline(state: State) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{ApprovalId, Kind, Vote};
+    use crate::approval::Vote;
 
     fn sample() -> Approval {
         crate::approval::sample_approval(json!({"bucket": "tmp"}), None, "deletes need review")

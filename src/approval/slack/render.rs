@@ -188,7 +188,7 @@ fn clip(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::approval::{ApprovalId, Kind};
+
 
     fn sample() -> Approval {
         crate::approval::sample_approval(json!({"bucket": "<!channel> ```x```", "token": "[redacted]"}), Some("deletes"), "deletes need a second pair of eyes")
