@@ -179,19 +179,25 @@ async fn list(
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    caller(&state, &headers).await?;
+    let who = caller(&state, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::BadQuery(e.body_text()))?;
     let filter = match query.state.as_deref() {
         None | Some("") => None,
         Some(text) => Some(ApprovalState::parse(text).ok_or_else(|| ApiError::BadState(text.to_owned()))?),
     };
-    Ok(ok(json!({"approvals": state.broker.list(filter)})))
+    let visible: Vec<Approval> =
+        state.broker.list(filter).into_iter().filter(|a| a.may_view(who.principal.as_str(), &who.groups)).collect();
+    Ok(ok(json!({"approvals": visible})))
 }
 
 /// `GET /api/v1/approvals/{id}`.
 async fn show(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    caller(&state, &headers).await?;
+    let who = caller(&state, &headers).await?;
+    // One you may not see reads as one that does not exist.
     let approval = lookup(&state, &id)?;
+    if !approval.may_view(who.principal.as_str(), &who.groups) {
+        return Err(ApiError::NotFound(id));
+    }
     Ok(ok(serde_json::to_value(approval).unwrap_or(Value::Null)))
 }
 

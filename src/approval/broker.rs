@@ -20,6 +20,12 @@ use super::seal::Sealer;
 use super::{Approval, ApprovalId, Kind, NotEligible, State, Verdict, Vote, now_ms, rfc3339};
 
 const TREE: &str = "approvals";
+/// Live holds (pending, or approved and unused) by what they are bound to, so a retry
+/// finds its hold without reading every approval ever made.
+const LIVE: &str = "approvals-live";
+/// How long an approved hold stays usable after its expiry, so a call that was approved
+/// at the last moment can still run; after that, nothing counts.
+const USE_GRACE_MS: u64 = 60_000;
 /// Longest comment kept; the rest is cut (a comment is for people, not payloads).
 const MAX_COMMENT: usize = 2000;
 
@@ -95,6 +101,9 @@ pub struct Broker {
 
 struct Inner {
     tree: sled::Tree,
+    live: sled::Tree,
+    /// When this gateway started: an approval approved before then lost its call.
+    boot_ms: u64,
     audit: AuditLog,
     /// Serializes transitions; held across the audit append.
     lock: tokio::sync::Mutex<()>,
@@ -115,6 +124,8 @@ impl Broker {
         let broker = Broker {
             inner: Arc::new(Inner {
                 tree: db.open_tree(TREE)?,
+                live: db.open_tree(LIVE)?,
+                boot_ms: now_ms(),
                 audit,
                 lock: tokio::sync::Mutex::new(()),
                 version: watch::Sender::new(0),
@@ -174,30 +185,28 @@ impl Broker {
     pub async fn hold(&self, request: HoldRequest<'_>) -> Result<Approval, BrokerError> {
         let args_sha256 = Sha256Digest::of(&canonical(request.args)).to_string();
         let fingerprint = request.tool_fingerprint.to_string();
-        let guard = self.inner.lock.lock().await;
-        let now = now_ms();
-        let live = self.all().into_iter().find(|a| {
-            a.kind == request.kind
-                && a.caller == request.caller
-                && a.tool == request.tool
-                && a.tool_fingerprint == fingerprint
-                && a.args_sha256 == args_sha256
-                && (a.state == State::Pending || (a.state == State::Approved && a.executed_by.is_none()))
-        });
-        match live {
-            Some(found) if found.is_pending() && now >= found.expires_ms => {
-                // Expired but its timer has not fired yet: settle it and open a new one.
-                self.settle(found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
-            }
-            Some(found) => return Ok(found),
-            None => {}
-        }
         let spec = request.spec;
         let timeout = spec.and_then(|s| s.timeout).unwrap_or(self.inner.default_timeout);
         let quorum = match request.kind {
             Kind::Confirm => 1,
             Kind::Approve => spec.map_or(1, |s| s.quorum.max(1)),
         };
+        let approvers: Vec<String> = spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default();
+        let binding = binding(request.kind, request.caller, request.tool, &fingerprint, &args_sha256);
+        let guard = self.inner.lock.lock().await;
+        let now = now_ms();
+        let live = self.live_for(&binding)?.filter(|a| {
+            // A retry re-attaches only to a hold the policy would make again.
+            a.rule.as_deref() == request.rule && a.quorum == quorum && a.approvers == approvers
+        });
+        match live {
+            Some(found) if found.is_pending() && now >= found.expires_ms => {
+                // Expired but its timer has not fired yet: settle it and open a new one.
+                self.settle(found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
+            }
+            Some(found) if found.is_pending() || self.usable(&found) => return Ok(found),
+            _ => {}
+        }
         let approval = Approval {
             id: ApprovalId::generate(),
             kind: request.kind,
@@ -214,7 +223,7 @@ impl Broker {
             rule: request.rule.map(str::to_owned),
             reason: request.reason.to_owned(),
             quorum,
-            approvers: spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default(),
+            approvers,
             channels: spec.map(|s| s.channels.iter().map(|c| c.as_str().to_owned()).collect()).unwrap_or_default(),
             created_ms: now,
             expires_ms: now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
@@ -277,16 +286,14 @@ impl Broker {
             let expired = self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             return Err(DecideError::Expired(Box::new(expired)));
         }
+        // A repeated decision returns the current state, pending or settled.
         match approval.state {
-            State::Pending => {}
             State::Expired => return Err(DecideError::Expired(Box::new(approval))),
             _ if approval.votes.iter().any(|v| v.approver == principal) => {
                 return Ok(Decided { approval, counted: false });
             }
+            State::Pending => {}
             _ => return Err(DecideError::Settled(Box::new(approval))),
-        }
-        if approval.votes.iter().any(|v| v.approver == principal) {
-            return Ok(Decided { approval, counted: false });
         }
         let comment = comment.map(|c| c.trim().chars().take(MAX_COMMENT).collect::<String>()).filter(|c| !c.is_empty());
         let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms() };
@@ -348,29 +355,55 @@ impl Broker {
         self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await
     }
 
-    /// Uses an approved hold for `call_id`: once only. Returns the signed receipt the
-    /// forwarded call carries.
-    pub async fn consume(&self, id: &ApprovalId, call_id: &str) -> Result<SignedReceipt, BrokerError> {
+    /// Uses an approved hold for `call_id`: once only, while it is usable. `forwarded` (the
+    /// call's `call_forwarded` record) is logged before the approval counts as used, so the
+    /// log always names the call that used it. Returns the receipt the call carries.
+    pub async fn consume(&self, id: &ApprovalId, call_id: &str, forwarded: Record) -> Result<SignedReceipt, BrokerError> {
         let _guard = self.inner.lock.lock().await;
         let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
-        if approval.state != State::Approved || approval.executed_by.is_some() {
-            let state = if approval.executed_by.is_some() { "already used" } else { approval.state.as_str() };
+        if !self.usable(&approval) {
+            let state = if approval.executed_by.is_some() {
+                "already used"
+            } else if approval.state == State::Approved {
+                "no longer usable (its call is gone or it expired)"
+            } else {
+                approval.state.as_str()
+            };
             return Err(BrokerError::NotUsable { id: id.clone(), state });
         }
         approval.executed_by = Some(call_id.to_owned());
-        self.store(&approval)?;
-        // One execution per approval must survive a crash: flush before forwarding.
-        self.inner.tree.flush_async().await?;
+        self.commit(&approval, vec![forwarded.approval_id(id.as_str())]).await?;
         Ok(SignedReceipt::sign(receipt_of(&approval, call_id), &self.inner.audit))
+    }
+
+    /// Approved, unused, approved during this gateway's run, and not long past expiry.
+    fn usable(&self, approval: &Approval) -> bool {
+        approval.state == State::Approved
+            && approval.executed_by.is_none()
+            && approval.settled_ms.is_some_and(|at| at >= self.inner.boot_ms)
+            && now_ms() < approval.expires_ms.saturating_add(USE_GRACE_MS)
+    }
+
+    fn live_for(&self, binding: &str) -> Result<Option<Approval>, BrokerError> {
+        let Some(id) = self.inner.live.get(binding)? else { return Ok(None) };
+        let id = ApprovalId(String::from_utf8_lossy(&id).into_owned());
+        Ok(self.get(&id))
     }
 
     /// The receipt for a further round of an execution already under way (a downstream
     /// asked for input): only for the approval that call used.
-    pub fn continuation_receipt(&self, id: &ApprovalId, call_id: &str) -> Result<SignedReceipt, BrokerError> {
+    pub async fn continuation_receipt(
+        &self,
+        id: &ApprovalId,
+        call_id: &str,
+        forwarded: Record,
+    ) -> Result<SignedReceipt, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
         let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         if approval.state != State::Approved || approval.executed_by.is_none() {
             return Err(BrokerError::NotUsable { id: id.clone(), state: approval.state.as_str() });
         }
+        self.inner.audit.append_all(vec![forwarded.approval_id(id.as_str())]).await?;
         Ok(SignedReceipt::sign(receipt_of(&approval, call_id), &self.inner.audit))
     }
 
@@ -464,6 +497,13 @@ impl Broker {
         // An Approval is plain data; serialising it cannot fail.
         let bytes = serde_json::to_vec(approval).unwrap_or_default();
         self.inner.tree.insert(approval.id.as_str(), bytes)?;
+        let key = binding(approval.kind, &approval.caller, &approval.tool, &approval.tool_fingerprint, &approval.args_sha256);
+        let live = approval.is_pending() || (approval.state == State::Approved && approval.executed_by.is_none());
+        if live {
+            self.inner.live.insert(key, approval.id.as_str())?;
+        } else if self.inner.live.get(&key)?.is_some_and(|id| id == approval.id.as_str().as_bytes()) {
+            self.inner.live.remove(key)?;
+        }
         Ok(())
     }
 
@@ -480,6 +520,12 @@ impl Broker {
             }
         });
     }
+}
+
+/// What a hold is bound to: the key of the live index.
+fn binding(kind: Kind, caller: &str, tool: &str, fingerprint: &str, args_sha256: &str) -> String {
+    // Unit separators keep the parts apart whatever characters a principal holds.
+    format!("{}\u{1f}{caller}\u{1f}{tool}\u{1f}{fingerprint}\u{1f}{args_sha256}", kind.as_str())
 }
 
 fn receipt_of(approval: &Approval, call_id: &str) -> Receipt {

@@ -213,6 +213,13 @@ impl Approval {
         self.state == State::Pending
     }
 
+    /// Whether chat channels (Slack, Teams) post this hold: only independent approvals.
+    /// A confirmation is the caller's alone, so posting it would only show its arguments
+    /// to a room of people who cannot act on it.
+    pub fn posts_to_chat(&self, channel: &str) -> bool {
+        self.kind == Kind::Approve && self.announces_on(channel)
+    }
+
     /// Whether this approval was asked for on `channel` (an empty list means all).
     pub fn announces_on(&self, channel: &str) -> bool {
         self.channels.is_empty() || self.channels.iter().any(|c| c == channel)
@@ -221,6 +228,12 @@ impl Approval {
     /// RFC 3339 form of the expiry, for people.
     pub fn expires_at(&self) -> String {
         rfc3339(self.expires_ms)
+    }
+
+    /// Whether someone may see this hold at all: its caller, and whoever may decide it.
+    /// Others learn nothing of the call (arguments, comments, voters).
+    pub fn may_view(&self, principal: &str, groups: &[String]) -> bool {
+        principal == self.caller || self.may_decide(principal, groups).is_ok()
     }
 
     /// Whether `principal` (with `groups`) may decide this hold, and if not, why.
@@ -262,7 +275,9 @@ pub fn now_ms() -> u64 {
 
 /// RFC 3339 UTC (seconds) of unix milliseconds.
 pub fn rfc3339(ms: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+    // humantime formats years up to 9999; a longer timeout in a policy must not panic here.
+    const LAST_MS: u64 = 253_402_300_799_000; // 9999-12-31T23:59:59Z
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_millis(ms.min(LAST_MS))).to_string()
 }
 
 #[cfg(test)]

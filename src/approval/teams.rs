@@ -44,7 +44,7 @@ impl Teams {
     async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
         loop {
             match events.recv().await {
-                Ok(Event::Requested(approval)) if approval.announces_on("teams") => {
+                Ok(Event::Requested(approval)) if approval.posts_to_chat("teams") => {
                     tokio::spawn(self.clone().follow(approval));
                 }
                 Ok(_) => {}
@@ -96,7 +96,7 @@ pub fn request_card(approval: &Approval, link: &str) -> Value {
     body.push(text_block("Arguments (redacted)", true));
     body.push(json!({
         "type": "TextBlock",
-        "text": serde_json::to_string_pretty(&approval.args).unwrap_or_default(),
+        "text": plain(&clip(&serde_json::to_string_pretty(&approval.args).unwrap_or_default(), ARGS_MAX)),
         "fontType": "Monospace",
         "wrap": true,
     }));
@@ -157,10 +157,47 @@ fn facts(approval: &Approval) -> Value {
 }
 
 fn fact(title: &str, value: &str) -> Value {
-    json!({"title": title, "value": value})
+    json!({"title": title, "value": plain(value)})
+}
+
+/// Longest argument text on a card; a webhook refuses oversized cards.
+const ARGS_MAX: usize = 4000;
+
+/// Text blocks and fact values render Markdown, and their text comes from the agent: break
+/// up link, emphasis and list syntax (with zero-width spaces) so an argument cannot dress
+/// itself up as a link or a button label on the approvers' card.
+fn plain(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.split_inclusive('\n') {
+        if starts_a_block(line.trim_start()) {
+            out.push('\u{200B}');
+        }
+        out.push_str(&line.replace("](", "]\u{200B}(").replace("**", "*\u{200B}*"));
+    }
+    out
+}
+
+/// A list item, heading or quote: `- x`, `* x`, `+ x`, `1. x`, `1) x`, `# x`, `> x`.
+fn starts_a_block(line: &str) -> bool {
+    let digits = line.chars().take_while(char::is_ascii_digit).count();
+    let rest = &line[digits..];
+    if digits > 0 {
+        return rest.starts_with(". ") || rest.starts_with(") ");
+    }
+    ["- ", "* ", "+ ", "# ", ">"].iter().any(|p| line.starts_with(p))
+}
+
+fn clip(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
 }
 
 fn text_block(text: &str, bold: bool) -> Value {
+    let text = plain(text);
     if bold {
         json!({"type": "TextBlock", "text": text, "weight": "Bolder", "size": "Medium", "wrap": true})
     } else {
@@ -185,6 +222,13 @@ mod tests {
 
     fn sample() -> Approval {
         crate::approval::sample_approval(json!({"bucket": "tmp"}), None, "deletes need review")
+    }
+
+    #[test]
+    fn agent_text_cannot_become_a_link_or_emphasis() {
+        let hostile = crate::approval::sample_approval(json!({"note": "[Approve here](https://evil.example) **now**"}), None, "r");
+        let text = request_card(&hostile, "https://airlock.example/approvals/x").to_string();
+        assert!(!text.contains("](https://evil") && !text.contains("**now"), "{text}");
     }
 
     #[test]

@@ -36,6 +36,10 @@ fn person(name: &str, groups: &[&str]) -> Caller {
     }
 }
 
+fn forwarded() -> crate::audit::Record {
+    crate::audit::Record::new(crate::audit::RecordKind::CallForwarded).call_id("c1")
+}
+
 fn spec(quorum: u32, approvers: Vec<Approver>) -> ApprovalSpec {
     ApprovalSpec { quorum, approvers, channels: Vec::new(), timeout: None }
 }
@@ -81,10 +85,10 @@ async fn quorum_counts_each_approver_once_and_never_the_caller() {
     let dave = person("dave", &["sre"]);
     let done = f.broker.decide(&a.id, &dave, Verdict::Approve, Some("ok".into()), "web").await.unwrap();
     assert_eq!(done.approval.state, State::Approved);
-    let receipt = f.broker.consume(&a.id, "c1").await.unwrap();
+    let receipt = f.broker.consume(&a.id, "c1", forwarded()).await.unwrap();
     receipt.verify(&f.audit.public_key()).unwrap();
     assert_eq!(receipt.receipt.approvers, vec!["bob", "dave"]);
-    assert!(f.broker.consume(&a.id, "c2").await.is_err(), "one approval, one execution");
+    assert!(f.broker.consume(&a.id, "c2", forwarded()).await.is_err(), "one approval, one execution");
     let anchor = f.audit.public_key();
     f.audit.clone().close().await.unwrap();
     let paths = LogPaths::new(&f.dir, None);
@@ -182,4 +186,32 @@ fn ids_parse_only_in_their_own_shape() {
     assert_eq!(ApprovalId::parse(id.as_str()), Some(id));
     assert_eq!(ApprovalId::parse("ap-../../etc"), None);
     assert_eq!(ApprovalId::parse("ap-ABCDEFABCDEFABCDEFABCDEF"), None);
+}
+
+#[tokio::test]
+async fn an_unused_approval_does_not_outlive_its_gateway_or_a_stricter_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(dir.path());
+    cfg.durability = Durability::None;
+    let one = spec(1, Vec::new());
+    let id = {
+        let audit = AuditLog::open(cfg.clone()).unwrap();
+        let db = sled::open(dir.path().join("state")).unwrap();
+        let broker = Broker::open(&db, audit.clone(), Duration::from_secs(60)).await.unwrap();
+        let a = hold(&broker, Kind::Approve, json!({"user": "x"}), &one).await;
+        broker.decide(&a.id, &person("bob", &[]), Verdict::Approve, None, "api").await.unwrap();
+        // A stricter policy does not re-attach to the approval the looser one got.
+        let stricter = hold(&broker, Kind::Approve, json!({"user": "x"}), &spec(2, Vec::new())).await;
+        assert_ne!(stricter.id, a.id);
+        drop(broker);
+        drop(db);
+        audit.close().await.unwrap();
+        a.id
+    };
+    let audit = AuditLog::open(cfg).unwrap();
+    let db = sled::open(dir.path().join("state")).unwrap();
+    let broker = Broker::open(&db, audit.clone(), Duration::from_secs(60)).await.unwrap();
+    let again = hold(&broker, Kind::Approve, json!({"user": "x"}), &one).await;
+    assert_ne!(again.id, id, "an approval whose call is gone does not carry over a restart");
+    assert!(broker.consume(&id, "c9", forwarded()).await.is_err());
 }

@@ -163,8 +163,7 @@ fn eligibility(a: &Approval, caller: &Caller) -> Result<(), String> {
 
 /// Whether `caller` may see `a` at all: its deciders and its own caller.
 fn may_view(a: &Approval, caller: &Caller) -> bool {
-    caller.via != AuthMethod::Anonymous
-        && (a.caller == caller.principal.as_str() || a.may_decide(caller.principal.as_str(), &caller.groups).is_ok())
+    caller.via != AuthMethod::Anonymous && a.may_view(caller.principal.as_str(), &caller.groups)
 }
 
 // ---- handlers ---------------------------------------------------------------------------

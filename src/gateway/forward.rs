@@ -16,21 +16,13 @@ use std::time::Instant;
 use crate::audit::{Record, RecordKind};
 use crate::downstream::CatalogEntry;
 use crate::identity::Caller;
-use crate::policy::{CallFacts, Decision, Effect};
+use crate::policy::{ApprovalSpec, CallFacts, Decision, Effect, default_quorum};
 use crate::risk::Risk;
 use crate::risk::RiskSource;
 
 use super::Session;
-use super::hold::{self, Held, HeldCall};
-use crate::approval::SignedReceipt;
+use super::hold::{self, Cleared, Held, HeldCall};
 use crate::approval::{elicitation, seal};
-
-/// What a held call carries out of the hold.
-struct Cleared {
-    receipt: SignedReceipt,
-    /// The downstream's own request state, in a further round of the same execution.
-    inner_state: Option<String>,
-}
 
 /// Where an approved call carries its receipt.
 pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
@@ -105,13 +97,12 @@ pub(super) async fn run(
                 decision: &decision,
                 risk,
                 by: &by,
+                forwarded,
             };
             match hold::hold(gateway, held, &context).await? {
                 Held::Answer(answer) => return Ok(answer),
-                Held::Cleared { approval, receipt, inner_state } => {
-                    let forwarded = forwarded.approval_id(approval.as_str());
-                    record_all(gateway, vec![forwarded]).await?;
-                    let cleared = Cleared { receipt, inner_state };
+                // The broker logged `call_forwarded` as it released the call.
+                Held::Cleared(cleared) => {
                     return forward(gateway, entry, call_id, request, context, started, Some(cleared)).await;
                 }
             }
@@ -134,8 +125,16 @@ fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Val
     let facts = CallFacts { tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
     let mut decision = gateway.policies.decide(&facts);
     if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
-        // A changed tool is not what any rule was written for: no rule may wave it through.
+        // A changed tool is not what any rule was written for: no rule may wave it through,
+        // and it needs what any critical call needs, whatever the weaker rule said.
         decision.effect = Effect::Approve;
+        let spec = decision.approval.get_or_insert_with(|| ApprovalSpec {
+            quorum: 0,
+            approvers: Vec::new(),
+            channels: Vec::new(),
+            timeout: None,
+        });
+        spec.quorum = spec.quorum.max(default_quorum(Risk::Critical));
         decision.winning_rule = None;
         decision.reason = format!("{tool} changed since it was accepted (`airlock tools accept {tool}`)");
     }

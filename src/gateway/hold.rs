@@ -20,9 +20,9 @@ use crate::approval::{
     Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, WaitGuard,
     now_ms,
 };
-use crate::audit::{Sha256Digest, canonical};
+use crate::audit::{Record, Sha256Digest, canonical};
 use crate::downstream::CatalogEntry;
-use crate::identity::Caller;
+use crate::identity::{AuthMethod, Caller};
 use crate::policy::{Decision, Effect};
 use crate::risk::Risk;
 
@@ -32,11 +32,17 @@ use super::fingerprints::fingerprint;
 
 /// How a call leaves the hold.
 pub(super) enum Held {
-    /// Approved: forward once, carrying the receipt (and, in a further round of the same
-    /// execution, the downstream's own request state).
-    Cleared { approval: ApprovalId, receipt: SignedReceipt, inner_state: Option<String> },
+    /// Approved: forward once, carrying the receipt.
+    Cleared(Cleared),
     /// Not run: the answer says why (or asks the 2026-07-28 client for a confirmation).
     Answer(CallToolResponse),
+}
+
+/// What a released call carries downstream.
+pub(super) struct Cleared {
+    pub receipt: SignedReceipt,
+    /// The downstream's own request state, in a further round of the same execution.
+    pub inner_state: Option<String>,
 }
 
 /// Everything the hold needs to know about the call.
@@ -51,6 +57,8 @@ pub(super) struct HeldCall<'a> {
     pub risk: Risk,
     /// Who demanded the hold, for people ("rule `x`").
     pub by: &'a str,
+    /// The `call_forwarded` record, logged by the broker as the approval is used.
+    pub forwarded: Record,
 }
 
 pub(super) async fn hold(
@@ -90,7 +98,7 @@ pub(super) async fn hold(
     tracing::info!(approval = %approval.id, kind = kind.as_str(), "call held");
     if approval.state == State::Approved {
         // Approved out of band while no call waited (a retry of the same call).
-        return clear(broker, approval, call.call_id).await;
+        return clear(broker, approval, &call).await;
     }
     match kind {
         Kind::Confirm if modern => {
@@ -111,6 +119,12 @@ pub(super) async fn hold(
         Kind::Confirm if context.client_capabilities().is_some_and(|c| c.elicitation.is_some()) => {
             confirm_in_client(gateway, &call, approval, context).await
         }
+        Kind::Confirm if call.caller.via == AuthMethod::Anonymous => Ok(Held::Answer(refusal(format!(
+            "{tool} needs your confirmation ({by}: {reason}), and this client cannot be asked (no elicitation \
+             support). Without identity configured nobody can confirm out of band, so the call was not forwarded.",
+            by = call.by,
+            reason = call.decision.reason,
+        )))),
         Kind::Confirm => Ok(Held::Answer(refusal(format!(
             "{tool} needs your confirmation ({by}: {reason}), and this client cannot be asked (no elicitation support). \
              Confirm it out of band, then make the same call again: {how}",
@@ -163,7 +177,7 @@ async fn wait(
         }
     };
     drop(guard);
-    outcome(broker, settled, call.call_id).await
+    outcome(broker, settled, call).await
 }
 
 /// The client gave up: stop waiting, and cancel the approval unless a retry of the same
@@ -191,7 +205,7 @@ async fn confirm_in_client(
         // Expiry (or a decision through another channel) ends the question.
         settled = broker.settled(&id) => {
             drop(guard);
-            return outcome(broker, settled.map_err(broker_failed)?, call.call_id).await;
+            return outcome(broker, settled.map_err(broker_failed)?, call).await;
         }
         () = context.ct.cancelled() => return Err(client_cancelled(broker, guard, &id).await),
     };
@@ -205,7 +219,7 @@ async fn confirm_in_client(
     };
     settle_answer(broker, &id, call.caller, answer).await?;
     let settled = broker.get(&id).ok_or_else(|| broker_failed(BrokerError::NotFound(id.clone())))?;
-    outcome(broker, settled, call.call_id).await
+    outcome(broker, settled, call).await
 }
 
 /// A 2026-07-28 retry: the sealed state must be ours, unaltered, unexpired, unused, and
@@ -228,8 +242,11 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
     }
     match claims.purpose {
         Purpose::Continue => {
-            let receipt = broker.continuation_receipt(&claims.approval_id, call.call_id).map_err(broker_failed)?;
-            return Ok(Held::Cleared { approval: claims.approval_id, receipt, inner_state: claims.inner });
+            let receipt = broker
+                .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone())
+                .await
+                .map_err(broker_failed)?;
+            return Ok(Held::Cleared(Cleared { receipt, inner_state: claims.inner }));
         }
         Purpose::Confirm if kind != Kind::Confirm => {
             return refused("the policy now asks for independent approval, not a confirmation".to_owned());
@@ -248,7 +265,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
     };
     settle_answer(broker, &claims.approval_id, call.caller, answer).await?;
     let settled = broker.get(&claims.approval_id).ok_or_else(|| broker_failed(BrokerError::NotFound(claims.approval_id.clone())))?;
-    outcome(broker, settled, call.call_id).await
+    outcome(broker, settled, call).await
 }
 
 /// Applies the caller's answer to their own confirmation.
@@ -270,11 +287,11 @@ async fn settle_answer(broker: &Broker, id: &ApprovalId, caller: &Caller, answer
 }
 
 /// The answer for a settled hold.
-async fn outcome(broker: &Broker, approval: Approval, call_id: &str) -> Result<Held, ErrorData> {
+async fn outcome(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
     let id = &approval.id;
     let tool = &approval.tool;
     let text = match approval.state {
-        State::Approved => return clear(broker, approval, call_id).await,
+        State::Approved => return clear(broker, approval, call).await,
         State::Pending => format!("Approval {id} for {tool} is still pending. The call was not forwarded."),
         State::Denied => {
             let (who, comment) = approval
@@ -305,9 +322,9 @@ async fn outcome(broker: &Broker, approval: Approval, call_id: &str) -> Result<H
 }
 
 /// Takes the approval's one execution.
-async fn clear(broker: &Broker, approval: Approval, call_id: &str) -> Result<Held, ErrorData> {
-    match broker.consume(&approval.id, call_id).await {
-        Ok(receipt) => Ok(Held::Cleared { approval: approval.id, receipt, inner_state: None }),
+async fn clear(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
+    match broker.consume(&approval.id, call.call_id, call.forwarded.clone()).await {
+        Ok(receipt) => Ok(Held::Cleared(Cleared { receipt, inner_state: None })),
         Err(BrokerError::NotUsable { id, .. }) => Ok(Held::Answer(refusal(format!(
             "Approval {id} for {} was already used by another call; an approval authorises one execution. \
              Make the call again to ask for a new approval. The call was not forwarded.",

@@ -111,8 +111,13 @@ async fn pending(gateway: &HttpGateway, tool: &str) -> Value {
 /// Waits until `path` lists an approval for `tool`, and returns it. The limit is a hang
 /// guard, not a timing assertion.
 async fn approval_for(gateway: &HttpGateway, tool: &str, path: &str) -> Value {
+    approval_seen_by(gateway, tool, path, "bob").await
+}
+
+/// As `approval_for`, listing as `who` (a hold is visible to its caller and its deciders).
+async fn approval_seen_by(gateway: &HttpGateway, tool: &str, path: &str, who: &str) -> Value {
     for _ in 0..600 {
-        let (status, body) = api(gateway, "GET", path, Some("bob"), None).await;
+        let (status, body) = api(gateway, "GET", path, Some(who), None).await;
         assert_eq!(status, 200, "{body}");
         if let Some(found) = body["approvals"].as_array().and_then(|all| all.iter().find(|a| a["tool"] == tool)) {
             return found.clone();
@@ -373,7 +378,10 @@ async fn a_confirmation_given_out_of_band_lets_the_same_call_run_once() {
     let args = json!({"user": "kim", "role": "viewer"});
     let told = carol.call_tool(call("demo__grant_role", args.clone())).await.expect("call");
     assert!(text_of(&told).contains("airlock approvals approve"), "{}", text_of(&told));
-    let held = pending(&gateway, "demo__grant_role").await;
+    let held = approval_seen_by(&gateway, "demo__grant_role", "/api/v1/approvals?state=pending", "carol").await;
+    // Only the caller and the deciders see a hold; bob may not decide a confirmation.
+    let (status, _) = api(&gateway, "GET", &format!("/api/v1/approvals/{}", held["id"].as_str().expect("id")), Some("bob"), None).await;
+    assert_eq!(status, 404);
     let id = held["id"].as_str().expect("id");
     // Only the caller confirms a `confirm` hold.
     assert_eq!(decide(&gateway, id, "bob", "approve", None).await.0, 403);

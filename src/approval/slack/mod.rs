@@ -107,7 +107,7 @@ impl Slack {
     async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
         loop {
             match events.recv().await {
-                Ok(Event::Requested(approval)) if approval.announces_on("slack") => {
+                Ok(Event::Requested(approval)) if approval.posts_to_chat("slack") => {
                     tokio::spawn(self.clone().follow(approval));
                 }
                 Ok(_) => {}

@@ -108,7 +108,7 @@ fn facts(approval: &Approval) -> Vec<Value> {
         fields.push(field("Approvals needed", &approval.quorum.to_string()));
     }
     let args = serde_json::to_string_pretty(&approval.args).unwrap_or_default();
-    let args = format!("*Arguments* (redacted)\n```\n{}\n```", fence_safe(&escape(&clip(&args, SECTION_MAX - 40))));
+    let args = format!("*Arguments* (redacted)\n```\n{}\n```", clip(&fence_safe(&escape(&args)), SECTION_MAX - 40));
     vec![
         json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("Approval needed: {}", approval.tool), HEADER_MAX)}}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*Why:* {}", escape(&approval.reason)), SECTION_MAX)}, "fields": fields}),
@@ -192,6 +192,16 @@ mod tests {
 
     fn sample() -> Approval {
         crate::approval::sample_approval(json!({"bucket": "<!channel> ```x```", "token": "[redacted]"}), Some("deletes"), "deletes need a second pair of eyes")
+    }
+
+    #[test]
+    fn escaping_cannot_push_a_section_past_slacks_limit() {
+        let hostile = crate::approval::sample_approval(json!({"bucket": "<".repeat(5000)}), None, "r");
+        let message = request_message(&hostile, "C1");
+        for block in message["blocks"].as_array().unwrap() {
+            let text = block["text"]["text"].as_str().unwrap_or_default();
+            assert!(text.chars().count() <= SECTION_MAX, "{} characters", text.chars().count());
+        }
     }
 
     #[test]
