@@ -193,6 +193,9 @@ pub struct ApprovalsConfig {
     pub timeout: Duration,
     /// Interval of progress notifications while waiting. Default 10 seconds.
     pub progress_every: Duration,
+    /// Who may approve when no matching rule names approvers (`group:NAME` / `user:NAME`).
+    /// Empty (the default): any authenticated identity but the caller.
+    pub default_approvers: Vec<String>,
     /// `[approvals.slack]`.
     pub slack: Option<SlackConfig>,
     /// `[approvals.teams]`.
@@ -284,6 +287,7 @@ impl Config {
             approvals: ApprovalsConfig {
                 timeout: Duration::from_secs(15 * 60),
                 progress_every: Duration::from_secs(10),
+                default_approvers: Vec::new(),
                 slack: None,
                 teams: None,
                 web: WebConfig { oidc: None, session_lifetime: Duration::from_secs(8 * 3600) },
@@ -504,6 +508,15 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
             "{}",
             got[4]
         );
+    }
+
+    #[test]
+    fn default_approvers_are_groups_or_users() {
+        let ok = parse("[approvals]\ndefault_approvers = [\"group:approvers\", \"user:zoe\"]\n").unwrap();
+        assert_eq!(ok.approvals.default_approvers, vec!["group:approvers", "user:zoe"]);
+        let got = parse("[approvals]\ndefault_approvers = [\"sre\"]\n").unwrap_err();
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].starts_with("conf/airlock.toml:2:") && got[0].contains("group:NAME"), "{}", got[0]);
     }
 
     #[test]

@@ -111,6 +111,8 @@ struct Inner {
     version: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     default_timeout: Duration,
+    /// Who approves when no rule names approvers (`[approvals] default_approvers`).
+    default_approvers: std::sync::OnceLock<Vec<String>>,
     sealer: Sealer,
     /// How many calls are waiting on each hold (a retry re-attaches).
     waiters: Mutex<HashMap<ApprovalId, usize>>,
@@ -131,6 +133,7 @@ impl Broker {
                 version: watch::Sender::new(0),
                 events,
                 default_timeout,
+                default_approvers: std::sync::OnceLock::new(),
                 sealer: Sealer::generate(),
                 waiters: Mutex::default(),
             }),
@@ -141,6 +144,13 @@ impl Broker {
             broker.settle(approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
         }
         Ok(broker)
+    }
+
+    /// Sets who approves when no matching rule names approvers (once, at start).
+    #[must_use]
+    pub fn with_default_approvers(self, approvers: Vec<String>) -> Broker {
+        let _ = self.inner.default_approvers.set(approvers);
+        self
     }
 
     /// The sealer for 2026-07-28 confirmation state (per gateway start).
@@ -191,7 +201,10 @@ impl Broker {
             Kind::Confirm => 1,
             Kind::Approve => spec.map_or(1, |s| s.quorum.max(1)),
         };
-        let approvers: Vec<String> = spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default();
+        let mut approvers: Vec<String> = spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default();
+        if request.kind == Kind::Approve && approvers.is_empty() {
+            approvers = self.inner.default_approvers.get().cloned().unwrap_or_default();
+        }
         let binding = binding(request.kind, request.caller, request.tool, &fingerprint, &args_sha256);
         let guard = self.inner.lock.lock().await;
         let now = now_ms();

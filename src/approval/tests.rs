@@ -215,3 +215,16 @@ async fn an_unused_approval_does_not_outlive_its_gateway_or_a_stricter_policy() 
     assert_ne!(again.id, id, "an approval whose call is gone does not carry over a restart");
     assert!(broker.consume(&id, "c9", forwarded()).await.is_err());
 }
+
+#[tokio::test]
+async fn default_approvers_apply_when_no_rule_names_any() {
+    let f = fixture(Duration::from_secs(60)).await;
+    let broker = f.broker.clone().with_default_approvers(vec!["group:approvers".to_owned()]);
+    let a = hold(&broker, Kind::Approve, json!({}), &spec(1, Vec::new())).await;
+    assert_eq!(a.approvers, vec!["group:approvers"]);
+    let agent = person("other-agent", &["agents"]);
+    let err = broker.decide(&a.id, &agent, Verdict::Approve, None, "api").await.unwrap_err();
+    assert!(matches!(err, DecideError::NotEligible(NotEligible::NotAnApprover(_))), "{err}");
+    let named = hold(&broker, Kind::Approve, json!({"x": 1}), &spec(1, vec![Approver::User("zoe".into())])).await;
+    assert_eq!(named.approvers, vec!["user:zoe"], "a rule's approvers win");
+}

@@ -68,7 +68,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     let audit = AuditLog::open(super::wiring::audit(&config))?;
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
     let fingerprints = Fingerprints::in_db(&state)?;
-    let approvals = Broker::open(&state, audit.clone(), config.approvals.timeout).await?;
+    let approvals = Broker::open(&state, audit.clone(), config.approvals.timeout)
+        .await?
+        .with_default_approvers(config.approvals.default_approvers.clone());
     let listener = match http_addr {
         Some(addr) => {
             Some(tokio::net::TcpListener::bind(addr).await.with_context(|| format!("could not listen on {addr}"))?)

@@ -92,6 +92,7 @@ pub(super) struct RawOidc {
 pub(super) struct RawApprovals {
     timeout: Option<Spanned<String>>,
     progress_every: Option<Spanned<String>>,
+    default_approvers: Option<Vec<Spanned<String>>>,
     slack: Option<Spanned<RawSlack>>,
     teams: Option<Spanned<RawTeams>>,
     pub(super) web: Option<Spanned<RawWeb>>,
@@ -301,6 +302,16 @@ impl Validator<'_, '_> {
             out.progress_every = self
                 .duration(&t, "approvals.progress_every")
                 .unwrap_or(out.progress_every);
+        }
+        for approver in raw.default_approvers.unwrap_or_default() {
+            let text = approver.get_ref();
+            match text.split_once(':') {
+                Some(("group" | "user", name)) if !name.trim().is_empty() => out.default_approvers.push(text.clone()),
+                _ => self.problem(
+                    approver.span(),
+                    format!("approvals.default_approvers: \"{text}\" is not \"group:NAME\" or \"user:NAME\""),
+                ),
+            }
         }
         if let Some(slack) = raw.slack {
             let span = slack.span();
