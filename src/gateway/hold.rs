@@ -242,6 +242,11 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
     }
     match claims.purpose {
         Purpose::Continue => {
+            // A tool that changed since the approval is not the tool people approved.
+            let now = fingerprint(tool, &call.entry.tool).to_string();
+            if broker.get(&claims.approval_id).is_none_or(|a| a.tool_fingerprint != now) {
+                return refused("the tool changed since the call was approved".to_owned());
+            }
             let receipt = broker
                 .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone())
                 .await
