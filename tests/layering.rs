@@ -70,3 +70,9 @@ fn downstream_does_not_decide_or_record() {
     let violations: Vec<_> = check("downstream", &["manifest", "risk"]);
     assert!(violations.is_empty(), "downstream must not reach policy, audit or gateway: {violations:#?}");
 }
+
+#[test]
+fn approval_never_reaches_into_gateway_http_or_the_cli() {
+    let violations: Vec<_> = check("approval", &["audit", "identity", "policy", "risk"]);
+    assert!(violations.is_empty(), "channels depend on the broker, and approval on no transport: {violations:#?}");
+}
