@@ -157,25 +157,6 @@ async fn a_held_call_sends_progress_while_it_waits_and_expiry_is_not_denial() {
 }
 
 #[tokio::test]
-async fn cancelling_a_held_call_cancels_its_approval() {
-    let setup = setup("");
-    let test_client = TestClient::new();
-    let client = setup.stdio(test_client.clone()).await;
-    let request = ClientRequest::CallToolRequest(CallToolRequest::new(call("demo__delete_bucket", json!({"bucket": "tmp-scratch"}))));
-    let handle = client.send_cancellable_request(request, PeerRequestOptions::no_options()).await.expect("send");
-    assert!(held(&test_client).await, "no hold progress");
-    handle.cancel(Some("the user gave up".to_owned())).await.expect("cancel");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    client.cancel().await.expect("close");
-    let records = export(&setup.data_dir());
-    let settled = records_of(&records, "approval_settled");
-    assert_eq!(settled.len(), 1, "{settled:?}");
-    assert_eq!(settled[0]["decision"], "cancelled");
-    assert_eq!(settled[0]["reason"], "cancelled by the client");
-    assert!(setup.sandbox("demo").join("buckets/tmp-scratch").is_dir());
-}
-
-#[tokio::test]
 async fn a_restart_cancels_holds_whose_call_is_gone() {
     let setup = setup("");
     let mut gateway = setup.http().await;

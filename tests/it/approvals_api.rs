@@ -439,3 +439,32 @@ async fn a_downstream_question_in_an_approved_call_does_not_need_a_second_approv
     let log = std::fs::read_to_string(setup.sandbox("demo").join("credentials.log")).unwrap_or_default();
     assert_eq!(log.lines().count(), 1);
 }
+
+/// A client that cancels its held call cancels the approval (no retry waits on it).
+#[tokio::test]
+async fn cancelling_a_held_call_cancels_its_approval() {
+    use rmcp::model::{CallToolRequest, ClientRequest};
+    use rmcp::service::PeerRequestOptions;
+    let setup = setup();
+    let gateway = setup.http().await;
+    let carol = mcp_as(&gateway, "carol").await;
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(call("demo__grant_role", json!({"user": "lee", "role": "viewer"}))));
+    let handle = carol.send_cancellable_request(request, PeerRequestOptions::no_options()).await.expect("send");
+    let held = pending(&gateway, "demo__grant_role").await;
+    handle.cancel(Some("the user gave up".to_owned())).await.expect("cancel");
+    let path = format!("/api/v1/approvals/{}", held["id"].as_str().expect("id"));
+    let mut settled = Value::Null;
+    for _ in 0..600 {
+        let (_, now) = api(&gateway, "GET", &path, Some("bob"), None).await;
+        if now["state"] != "pending" {
+            settled = now;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(settled["state"], "cancelled", "{settled}");
+    assert_eq!(settled["settled_reason"], "cancelled by the client");
+    assert_eq!(decide(&gateway, held["id"].as_str().expect("id"), "bob", "approve", None).await.0, 409);
+    let roles = std::fs::read_to_string(setup.sandbox("demo").join("roles.json")).unwrap_or_default();
+    assert!(!roles.contains("lee"), "{roles}");
+}
