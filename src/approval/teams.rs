@@ -96,7 +96,7 @@ pub fn request_card(approval: &Approval, link: &str) -> Value {
     body.push(text_block("Arguments (redacted)", true));
     body.push(json!({
         "type": "TextBlock",
-        "text": plain(&clip(&serde_json::to_string_pretty(&approval.args).unwrap_or_default(), ARGS_MAX)),
+        "text": plain(&super::clip(&serde_json::to_string_pretty(&approval.args).unwrap_or_default(), ARGS_MAX)),
         "fontType": "Monospace",
         "wrap": true,
     }));
@@ -185,15 +185,6 @@ fn starts_a_block(line: &str) -> bool {
         return rest.starts_with(". ") || rest.starts_with(") ");
     }
     ["- ", "* ", "+ ", "# ", ">"].iter().any(|p| line.starts_with(p))
-}
-
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 fn text_block(text: &str, bold: bool) -> Value {

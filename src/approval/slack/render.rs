@@ -7,7 +7,7 @@
 
 use serde_json::{Value, json};
 
-use crate::approval::{Approval, State, Verdict, Vote};
+use crate::approval::{Approval, State, Verdict, Vote, clip};
 
 /// `action_id` of the Approve button.
 pub const APPROVE: &str = "airlock_approve";
@@ -175,20 +175,9 @@ fn fence_safe(text: &str) -> String {
     text.replace("``", "`\u{200B}`").replace("``", "`\u{200B}`")
 }
 
-/// At most `max` characters, with an ellipsis when cut.
-fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     fn sample() -> Approval {
         crate::approval::sample_approval(json!({"bucket": "<!channel> ```x```", "token": "[redacted]"}), Some("deletes"), "deletes need a second pair of eyes")
