@@ -130,7 +130,7 @@ pub(super) async fn hold(
              Confirm it out of band, then make the same call again: {how}",
             by = call.by,
             reason = call.decision.reason,
-            how = how_to_decide(gateway, &approval.id),
+            how = how_to_decide(gateway, &approval),
         )))),
         Kind::Approve => wait(gateway, &call, approval, context).await,
     }
@@ -164,7 +164,7 @@ async fn wait(
                         tool = current.tool,
                         have = current.approvals(),
                         need = current.quorum,
-                        how = how_to_decide(gateway, &id),
+                        how = how_to_decide(gateway, &current),
                     );
                     let progress = ProgressNotificationParam::new(token.clone(), started.elapsed().as_secs_f64())
                         .with_message(message);
@@ -366,10 +366,26 @@ pub(super) async fn continue_later(
 }
 
 /// Where a person can decide, for messages.
-fn how_to_decide(gateway: &Gateway, id: &ApprovalId) -> String {
-    match &gateway.holds.public_url {
-        Some(url) => format!("decide at {url}/approvals/{id} or with `airlock approvals approve {id}`"),
-        None => format!("decide with `airlock approvals approve {id}` (the approval API needs `airlock serve --http`)"),
+fn how_to_decide(gateway: &Gateway, approval: &Approval) -> String {
+    let id = &approval.id;
+    let mut ways = Vec::new();
+    // Only the ways the rule's `channels` allow (the page also serves Teams' links).
+    if let Some(url) = &gateway.holds.public_url
+        && (approval.announces_on("web") || approval.announces_on("teams"))
+    {
+        ways.push(format!("at {url}/approvals/{id}"));
+    }
+    if approval.announces_on("api") {
+        let served = if gateway.holds.public_url.is_some() { "" } else { " (this needs `airlock serve --http`)" };
+        ways.push(format!("with `airlock approvals approve {id}`{served}"));
+    }
+    if approval.kind == Kind::Approve && approval.announces_on("slack") && !approval.channels.is_empty() {
+        ways.push("in Slack".to_owned());
+    }
+    match ways.as_slice() {
+        [] => format!("decide {id} through the channels its rule names ({})", approval.channels.join(", ")),
+        [one] => format!("decide {one}"),
+        [first @ .., last] => format!("decide {} or {last}", first.join(", ")),
     }
 }
 
