@@ -191,8 +191,10 @@ impl Broker {
     }
 
     /// Opens a hold for a call, or re-attaches to the live one bound to the same caller,
-    /// tool fingerprint and argument digest (pending, or approved and not yet used).
-    pub async fn hold(&self, request: HoldRequest<'_>) -> Result<Approval, BrokerError> {
+    /// tool fingerprint and argument digest (pending, or approved and not yet used). The
+    /// call counts as waiting on it from inside the lock, so a cancellation racing with
+    /// this retry cannot cancel the hold under it.
+    pub async fn hold(&self, request: HoldRequest<'_>) -> Result<(Approval, WaitGuard), BrokerError> {
         let args_sha256 = Sha256Digest::of(&canonical(request.args)).to_string();
         let fingerprint = request.tool_fingerprint.to_string();
         let spec = request.spec;
@@ -217,7 +219,10 @@ impl Broker {
                 // Expired but its timer has not fired yet: settle it and open a new one.
                 self.settle(found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             }
-            Some(found) if found.is_pending() || self.usable(&found) => return Ok(found),
+            Some(found) if found.is_pending() || self.usable(&found) => {
+                let waiting = self.wait_guard(&found.id);
+                return Ok((found, waiting));
+            }
             _ => {}
         }
         let approval = Approval {
@@ -268,10 +273,11 @@ impl Broker {
             record = record.rule(rule.as_str());
         }
         self.commit(&approval, vec![record]).await?;
+        let waiting = self.wait_guard(&approval.id);
         drop(guard);
         self.schedule_expiry(&approval);
         let _ = self.inner.events.send(Event::Requested(approval.clone()));
-        Ok(approval)
+        Ok((approval, waiting))
     }
 
     /// Records one person's decision. A second decision by the same person returns the
@@ -352,10 +358,13 @@ impl Broker {
     /// Cancels a pending hold when no call waits on it any more (the client cancelled
     /// its call and no retry re-attached).
     pub async fn cancel_if_abandoned(&self, id: &ApprovalId, reason: &str) -> Result<Approval, BrokerError> {
-        if self.waiting_on(id) > 0 {
-            return self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()));
+        // Under the lock: `hold` registers a re-attaching retry under it too.
+        let _guard = self.inner.lock.lock().await;
+        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if self.waiting_on(id) > 0 || !approval.is_pending() {
+            return Ok(approval);
         }
-        self.cancel(id, reason).await
+        self.settle(approval, State::Cancelled, reason, Vec::new()).await
     }
 
     /// Marks a pending hold expired once its time has come; returns the current state.

@@ -62,6 +62,7 @@ async fn hold(broker: &Broker, kind: Kind, args: serde_json::Value, spec: &Appro
         })
         .await
         .unwrap()
+        .0
 }
 
 #[tokio::test]

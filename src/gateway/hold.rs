@@ -78,7 +78,7 @@ pub(super) async fn hold(
         return sealed_retry(gateway, &call, kind, state).await;
     }
 
-    let approval = broker
+    let (approval, waiting) = broker
         .hold(HoldRequest {
             kind,
             call_id: call.call_id,
@@ -100,6 +100,7 @@ pub(super) async fn hold(
         // Approved out of band while no call waited (a retry of the same call).
         return clear(broker, approval, &call).await;
     }
+    // Only these two wait; the others answer at once and leave the hold open.
     match kind {
         Kind::Confirm if modern => {
             let nonce = broker.issue_nonce(&approval.id).await.map_err(broker_failed)?;
@@ -117,7 +118,7 @@ pub(super) async fn hold(
             Ok(Held::Answer(CallToolResponse::InputRequired(elicitation::input_required(&approval, state))))
         }
         Kind::Confirm if context.client_capabilities().is_some_and(|c| c.elicitation.is_some()) => {
-            confirm_in_client(gateway, &call, approval, context).await
+            confirm_in_client(gateway, &call, approval, waiting, context).await
         }
         Kind::Confirm if call.caller.via == AuthMethod::Anonymous => Ok(Held::Answer(refusal(format!(
             "{tool} needs your confirmation ({by}: {reason}), and this client cannot be asked (no elicitation \
@@ -132,7 +133,7 @@ pub(super) async fn hold(
             reason = call.decision.reason,
             how = how_to_decide(gateway, &approval),
         )))),
-        Kind::Approve => wait(gateway, &call, approval, context).await,
+        Kind::Approve => wait(gateway, &call, approval, waiting, context).await,
     }
 }
 
@@ -142,11 +143,11 @@ async fn wait(
     gateway: &Gateway,
     call: &HeldCall<'_>,
     approval: Approval,
+    guard: WaitGuard,
     context: &RequestContext<RoleServer>,
 ) -> Result<Held, ErrorData> {
     let broker = gateway.approvals();
     let id = approval.id.clone();
-    let guard = broker.wait_guard(&id);
     let token = context.meta.get_progress_token();
     let started = Instant::now();
     let mut ticks = tokio::time::interval(gateway.holds.progress_every);
@@ -195,11 +196,11 @@ async fn confirm_in_client(
     gateway: &Gateway,
     call: &HeldCall<'_>,
     approval: Approval,
+    guard: WaitGuard,
     context: &RequestContext<RoleServer>,
 ) -> Result<Held, ErrorData> {
     let broker = gateway.approvals();
     let id = approval.id.clone();
-    let guard = broker.wait_guard(&id);
     let answered = tokio::select! {
         answer = context.peer.create_elicitation(elicitation::form(&approval)) => answer,
         // Expiry (or a decision through another channel) ends the question.

@@ -68,6 +68,7 @@ async fn hold_for(broker: &Broker, user: &str, quorum: u32, channels: Vec<Channe
         })
         .await
         .unwrap()
+        .0
 }
 
 async fn hold(broker: &Broker, quorum: u32, channels: Vec<Channel>) -> Approval {

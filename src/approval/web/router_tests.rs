@@ -66,6 +66,7 @@ async fn hold(broker: &Broker) -> Approval {
         })
         .await
         .unwrap()
+        .0
 }
 
 async fn send(router: &axum::Router, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
