@@ -23,6 +23,9 @@ const TREE: &str = "approvals";
 /// Live holds (pending, or approved and unused) by what they are bound to, so a retry
 /// finds its hold without reading every approval ever made.
 const LIVE: &str = "approvals-live";
+/// How long a settled approval stays in the state database (the API, the page). The audit
+/// log keeps its whole history; this only keeps listing cheap.
+const RETAIN_SETTLED_MS: u64 = 7 * 24 * 3600 * 1000;
 /// How long an approved hold stays usable after its expiry, so a call that was approved
 /// at the last moment can still run; after that, nothing counts.
 const USE_GRACE_MS: u64 = 60_000;
@@ -121,6 +124,7 @@ struct Inner {
 impl Broker {
     /// Opens the approvals in the gateway state database. Holds left pending by an
     /// earlier run lost their call: they become `cancelled` ("gateway restarted").
+    /// Approvals settled more than a week ago are dropped from it (the log keeps them).
     pub async fn open(db: &sled::Db, audit: AuditLog, default_timeout: Duration) -> Result<Broker, BrokerError> {
         let (events, _) = broadcast::channel(256);
         let broker = Broker {
@@ -138,8 +142,14 @@ impl Broker {
                 waiters: Mutex::default(),
             }),
         };
-        let orphans: Vec<Approval> = broker.all().into_iter().filter(Approval::is_pending).collect();
-        for approval in orphans {
+        let all = broker.all();
+        let cutoff = now_ms().saturating_sub(RETAIN_SETTLED_MS);
+        for approval in &all {
+            if approval.settled_ms.is_some_and(|at| at < cutoff) {
+                broker.inner.tree.remove(approval.id.as_str())?;
+            }
+        }
+        for approval in all.into_iter().filter(Approval::is_pending) {
             let _guard = broker.inner.lock.lock().await;
             broker.settle(approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
         }

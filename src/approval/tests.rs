@@ -229,3 +229,26 @@ async fn default_approvers_apply_when_no_rule_names_any() {
     let named = hold(&broker, Kind::Approve, json!({"x": 1}), &spec(1, vec![Approver::User("zoe".into())])).await;
     assert_eq!(named.approvers, vec!["user:zoe"], "a rule's approvers win");
 }
+
+#[tokio::test]
+async fn approvals_settled_over_a_week_ago_leave_the_state_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(dir.path());
+    cfg.durability = Durability::None;
+    let db = sled::open(dir.path().join("state")).unwrap();
+    let tree = db.open_tree("approvals").unwrap();
+    let mut old = super::sample_approval(json!({}), None, "old");
+    old.state = State::Denied;
+    old.settled_ms = Some(now_ms() - 8 * 24 * 3600 * 1000);
+    let mut recent = super::sample_approval(json!({}), None, "recent");
+    recent.id = ApprovalId::generate();
+    recent.state = State::Approved;
+    recent.settled_ms = Some(now_ms() - 3600 * 1000);
+    for a in [&old, &recent] {
+        tree.insert(a.id.as_str(), serde_json::to_vec(a).unwrap()).unwrap();
+    }
+    let audit = AuditLog::open(cfg).unwrap();
+    let broker = Broker::open(&db, audit, Duration::from_secs(60)).await.unwrap();
+    assert!(broker.get(&old.id).is_none());
+    assert!(broker.get(&recent.id).is_some());
+}
