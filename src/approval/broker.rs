@@ -20,6 +20,8 @@ use super::seal::Sealer;
 use super::{Approval, ApprovalId, Kind, NotEligible, State, Verdict, Vote, now_ms, rfc3339};
 
 const TREE: &str = "approvals";
+/// What channels remember about a hold across restarts (e.g. a Slack message's `ts`).
+const NOTES: &str = "approval-channel-notes";
 /// Live holds (pending, or approved and unused) by what they are bound to, so a retry
 /// finds its hold without reading every approval ever made.
 const LIVE: &str = "approvals-live";
@@ -105,6 +107,7 @@ pub struct Broker {
 struct Inner {
     tree: sled::Tree,
     live: sled::Tree,
+    notes: sled::Tree,
     /// When this gateway started: an approval approved before then lost its call.
     boot_ms: u64,
     audit: AuditLog,
@@ -131,6 +134,7 @@ impl Broker {
             inner: Arc::new(Inner {
                 tree: db.open_tree(TREE)?,
                 live: db.open_tree(LIVE)?,
+                notes: db.open_tree(NOTES)?,
                 boot_ms: now_ms(),
                 audit,
                 lock: tokio::sync::Mutex::new(()),
@@ -154,6 +158,36 @@ impl Broker {
             broker.settle(approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
         }
         Ok(broker)
+    }
+
+    /// Keeps a channel's note about a hold (e.g. where its message is) until `forget`, so a
+    /// channel can finish its work after a restart.
+    pub async fn remember(&self, channel: &str, id: &ApprovalId, note: &Value) -> Result<(), BrokerError> {
+        self.inner.notes.insert(note_key(channel, id), serde_json::to_vec(note).unwrap_or_default())?;
+        // A crash right after posting is the case this is for.
+        self.inner.notes.flush_async().await?;
+        Ok(())
+    }
+
+    /// Drops a channel's note about a hold.
+    pub fn forget(&self, channel: &str, id: &ApprovalId) {
+        if let Err(error) = self.inner.notes.remove(note_key(channel, id)) {
+            tracing::warn!(%error, approval = %id, channel, "could not drop a channel note");
+        }
+    }
+
+    /// A channel's notes, oldest hold first.
+    pub fn notes(&self, channel: &str) -> Vec<(ApprovalId, Value)> {
+        let prefix = note_key(channel, &ApprovalId(String::new()));
+        self.inner
+            .notes
+            .scan_prefix(prefix.as_bytes())
+            .filter_map(Result::ok)
+            .filter_map(|(key, value)| {
+                let id = ApprovalId::parse(std::str::from_utf8(&key[prefix.len()..]).ok()?)?;
+                Some((id, serde_json::from_slice(&value).ok()?))
+            })
+            .collect()
     }
 
     /// Sets who approves when no matching rule names approvers (once, at start).
@@ -552,6 +586,10 @@ impl Broker {
             }
         });
     }
+}
+
+fn note_key(channel: &str, id: &ApprovalId) -> String {
+    format!("{channel}\u{1f}{id}")
 }
 
 /// What a hold is bound to: the key of the live index.

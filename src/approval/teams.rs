@@ -38,13 +38,14 @@ impl Teams {
         let teams = Arc::new(Teams { outbound: Outbound::new()?, settings, broker });
         let events = teams.broker.subscribe();
         tokio::spawn(teams.clone().run(events));
+        tokio::spawn(teams.clone().resume());
         Ok(teams)
     }
 
     async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
         loop {
             match events.recv().await {
-                Ok(Event::Requested(approval)) if approval.posts_to_chat("teams") => {
+                Ok(Event::Requested(approval)) if approval.posts_to_chat(CHANNEL) => {
                     tokio::spawn(self.clone().follow(approval));
                 }
                 Ok(_) => {}
@@ -60,16 +61,44 @@ impl Teams {
     async fn follow(self: Arc<Self>, approval: Approval) {
         let id = approval.id.clone();
         let link = format!("{}/approvals/{}", self.settings.public_url, approval.id);
+        // Noted before posting: a restart before the outcome card leaves the next run the
+        // outcome to post.
+        if let Err(error) = self.broker.remember(CHANNEL, &id, &json!({})).await {
+            tracing::warn!(%error, approval = %id, "could not remember the Teams card");
+        }
         if let Err(error) = self.post(&request_card(&approval, &link)).await {
             tracing::error!(%error, approval = %id, "could not post the approval card to Teams");
         }
         match self.broker.settled(&id).await {
-            Ok(settled) => {
-                if let Err(error) = self.post(&settled_card(&settled, &link)).await {
-                    tracing::error!(%error, approval = %id, "could not post the outcome card to Teams");
-                }
-            }
+            Ok(settled) => self.post_outcome(&settled).await,
             Err(error) => tracing::warn!(%error, approval = %id, "stopped following the approval"),
+        }
+    }
+
+    /// Posts the outcome cards an earlier run owed: holds that settled (a restart cancels
+    /// the pending ones) after their request card went out.
+    async fn resume(self: Arc<Self>) {
+        for (id, _) in self.broker.notes(CHANNEL) {
+            match self.broker.get(&id) {
+                Some(current) if current.is_pending() => {
+                    let teams = self.clone();
+                    tokio::spawn(async move {
+                        if let Ok(settled) = teams.broker.settled(&id).await {
+                            teams.post_outcome(&settled).await;
+                        }
+                    });
+                }
+                Some(current) => self.post_outcome(&current).await,
+                None => self.broker.forget(CHANNEL, &id),
+            }
+        }
+    }
+
+    async fn post_outcome(&self, settled: &Approval) {
+        let link = format!("{}/approvals/{}", self.settings.public_url, settled.id);
+        match self.post(&settled_card(settled, &link)).await {
+            Ok(()) => self.broker.forget(CHANNEL, &settled.id),
+            Err(error) => tracing::error!(%error, approval = %settled.id, "could not post the outcome card to Teams"),
         }
     }
 
@@ -77,6 +106,9 @@ impl Teams {
         self.outbound.post_json("Teams workflow", self.settings.workflow_url.expose(), None, &message(card)).await.map(|_| ())
     }
 }
+
+/// The channel name in rules' `channels` and in channel notes.
+const CHANNEL: &str = "teams";
 
 /// The envelope a Workflows webhook expects: a message with one card attachment.
 pub fn message(card: &Value) -> Value {

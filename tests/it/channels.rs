@@ -440,3 +440,40 @@ async fn an_expired_hold_updates_the_slack_message_and_posts_a_teams_outcome_car
     assert!(setup.sandbox("demo").join("buckets/tmp-scratch").is_dir(), "an expired hold ran");
     client.cancel().await.expect("close");
 }
+
+/// A gateway killed while a hold waits: the next start cancels the hold and still shows
+/// that on the Slack message it posted and on Teams.
+#[tokio::test]
+async fn after_a_crash_the_next_start_shows_the_cancelled_hold_in_slack_and_teams() {
+    let (fake, fake_url) = Fake::start().await;
+    let setup = setup(&fake_url, true);
+    let mut gateway = start(&setup, &fake_url).await;
+    let (client, pending) = held_call(&gateway).await;
+    fake.nth("chat.postMessage", 1).await;
+    fake.nth("teams", 1).await;
+    gateway.child.start_kill().expect("kill");
+    let _ = gateway.child.wait().await;
+    pending.abort();
+    drop(client);
+
+    let again = start(&setup, &fake_url).await;
+    // Killed before or after Airlock noted the message's `ts`: the outcome is shown by an
+    // update of that message, or by a message of its own.
+    assert!(
+        eventually(WAIT, || !fake.all("chat.update").is_empty() || fake.all("chat.postMessage").len() >= 2).await,
+        "the outcome never reached Slack"
+    );
+    let shown = match fake.all("chat.update").first() {
+        Some(update) => {
+            assert_eq!(update.body["ts"], "1700000000.000100");
+            update.body["blocks"].to_string()
+        }
+        None => fake.all("chat.postMessage")[1].body["blocks"].to_string(),
+    };
+    assert!(shown.contains("*Cancelled*") && shown.contains("gateway restarted"), "{shown}");
+    assert!(!shown.contains("\"actions\""), "buttons after the restart: {shown}");
+    let card = fake.nth("teams", 2).await.body.to_string();
+    assert!(card.contains("Cancelled: demo__delete_bucket"), "{card}");
+    assert!(setup.sandbox("demo").join("buckets/tmp-scratch").is_dir());
+    drop(again);
+}

@@ -16,8 +16,7 @@ use crate::approval::outbound::Secret;
 use crate::approval::{ApprovalId, DecideError, Verdict};
 use crate::identity::Caller;
 
-/// The channel name recorded with each decision.
-const CHANNEL: &str = "slack";
+use super::CHANNEL;
 
 /// Why a request to `/slack/interactions` was refused.
 #[derive(Debug, thiserror::Error)]

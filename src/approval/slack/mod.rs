@@ -81,6 +81,9 @@ impl WebApi {
     }
 }
 
+/// The channel name in the log, in rules' `channels` and in channel notes.
+pub(crate) const CHANNEL: &str = "slack";
+
 /// The running Slack channel: the worker posting and updating messages, and the
 /// interaction handler `http` mounts at `/slack/interactions`.
 pub struct Slack {
@@ -100,6 +103,7 @@ impl Slack {
         // Subscribe before returning, so no hold opened after start is missed.
         let events = slack.broker.subscribe();
         tokio::spawn(slack.clone().run(events));
+        tokio::spawn(slack.clone().resume());
         Ok(slack)
     }
 
@@ -107,7 +111,7 @@ impl Slack {
     async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
         loop {
             match events.recv().await {
-                Ok(Event::Requested(approval)) if approval.posts_to_chat("slack") => {
+                Ok(Event::Requested(approval)) if approval.posts_to_chat(CHANNEL) => {
                     tokio::spawn(self.clone().follow(approval));
                 }
                 Ok(_) => {}
@@ -119,13 +123,52 @@ impl Slack {
         }
     }
 
+    /// Finishes messages an earlier run posted: their holds settled (a restart cancels the
+    /// pending ones) while nobody was there to update them.
+    async fn resume(self: Arc<Self>) {
+        for (id, note) in self.broker.notes(CHANNEL) {
+            let channel = note["channel"].as_str().unwrap_or(&self.channel).to_owned();
+            let ts = note["ts"].as_str().map(str::to_owned);
+            match (self.broker.get(&id), ts) {
+                (Some(current), Some(ts)) if current.is_pending() => {
+                    let events = self.broker.subscribe();
+                    tokio::spawn(self.clone().track(id, channel, ts, events));
+                }
+                (Some(current), Some(ts)) => {
+                    match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
+                        Ok(_) => self.broker.forget(CHANNEL, &id),
+                        Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
+                    }
+                }
+                // The run stopped while posting: the message may or may not exist, so say
+                // how the hold ended in a message of its own.
+                (Some(current), None) if !current.is_pending() => {
+                    let mut message = render::settled_message(&current, &channel, "");
+                    if let Some(fields) = message.as_object_mut() {
+                        fields.remove("ts");
+                    }
+                    match self.api.call("chat.postMessage", &message).await {
+                        Ok(_) => self.broker.forget(CHANNEL, &id),
+                        Err(error) => tracing::error!(%error, approval = %id, "could not post the outcome to Slack"),
+                    }
+                }
+                (Some(_), None) => {}
+                (None, _) => self.broker.forget(CHANNEL, &id),
+            }
+        }
+    }
+
     /// Posts the hold, then follows it: each counted approval short of the quorum updates
     /// the message with the tally, and settling (any channel, or expiry) replaces the
     /// buttons with the outcome.
     async fn follow(self: Arc<Self>, approval: Approval) {
         let id = approval.id.clone();
-        // Subscribe before posting, so no decision made meanwhile goes unseen.
-        let mut events = self.broker.subscribe();
+        // Subscribe before posting, so no decision made meanwhile goes unseen; note the
+        // hold before posting too, so a crash in between still gets its outcome shown.
+        let events = self.broker.subscribe();
+        if let Err(error) = self.broker.remember(CHANNEL, &id, &json!({"channel": self.channel})).await {
+            tracing::warn!(%error, approval = %id, "could not remember the Slack message");
+        }
         let posted = match self.api.call("chat.postMessage", &render::request_message(&approval, &self.channel)).await {
             Ok(answer) => answer,
             Err(error) => {
@@ -139,12 +182,28 @@ impl Slack {
             tracing::error!(approval = %id, "chat.postMessage answered without a message ts");
             return;
         };
+        // Where the message is survives a restart, so the next run can show the outcome.
+        if let Err(error) = self.broker.remember(CHANNEL, &id, &json!({"channel": channel, "ts": ts})).await {
+            tracing::warn!(%error, approval = %id, "could not remember the Slack message");
+        }
+        self.track(id, channel, ts, events).await;
+    }
+
+    /// Keeps one posted message up to date until its hold settles.
+    async fn track(
+        self: Arc<Self>,
+        id: crate::approval::ApprovalId,
+        channel: String,
+        ts: String,
+        mut events: tokio::sync::broadcast::Receiver<Event>,
+    ) {
         let mut shown_votes = 0;
         loop {
             let Some(current) = self.broker.get(&id) else { return };
             if !current.is_pending() {
-                if let Err(error) = self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
-                    tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome");
+                match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
+                    Ok(_) => self.broker.forget(CHANNEL, &id),
+                    Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
                 }
                 return;
             }
