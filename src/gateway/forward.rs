@@ -23,10 +23,10 @@ use crate::risk::RiskSource;
 use super::Session;
 use super::hold::{self, Cleared, Held, HeldCall};
 use crate::approval::{elicitation, seal};
+use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 
 /// Where an approved call carries its receipt.
 pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
-use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 
 /// The pipeline for one call: identify → resolve → validate → classify → decide →
 /// record → forward → record.
