@@ -212,6 +212,31 @@ impl Broker {
         self.inner.events.subscribe()
     }
 
+    /// Runs `follow` on a task of its own for each new hold that `channel` posts to chat,
+    /// until the broker ends. Subscribes before returning, so no hold opened afterwards is
+    /// missed; one task per hold, so a post stuck in retries never delays another.
+    pub fn follow_new_holds<F, Fut>(&self, channel: &'static str, follow: F)
+    where
+        F: Fn(Approval) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut events = self.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Requested(approval)) if approval.posts_to_chat(channel) => {
+                        tokio::spawn(follow(approval));
+                    }
+                    Ok(_) => {}
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(channel, missed, "a chat channel fell behind; some holds were not posted");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
+    }
+
     /// One approval.
     pub fn get(&self, id: &ApprovalId) -> Option<Approval> {
         let bytes = self.inner.tree.get(id.as_str()).ok()??;
@@ -512,7 +537,7 @@ impl Broker {
     }
 
     /// Registers a waiting call for as long as the guard lives.
-    pub fn wait_guard(&self, id: &ApprovalId) -> WaitGuard {
+    fn wait_guard(&self, id: &ApprovalId) -> WaitGuard {
         *self.inner.waiters.lock().unwrap_or_else(PoisonError::into_inner).entry(id.clone()).or_default() += 1;
         WaitGuard { broker: self.clone(), id: id.clone() }
     }

@@ -11,10 +11,9 @@
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
 
 use super::outbound::{Outbound, PostError, Secret};
-use super::{Approval, Broker, Event, State, Verdict};
+use super::{Approval, Broker, State, Verdict};
 
 /// What the Teams channel needs, already checked and resolved by `serve`.
 #[derive(Debug, Clone)]
@@ -36,25 +35,10 @@ impl Teams {
     /// Starts the worker on `broker`'s events. Call inside the runtime.
     pub fn start(settings: TeamsSettings, broker: Broker) -> Result<Arc<Teams>, PostError> {
         let teams = Arc::new(Teams { outbound: Outbound::new()?, settings, broker });
-        let events = teams.broker.subscribe();
-        tokio::spawn(teams.clone().run(events));
+        let follower = teams.clone();
+        teams.broker.follow_new_holds(CHANNEL, move |approval| follower.clone().follow(approval));
         tokio::spawn(teams.clone().resume());
         Ok(teams)
-    }
-
-    async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
-        loop {
-            match events.recv().await {
-                Ok(Event::Requested(approval)) if approval.posts_to_chat(CHANNEL) => {
-                    tokio::spawn(self.clone().follow(approval));
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the Teams channel fell behind; some holds were not posted");
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
     }
 
     /// Posts the request card, waits for the hold to settle, posts the outcome card.

@@ -100,27 +100,10 @@ impl Slack {
         let api = WebApi { outbound: Outbound::new()?, base: settings.api_base.trim_end_matches('/').to_owned(), token: settings.bot_token };
         let interactions = interactions::Handler::new(&settings.signing_secret, settings.users);
         let slack = Arc::new(Slack { api, channel: settings.channel, broker, interactions });
-        // Subscribe before returning, so no hold opened after start is missed.
-        let events = slack.broker.subscribe();
-        tokio::spawn(slack.clone().run(events));
+        let follower = slack.clone();
+        slack.broker.follow_new_holds(CHANNEL, move |approval| follower.clone().follow(approval));
         tokio::spawn(slack.clone().resume());
         Ok(slack)
-    }
-
-    /// One task per hold, so a message stuck in retries never delays another.
-    async fn run(self: Arc<Self>, mut events: tokio::sync::broadcast::Receiver<Event>) {
-        loop {
-            match events.recv().await {
-                Ok(Event::Requested(approval)) if approval.posts_to_chat(CHANNEL) => {
-                    tokio::spawn(self.clone().follow(approval));
-                }
-                Ok(_) => {}
-                Err(RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "the Slack channel fell behind; some holds were not posted");
-                }
-                Err(RecvError::Closed) => return,
-            }
-        }
     }
 
     /// Finishes messages an earlier run posted: their holds settled (a restart cancels the
