@@ -2,7 +2,8 @@
 //!
 //! Owns: the command's flags, how it picks the risk and the caller when not given, and
 //! its output.
-//! Uses: `check::load_everything`, `risk::assign`, `policy::PolicySet::decide`.
+//! Uses: `check::load_everything`, `risk::assign`, `policy::PolicySet::decide` and its
+//! limits.
 //! Must not: call any tool (it starts the downstreams only to read their tool lists).
 
 use std::process::ExitCode;
@@ -90,6 +91,21 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("note: {note}");
     }
     print!("{}", decision.explain());
+    let limits: Vec<_> = checked
+        .policies
+        .limits()
+        .iter()
+        .filter(|l| l.applies(&args.tool, &principal, &groups))
+        .collect();
+    if limits.is_empty() {
+        println!("rate limits: none apply");
+    }
+    for limit in limits {
+        println!(
+            "rate limit: \"{}\" ({}) {} per caller, burst {}",
+            limit.id, limit.location, limit.rate, limit.burst
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -70,6 +70,12 @@ pub(super) async fn run(
     }
     let Verdict { decision, risk, by } = decide(gateway, entry, &request.name, &args, &caller);
     span.record("risk", risk.as_str());
+    if let Some(limited) = over_limit(gateway, &request, &decision, &caller) {
+        span.record("decision", "limited");
+        let record = decided("limited").risk(risk.as_str()).rule(limited.limit.as_str()).reason(limited.reason());
+        record_all(gateway, vec![received, record]).await?;
+        return Ok(refusal(format!("Refused by {}. The call was not forwarded.", limited.reason())));
+    }
     span.record("decision", decision.effect.as_str());
     let mut record = decided(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
     if let Some(rule) = &decision.winning_rule {
@@ -110,6 +116,21 @@ pub(super) async fn run(
     }
 
     forward(gateway, entry, call_id, request, context, started, None).await
+}
+
+/// Counts the call against the policies' rate limits. A denied call is not counted (it
+/// is refused anyway), nor is the answer to our own confirmation question: that is the
+/// same call, counted when it was first made.
+fn over_limit(
+    gateway: &super::Gateway,
+    request: &CallToolRequestParams,
+    decision: &Decision,
+    caller: &Caller,
+) -> Option<crate::policy::Limited> {
+    if decision.effect == Effect::Deny || request.request_state.as_deref().is_some_and(seal::is_ours) {
+        return None;
+    }
+    gateway.limits.check(request.name.as_ref(), caller.principal.as_str(), &caller.groups).err()
 }
 
 /// What policy, and the fingerprint check, say about one call.

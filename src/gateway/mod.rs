@@ -33,7 +33,7 @@ use rmcp::model::Tool;
 use crate::approval::Broker;
 use crate::audit::{AuditError, AuditLog, Record, RecordKind};
 use crate::downstream::{Catalog, CatalogEntry, Downstreams};
-use crate::policy::PolicySet;
+use crate::policy::{Limiter, PolicySet};
 use crate::risk::{Risk, RiskSource};
 use fingerprints::Fingerprints;
 use validate::SchemaCache;
@@ -85,6 +85,8 @@ pub struct Gateway {
     authenticator: Arc<Authenticator>,
     audit: AuditLog,
     policies: PolicySet,
+    /// Counters of the policies' `[[limit]]` entries.
+    limits: Limiter,
     fingerprints: Fingerprints,
     approvals: Broker,
     holds: HoldSettings,
@@ -105,6 +107,7 @@ impl Gateway {
             downstreams: parts.downstreams,
             authenticator: parts.authenticator,
             audit: parts.audit,
+            limits: Limiter::new(parts.policies.limits()),
             policies: parts.policies,
             fingerprints: parts.fingerprints,
             approvals: parts.approvals,

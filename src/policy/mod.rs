@@ -21,8 +21,10 @@ use crate::config::{ConfigErrors, Problem};
 
 mod eval;
 mod explain;
+mod limit;
 mod rule;
 
+pub use limit::{Limit, Limited, Limiter, Rate};
 pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, default_effect, default_quorum};
 pub use rule::{
     Approver, Channel, Effect, MAX_QUORUM, Predicate, Rule, RuleId, Test, ToolGlobs, parse_approver,
@@ -32,6 +34,7 @@ pub use rule::{
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
     rules: Vec<Rule>,
+    limits: Vec<Limit>,
     files: Vec<PathBuf>,
 }
 
@@ -46,19 +49,21 @@ impl PolicySet {
         let mut errors = ConfigErrors::new();
         let files = crate::manifest::toml_files(dir, &mut errors);
         let mut rules = Vec::new();
+        let mut limits = Vec::new();
         for file in &files {
             match std::fs::read_to_string(file) {
                 Ok(text) => {
                     // Keep the good rules of a file with problems, so duplicate ids across
                     // files are still reported in the same run.
                     let (good, problems) = rule::parse_file_partial(&text, file);
-                    rules.extend(good);
+                    rules.extend(good.rules);
+                    limits.extend(good.limits);
                     errors.extend(problems);
                 }
                 Err(e) => errors.push(Problem::file(file, format!("cannot read: {e}"))),
             }
         }
-        match PolicySet::from_rules(rules) {
+        match PolicySet::from_parts(rules, limits) {
             Ok(mut set) if errors.is_empty() => {
                 set.files = files;
                 Ok(set)
@@ -73,32 +78,45 @@ impl PolicySet {
 
     /// Parses the text of one policy file named `file`.
     pub fn parse(text: &str, file: &Path) -> Result<PolicySet, ConfigErrors> {
-        let rules = rule::parse_file(text, file)?;
-        let mut set = PolicySet::from_rules(rules)?;
+        let parsed = rule::parse_file(text, file)?;
+        let mut set = PolicySet::from_parts(parsed.rules, parsed.limits)?;
         set.files = vec![file.to_path_buf()];
         Ok(set)
     }
 
     /// Builds a set from checked rules; rule ids must be unique.
     pub fn from_rules(rules: Vec<Rule>) -> Result<PolicySet, ConfigErrors> {
+        PolicySet::from_parts(rules, Vec::new())
+    }
+
+    /// Builds a set from checked rules and limits; ids must be unique across both.
+    fn from_parts(rules: Vec<Rule>, limits: Vec<Limit>) -> Result<PolicySet, ConfigErrors> {
         let mut errors = ConfigErrors::new();
-        for (i, rule) in rules.iter().enumerate() {
-            if let Some(first) = rules[..i].iter().find(|r| r.id == rule.id) {
-                let (file, line) = split_location(&rule.location);
+        let ids: Vec<(&str, &RuleId, &str)> = rules
+            .iter()
+            .map(|r| ("rule", &r.id, r.location.as_str()))
+            .chain(limits.iter().map(|l| ("limit", &l.id, l.location.as_str())))
+            .collect();
+        for (i, (kind, id, location)) in ids.iter().enumerate() {
+            if let Some((_, _, first)) = ids[..i].iter().find(|(_, other, _)| other == id) {
+                let (file, line) = split_location(location);
                 errors.push(Problem {
                     file,
                     line,
-                    message: format!(
-                        "rule \"{}\": id already used at {}",
-                        rule.id, first.location
-                    ),
+                    message: format!("{kind} \"{id}\": id already used at {first}"),
                 });
             }
         }
         errors.into_result(PolicySet {
             rules,
+            limits,
             files: Vec::new(),
         })
+    }
+
+    /// The rate limits, in policy order.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
     }
 
     /// The rules, in policy order.

@@ -18,6 +18,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 use crate::config::{ConfigErrors, Source, check_json_pointer, deserialize_all, parse_duration};
+use super::limit::Limit;
 use crate::risk::Risk;
 
 /// What a rule does to a matching call. Ordered weakest to strongest:
@@ -216,6 +217,8 @@ impl ToolGlobs {
 struct RawPolicyFile {
     #[serde(default)]
     rule: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    limit: Vec<Spanned<super::limit::RawLimit>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -249,19 +252,28 @@ struct RawPredicate {
 /// Highest accepted `quorum`: more is certainly a typo.
 pub const MAX_QUORUM: u32 = 100;
 
-/// Parses one policy file into its rules, reporting every problem.
-pub(super) fn parse_file(text: &str, file: &Path) -> Result<Vec<Rule>, ConfigErrors> {
-    let (rules, errors) = parse_file_partial(text, file);
-    errors.into_result(rules)
+/// What one policy file holds once checked.
+#[derive(Debug, Default)]
+pub(super) struct PolicyFile {
+    pub(super) rules: Vec<Rule>,
+    pub(super) limits: Vec<Limit>,
 }
 
-/// Parses one policy file, returning the rules without problems and every problem found.
-pub(super) fn parse_file_partial(text: &str, file: &Path) -> (Vec<Rule>, ConfigErrors) {
+/// Parses one policy file into its rules and limits, reporting every problem.
+pub(super) fn parse_file(text: &str, file: &Path) -> Result<PolicyFile, ConfigErrors> {
+    let (parsed, errors) = parse_file_partial(text, file);
+    errors.into_result(parsed)
+}
+
+/// Parses one policy file, returning the rules and limits without problems and every
+/// problem found.
+pub(super) fn parse_file_partial(text: &str, file: &Path) -> (PolicyFile, ConfigErrors) {
     let source = Source::new(file, text);
     let mut errors = ConfigErrors::new();
     let Some(raw) = deserialize_all::<RawPolicyFile>(&source, &mut errors) else {
-        return (Vec::new(), errors);
+        return (PolicyFile::default(), errors);
     };
+    let limits = raw.limit.into_iter().filter_map(|l| super::limit::check(l, &source, &mut errors)).collect();
     let mut rules = Vec::new();
     for raw_rule in raw.rule {
         let mut p = RuleProblems {
@@ -274,7 +286,7 @@ pub(super) fn parse_file_partial(text: &str, file: &Path) -> (Vec<Rule>, ConfigE
         }
     }
     errors.sort_by_line();
-    (rules, errors)
+    (PolicyFile { rules, limits }, errors)
 }
 
 /// Records problems of one rule, prefixed with its id.
