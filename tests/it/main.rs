@@ -14,5 +14,6 @@ mod enforcement;
 mod pipeline;
 mod policy;
 mod protocol;
+mod report;
 mod util;
 mod web;
