@@ -97,9 +97,13 @@ fn summary(h: &mut String, e: &Evidence) {
     let _ = write!(
         h,
         "<h2>Summary</h2><p>{} calls decided; {held} held for a human ({approved} approved, {denied} denied, {expired} expired), \
-         decided by {} distinct people. {} exceptions listed below.</p>",
+         decided by {}. {} exceptions listed below.</p>",
         e.totals.calls,
-        super::approvers(e).len(),
+        match super::approvers(e).len() {
+            0 => "nobody".to_owned(),
+            1 => "1 person".to_owned(),
+            n => format!("{n} distinct people"),
+        },
         exception_count(e)
     );
     h.push_str("<div class=\"grid\"><div>");
@@ -272,7 +276,7 @@ fn day_chart(days: &[Day]) -> String {
     let mut svg = format!("<svg viewBox=\"0 0 {w} {h}\" width=\"100%\" role=\"img\" aria-label=\"calls and holds per day\">");
     for (i, d) in days.iter().enumerate() {
         let x = pad + i as f64 * slot;
-        let bw = (slot / 2.0 - 2.0).max(1.0);
+        let bw = (slot / 2.0 - 2.0).clamp(1.0, 24.0);
         for (j, (n, color)) in [(d.calls, "#0969da"), (d.holds, "#bf8700")].iter().enumerate() {
             let bh = (*n as f64 / max) * (h - 2.0 * pad);
             let _ = write!(
