@@ -138,3 +138,20 @@ fn the_pdf_report_holds_the_totals() {
     assert!(text.contains("4 calls decided"), "{text}");
     assert!(text.contains("dana"), "{text}");
 }
+
+#[test]
+fn serve_started_on_a_terminal_says_it_waits_for_an_mcp_client_and_piped_it_does_not() {
+    let setup = crate::util::Setup::enforcing();
+    let command = format!("{} serve --config {}", airlock(), setup.config().display());
+    if !Path::new("/usr/bin/script").is_file() {
+        eprintln!("SKIPPED serve_started_on_a_terminal…: needs util-linux `script` for a pty");
+        return;
+    }
+    // `script` gives the gateway a terminal; it exits when the terminal's input ends.
+    let tty = Command::new("/usr/bin/script").args(["-qec", &command, "/dev/null"]).stdin(std::process::Stdio::null()).output().expect("script");
+    let seen = String::from_utf8_lossy(&tty.stdout);
+    assert!(seen.contains("waiting for an MCP client") && seen.contains("Client configuration"), "{seen}");
+    let piped = Command::new(airlock()).args(["serve", "--config"]).arg(setup.config()).stdin(std::process::Stdio::null()).output().expect("serve");
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains("waiting for an MCP client"));
+    assert!(piped.stdout.is_empty(), "stdout carries only protocol");
+}
