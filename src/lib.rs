@@ -15,4 +15,5 @@ pub mod http;
 pub mod identity;
 pub mod manifest;
 pub mod policy;
+pub mod report;
 pub mod risk;

@@ -17,6 +17,7 @@ mod explain;
 mod keys;
 mod log;
 mod receipts;
+mod report;
 mod serve;
 mod tools;
 mod wiring;
@@ -66,6 +67,9 @@ enum Command {
     /// List, show, approve and deny held calls on a running gateway (HTTP API).
     #[command(subcommand)]
     Approvals(approvals::Command),
+    /// The evidence of a period for auditors: verification, totals, holds and who decided
+    /// them, exceptions (HTML, PDF or JSON).
+    Report(report::Args),
     /// Verify approval receipts with the public key alone.
     #[command(subcommand)]
     Receipts(receipts::Command),
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::DemoTools(args) => demo_tools::run(args),
         Command::Approvals(cmd) => approvals::run(cmd),
         Command::Receipts(cmd) => receipts::run(cmd),
+        Command::Report(args) => report::run(args),
     };
     match result {
         Ok(code) => code,

@@ -124,6 +124,13 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         });
     }
     if let Some(caller) = stdio_caller {
+        if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+            // Someone ran `airlock serve` by hand: say what it is waiting for.
+            eprintln!(
+                "airlock: serving MCP on stdin/stdout and waiting for an MCP client; configure your client to launch `{} serve --config <airlock.toml>` (README: Client configuration), or use --http ADDR",
+                std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "airlock".into())
+            );
+        }
         let session = gateway.session(Channel::Stdio, Some(caller));
         let shutdown = shutdown.clone();
         let only_stdio = http_addr.is_none();

@@ -15,5 +15,6 @@ mod limits;
 mod pipeline;
 mod policy;
 mod protocol;
+mod report;
 mod util;
 mod web;

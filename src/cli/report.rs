@@ -1,0 +1,187 @@
+//! `airlock report`: the evidence of a period as HTML, PDF or JSON.
+//!
+//! Owns: the command's flags, reading the stopped log, and printing to PDF.
+//! Uses: `audit` (verify, read), `report` (gather, render).
+//! Must not: write anything but the report file.
+//!
+//! PDF is the HTML page printed by headless Chromium (`--print-to-pdf`): one renderer for
+//! both forms, and no Rust crate lays out HTML tables and SVG into PDF as faithfully. The
+//! browser is `AIRLOCK_CHROMIUM`, else the first of `chromium`, `chromium-browser`,
+//! `google-chrome` on `PATH`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use crate::audit::{LogPaths, LogReader, PublicKey, Seq, Trust, verify_dir};
+use crate::cli::EXIT_FOUND_PROBLEM;
+use crate::report::{Evidence, Period, Verification, gather, render_html};
+
+/// Output forms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Html,
+    Pdf,
+    Json,
+}
+
+/// Arguments of `airlock report`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    #[command(flatten)]
+    dir: super::log::DirArgs,
+    /// First day of the period, YYYY-MM-DD (UTC; default: the log's first day).
+    #[arg(long, value_name = "DATE")]
+    from: Option<String>,
+    /// Last day of the period, YYYY-MM-DD (UTC; default: today).
+    #[arg(long, value_name = "DATE")]
+    to: Option<String>,
+    /// html (default), pdf or json.
+    #[arg(long, value_enum, default_value = "html")]
+    format: Format,
+    /// Where to write it (default: stdout; required for pdf).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// The trusted public key (the output of `airlock keys show`; default: the data dir's key).
+    #[arg(long, value_name = "FILE")]
+    pubkey: Option<PathBuf>,
+}
+
+pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let (data_dir, paths) = args.dir.paths()?;
+    let anchor = match &args.pubkey {
+        Some(file) => PublicKey::read_file(file)?,
+        None => crate::audit::SigningKey::load(&paths.key)
+            .with_context(|| "no trusted key: pass --pubkey FILE (the output of `airlock keys show`)")?
+            .public_key(),
+    };
+    let verification = verify(&paths, anchor, &data_dir, args.pubkey.as_deref());
+    let records = read_records(&paths)?;
+    let first_day = records.iter().find_map(|r| r["time"].as_str()).and_then(|t| t.get(..10)).map(str::to_owned);
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let from = args.from.or(first_day).unwrap_or_else(|| today[..10].to_owned());
+    let to = args.to.unwrap_or_else(|| today[..10].to_owned());
+    let period = Period::new(&from, &to).map_err(anyhow::Error::msg)?;
+    let intact = verification.status == "intact";
+    let evidence = gather(&records, period, verification, data_dir.display().to_string());
+    write_out(&evidence, args.format, args.out.as_deref())?;
+    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FOUND_PROBLEM) })
+}
+
+fn verify(paths: &LogPaths, anchor: PublicKey, data_dir: &Path, pubkey: Option<&Path>) -> Verification {
+    let reverify = match pubkey {
+        Some(k) => format!("airlock log verify --data-dir {} --pubkey {}", data_dir.display(), k.display()),
+        None => format!("airlock log verify --data-dir {}", data_dir.display()),
+    };
+    let mut v = Verification {
+        status: "unreadable",
+        summary: String::new(),
+        first_seq: 0,
+        last_seq: 0,
+        checkpoints: 0,
+        keys: Vec::new(),
+        warnings: Vec::new(),
+        reverify,
+    };
+    match verify_dir(paths, Trust { anchor }) {
+        Ok(Ok(report)) => {
+            v.status = "intact";
+            v.first_seq = report.first.get();
+            v.last_seq = report.last.get();
+            v.checkpoints = report.checkpoints;
+            v.keys = report.keys.iter().map(ToString::to_string).collect();
+            v.warnings = report.warnings;
+            v.summary = format!(
+                "Records {}–{} are intact: every record is hash-chained and covered by {} checkpoints signed by the trusted key; the latest root is {}.",
+                v.first_seq, v.last_seq, v.checkpoints, report.root
+            );
+        }
+        Ok(Err(failure)) => {
+            v.status = "failed";
+            v.summary = format!("Verification failed at {failure}. Figures below come from records that can no longer be trusted.");
+        }
+        Err(error) => v.summary = format!("The log could not be read for verification: {error}."),
+    }
+    v
+}
+
+fn read_records(paths: &LogPaths) -> anyhow::Result<Vec<serde_json::Value>> {
+    let reader = LogReader::open(paths)?;
+    let mut records = Vec::new();
+    for item in reader.records_from(Seq::new(1)) {
+        let (seq, bytes) = item?;
+        // A record that does not parse is shown by verification; the report skips it.
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => records.push(value),
+            Err(e) => tracing::warn!(%seq, error = %e, "record does not parse; left out of the report"),
+        }
+    }
+    Ok(records)
+}
+
+fn write_out(evidence: &Evidence, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
+    let bytes = match format {
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(evidence)?;
+            text.push('\n');
+            text.into_bytes()
+        }
+        Format::Html => render_html(evidence).into_bytes(),
+        Format::Pdf => {
+            let Some(out) = out else { bail!("--format pdf needs --out FILE") };
+            return print_pdf(&render_html(evidence), out);
+        }
+    };
+    match out {
+        Some(path) => std::fs::write(path, bytes).with_context(|| format!("could not write {}", path.display())),
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&bytes)?;
+            Ok(stdout.flush()?)
+        }
+    }
+}
+
+fn chromium() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("AIRLOCK_CHROMIUM") {
+        return Ok(PathBuf::from(path));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    for name in ["chromium", "chromium-browser", "google-chrome"] {
+        if let Some(found) = std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file()) {
+            return Ok(found);
+        }
+    }
+    bail!("--format pdf prints with headless Chromium, and none was found: install `chromium` or set AIRLOCK_CHROMIUM")
+}
+
+fn print_pdf(html: &str, out: &Path) -> anyhow::Result<()> {
+    let browser = chromium()?;
+    let work = std::env::temp_dir().join(format!("airlock-report-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&work).with_context(|| format!("could not create {}", work.display()))?;
+    let printed = print_in(&browser, &work, html, out);
+    let _ = std::fs::remove_dir_all(&work);
+    printed
+}
+
+fn print_in(browser: &Path, work: &Path, html: &str, out: &Path) -> anyhow::Result<()> {
+    let page = work.join("report.html");
+    std::fs::write(&page, html)?;
+    let out_abs = std::path::absolute(out)?;
+    let status = std::process::Command::new(browser)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--no-pdf-header-footer"])
+        .arg(format!("--user-data-dir={}", work.join("profile").display()))
+        .arg(format!("--print-to-pdf={}", out_abs.display()))
+        .arg(format!("file://{}", page.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .with_context(|| format!("could not run {}", browser.display()))?;
+    if !status.success() || !out_abs.is_file() {
+        bail!("{} could not print the report ({status})", browser.display());
+    }
+    Ok(())
+}

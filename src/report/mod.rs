@@ -1,0 +1,470 @@
+//! Evidence for auditors: what the audit log shows for a period, gathered into one
+//! document (`airlock report`).
+//!
+//! Owns: `Evidence` (the report's stable JSON form, `airlock-report/v1`), how it is gathered
+//! from the log's records, and its renderings (`html.rs`).
+//! Uses: records as exported JSON (`serde_json::Value`, so that record kinds a newer
+//! gateway writes are carried, not refused), and the verification result it is handed.
+//! Must not: read or write the data directory itself (the CLI does), or decide anything:
+//! every figure is counted from records, each traceable to its sequence number.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+mod html;
+
+pub use html::render_html;
+
+/// Version tag of the JSON form; a change in field meaning bumps it.
+pub const FORMAT: &str = "airlock-report/v1";
+
+/// A hold decided with less than this share of its lifetime left is "near expiry": the
+/// approver may have been rushed, or the hold kept open to wear them down.
+const NEAR_EXPIRY_SHARE: f64 = 0.1;
+
+/// The days covered, inclusive, as `YYYY-MM-DD` (UTC).
+#[derive(Debug, Clone, Serialize)]
+pub struct Period {
+    /// First day.
+    pub from: String,
+    /// Last day.
+    pub to: String,
+}
+
+impl Period {
+    /// Checks both dates (`YYYY-MM-DD`, `from <= to`).
+    pub fn new(from: &str, to: &str) -> Result<Period, String> {
+        for d in [from, to] {
+            let ok = d.len() == 10 && humantime::parse_rfc3339(&format!("{d}T00:00:00Z")).is_ok();
+            if !ok {
+                return Err(format!("\"{d}\" is not a date; write YYYY-MM-DD"));
+            }
+        }
+        if from > to {
+            return Err(format!("the period starts ({from}) after it ends ({to})"));
+        }
+        Ok(Period { from: from.to_owned(), to: to.to_owned() })
+    }
+
+    fn contains(&self, time: &str) -> bool {
+        time.get(..10).is_some_and(|day| day >= self.from.as_str() && day <= self.to.as_str())
+    }
+}
+
+/// What verifying the whole log found (the report covers a period of a verified log).
+#[derive(Debug, Clone, Serialize)]
+pub struct Verification {
+    /// `intact`, `failed` or `unreadable`.
+    pub status: &'static str,
+    /// One line: what was checked, or the first problem.
+    pub summary: String,
+    /// Records checked (`first..=last`).
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Signed checkpoints checked.
+    pub checkpoints: u64,
+    /// Ids of the keys that signed, in order of use.
+    pub keys: Vec<String>,
+    /// Warnings that are not tampering.
+    pub warnings: Vec<String>,
+    /// The command that re-checks this.
+    pub reverify: String,
+}
+
+/// One call, as the report refers to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallRef {
+    pub call_id: String,
+    pub seq: u64,
+    pub time: String,
+    pub tool: String,
+    pub principal: String,
+    pub decision: String,
+    pub risk: String,
+    pub note: String,
+}
+
+/// One vote on a hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct Vote {
+    pub seq: u64,
+    pub time: String,
+    pub approver: String,
+    pub channel: String,
+    pub decision: String,
+    pub comment: String,
+}
+
+/// One hold, from request to outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approval {
+    pub approval_id: String,
+    pub call_id: String,
+    pub tool: String,
+    pub caller: String,
+    /// `confirm` or `approve`.
+    pub kind: String,
+    pub rule: String,
+    pub quorum: u64,
+    pub requested_at: String,
+    pub expires_at: String,
+    /// `approved`, `denied`, `expired`, `cancelled`, or `pending` when the period ends first.
+    pub outcome: String,
+    pub settled_at: String,
+    /// Seconds from request to outcome.
+    pub seconds_to_decision: Option<f64>,
+    pub reason: String,
+    pub votes: Vec<Vote>,
+    /// Every record of the held call, in order: `(seq, kind)`.
+    pub chain: Vec<(u64, String)>,
+}
+
+/// A record an auditor looks at on its own (tool changes, restarts, key rotations).
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub seq: u64,
+    pub time: String,
+    pub kind: String,
+    pub subject: String,
+    pub detail: String,
+}
+
+/// Counts by one dimension, largest first when rendered.
+pub type Counts = BTreeMap<String, u64>;
+
+/// The totals of the period.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Totals {
+    pub calls: u64,
+    pub by_decision: Counts,
+    pub by_risk: Counts,
+    pub by_tool: Counts,
+    pub by_server: Counts,
+    pub by_principal: Counts,
+}
+
+/// What an auditor asks about first.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Exceptions {
+    /// Calls allowed to run at high or critical risk without a hold.
+    pub allowed_at_high_risk: Vec<CallRef>,
+    /// Holds decided with little of their lifetime left.
+    pub decided_near_expiry: Vec<String>,
+    /// Holds decided after a policy change that happened while they waited.
+    pub decided_after_policy_change: Vec<String>,
+    /// Calls to a tool after it changed (critical until accepted).
+    pub used_while_changed: Vec<CallRef>,
+    /// Calls received whose outcome the period does not show (no decision or no result).
+    pub without_outcome: Vec<String>,
+}
+
+/// A day's activity, for the chart.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Day {
+    pub date: String,
+    pub calls: u64,
+    pub holds: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evidence {
+    pub format: &'static str,
+    pub generated_at: String,
+    pub period: Period,
+    pub data_dir: String,
+    pub verification: Verification,
+    pub totals: Totals,
+    pub approvals: Vec<Approval>,
+    pub exceptions: Exceptions,
+    pub tool_changes: Vec<Event>,
+    pub restarts: Vec<Event>,
+    pub key_rotations: Vec<Event>,
+    /// Policy digests seen on decisions (`policy_sha256`), with how many decisions each.
+    pub policy_versions: Counts,
+    pub daily: Vec<Day>,
+}
+
+fn text(record: &Value, key: &str) -> String {
+    match &record[key] {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn seq(record: &Value) -> u64 {
+    record["seq"].as_u64().unwrap_or(0)
+}
+
+fn seconds_between(from: &str, to: &str) -> Option<f64> {
+    let a = humantime::parse_rfc3339_weak(from.trim_end_matches('Z')).ok()?;
+    let b = humantime::parse_rfc3339_weak(to.trim_end_matches('Z')).ok()?;
+    Some(b.duration_since(a).ok()?.as_secs_f64())
+}
+
+/// Gathers the evidence of `period` from every record of the log, in order (records
+/// before the period still count for context: tool changes, policy versions, holds opened
+/// earlier and settled inside it).
+pub fn gather(records: &[Value], period: Period, verification: Verification, data_dir: String) -> Evidence {
+    let mut gathered = Gatherer::default();
+    for record in records {
+        gathered.see(record, &period);
+    }
+    gathered.finish(period, verification, data_dir)
+}
+
+#[derive(Default)]
+struct Gatherer {
+    totals: Totals,
+    approvals: BTreeMap<String, Approval>,
+    approval_order: Vec<String>,
+    exceptions: Exceptions,
+    tool_changes: Vec<Event>,
+    restarts: Vec<Event>,
+    key_rotations: Vec<Event>,
+    policy_versions: Counts,
+    /// Policy digest in force and when it was first seen, to spot holds outliving it.
+    policy_seen: Vec<(String, String)>,
+    daily: BTreeMap<String, Day>,
+    /// Tools flagged changed, and when.
+    changed: BTreeMap<String, String>,
+    /// Calls received in the period and whether their decision / completion was seen.
+    open_calls: BTreeMap<String, (u64, bool, bool)>,
+    servers: BTreeMap<String, String>,
+    /// Calls whose decision was `allow`.
+    allowed: BTreeSet<String>,
+    call_records: BTreeMap<String, Vec<(u64, String)>>,
+}
+
+impl Gatherer {
+    fn see(&mut self, r: &Value, period: &Period) {
+        let kind = text(r, "kind");
+        let time = text(r, "time");
+        let call_id = text(r, "call_id");
+        let inside = period.contains(&time);
+        if !call_id.is_empty() {
+            self.call_records.entry(call_id.clone()).or_default().push((seq(r), kind.clone()));
+        }
+        if let Some(server) = r["detail"]["server"].as_str() {
+            self.servers.insert(call_id.clone(), server.to_owned());
+        }
+        if let Some(policy) = r["policy_sha256"].as_str().or_else(|| r["detail"]["policy_sha256"].as_str()) {
+            if self.policy_seen.last().is_none_or(|(p, _)| p != policy) {
+                self.policy_seen.push((policy.to_owned(), time.clone()));
+            }
+            if inside && kind == "decision" {
+                *self.policy_versions.entry(policy.to_owned()).or_default() += 1;
+            }
+        }
+        let event = |subject: String, detail: String| Event { seq: seq(r), time: time.clone(), kind: kind.clone(), subject, detail };
+        match kind.as_str() {
+            "tool_changed" | "tool_added" => {
+                self.changed.insert(text(r, "tool"), time.clone());
+                if inside {
+                    self.tool_changes.push(event(text(r, "tool"), r["detail"].to_string()));
+                }
+            }
+            "gateway_started" if inside => {
+                self.restarts.push(event(text(&r["detail"], "version"), format!("boot {}", text(&r["detail"], "boot"))));
+            }
+            "key_rotated" if inside => {
+                self.key_rotations.push(event(text(&r["detail"], "new_key_id"), format!("replaces {}", text(&r["detail"], "old_key_id"))));
+            }
+            "call_received" if inside => {
+                self.open_calls.insert(call_id, (seq(r), false, false));
+            }
+            "decision" => self.decision(r, &call_id, &time, inside),
+            "call_completed" => {
+                if let Some(open) = self.open_calls.get_mut(&call_id) {
+                    open.2 = true;
+                }
+            }
+            "approval_requested" => self.requested(r, &call_id, &time),
+            "approval_decided" => self.voted(r),
+            "approval_settled" => self.settled(r, &time),
+            _ => {}
+        }
+    }
+
+    fn decision(&mut self, r: &Value, call_id: &str, time: &str, inside: bool) {
+        if let Some(open) = self.open_calls.get_mut(call_id) {
+            open.1 = true;
+        }
+        if text(r, "decision") == "allow" {
+            self.allowed.insert(call_id.to_owned());
+        }
+        if !inside {
+            return;
+        }
+        let call = CallRef {
+            call_id: call_id.to_owned(),
+            seq: seq(r),
+            time: time.to_owned(),
+            tool: text(r, "tool"),
+            principal: text(r, "principal"),
+            decision: text(r, "decision"),
+            risk: text(r, "risk"),
+            note: text(r, "reason"),
+        };
+        let t = &mut self.totals;
+        t.calls += 1;
+        for (counts, key) in [
+            (&mut t.by_decision, &call.decision),
+            (&mut t.by_risk, &call.risk),
+            (&mut t.by_tool, &call.tool),
+            (&mut t.by_principal, &call.principal),
+        ] {
+            let key = if key.is_empty() { "(none)" } else { key.as_str() };
+            *counts.entry(key.to_owned()).or_default() += 1;
+        }
+        self.daily.entry(time.get(..10).unwrap_or_default().to_owned()).or_default().calls += 1;
+        if call.decision == "allow" && matches!(call.risk.as_str(), "high" | "critical") {
+            self.exceptions.allowed_at_high_risk.push(call.clone());
+        }
+        if self.changed.get(&call.tool).is_some_and(|changed_at| changed_at.as_str() <= time) && call.risk == "critical" {
+            self.exceptions.used_while_changed.push(call);
+        }
+    }
+
+    fn requested(&mut self, r: &Value, call_id: &str, time: &str) {
+        let id = text(r, "approval_id");
+        if self.approvals.contains_key(&id) {
+            return; // a retry re-attached: the same hold
+        }
+        let detail = &r["detail"];
+        let kind = if text(r, "decision") == "confirm" { "confirm" } else { "approve" };
+        self.approvals.insert(
+            id.clone(),
+            Approval {
+                approval_id: id.clone(),
+                call_id: call_id.to_owned(),
+                tool: text(r, "tool"),
+                caller: text(r, "principal"),
+                kind: kind.to_owned(),
+                rule: text(r, "rule"),
+                quorum: detail["quorum"].as_u64().unwrap_or(1),
+                requested_at: time.to_owned(),
+                expires_at: text(detail, "expires_at"),
+                outcome: "pending".to_owned(),
+                settled_at: String::new(),
+                seconds_to_decision: None,
+                reason: String::new(),
+                votes: Vec::new(),
+                chain: Vec::new(),
+            },
+        );
+        self.approval_order.push(id);
+    }
+
+    fn voted(&mut self, r: &Value) {
+        if let Some(a) = self.approvals.get_mut(&text(r, "approval_id")) {
+            a.votes.push(Vote {
+                seq: seq(r),
+                time: text(r, "time"),
+                approver: text(r, "approver"),
+                channel: text(r, "channel"),
+                decision: text(r, "decision"),
+                comment: text(r, "comment"),
+            });
+        }
+    }
+
+    fn settled(&mut self, r: &Value, time: &str) {
+        let Some(a) = self.approvals.get_mut(&text(r, "approval_id")) else {
+            return;
+        };
+        a.outcome = text(r, "decision");
+        a.settled_at = time.to_owned();
+        a.reason = text(r, "reason");
+        a.seconds_to_decision = seconds_between(&a.requested_at, time);
+        if a.outcome == "approved" || a.outcome == "denied" {
+            let lifetime = seconds_between(&a.requested_at, &a.expires_at);
+            let left = seconds_between(time, &a.expires_at);
+            if let (Some(lifetime), Some(left)) = (lifetime, left) {
+                if left < lifetime * NEAR_EXPIRY_SHARE {
+                    self.exceptions.decided_near_expiry.push(format!(
+                        "{} ({}): {} with {left:.0} s of {lifetime:.0} s left",
+                        a.approval_id, a.tool, a.outcome
+                    ));
+                }
+            }
+            let changed = self.policy_seen.iter().any(|(_, since)| since.as_str() > a.requested_at.as_str() && since.as_str() <= time);
+            if changed {
+                self.exceptions.decided_after_policy_change.push(format!(
+                    "{} ({}): requested {}, policy changed before it was {} at {time}",
+                    a.approval_id, a.tool, a.requested_at, a.outcome
+                ));
+            }
+        }
+    }
+
+    fn finish(mut self, period: Period, verification: Verification, data_dir: String) -> Evidence {
+        for (call_id, server) in &self.servers {
+            if self.open_calls.contains_key(call_id) {
+                *self.totals.by_server.entry(server.clone()).or_default() += 1;
+            }
+        }
+        let decided_unforwarded = self.totals.calls.saturating_sub(self.totals.by_server.values().sum());
+        if decided_unforwarded > 0 {
+            self.totals.by_server.insert("(not forwarded)".into(), decided_unforwarded);
+        }
+        for (call_id, (seq, decided, completed)) in &self.open_calls {
+            let kinds = self.call_records.get(call_id).map(Vec::as_slice).unwrap_or_default();
+            let forwarded = kinds.iter().any(|(_, k)| k == "call_forwarded");
+            let allowed = self.allowed.contains(call_id);
+            let what = if !decided {
+                "no decision recorded"
+            } else if forwarded && !completed {
+                "forwarded, but no result recorded (still running, or the gateway stopped)"
+            } else if allowed && !forwarded {
+                "allowed, but never forwarded"
+            } else {
+                continue;
+            };
+            self.exceptions.without_outcome.push(format!("{call_id} (seq {seq}): {what}"));
+        }
+        let mut approvals = Vec::new();
+        for id in &self.approval_order {
+            let Some(mut a) = self.approvals.remove(id) else { continue };
+            let inside = period.contains(&a.requested_at) || (!a.settled_at.is_empty() && period.contains(&a.settled_at));
+            if !inside {
+                continue;
+            }
+            a.chain = self.call_records.get(&a.call_id).cloned().unwrap_or_default();
+            self.daily.entry(a.requested_at.get(..10).unwrap_or_default().to_owned()).or_default().holds += 1;
+            approvals.push(a);
+        }
+        let daily = self
+            .daily
+            .into_iter()
+            .filter(|(date, _)| !date.is_empty())
+            .map(|(date, day)| Day { date, ..day })
+            .collect();
+        Evidence {
+            format: FORMAT,
+            generated_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            period,
+            data_dir,
+            verification,
+            totals: self.totals,
+            approvals,
+            exceptions: self.exceptions,
+            tool_changes: self.tool_changes,
+            restarts: self.restarts,
+            key_rotations: self.key_rotations,
+            policy_versions: self.policy_versions,
+            daily,
+        }
+    }
+}
+
+/// Distinct approvers of the period, for the summary line.
+pub fn approvers(evidence: &Evidence) -> BTreeSet<String> {
+    evidence.approvals.iter().flat_map(|a| a.votes.iter().map(|v| v.approver.clone())).collect()
+}
+
+#[cfg(test)]
+mod tests;
