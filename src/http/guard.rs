@@ -256,4 +256,67 @@ mod tests {
         assert!(guard.verdict(&headers(&[("host", "127.0.0.1:8787"), ("origin", "http://127.0.0.1:8787")])).is_ok());
         assert!(guard.verdict(&headers(&[("host", "127.0.0.1:8787"), ("origin", "http://127.0.0.1:9999")])).is_err());
     }
+
+    #[test]
+    fn well_formed_hosts_parse() {
+        for good in [
+            "localhost", "LOCALHOST", "localhost:8787", "localhost.", "127.0.0.1", "127.0.0.1:1", "10.0.0.5:65535",
+            "[::1]", "[::1]:8787", "[2001:db8::1]", "[::ffff:127.0.0.1]:80", "airlock.example.com",
+            "a-b.example.com:443", "my_service:8787", "xn--bcher-kva.example", "a.b.c.d.e.f", "1a.example",
+        ] {
+            assert!(Authority::parse(good).is_ok(), "{good} should parse");
+        }
+    }
+
+    #[test]
+    fn malformed_hosts_are_refused() {
+        for bad in [
+            "", ":", ":80", "[::1]evil.com", "[::1]:80evil", "[::1]:", "[::1", "::1]", "[::1]]", "[[::1]]", "::1", "::1:80",
+            "[evil.com]", "[::1%eth0]", "[127.0.0.1]", "localhost:", "localhost:0", "localhost:65536", "localhost:123456",
+            "localhost:80:80", "localhost:+80", "localhost: 80", "local host", "evil.com/x", "evil.com?x", "evil.com#x",
+            "user@localhost", "user:pw@localhost", "localhost\\evil", "-evil.com", "evil-.com", "evil..com", ".evil.com",
+            "evil.com..", "1.2.3", "256.1.1.1", "1.2.3.4.5", "0x7f.0.0.1", "127.0.0.01", "127.1", "017.0.0.1",
+            "exämple.com", "a\tb", "127.0.0.1 ", " 127.0.0.1",
+        ] {
+            assert!(Authority::parse(bad).is_err(), "{bad:?} should be refused");
+        }
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert!(Authority::parse(&long_label).is_err());
+        let long_name = ["abcdefghi"; 30].join(".");
+        assert!(Authority::parse(&long_name).is_err());
+    }
+
+    #[test]
+    fn the_guard_refuses_a_host_with_trailing_text_even_when_its_prefix_is_allowed() {
+        let guard = HostGuard::default();
+        for bad in ["[::1]evil.com", "[::1]evil.com:8787", "localhost:8787evil", "127.0.0.1:80:80", "localhost@evil.com"] {
+            assert!(guard.verdict(&headers(&[("host", bad)])).is_err(), "{bad}");
+        }
+        // Any host accepted (check_host = false) still means a well-formed one.
+        let any = HostGuard { allowed_hosts: None, ..HostGuard::default() };
+        assert!(any.verdict(&headers(&[("host", "evil.example")])).is_ok());
+        assert!(any.verdict(&headers(&[("host", "[::1]evil.com")])).is_err());
+    }
+
+    #[test]
+    fn patterns_match_by_host_and_port() {
+        let guard = HostGuard {
+            allowed_hosts: Some(["gw.example.com:8443", "::1", "10.0.0.5"].iter().map(|h| HostPattern::parse(h).unwrap()).collect()),
+            ..HostGuard::default()
+        };
+        for good in ["gw.example.com:8443", "GW.example.COM:8443", "gw.example.com.:8443", "[::1]", "[0:0::1]:9", "10.0.0.5:1"] {
+            assert!(guard.verdict(&headers(&[("host", good)])).is_ok(), "{good}");
+        }
+        for bad in ["gw.example.com", "gw.example.com:8444", "localhost", "10.0.0.6", "[::2]"] {
+            assert!(guard.verdict(&headers(&[("host", bad)])).is_err(), "{bad}");
+        }
+        assert!(HostPattern::parse("[::1]evil.com").is_err() && HostPattern::parse("*.example.com").is_err());
+    }
+
+    #[test]
+    fn an_origin_with_a_malformed_authority_is_refused() {
+        let guard = HostGuard::default();
+        assert!(guard.verdict(&headers(&[("host", "localhost"), ("origin", "http://[::1]evil.com")])).is_err());
+        assert!(guard.verdict(&headers(&[("host", "localhost"), ("origin", "http://[::1]:3000")])).is_ok());
+    }
 }
