@@ -538,6 +538,28 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
     }
 
     #[test]
+    fn http_limits_parse_and_bad_ones_name_their_line() {
+        let good = "[http]\nheader_read_timeout = \"3s\"\nmax_connections = 9\nmax_body = \"2KiB\"\n\
+                    max_body_mcp = \"1 MiB\"\nmax_sessions_per_principal = 3\nallowed_hosts = [\"gw.example.com:8443\", \"::1\"]\n";
+        let c = parse(good).unwrap();
+        assert_eq!(c.http.limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!((c.http.limits.max_connections, c.http.limits.max_body, c.http.limits.max_body_mcp), (9, 2048, 1 << 20));
+        assert_eq!(c.http.limits.max_sessions_per_principal, 3);
+        assert_eq!(c.http.limits.idle_timeout, HttpLimits::default().idle_timeout);
+        let bad = "[http]\nmax_connections = 0\nmax_body = \"lots\"\nidle_timeout = \"never\"\n\
+                   max_sessions = -1\nallowed_hosts = [\"localhost\", \"[::1]evil.com\"]\n";
+        let got = parse(bad).unwrap_err();
+        assert_eq!(got.len(), 5, "{got:#?}");
+        assert!(got[0].starts_with("conf/airlock.toml:2: key \"http.max_connections\""), "{}", got[0]);
+        assert!(got[1].starts_with("conf/airlock.toml:3: key \"http.max_body\""), "{}", got[1]);
+        assert!(got[2].starts_with("conf/airlock.toml:4: key \"http.idle_timeout\""), "{}", got[2]);
+        assert!(got[3].starts_with("conf/airlock.toml:5: key \"http.max_sessions\""), "{}", got[3]);
+        assert!(got[4].starts_with("conf/airlock.toml:6: key \"http.allowed_hosts\": \"[::1]evil.com\""), "{}", got[4]);
+        assert_eq!(parse_size("64"), Ok(64));
+        assert!(parse_size("0").is_err() && parse_size("4MB").is_err() && parse_size("99999999999999GiB").is_err());
+    }
+
+    #[test]
     fn one_load_reports_every_problem_with_line_and_key() {
         let text = "[audit]\ndurabilty = \"fsync\"\n[http]\nlisten = \"localhost\"\n\
                     [approvals]\ntimeout = \"soon\"\n[approvals.slack]\nchannel = \"C1\"\n";
