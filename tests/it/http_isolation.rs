@@ -164,6 +164,9 @@ async fn another_principal_cannot_use_answer_stream_or_delete_a_session() {
     assert_eq!(mcp.delete("carol", &session).await, 202);
 
     let records = stop_and_export(gateway, &setup).await;
+    let opened: Vec<&Value> = records.iter().filter(|r| r["kind"] == "session_opened").collect();
+    assert_eq!(opened.len(), 1);
+    assert_eq!((opened[0]["principal"].as_str(), opened[0]["detail"]["mcp_session"].as_str()), (Some("carol"), Some(session.as_str())));
     let decided: Vec<&Value> = records.iter().filter(|r| r["kind"] == "approval_decided").collect();
     assert_eq!(decided.len(), 1);
     assert_eq!(decided[0]["approver"], "carol");
@@ -295,6 +298,21 @@ async fn slow_clients_cannot_take_the_listener_down() {
     assert!(timed_out >= 8 && busy >= 1, "busy {busy}, timed out {timed_out}");
     let healthz = health.get(format!("{}/healthz", gateway.url)).send().await.expect("healthz answers");
     assert_eq!(healthz.status().as_u16(), 200);
+}
+
+/// A kept-alive connection that carries nothing for `idle_timeout` is closed.
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let setup = setup("[http]\nheader_read_timeout = \"10m\"\nidle_timeout = \"1s\"\n");
+    let gateway = setup.http().await;
+    let server: SocketAddr = gateway.url.trim_start_matches("http://").parse().expect("address");
+    let mut stream = tokio::net::TcpStream::connect(server).await.expect("connect");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.expect("write");
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "hang guard: the idle connection stayed open");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "answered, then closed: {answer}");
 }
 
 /// A body over the route's limit is refused with 413: small for the API, larger for /mcp.
