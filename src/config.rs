@@ -18,6 +18,7 @@ use serde::Deserialize;
 use url::Url;
 
 mod diag;
+mod limits;
 mod raw;
 pub use diag::{ConfigErrors, Problem, Source, deserialize_all, suggestion};
 
@@ -74,6 +75,45 @@ pub struct HttpConfig {
     pub check_host: bool,
     /// Check `Origin` when a request carries one. Default `true`.
     pub check_origin: bool,
+    /// Connection, body and session limits.
+    pub limits: HttpLimits,
+}
+
+/// `[http]` limits that keep slow or greedy clients from taking the listener down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// A request's headers must arrive within this (HTTP/1; also ends an idle keep-alive
+    /// connection). Default 10 s.
+    pub header_read_timeout: Duration,
+    /// A connection with no bytes either way for this long is closed. Default 60 s.
+    pub idle_timeout: Duration,
+    /// Open connections at once. Default 512.
+    pub max_connections: usize,
+    /// Open connections at once from one client IP address. Default 64.
+    pub max_connections_per_address: usize,
+    /// Request body bytes on `/mcp` and `/message`. Default 4 MiB.
+    pub max_body_mcp: usize,
+    /// Request body bytes everywhere else (`/api`, `/slack`, `/approvals`). Default 256 KiB.
+    pub max_body: usize,
+    /// Open streamable-HTTP sessions per principal. Default 64.
+    pub max_sessions_per_principal: usize,
+    /// Open streamable-HTTP sessions in all. Default 1024.
+    pub max_sessions: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 512,
+            max_connections_per_address: 64,
+            max_body_mcp: 4 << 20,
+            max_body: 256 << 10,
+            max_sessions_per_principal: 64,
+            max_sessions: 1024,
+        }
+    }
 }
 
 /// How the audit writer makes records durable.
@@ -273,6 +313,7 @@ impl Config {
                 public_url: None,
                 check_host: true,
                 check_origin: true,
+                limits: HttpLimits::default(),
             },
             audit: AuditConfig {
                 durability: Durability::Fsync,
@@ -360,6 +401,24 @@ impl Config {
             Some(f) => f.display().to_string(),
             None => "built-in defaults".to_string(),
         }
+    }
+}
+
+/// Parses a positive byte size: `"256KiB"`, `"4 MiB"`, `"1GiB"`, or plain bytes `"65536"`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let trimmed = text.trim();
+    let split = trimmed.find(|c: char| !c.is_ascii_digit()).unwrap_or(trimmed.len());
+    let (digits, unit) = trimmed.split_at(split);
+    let factor: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => 0,
+    };
+    match digits.parse::<usize>().ok().and_then(|n| n.checked_mul(factor)) {
+        Some(0) | None => Err(format!("\"{text}\" is not a size like \"256KiB\", \"4MiB\" or \"65536\" (bytes, more than zero)")),
+        Some(bytes) => Ok(bytes),
     }
 }
 
@@ -476,6 +535,28 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
             c.approvals.teams.unwrap().workflow_url_env.as_str(),
             "TEAMS_WORKFLOW_URL"
         );
+    }
+
+    #[test]
+    fn http_limits_parse_and_bad_ones_name_their_line() {
+        let good = "[http]\nheader_read_timeout = \"3s\"\nmax_connections = 9\nmax_body = \"2KiB\"\n\
+                    max_body_mcp = \"1 MiB\"\nmax_sessions_per_principal = 3\nallowed_hosts = [\"gw.example.com:8443\", \"::1\"]\n";
+        let c = parse(good).unwrap();
+        assert_eq!(c.http.limits.header_read_timeout, Duration::from_secs(3));
+        assert_eq!((c.http.limits.max_connections, c.http.limits.max_body, c.http.limits.max_body_mcp), (9, 2048, 1 << 20));
+        assert_eq!(c.http.limits.max_sessions_per_principal, 3);
+        assert_eq!(c.http.limits.idle_timeout, HttpLimits::default().idle_timeout);
+        let bad = "[http]\nmax_connections = 0\nmax_body = \"lots\"\nidle_timeout = \"never\"\n\
+                   max_sessions = -1\nallowed_hosts = [\"localhost\", \"[::1]evil.com\"]\n";
+        let got = parse(bad).unwrap_err();
+        assert_eq!(got.len(), 5, "{got:#?}");
+        assert!(got[0].starts_with("conf/airlock.toml:2: key \"http.max_connections\""), "{}", got[0]);
+        assert!(got[1].starts_with("conf/airlock.toml:3: key \"http.max_body\""), "{}", got[1]);
+        assert!(got[2].starts_with("conf/airlock.toml:4: key \"http.idle_timeout\""), "{}", got[2]);
+        assert!(got[3].starts_with("conf/airlock.toml:5: key \"http.max_sessions\""), "{}", got[3]);
+        assert!(got[4].starts_with("conf/airlock.toml:6: key \"http.allowed_hosts\": \"[::1]evil.com\""), "{}", got[4]);
+        assert_eq!(parse_size("64"), Ok(64));
+        assert!(parse_size("0").is_err() && parse_size("4MB").is_err() && parse_size("99999999999999GiB").is_err());
     }
 
     #[test]

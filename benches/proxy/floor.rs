@@ -65,6 +65,12 @@ pub(crate) async fn serve_echo_http() -> anyhow::Result<()> {
     let service = StreamableHttpService::new(|| Ok(Echo), Arc::new(LocalSessionManager::default()), config);
     let router = axum::Router::new().nest_service("/mcp", service);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-    airlock::http::serve(listener, router, shutdown).await?;
+    // The floor measures rmcp's transport, not Airlock's caps: room for every bench client.
+    let limits = airlock::config::HttpLimits {
+        max_connections: 4096,
+        max_connections_per_address: 4096,
+        ..airlock::config::HttpLimits::default()
+    };
+    airlock::http::serve(listener, router, limits, shutdown).await?;
     Ok(())
 }

@@ -210,7 +210,12 @@ async fn decide(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let who = caller(&state, &headers).await?;
+    // As in `show`: one you may not see reads as one that does not exist, so a refusal
+    // never tells an outsider that it exists or who may decide it.
     let approval = lookup(&state, &id)?;
+    if !approval.may_view(who.principal.as_str(), &who.groups) {
+        return Err(ApiError::NotFound(id));
+    }
     let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
     if !approval.announces_on(CHANNEL) {
         return Err(ApiError::WrongChannel { id: approval.id, channels: approval.channels.join(", ") });

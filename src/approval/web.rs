@@ -454,18 +454,17 @@ async fn signed_in(web: &Web, headers: &HeaderMap, next: &str) -> Result<Viewer,
     }
 }
 
-/// The approval `id` if `viewer` may see it; otherwise a 404 or 403 page that reveals
-/// nothing about the call.
+/// The approval `id` if `viewer` may see it; otherwise the same 404 page as for an id
+/// that does not exist, so neither reading nor deciding tells an outsider that it exists
+/// or who may decide it.
 // The error is the page to send, built once per refused request: its size does not matter.
 #[allow(clippy::result_large_err)]
 fn visible(web: &Web, id: &str, viewer: &Viewer) -> Result<Approval, Response> {
     let not_found = || message(StatusCode::NOT_FOUND, "Not found", Some(viewer), "There is no such approval.");
-    let approval = ApprovalId::parse(id).and_then(|id| web.inner.broker.get(&id)).ok_or_else(not_found)?;
-    if !may_view(&approval, &viewer.caller) {
-        let why = eligibility(&approval, &viewer.caller).err().unwrap_or_default();
-        return Err(message(StatusCode::FORBIDDEN, "Not yours to decide", Some(viewer), &why));
-    }
-    Ok(approval)
+    ApprovalId::parse(id)
+        .and_then(|id| web.inner.broker.get(&id))
+        .filter(|approval| may_view(approval, &viewer.caller))
+        .ok_or_else(not_found)
 }
 
 fn message(status: StatusCode, title: &str, viewer: Option<&Viewer>, text: &str) -> Response {

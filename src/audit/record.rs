@@ -31,6 +31,8 @@ pub enum RecordKind {
     ApprovalRequested,
     ApprovalDecided,
     ApprovalSettled,
+    /// A request on a streamable-HTTP session by someone other than its owner, refused.
+    SessionRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
@@ -51,6 +53,7 @@ impl RecordKind {
             RecordKind::ApprovalRequested => "approval_requested",
             RecordKind::ApprovalDecided => "approval_decided",
             RecordKind::ApprovalSettled => "approval_settled",
+            RecordKind::SessionRefused => "session_refused",
             RecordKind::KeyRotated => "key_rotated",
             RecordKind::Checkpoint => "checkpoint",
         }

@@ -112,13 +112,14 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
-        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, shutdown.clone());
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, &config.http.limits, shutdown.clone());
         if let Some(slack) = slack {
-            router = router.merge(crate::http::slack_routes(slack, guard));
+            router = router.merge(crate::http::slack_routes(slack, guard, &config.http.limits));
         }
         let shutdown = shutdown.clone();
+        let limits = config.http.limits;
         tasks.spawn(async move {
-            if let Err(error) = crate::http::serve(listener, router, shutdown).await {
+            if let Err(error) = crate::http::serve(listener, router, limits, shutdown).await {
                 tracing::error!(%error, "HTTP server failed");
             }
         });

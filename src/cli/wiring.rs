@@ -7,7 +7,7 @@ use crate::approval::slack::SlackSettings;
 use crate::approval::teams::TeamsSettings;
 use crate::config::{Config, Durability, GatewayConfig, HttpConfig, IdentityConfig, SlackConfig, StdioPrincipal, TeamsConfig};
 use crate::downstream::{Catalog, Downstreams, Namespacing};
-use crate::http::HostGuard;
+use crate::http::{HostGuard, HostPattern};
 use crate::identity;
 
 /// Starts the downstreams, reads their catalog and stops them again (no tool is called):
@@ -37,7 +37,9 @@ pub(crate) fn namespacing(gateway: &GatewayConfig) -> Namespacing {
 /// `check_origin = false` accepts any Origin.
 pub(crate) fn host_guard(http: &HttpConfig) -> HostGuard {
     HostGuard {
-        allowed_hosts: if http.check_host { http.allowed_hosts.clone() } else { Vec::new() },
+        // An empty list accepts any host; entries `airlock check` refused never match.
+        allowed_hosts: (http.check_host && !http.allowed_hosts.is_empty())
+            .then(|| http.allowed_hosts.iter().filter_map(|h| HostPattern::parse(h).ok()).collect()),
         allowed_origins: http.allowed_origins.clone(),
         check_origin: http.check_origin,
     }

@@ -51,6 +51,14 @@ pub(super) struct RawHttp {
     public_url: Option<Spanned<String>>,
     check_host: Option<bool>,
     check_origin: Option<bool>,
+    header_read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_address: Option<Spanned<i64>>,
+    max_body_mcp: Option<Spanned<String>>,
+    max_body: Option<Spanned<String>>,
+    max_sessions_per_principal: Option<Spanned<i64>>,
+    max_sessions: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -132,7 +140,7 @@ pub(super) struct Validator<'s, 'e> {
 }
 
 impl Validator<'_, '_> {
-    fn problem(&mut self, span: std::ops::Range<usize>, message: String) {
+    pub(super) fn problem(&mut self, span: std::ops::Range<usize>, message: String) {
         self.errors.push(self.source.problem(Some(span), message));
     }
 
@@ -188,7 +196,19 @@ impl Validator<'_, '_> {
             }
         }
         if let Some(hosts) = raw.allowed_hosts {
-            out.allowed_hosts = hosts.into_iter().map(Spanned::into_inner).collect();
+            out.allowed_hosts = Vec::new();
+            for host in hosts {
+                match crate::http::HostPattern::parse(host.get_ref()) {
+                    Ok(_) => out.allowed_hosts.push(host.into_inner()),
+                    Err(why) => {
+                        let msg = format!(
+                            "key \"http.allowed_hosts\": \"{}\" is not a host like \"localhost\", \"10.0.0.5:8787\" or \"[::1]\" ({why})",
+                            host.get_ref()
+                        );
+                        self.problem(host.span(), msg);
+                    }
+                }
+            }
         }
         if let Some(origins) = raw.allowed_origins {
             out.allowed_origins = Vec::new();
@@ -211,6 +231,17 @@ impl Validator<'_, '_> {
         }
         out.check_host = raw.check_host.unwrap_or(out.check_host);
         out.check_origin = raw.check_origin.unwrap_or(out.check_origin);
+        let limits = super::limits::RawLimits {
+            header_read_timeout: raw.header_read_timeout,
+            idle_timeout: raw.idle_timeout,
+            max_connections: raw.max_connections,
+            max_connections_per_address: raw.max_connections_per_address,
+            max_body_mcp: raw.max_body_mcp,
+            max_body: raw.max_body,
+            max_sessions_per_principal: raw.max_sessions_per_principal,
+            max_sessions: raw.max_sessions,
+        };
+        self.http_limits(limits, &mut out.limits);
     }
 
     pub(super) fn audit(&mut self, raw: RawAudit, out: &mut AuditConfig) {
@@ -419,7 +450,7 @@ impl Validator<'_, '_> {
         value
     }
 
-    fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
+    pub(super) fn duration(&mut self, value: &Spanned<String>, key: &str) -> Option<Duration> {
         match parse_duration(value.get_ref()) {
             Ok(d) => Some(d),
             Err(why) => {

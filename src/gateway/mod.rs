@@ -408,6 +408,10 @@ impl ServerHandler for Session {
             "channel": format!("{:?}", self.channel),
             "client": client.as_ref().map(|c| format!("{} {}", c.name, c.version)),
             "protocol": context.peer.peer_info().map(|info| info.protocol_version.to_string()),
+            // Links this session to `session_refused` records, which name the HTTP id.
+            "mcp_session": context.extensions.get::<http::request::Parts>()
+                .and_then(|parts| parts.headers.get("mcp-session-id"))
+                .and_then(|id| id.to_str().ok()),
         }));
         if let Some(caller) = caller {
             record = record.principal(caller.principal.as_str());

@@ -9,22 +9,25 @@
 
 mod auth;
 mod guard;
+mod listen;
+mod sessions;
 mod slack;
 mod sse;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::routing::{get, post};
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
+use crate::config::HttpLimits;
 use crate::gateway::{Channel, Gateway};
 
-pub use guard::HostGuard;
+pub use guard::{HostGuard, HostPattern};
+pub use listen::serve;
+pub use sessions::SessionLimits;
 
 /// What every handler can reach.
 #[derive(Clone)]
@@ -36,12 +39,14 @@ pub(crate) struct AppState {
 }
 
 /// Builds the router. The Host/Origin guard covers every route, so rmcp's own check on
-/// `/mcp` is switched off: one decision point.
+/// `/mcp` is switched off: one decision point. Bodies are capped per route: MCP messages
+/// (`/mcp`, `/message`) at `max_body_mcp`, everything else at `max_body` (413 past it).
 pub fn router(
     gateway: Arc<Gateway>,
     guard: HostGuard,
     public_url: String,
     web: crate::approval::web::Web,
+    limits: &HttpLimits,
     shutdown: CancellationToken,
 ) -> Router {
     let mcp_gateway = gateway.clone();
@@ -49,17 +54,29 @@ pub fn router(
     let config = StreamableHttpServerConfig::default()
         .disable_allowed_hosts()
         .disable_allowed_origins()
+        .with_max_request_body_bytes(limits.max_body_mcp)
         .with_cancellation_token(shutdown);
+    let bindings = Arc::new(sessions::Bindings::default());
+    let manager = Arc::new(sessions::BoundManager::new(bindings.clone()));
     let mcp = StreamableHttpService::new(
         move || Ok(mcp_gateway.session(Channel::StreamableHttp, None)),
-        Arc::new(LocalSessionManager::default()),
+        manager.clone(),
         config,
     );
+    let binder = Arc::new(sessions::Binder {
+        bindings,
+        manager,
+        limits: SessionLimits { per_principal: limits.max_sessions_per_principal, total: limits.max_sessions },
+        audit: gateway.audit().clone(),
+    });
+    let mcp = Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(axum::middleware::from_fn_with_state(binder, sessions::bind));
     let state = AppState { gateway, sse: sse::SseSessions::default(), public_url };
     let authenticated = Router::new()
         .route("/sse", get(sse::connect))
-        .route("/message", post(sse::message))
-        .nest_service("/mcp", mcp)
+        .route("/message", post(sse::message).layer(DefaultBodyLimit::max(limits.max_body_mcp)))
+        .merge(mcp)
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_caller));
     Router::new()
         .route("/healthz", get(healthz))
@@ -70,15 +87,17 @@ pub fn router(
         .with_state(state)
         // Not behind `require_caller`: that lets anonymous through, the API refuses it.
         .merge(crate::approval::api::router(gateway_for_api.approvals().clone(), gateway_for_api))
+        .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
 /// `/slack/interactions`, behind the same Host/Origin guard; `serve` merges it into
 /// [`router`] when `[approvals.slack]` is configured.
-pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard) -> Router {
+pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard, limits: &HttpLimits) -> Router {
     Router::new()
         .route("/slack/interactions", post(slack::interactions))
         .with_state(slack)
+        .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
@@ -104,18 +123,4 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value>
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728).
 async fn resource_metadata(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     axum::Json(state.gateway.authenticator().protected_resource_metadata(&state.public_url))
-}
-
-/// Serves `router` on `listener` until `shutdown` fires. Every accepted connection gets
-/// `TCP_NODELAY`: without it a keep-alive client waits on Nagle for each small response.
-pub async fn serve(listener: tokio::net::TcpListener, router: Router, shutdown: CancellationToken) -> std::io::Result<()> {
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
 }

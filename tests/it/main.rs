@@ -11,6 +11,7 @@ mod demo;
 mod demo_tools;
 mod durability;
 mod enforcement;
+mod http_isolation;
 mod limits;
 mod pipeline;
 mod policy;

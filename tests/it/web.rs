@@ -189,10 +189,10 @@ async fn the_list_shows_only_approvals_the_person_may_decide() {
     let (task, id) = held_call(&gateway, &alice, "list me").await;
     assert!(listed_ids(&get(&gateway, "/approvals", Some(&bob)).await.1).is_empty(), "bob is not in sre");
     assert!(listed_ids(&get(&gateway, "/approvals", Some(&agent)).await.1).is_empty(), "the caller never approves");
-    // Bob cannot open it either, and learns nothing of the call.
+    // Bob cannot open it either: it reads as not found, naming neither call nor approvers.
     let (status, body) = get(&gateway, &format!("/approvals/{id}"), Some(&bob)).await;
-    assert_eq!(status, 403);
-    assert!(!body.contains("list me"), "{body}");
+    assert_eq!(status, 404);
+    assert!(!body.contains("list me") && !body.contains("sre"), "{body}");
     // The caller sees its own call, without buttons.
     let (status, body) = get(&gateway, &format!("/approvals/{id}"), Some(&agent)).await;
     assert_eq!(status, 200);
