@@ -341,7 +341,7 @@ impl ServerHandler for Session {
         request: rmcp::model::GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
-        self.gateway.get_prompt(request, &context).await
+        self.prompt(request, &context).await
     }
 
     async fn list_resources(
@@ -363,17 +363,17 @@ impl ServerHandler for Session {
     async fn read_resource(
         &self,
         request: rmcp::model::ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
-        self.gateway.read_resource(request).await
+        self.read(request, &context).await
     }
 
     async fn subscribe(
         &self,
         request: rmcp::model::SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.gateway.subscribe(request, true).await
+        self.subscribe_to(request, &context).await
     }
 
     async fn unsubscribe(
@@ -381,9 +381,7 @@ impl ServerHandler for Session {
         request: rmcp::model::UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let mut params = rmcp::model::SubscribeRequestParams::new(request.uri);
-        params.meta = request.meta;
-        self.gateway.subscribe(params, false).await
+        self.unsubscribe_from(request).await
     }
 
     async fn set_level(
