@@ -390,7 +390,7 @@ fn read_entries(
     let mut checked = Vec::new();
     for (pattern, raw) in resources {
         let span = raw.span();
-        let over = read_entry("resources", &pattern, raw, source, errors);
+        let over = read_entry(&format!("[resources.{pattern:?}]"), raw, source, errors);
         let made = if pattern.trim().is_empty() {
             Err("a URI glob must not be empty".to_owned())
         } else {
@@ -404,20 +404,20 @@ fn read_entries(
     let prompts = prompts
         .into_iter()
         .map(|(name, raw)| {
-            let over = read_entry("prompts", &name, raw, source, errors);
+            let over = read_entry(&format!("[prompts.{name}]"), raw, source, errors);
             (name, over)
         })
         .collect();
     (checked, prompts)
 }
 
-fn read_entry(table: &str, key: &str, raw: Spanned<RawTool>, source: &Source<'_>, errors: &mut ConfigErrors) -> ToolOverride {
+fn read_entry(table: &str, raw: Spanned<RawTool>, source: &Source<'_>, errors: &mut ConfigErrors) -> ToolOverride {
     let span = raw.span();
     let raw = raw.into_inner();
     if raw.risk.is_none() && !raw.hidden {
         errors.push(source.problem(
             Some(span),
-            format!("key \"{table}.\"{key}\"\": gives neither \"risk\" nor \"hidden = true\""),
+            format!("{table} gives neither \"risk\" nor \"hidden = true\""),
         ));
     }
     ToolOverride { risk: raw.risk, hidden: raw.hidden }

@@ -14,5 +14,6 @@ mod enforcement;
 mod pipeline;
 mod policy;
 mod protocol;
+mod resources;
 mod util;
 mod web;
