@@ -569,6 +569,21 @@ mod tests {
     }
 
     #[test]
+    fn resource_globs_take_the_highest_risk_and_any_hidden() {
+        let m = parse_ok(
+            "command = \"x\"\n[resources.\"demo://*\"]\nrisk = \"medium\"\n\
+             [resources.\"demo://customers*\"]\nrisk = \"high\"\n[resources.\"demo://logs/secret*\"]\nhidden = true\n\
+             [prompts.p]\nrisk = \"critical\"\n",
+        );
+        assert_eq!(m.resource_override("demo://customers?page=2").risk, Some(Risk::High));
+        assert_eq!(m.resource_override("demo://logs/api.log").risk, Some(Risk::Medium));
+        assert!(m.resource_override("demo://logs/secret.log").hidden);
+        assert_eq!(m.resource_override("other://x"), ToolOverride::default());
+        assert_eq!(m.prompt_override("p").risk, Some(Risk::Critical));
+        assert_eq!(m.prompt_override("q"), ToolOverride::default());
+    }
+
+    #[test]
     fn the_airlock_command_means_this_executable() {
         let m = parse_ok("command = \"airlock\"\nargs = [\"demo-tools\"]\n");
         let Transport::Stdio(cmd) = &m.transport else {

@@ -261,3 +261,27 @@ fn explain_shows_the_decision_for_a_resource_and_a_prompt() {
     let prompt = explain(&["--prompt", "demo__incident_summary", "--args", "{\"service\":\"api\"}"]);
     assert!(prompt.contains("prompt: demo__incident_summary") && prompt.contains("decision: confirm"), "{prompt}");
 }
+
+#[test]
+fn rules_select_tools_resources_and_prompts_by_their_own_keys() {
+    use airlock::policy::{CallFacts, Effect, PolicySet, Subject};
+    use airlock::risk::Risk;
+    let set = PolicySet::parse(
+        "[[rule]]\nid = \"t\"\ntools = [\"*\"]\neffect = \"deny\"\n\n\
+         [[rule]]\nid = \"high\"\nrisk = [\"high\"]\neffect = \"deny\"\n\n\
+         [[rule]]\nid = \"r\"\nresources = [\"demo://*\"]\nprompts = [\"demo__*\"]\neffect = \"confirm\"\n",
+        std::path::Path::new("p.toml"),
+    )
+    .expect("parse");
+    let args = json!({});
+    let decide = |subject, name: &str, risk| {
+        let facts = CallFacts { subject, tool: name, risk, args: &args, principal: "p", groups: &[] };
+        let d = set.decide(&facts);
+        (d.effect, d.winning_rule.map(|r| r.to_string()))
+    };
+    assert_eq!(decide(Subject::Tool, "demo__x", Risk::Low), (Effect::Deny, Some("t".into())));
+    assert_eq!(decide(Subject::Resource, "demo://x", Risk::Low), (Effect::Confirm, Some("r".into())));
+    assert_eq!(decide(Subject::Prompt, "demo__p", Risk::Low), (Effect::Confirm, Some("r".into())));
+    assert_eq!(decide(Subject::Resource, "other://x", Risk::Low), (Effect::Allow, None), "no rule: low reads are allowed");
+    assert_eq!(decide(Subject::Resource, "other://x", Risk::High), (Effect::Deny, Some("high".into())), "a risk-only rule applies to reads");
+}
