@@ -91,6 +91,8 @@ pub struct Gateway {
     schemas: SchemaCache,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
+    /// Who subscribed to which resource: updates go only to them.
+    subscribers: passthrough::Subscribers,
     /// Distinguishes this run's session and call ids from earlier runs'.
     boot: String,
     next_session: AtomicU64,
@@ -111,6 +113,7 @@ impl Gateway {
             holds: parts.holds,
             schemas: SchemaCache::new(),
             listeners: Mutex::new(Vec::new()),
+            subscribers: passthrough::Subscribers::default(),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
@@ -222,12 +225,13 @@ impl Gateway {
     }
 }
 
-/// Passes `notifications/resources/updated` on to every legacy-era client.
+/// Passes `notifications/resources/updated` on to the sessions subscribed to that URI
+/// (only they learn it; a URI may carry a token).
 async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
     let Some(mut updates) = gateway.upgrade().map(|g| g.downstreams.resource_updates()) else { return };
     while let Ok(update) = updates.recv().await {
         let Some(gateway) = gateway.upgrade() else { return };
-        let peers: Vec<_> = gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let peers = gateway.subscribers.of(&update.uri);
         for peer in peers {
             let _ = peer.notify_resource_updated(update.clone()).await;
         }

@@ -20,6 +20,7 @@
 //!   `{"uri": …}`, so an auditor who has the URI can still prove which one was read.
 //!   Prompt arguments are stored like tool arguments (with `[audit] redact`).
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use rmcp::RoleServer;
@@ -69,6 +70,34 @@ struct Read {
     call_id: String,
     caller: Caller,
     started: Instant,
+}
+
+/// The sessions subscribed to each resource URI.
+#[derive(Default)]
+pub(super) struct Subscribers(Mutex<Vec<(String, String, rmcp::Peer<RoleServer>)>>);
+
+impl Subscribers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(String, String, rmcp::Peer<RoleServer>)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn add(&self, session: &str, uri: &str, peer: rmcp::Peer<RoleServer>) {
+        let mut all = self.lock();
+        all.retain(|(s, u, p)| !(s == session && u == uri) && !p.is_transport_closed());
+        all.push((session.to_owned(), uri.to_owned(), peer));
+    }
+
+    /// Removes one subscription; true when another session still subscribes to `uri`.
+    fn remove(&self, session: &str, uri: &str) -> bool {
+        let mut all = self.lock();
+        all.retain(|(s, u, p)| !(s == session && u == uri) && !p.is_transport_closed());
+        all.iter().any(|(_, u, _)| u == uri)
+    }
+
+    /// The open sessions subscribed to `uri`.
+    pub(super) fn of(&self, uri: &str) -> Vec<rmcp::Peer<RoleServer>> {
+        self.lock().iter().filter(|(_, u, p)| u == uri && !p.is_transport_closed()).map(|(_, _, p)| p.clone()).collect()
+    }
 }
 
 impl Gateway {
@@ -163,15 +192,22 @@ impl Session {
     ) -> Result<(), ErrorData> {
         let read = self.begin(Method::Subscribe, &request.uri, json!({"uri": request.uri}), context)?;
         let (server, peer) = self.resource_gate(&read).await?;
+        let uri = request.uri.clone();
         let outcome = peer.subscribe(request).await.map_err(service_error);
         self.complete(&read, server.name(), outcome.as_ref().map(|()| ServerResult::empty(()))).await?;
+        if outcome.is_ok() {
+            self.gateway.subscribers.add(&self.id, &uri, context.peer.clone());
+        }
         outcome
     }
 
     /// Ending a subscription needs no decision (it reads nothing), but goes only to the
-    /// owner, like the subscription did.
+    /// owner, like the subscription did, and only once no other session subscribes.
     #[allow(deprecated)]
     pub(super) async fn unsubscribe_from(&self, request: UnsubscribeRequestParams) -> Result<(), ErrorData> {
+        if self.gateway.subscribers.remove(&self.id, &request.uri) {
+            return Ok(());
+        }
         match self.gateway.downstreams.resource_owner(&request.uri).await {
             ResourceOwner::Found(_, peer) => peer.unsubscribe(request).await.map_err(service_error),
             ResourceOwner::Unknown | ResourceOwner::Ambiguous(_) => Err(unknown_resource()),
