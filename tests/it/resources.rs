@@ -285,3 +285,38 @@ fn rules_select_tools_resources_and_prompts_by_their_own_keys() {
     assert_eq!(decide(Subject::Resource, "other://x", Risk::Low), (Effect::Allow, None), "no rule: low reads are allowed");
     assert_eq!(decide(Subject::Resource, "other://x", Risk::High), (Effect::Deny, Some("high".into())), "a risk-only rule applies to reads");
 }
+
+/// The URIs of the `notifications/resources/updated` a client received.
+fn updates(wire: &crate::util::Wire) -> Vec<String> {
+    wire.lock()
+        .expect("wire")
+        .iter()
+        .filter(|m| m["method"] == "notifications/resources/updated")
+        .filter_map(|m| m["params"]["uri"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_resource_update_reaches_only_the_sessions_subscribed_to_it() {
+    let setup = Setup::with_demo();
+    let mut gateway = setup.http().await;
+    let (watcher, bystander) = (TestClient::new(), TestClient::new());
+    let (watcher_wire, bystander_wire) = (watcher.wire.clone(), bystander.wire.clone());
+    let a = gateway.client(watcher).await;
+    let b = gateway.client(bystander).await;
+    a.subscribe(SubscribeRequestParams::new("demo://logs/api.log")).await.expect("subscribe api");
+    b.subscribe(SubscribeRequestParams::new("demo://logs/auth.log")).await.expect("subscribe auth");
+    b.call_tool(call("demo__restart_service", json!({"service": "api"}))).await.expect("restart api");
+    b.call_tool(call("demo__restart_service", json!({"service": "auth"}))).await.expect("restart auth");
+    // Updates are relayed in order over each session's one stream: once B has auth's, it
+    // would already have api's had it been sent to B.
+    let limit = std::time::Duration::from_secs(20);
+    assert!(crate::util::eventually(limit, || updates(&bystander_wire).contains(&"demo://logs/auth.log".to_owned())).await);
+    assert!(crate::util::eventually(limit, || !updates(&watcher_wire).is_empty()).await);
+    assert_eq!(updates(&bystander_wire), ["demo://logs/auth.log"], "B learnt of a URI it never subscribed to");
+    assert_eq!(updates(&watcher_wire), ["demo://logs/api.log"]);
+    a.cancel().await.expect("close");
+    b.cancel().await.expect("close");
+    gateway.child.start_kill().expect("kill");
+    let _ = gateway.child.wait().await;
+}
