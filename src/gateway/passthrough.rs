@@ -83,14 +83,14 @@ impl Subscribers {
 
     fn add(&self, session: &str, uri: &str, peer: rmcp::Peer<RoleServer>) {
         let mut all = self.lock();
-        all.retain(|(s, u, p)| !(s == session && u == uri) && !p.is_transport_closed());
+        all.retain(|(s, u, p)| (s != session || u != uri) && !p.is_transport_closed());
         all.push((session.to_owned(), uri.to_owned(), peer));
     }
 
     /// Removes one subscription; true when another session still subscribes to `uri`.
     fn remove(&self, session: &str, uri: &str) -> bool {
         let mut all = self.lock();
-        all.retain(|(s, u, p)| !(s == session && u == uri) && !p.is_transport_closed());
+        all.retain(|(s, u, p)| (s != session || u != uri) && !p.is_transport_closed());
         all.iter().any(|(_, u, _)| u == uri)
     }
 

@@ -3,6 +3,9 @@
 //! The downstreams are `airlock demo-tools` behind `tee`, so every byte a server was sent
 //! is on disk to check.
 
+// resources/subscribe is legacy-only (SEP-2577); Airlock still serves it to those clients.
+#![allow(deprecated)]
+
 use std::path::PathBuf;
 
 use rmcp::model::{GetPromptRequestParams, ReadResourceRequestParams, SubscribeRequestParams};
