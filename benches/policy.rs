@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use airlock::gateway::validate::SchemaCache;
-use airlock::policy::{CallFacts, PolicySet};
+use airlock::policy::{CallFacts, PolicySet, Subject};
 use airlock::risk::Risk;
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ fn main() {
     println!("| operation | median per call |");
     println!("|---|---|");
     for (tool, risk, args) in &cases {
-        let facts = CallFacts { tool, risk: *risk, args, principal: "alice", groups: &groups };
+        let facts = CallFacts { subject: Subject::Tool, tool, risk: *risk, args, principal: "alice", groups: &groups };
         let ns = median_ns(|| {
             std::hint::black_box(policies.decide(std::hint::black_box(&facts)));
         });

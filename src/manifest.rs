@@ -20,6 +20,10 @@
 //! risk = "low"
 //! [tools.list_allowed_directories]
 //! hidden = true                    # not shown to the client, calls refused
+//! [resources."demo://customers*"]  # a glob over the URIs the server lists
+//! risk = "high"                    # resource reads and subscriptions default to low
+//! [prompts.incident_summary]       # the server's own prompt name
+//! risk = "medium"                  # prompts default to low; `hidden = true` also works
 //! ```
 //!
 //! Decisions:
@@ -29,6 +33,9 @@
 //! - A relative `cwd`, or a relative `command` containing `/`, resolves against the config
 //!   file's directory, like every other relative path in the configuration; other commands
 //!   are looked up on `PATH` when started.
+//! - `[resources."<glob>"]` keys are globs over URIs (`*` crosses `/`); when several match
+//!   one URI the highest risk wins and any `hidden` hides it, so the order of the file's
+//!   tables (which TOML does not keep) never matters.
 //! - A server name uses only `[A-Za-z0-9_-]` and must not contain the separator (nor end in
 //!   a way that makes `<server><separator><tool>` split differently).
 
@@ -97,6 +104,10 @@ pub struct Manifest {
     pub default_risk: Option<Risk>,
     /// `[tools.<name>]` entries, keyed by the downstream tool name.
     pub tools: BTreeMap<String, ToolOverride>,
+    /// `[resources."<glob>"]` entries, in glob order.
+    pub resources: Vec<ResourceOverride>,
+    /// `[prompts.<name>]` entries, keyed by the downstream prompt name.
+    pub prompts: BTreeMap<String, ToolOverride>,
 }
 
 impl Manifest {
@@ -107,6 +118,46 @@ impl Manifest {
     /// True when `tool` is hidden from clients (and calls to it refused).
     pub fn is_hidden(&self, tool: &str) -> bool {
         self.tools.get(tool).is_some_and(|t| t.hidden)
+    }
+    /// What the `[resources]` entries say about `uri`: the highest risk of any matching
+    /// glob, hidden when any matching glob hides it.
+    pub fn resource_override(&self, uri: &str) -> ToolOverride {
+        self.resources.iter().filter(|r| r.matcher.is_match(uri)).fold(ToolOverride::default(), |acc, r| {
+            ToolOverride { risk: acc.risk.max(r.entry.risk), hidden: acc.hidden || r.entry.hidden }
+        })
+    }
+    /// The `[prompts.<name>]` entry of `prompt` (its downstream name).
+    pub fn prompt_override(&self, prompt: &str) -> ToolOverride {
+        self.prompts.get(prompt).copied().unwrap_or_default()
+    }
+}
+
+/// A `[resources."<glob>"]` entry.
+#[derive(Debug, Clone)]
+pub struct ResourceOverride {
+    /// The glob as written.
+    pub pattern: String,
+    matcher: globset::GlobMatcher,
+    /// Its risk and whether it hides what it matches.
+    pub entry: ToolOverride,
+}
+
+impl PartialEq for ResourceOverride {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern && self.entry == other.entry
+    }
+}
+
+impl ResourceOverride {
+    /// Compiles a URI glob: `*`, `?`, `[…]`, `{a,b}`; `*` also crosses `/`, so
+    /// `demo://logs/*` matches every log URI.
+    pub fn new(pattern: &str, entry: ToolOverride) -> Result<ResourceOverride, String> {
+        let glob = globset::GlobBuilder::new(pattern)
+            .literal_separator(false)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| format!("\"{pattern}\" is not a valid glob: {}", e.kind()))?;
+        Ok(ResourceOverride { pattern: pattern.to_owned(), matcher: glob.compile_matcher(), entry })
     }
 }
 
@@ -187,6 +238,10 @@ struct RawManifest {
     default_risk: Option<Risk>,
     #[serde(default)]
     tools: BTreeMap<String, RawTool>,
+    #[serde(default)]
+    resources: BTreeMap<String, Spanned<RawTool>>,
+    #[serde(default)]
+    prompts: BTreeMap<String, Spanned<RawTool>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -305,6 +360,7 @@ pub fn parse(
             )
         })
         .collect();
+    let (resources, prompts) = read_entries(raw.resources, raw.prompts, &source, &mut errors);
     match (name, transport) {
         (Some(name), Some(transport)) if errors.is_empty() => Ok(Manifest {
             name,
@@ -313,12 +369,58 @@ pub fn parse(
             protocol: raw.protocol,
             default_risk: raw.default_risk,
             tools,
+            resources,
+            prompts,
         }),
         _ => {
             errors.sort_by_line();
             Err(errors)
         }
     }
+}
+
+/// Checks `[resources."<glob>"]` and `[prompts.<name>]`: valid globs, and each entry says
+/// something (an empty one is certainly a mistake, e.g. `risk` misplaced).
+fn read_entries(
+    resources: BTreeMap<String, Spanned<RawTool>>,
+    prompts: BTreeMap<String, Spanned<RawTool>>,
+    source: &Source<'_>,
+    errors: &mut ConfigErrors,
+) -> (Vec<ResourceOverride>, BTreeMap<String, ToolOverride>) {
+    let mut checked = Vec::new();
+    for (pattern, raw) in resources {
+        let span = raw.span();
+        let over = read_entry(&format!("[resources.{pattern:?}]"), raw, source, errors);
+        let made = if pattern.trim().is_empty() {
+            Err("a URI glob must not be empty".to_owned())
+        } else {
+            ResourceOverride::new(&pattern, over)
+        };
+        match made {
+            Ok(r) => checked.push(r),
+            Err(why) => errors.push(source.problem(Some(span), format!("key \"resources\": {why}"))),
+        }
+    }
+    let prompts = prompts
+        .into_iter()
+        .map(|(name, raw)| {
+            let over = read_entry(&format!("[prompts.{name}]"), raw, source, errors);
+            (name, over)
+        })
+        .collect();
+    (checked, prompts)
+}
+
+fn read_entry(table: &str, raw: Spanned<RawTool>, source: &Source<'_>, errors: &mut ConfigErrors) -> ToolOverride {
+    let span = raw.span();
+    let raw = raw.into_inner();
+    if raw.risk.is_none() && !raw.hidden {
+        errors.push(source.problem(
+            Some(span),
+            format!("{table} gives neither \"risk\" nor \"hidden = true\""),
+        ));
+    }
+    ToolOverride { risk: raw.risk, hidden: raw.hidden }
 }
 
 fn transport(
@@ -464,6 +566,21 @@ mod tests {
         assert!(m.is_hidden("secret") && !m.is_hidden("read"));
         assert_eq!(m.default_risk, Some(Risk::High));
         assert_eq!(m.protocol, Protocol::Legacy);
+    }
+
+    #[test]
+    fn resource_globs_take_the_highest_risk_and_any_hidden() {
+        let m = parse_ok(
+            "command = \"x\"\n[resources.\"demo://*\"]\nrisk = \"medium\"\n\
+             [resources.\"demo://customers*\"]\nrisk = \"high\"\n[resources.\"demo://logs/secret*\"]\nhidden = true\n\
+             [prompts.p]\nrisk = \"critical\"\n",
+        );
+        assert_eq!(m.resource_override("demo://customers?page=2").risk, Some(Risk::High));
+        assert_eq!(m.resource_override("demo://logs/api.log").risk, Some(Risk::Medium));
+        assert!(m.resource_override("demo://logs/secret.log").hidden);
+        assert_eq!(m.resource_override("other://x"), ToolOverride::default());
+        assert_eq!(m.prompt_override("p").risk, Some(Risk::Critical));
+        assert_eq!(m.prompt_override("q"), ToolOverride::default());
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! `airlock explain TOOL --args JSON`: the policy decision for a call, without calling it.
+//! `airlock explain TOOL --args JSON`: the policy decision for a call, without calling it;
+//! `--resource URI` and `--prompt NAME [--args JSON]` explain a read the same way.
 //!
 //! Owns: the command's flags, how it picks the risk and the caller when not given, and
 //! its output.
@@ -13,7 +14,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::gateway::fingerprints::{Fingerprints, Status};
 use crate::manifest::Manifest;
-use crate::policy::CallFacts;
+use crate::policy::{CallFacts, Subject};
 use crate::risk::{self, Risk, RiskInputs, RiskSource};
 
 /// Arguments of `airlock explain`.
@@ -22,8 +23,15 @@ pub(crate) struct Args {
     #[command(flatten)]
     config: super::ConfigArg,
     /// The exposed tool name, e.g. demo__delete_bucket.
-    tool: String,
-    /// The call's arguments as a JSON object.
+    #[arg(required_unless_present_any = ["resource", "prompt"], conflicts_with_all = ["resource", "prompt"])]
+    tool: Option<String>,
+    /// Explain `resources/read` (and `resources/subscribe`) of this URI instead of a tool call.
+    #[arg(long, value_name = "URI", conflicts_with = "prompt")]
+    resource: Option<String>,
+    /// Explain `prompts/get` of this exposed prompt name (with `--args` as its arguments).
+    #[arg(long, value_name = "NAME")]
+    prompt: Option<String>,
+    /// The call's (or prompt's) arguments as a JSON object.
     #[arg(long, value_name = "JSON", default_value = "{}")]
     args: String,
     /// The caller (default: identity.stdio_principal).
@@ -62,16 +70,25 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     let groups = args
         .groups
         .unwrap_or_else(|| token_groups(config, &principal));
-    let found = match (args.risk, args.offline) {
-        (None, false) => live_risk(&args.tool, &checked)?,
-        _ => manifest_only_risk(&args.tool, &checked.manifests, config),
+    let (subject, name, call_args) = match (&args.tool, &args.resource, &args.prompt) {
+        (_, Some(uri), _) => (Subject::Resource, uri.clone(), serde_json::json!({"uri": uri})),
+        (_, _, Some(prompt)) => (Subject::Prompt, prompt.clone(), call_args),
+        (Some(tool), _, _) => (Subject::Tool, tool.clone(), call_args),
+        (None, None, None) => anyhow::bail!("name a tool, or give --resource URI or --prompt NAME"),
+    };
+    let found = match (subject, args.risk, args.offline) {
+        (Subject::Resource, None, offline) => super::explain_reads::resource_risk(&name, &checked, offline)?,
+        (Subject::Prompt, None, _) => super::explain_reads::prompt_risk(&name, &checked.manifests, config),
+        (Subject::Tool, None, false) => live_risk(&name, &checked)?,
+        _ => manifest_only_risk(&name, &checked.manifests, config),
     };
     let (risk, source) = match args.risk {
         Some(r) => (r, "given with --risk".to_string()),
-        None => (found.risk, found.source.describe().to_string()),
+        None => (found.risk, found.source.to_string()),
     };
     let facts = CallFacts {
-        tool: &args.tool,
+        subject,
+        tool: &name,
         risk,
         args: &call_args,
         principal: &principal,
@@ -91,11 +108,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         println!("note: {note}");
     }
     print!("{}", decision.explain());
+    // Limits count tool calls; reads are not limited.
     let limits: Vec<_> = checked
         .policies
         .limits()
         .iter()
-        .filter(|l| l.applies(&args.tool, &principal, &groups))
+        .filter(|l| subject == Subject::Tool && l.applies(&name, &principal, &groups))
         .collect();
     if limits.is_empty() {
         println!("rate limits: none apply");
@@ -137,19 +155,19 @@ fn live_risk(tool: &str, checked: &super::check::Checked) -> anyhow::Result<Offl
     Ok(if changed {
         OfflineRisk {
             risk: Risk::Critical,
-            source: RiskSource::FingerprintChanged,
+            source: RiskSource::FingerprintChanged.describe(),
             note: Some(format!("{tool} changed since accepted: calls need approval whatever the rules say")),
         }
     } else {
-        OfflineRisk { risk: entry.risk, source: entry.risk_source, note: None }
+        OfflineRisk { risk: entry.risk, source: entry.risk_source.describe(), note: None }
     })
 }
 
 /// A tool's risk as far as the files tell, and anything the reader should know.
-struct OfflineRisk {
-    risk: Risk,
-    source: RiskSource,
-    note: Option<String>,
+pub(super) struct OfflineRisk {
+    pub(super) risk: Risk,
+    pub(super) source: &'static str,
+    pub(super) note: Option<String>,
 }
 
 /// The risk from the manifest alone: its `[tools.<name>]` entry, then `default_risk`, then
@@ -181,7 +199,7 @@ fn manifest_only_risk(tool: &str, manifests: &[Manifest], config: &Config) -> Of
         );
         return OfflineRisk {
             risk,
-            source,
+            source: source.describe(),
             note: Some(note),
         };
     };
@@ -204,5 +222,5 @@ fn manifest_only_risk(tool: &str, manifests: &[Manifest], config: &Config) -> Of
     } else {
         None
     };
-    OfflineRisk { risk, source, note }
+    OfflineRisk { risk, source: source.describe(), note }
 }

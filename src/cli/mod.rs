@@ -14,6 +14,7 @@ mod check;
 mod demo;
 mod demo_tools;
 mod explain;
+mod explain_reads;
 mod keys;
 mod log;
 mod receipts;

@@ -120,6 +120,8 @@ struct Catalog {
     descriptions: BTreeMap<String, String>,
     added: BTreeMap<String, Tool>,
     listeners: Vec<SubscriptionSink>,
+    /// Legacy `resources/subscribe` clients, by URI.
+    subscribed: Vec<(String, rmcp::Peer<RoleServer>)>,
 }
 
 impl DemoTools {
@@ -133,6 +135,14 @@ impl DemoTools {
                 catalog: Mutex::new(Catalog::default()),
             }),
         })
+    }
+
+    /// Sends `notifications/resources/updated` for `uri` to every client subscribed to it.
+    async fn resource_changed(&self, uri: &str) {
+        let peers: Vec<_> = self.catalog().subscribed.iter().filter(|(u, _)| u == uri).map(|(_, p)| p.clone()).collect();
+        for peer in peers {
+            let _ = peer.notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(uri)).await;
+        }
     }
 
     /// The sandbox folder this server acts on.
@@ -255,6 +265,7 @@ impl ServerHandler for DemoTools {
                 .enable_tools()
                 .enable_tool_list_changed()
                 .enable_resources()
+                .enable_resources_subscribe()
                 .enable_prompts()
                 .build(),
         )
@@ -338,6 +349,29 @@ impl ServerHandler for DemoTools {
         _context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         prompts::read_resource(self.sandbox(), &request.uri).map(ReadResourceResponse::from)
+    }
+
+    #[allow(deprecated)] // resources/subscribe is legacy-only
+    async fn subscribe(
+        &self,
+        request: rmcp::model::SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        if !prompts::resources().iter().any(|r| r.uri == request.uri) {
+            return Err(ErrorData::resource_not_found(format!("no such resource: {}", request.uri), None));
+        }
+        self.catalog().subscribed.push((request.uri, context.peer));
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: rmcp::model::UnsubscribeRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.catalog().subscribed.retain(|(uri, _)| *uri != request.uri);
+        Ok(())
     }
 
     async fn list_prompts(

@@ -265,7 +265,11 @@ impl DemoTools {
     )]
     async fn restart_service(&self, Parameters(args): Parameters<ServiceArgs>) -> CallToolResult {
         match self.sandbox().record_restart(&args.service) {
-            Ok(()) => text_result(format!("restarted service {:?}", args.service)),
+            Ok(()) => {
+                // A restart is news for whoever watches the service's log.
+                self.resource_changed(&format!("demo://logs/{}.log", args.service)).await;
+                text_result(format!("restarted service {:?}", args.service))
+            }
             Err(err) => sandbox_error(err),
         }
     }

@@ -137,6 +137,11 @@ impl ClientHandler for DownstreamHandler {
         }
     }
 
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        // The next read lists again, so ownership follows the server's current resources.
+        self.server.resources.invalidate();
+    }
+
     async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
         match context.peer.list_all_tools().await {
             Ok(tools) => {

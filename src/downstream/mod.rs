@@ -13,6 +13,7 @@ mod call;
 mod catalog;
 mod connect;
 mod handler;
+mod resources;
 mod sse_client;
 mod tap;
 
@@ -29,6 +30,7 @@ use crate::manifest::Manifest;
 
 pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 pub use catalog::{Catalog, CatalogEntry, Namespacing};
+pub use resources::{ResourceIndex, ResourceOwner};
 
 use handler::CallRelays;
 use tap::ProgressRoutes;
@@ -58,6 +60,7 @@ pub struct Server {
     tools: RwLock<Vec<Tool>>,
     progress: ProgressRoutes,
     calls: Arc<CallRelays>,
+    resources: resources::ResourceCache,
 }
 
 impl Server {
@@ -69,6 +72,7 @@ impl Server {
             tools: RwLock::new(Vec::new()),
             progress: ProgressRoutes::default(),
             calls: Arc::default(),
+            resources: resources::ResourceCache::default(),
         }
     }
 
@@ -96,6 +100,8 @@ impl Server {
     }
 
     fn set_peer(&self, peer: Option<Peer<RoleClient>>) {
+        // A new connection may serve other resources than the last one.
+        self.resources.invalidate();
         *self.peer.write().unwrap_or_else(PoisonError::into_inner) = peer;
     }
 

@@ -16,7 +16,7 @@ use std::time::Instant;
 use crate::audit::{Record, RecordKind};
 use crate::downstream::CatalogEntry;
 use crate::identity::Caller;
-use crate::policy::{ApprovalSpec, CallFacts, Decision, Effect, default_quorum};
+use crate::policy::{ApprovalSpec, CallFacts, Decision, Effect, Subject, default_quorum};
 use crate::risk::Risk;
 use crate::risk::RiskSource;
 
@@ -143,7 +143,7 @@ struct Verdict {
 
 fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Value, caller: &Caller) -> Verdict {
     let (risk, risk_source) = gateway.risk_of(entry);
-    let facts = CallFacts { tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
+    let facts = CallFacts { subject: Subject::Tool, tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
     let mut decision = gateway.policies.decide(&facts);
     if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
         // A changed tool is not what any rule was written for: no rule may wave it through,

@@ -93,6 +93,8 @@ pub struct Gateway {
     schemas: SchemaCache,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
+    /// Who subscribed to which resource: updates go only to them.
+    subscribers: passthrough::Subscribers,
     /// Distinguishes this run's session and call ids from earlier runs'.
     boot: String,
     next_session: AtomicU64,
@@ -114,6 +116,7 @@ impl Gateway {
             holds: parts.holds,
             schemas: SchemaCache::new(),
             listeners: Mutex::new(Vec::new()),
+            subscribers: passthrough::Subscribers::default(),
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
@@ -225,12 +228,13 @@ impl Gateway {
     }
 }
 
-/// Passes `notifications/resources/updated` on to every legacy-era client.
+/// Passes `notifications/resources/updated` on to the sessions subscribed to that URI
+/// (only they learn it; a URI may carry a token).
 async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
     let Some(mut updates) = gateway.upgrade().map(|g| g.downstreams.resource_updates()) else { return };
     while let Ok(update) = updates.recv().await {
         let Some(gateway) = gateway.upgrade() else { return };
-        let peers: Vec<_> = gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let peers = gateway.subscribers.of(&update.uri);
         for peer in peers {
             let _ = peer.notify_resource_updated(update.clone()).await;
         }
@@ -344,7 +348,7 @@ impl ServerHandler for Session {
         request: rmcp::model::GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
-        self.gateway.get_prompt(request, &context).await
+        self.prompt(request, &context).await
     }
 
     async fn list_resources(
@@ -366,17 +370,17 @@ impl ServerHandler for Session {
     async fn read_resource(
         &self,
         request: rmcp::model::ReadResourceRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
-        self.gateway.read_resource(request).await
+        self.read(request, &context).await
     }
 
     async fn subscribe(
         &self,
         request: rmcp::model::SubscribeRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.gateway.subscribe(request, true).await
+        self.subscribe_to(request, &context).await
     }
 
     async fn unsubscribe(
@@ -384,9 +388,7 @@ impl ServerHandler for Session {
         request: rmcp::model::UnsubscribeRequestParams,
         _context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        let mut params = rmcp::model::SubscribeRequestParams::new(request.uri);
-        params.meta = request.meta;
-        self.gateway.subscribe(params, false).await
+        self.unsubscribe_from(request).await
     }
 
     async fn set_level(

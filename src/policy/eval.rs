@@ -20,10 +20,38 @@ use serde_json::Value;
 use super::rule::{Approver, Channel, Effect, Predicate, Rule, RuleId, Test};
 use crate::risk::Risk;
 
+/// What kind of request a decision is about. A rule naming `tools`, `resources` or
+/// `prompts` applies only to the kinds it names; a rule naming none of them applies to
+/// all three (so `risk = ["high"]` also holds high-risk reads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Subject {
+    /// `tools/call`; the name is the exposed tool name.
+    Tool,
+    /// `resources/read` or `resources/subscribe`; the name is the URI and the `when`
+    /// predicates see `{"uri": URI}`.
+    Resource,
+    /// `prompts/get`; the name is the exposed prompt name and the `when` predicates see
+    /// the prompt's arguments.
+    Prompt,
+}
+
+impl Subject {
+    /// The noun for people: "tool", "resource", "prompt".
+    pub fn noun(self) -> &'static str {
+        match self {
+            Subject::Tool => "tool",
+            Subject::Resource => "resource",
+            Subject::Prompt => "prompt",
+        }
+    }
+}
+
 /// What a decision is about.
 #[derive(Debug, Clone, Copy)]
 pub struct CallFacts<'a> {
-    /// The exposed tool name.
+    /// Whether this is a tool call, a resource read or a prompt.
+    pub subject: Subject,
+    /// The exposed tool name (a URI for resources, the exposed prompt name for prompts).
     pub tool: &'a str,
     /// The tool's risk.
     pub risk: Risk,
@@ -67,7 +95,9 @@ pub struct RuleMatch {
 /// The outcome of policy for one call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
-    /// The tool decided on.
+    /// Whether a tool, a resource or a prompt was decided on.
+    pub subject: Subject,
+    /// The tool decided on (the URI or prompt name for those subjects).
     pub tool: String,
     /// Its risk.
     pub risk: Risk,
@@ -140,6 +170,7 @@ pub(crate) fn decide(rules: &[Rule], facts: &CallFacts<'_>) -> Decision {
         .map(|(_, m)| rule_reason(m))
         .unwrap_or_default();
     Decision {
+        subject: facts.subject,
         tool: facts.tool.to_string(),
         risk: facts.risk,
         effect,
@@ -220,6 +251,7 @@ fn default_decision(facts: &CallFacts<'_>) -> Decision {
         Effect::Deny => (None, "denied".to_string()),
     };
     Decision {
+        subject: facts.subject,
         tool: facts.tool.to_string(),
         risk: facts.risk,
         effect,
@@ -227,8 +259,9 @@ fn default_decision(facts: &CallFacts<'_>) -> Decision {
         matched: Vec::new(),
         winning_rule: None,
         reason: format!(
-            "no policy rule matched; {}-risk tools are {what} by default",
-            facts.risk
+            "no policy rule matched; {}-risk {}s are {what} by default",
+            facts.risk,
+            facts.subject.noun()
         ),
     }
 }
@@ -242,8 +275,21 @@ fn spec(quorum: u32) -> ApprovalSpec {
     }
 }
 
+/// Whether the rule's `tools` / `resources` / `prompts` select this request (see `Subject`).
+fn aims_at(rule: &Rule, facts: &CallFacts<'_>) -> bool {
+    if rule.tools.is_none() && rule.resources.is_none() && rule.prompts.is_none() {
+        return true;
+    }
+    let globs = match facts.subject {
+        Subject::Tool => &rule.tools,
+        Subject::Resource => &rule.resources,
+        Subject::Prompt => &rule.prompts,
+    };
+    globs.as_ref().is_some_and(|g| g.is_match(facts.tool))
+}
+
 fn outcome(rule: &Rule, facts: &CallFacts<'_>) -> Outcome {
-    let selected = rule.tools.as_ref().is_none_or(|t| t.is_match(facts.tool))
+    let selected = aims_at(rule, facts)
         && rule.risk.as_ref().is_none_or(|r| r.contains(&facts.risk))
         && rule
             .principals

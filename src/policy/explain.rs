@@ -12,7 +12,7 @@ impl Decision {
     /// Every rule that matched, the winner and why, on several lines.
     pub fn explain(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "tool: {}", self.tool);
+        let _ = writeln!(out, "{}: {}", self.subject.noun(), self.tool);
         let _ = writeln!(out, "risk: {}", self.risk);
         if self.matched.is_empty() {
             let _ = writeln!(out, "rules that matched: none");

@@ -14,6 +14,10 @@
 //! without `approvers` add no constraint; if no matching rule names approvers, anyone but
 //! the caller may approve. With no matching rule: low allow, medium confirm, high approve
 //! (quorum 1), critical approve (quorum 2). A rule that cannot be evaluated denies.
+//!
+//! Resource reads and prompts are decided by the same rules (`Subject`): `tools`,
+//! `resources` and `prompts` each select their own kind of request, a rule with none of
+//! them selects all three, and a rule with only `tools` never matches a read.
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +29,7 @@ mod limit;
 mod rule;
 
 pub use limit::{Limit, Limited, Limiter, Rate};
-pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, default_effect, default_quorum};
+pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, Subject, default_effect, default_quorum};
 pub use rule::{
     Approver, Channel, Effect, MAX_QUORUM, Predicate, Rule, RuleId, Test, ToolGlobs, parse_approver,
 };

@@ -154,6 +154,10 @@ pub struct Rule {
     pub location: String,
     /// Exposed-name globs (`None` = any tool).
     pub tools: Option<ToolGlobs>,
+    /// URI globs of `resources/read` and `resources/subscribe`.
+    pub resources: Option<ToolGlobs>,
+    /// Exposed-name globs of `prompts/get`.
+    pub prompts: Option<ToolGlobs>,
     /// Risk levels (`None` = any).
     pub risk: Option<Vec<Risk>>,
     /// Exact principals (`None` = anyone).
@@ -176,7 +180,8 @@ pub struct Rule {
     pub channels: Vec<Channel>,
 }
 
-/// Compiled `tools` globs, with the patterns kept for explanations.
+/// Compiled `tools`, `resources` or `prompts` globs, with the patterns kept for
+/// explanations.
 #[derive(Debug, Clone)]
 pub struct ToolGlobs {
     set: GlobSet,
@@ -226,6 +231,8 @@ struct RawPolicyFile {
 struct RawRule {
     id: Option<Spanned<String>>,
     tools: Option<Spanned<Vec<String>>>,
+    resources: Option<Spanned<Vec<String>>>,
+    prompts: Option<Spanned<Vec<String>>>,
     risk: Option<Spanned<Vec<Risk>>>,
     when: Option<BTreeMap<String, Spanned<RawPredicate>>>,
     principals: Option<Spanned<Vec<String>>>,
@@ -355,7 +362,9 @@ impl RuleProblems<'_, '_> {
             );
         }
         let approval = self.approval_keys(&raw, effect);
-        let tools = self.tools(raw.tools);
+        let tools = self.globs(raw.tools, "tools");
+        let resources = self.globs(raw.resources, "resources");
+        let prompts = self.globs(raw.prompts, "prompts");
         let risk = self.non_empty(raw.risk, "risk");
         let principals = self.non_empty(raw.principals, "principals");
         let groups = self.non_empty(raw.groups, "groups");
@@ -366,6 +375,8 @@ impl RuleProblems<'_, '_> {
             id: id.filter(|_| ok)?,
             location,
             tools,
+            resources,
+            prompts,
             risk,
             principals,
             groups,
@@ -393,13 +404,14 @@ impl RuleProblems<'_, '_> {
         Some(value.into_inner())
     }
 
-    fn tools(&mut self, value: Option<Spanned<Vec<String>>>) -> Option<ToolGlobs> {
+    /// `tools`, `resources` or `prompts`: non-empty, every glob valid.
+    fn globs(&mut self, value: Option<Spanned<Vec<String>>>, key: &str) -> Option<ToolGlobs> {
         let span = value.as_ref().map(Spanned::span)?;
-        let patterns = self.non_empty(value, "tools")?;
+        let patterns = self.non_empty(value, key)?;
         match ToolGlobs::new(&patterns) {
             Ok(globs) => Some(globs),
             Err(why) => {
-                self.push(span, format!("key \"tools\": {why}"));
+                self.push(span, format!("key \"{key}\": {why}"));
                 None
             }
         }

@@ -17,5 +17,6 @@ mod pipeline;
 mod policy;
 mod protocol;
 mod report;
+mod resources;
 mod util;
 mod web;

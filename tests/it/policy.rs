@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use airlock::policy::{Approver, CallFacts, Channel, Decision, Effect, PolicySet};
+use airlock::policy::{Approver, CallFacts, Channel, Decision, Effect, PolicySet, Subject};
 use airlock::risk::Risk;
 use serde_json::{Value, json};
 
@@ -31,7 +31,7 @@ fn call(tool: &str, args: Value) -> Call<'_> {
 
 fn decide(set: &PolicySet, c: &Call<'_>) -> Decision {
     let groups: Vec<String> = c.groups.iter().map(|g| g.to_string()).collect();
-    set.decide(&CallFacts { tool: c.tool, risk: c.risk, args: &c.args, principal: c.principal, groups: &groups })
+    set.decide(&CallFacts { subject: Subject::Tool, tool: c.tool, risk: c.risk, args: &c.args, principal: c.principal, groups: &groups })
 }
 
 /// (case, call, expected effect, expected winning rule)
@@ -337,7 +337,7 @@ mod parser_never_panics {
             if let Ok(set) = PolicySet::parse(&text, Path::new("fuzz.toml")) {
                 for risk in Risk::ALL {
                     let groups = vec!["sre".to_string()];
-                    let facts = CallFacts { tool: "x__y", risk, args: &args, principal: "p", groups: &groups };
+                    let facts = CallFacts { subject: Subject::Tool, tool: "x__y", risk, args: &args, principal: "p", groups: &groups };
                     let d = set.decide(&facts);
                     prop_assert!(!d.explain().is_empty());
                 }
