@@ -57,6 +57,19 @@ pub struct GatewayConfig {
     /// `false` exposes downstream tool names unprefixed; two servers offering the same name
     /// is then a startup error. Default `true`.
     pub prefix_tools: bool,
+    /// What a tool a downstream adds while the gateway runs is. Default `Trust`.
+    pub new_tools: NewTools,
+}
+
+/// `[gateway] new_tools`: how a tool added at run time (after its server's first tool
+/// list) comes in. Either way it is logged (`tool_added`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewTools {
+    /// Trusted on first sight, like the tools of a server's first list (default).
+    Trust,
+    /// `critical` until an operator accepts it (`airlock tools accept NAME`).
+    Hold,
 }
 
 /// `[http]`: the HTTP listener and its request checks.
@@ -260,6 +273,7 @@ impl Config {
                 policies: base_dir.join("policies"),
                 separator: "__".to_string(),
                 prefix_tools: true,
+                new_tools: NewTools::Trust,
             },
             http: HttpConfig {
                 listen: None,
