@@ -14,5 +14,6 @@ mod enforcement;
 mod pipeline;
 mod policy;
 mod protocol;
+mod tool_integrity;
 mod util;
 mod web;
