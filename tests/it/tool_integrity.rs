@@ -364,3 +364,67 @@ async fn a_storm_of_list_changed_notifications_is_coalesced() {
     assert_eq!(text_of(&echo), "still serving");
     client.cancel().await.expect("close");
 }
+
+/// The version-1 fingerprint earlier releases stored: SHA-256 of the canonical JSON of the
+/// exposed name, description, input schema and annotations (computed here from the tool
+/// as the downstream serves it, independently of the gateway's code).
+fn v1_fingerprint(listed: &Tool) -> String {
+    let description = listed.description.as_deref().unwrap_or("");
+    let original = description.split_once("] ").map_or("", |(_, rest)| rest);
+    let value = json!({
+        "name": listed.name,
+        "description": original,
+        "inputSchema": listed.input_schema.as_ref(),
+        "annotations": listed.annotations,
+    });
+    hex::encode(ring::digest::digest(&ring::digest::SHA256, &airlock::audit::canonical(&value)))
+}
+
+/// A data dir written by a release with version-1 fingerprints: tools whose version-1
+/// fingerprint still matches are upgraded in place (and logged), not flagged; a tool
+/// that changed while the gateway was down is still a change.
+#[tokio::test]
+async fn version_1_fingerprints_are_upgraded_without_flagging_unchanged_tools() {
+    let setup = Setup::with_demo();
+    let client = setup.stdio(TestClient::new()).await;
+    let tools = client.list_all_tools().await.expect("list");
+    client.cancel().await.expect("close");
+    let state = setup.data_dir().join("state");
+    let db = (0..100)
+        .find_map(|_| sled::open(&state).ok().or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            None
+        }))
+        .expect("the state database was released");
+    let tree = db.open_tree("fingerprints").expect("tree");
+    for tool in &tools {
+        let v1 = if tool.name == "demo__echo" { "0".repeat(64) } else { v1_fingerprint(tool) };
+        tree.insert(tool.name.as_bytes(), serde_json::to_vec(&json!({"accepted": v1, "seen": v1})).expect("json")).expect("insert");
+    }
+    tree.flush().expect("flush");
+    drop(tree);
+    drop(db);
+
+    let client = setup.stdio(TestClient::new()).await;
+    let again = client.list_all_tools().await.expect("list");
+    for tool in &again {
+        let expected = if tool.name == "demo__echo" { Some("critical".to_owned()) } else { risk_of(&tools, &tool.name) };
+        assert_eq!(risk_of(&again, &tool.name), expected, "{}", tool.name);
+    }
+    client.cancel().await.expect("close");
+    let records = export(&setup.data_dir());
+    let upgraded = records_of(&records, "fingerprint_upgraded");
+    assert_eq!(upgraded.len(), tools.len() - 1, "every unchanged tool upgraded once");
+    assert!(upgraded.iter().all(|r| r["detail"]["from"].as_str().is_some_and(|f| f.starts_with("v1:"))
+        && r["detail"]["to"].as_str().is_some_and(|t| t.starts_with("v2:"))));
+    let changed = records_of(&records, "tool_changed");
+    assert_eq!(changed.len(), 1, "{changed:?}");
+    assert_eq!(changed[0]["tool"], "demo__echo");
+    assert_eq!(changed[0]["detail"]["accepted"], format!("v1:{}", "0".repeat(64)));
+
+    // Upgraded for good: the next start finds nothing to upgrade.
+    let client = setup.stdio(TestClient::new()).await;
+    client.list_all_tools().await.expect("list");
+    client.cancel().await.expect("close");
+    assert_eq!(records_of(&export(&setup.data_dir()), "fingerprint_upgraded").len(), tools.len() - 1);
+}
