@@ -423,6 +423,7 @@ mod tests {
         assert_eq!(config.gateway.policies, Path::new("conf/policies"));
         assert_eq!(config.gateway.separator, "__");
         assert!(config.gateway.prefix_tools);
+        assert_eq!(config.gateway.new_tools, NewTools::Trust);
         assert_eq!(config.audit.durability, Durability::Fsync);
         assert_eq!(config.approvals.timeout, Duration::from_secs(900));
         assert_eq!(
@@ -438,6 +439,7 @@ mod tests {
 data_dir = "/var/lib/airlock"
 separator = "."
 prefix_tools = false
+new_tools = "hold"
 [http]
 listen = "127.0.0.1:8787"
 allowed_hosts = ["localhost"]
@@ -472,6 +474,7 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
         let c = parse(text).unwrap();
         assert_eq!(c.gateway.data_dir, Path::new("/var/lib/airlock"));
         assert!(!c.gateway.prefix_tools);
+        assert_eq!(c.gateway.new_tools, NewTools::Hold);
         assert_eq!(c.http.listen, Some("127.0.0.1:8787".parse().unwrap()));
         assert_eq!(c.http.allowed_origins, vec!["https://app.example.com"]);
         assert!(!c.http.check_host && !c.http.check_origin);
@@ -535,6 +538,11 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
 
     #[test]
     fn an_unknown_value_suggests_the_near_one() {
+        let got = parse("[gateway]\nnew_tools = \"hld\"\n").unwrap_err();
+        assert_eq!(
+            got,
+            vec!["conf/airlock.toml:2: key \"gateway.new_tools\": \"hld\" is not a known value (did you mean \"hold\"?)"]
+        );
         let got = parse("[audit]\ndurability = \"fsnyc\"\n").unwrap_err();
         assert_eq!(
             got,

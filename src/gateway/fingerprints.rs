@@ -266,3 +266,73 @@ struct StoredValue {
     accepted: Option<String>,
     seen: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tool(description: &str) -> Tool {
+        let schema = serde_json::json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        let serde_json::Value::Object(schema) = schema else { unreachable!() };
+        Tool::new("t", description.to_owned(), std::sync::Arc::new(schema))
+    }
+
+    fn store() -> Fingerprints {
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        Fingerprints::in_db(&db).expect("store")
+    }
+
+    #[test]
+    fn the_fingerprint_covers_what_clients_are_shown_and_the_server() {
+        let base = Fingerprint::of("s", "s__t", &tool("d"));
+        assert_eq!(base, Fingerprint::of("s", "s__t", &tool("d")));
+        assert!(base.to_string().starts_with("v2:"));
+        assert_ne!(base, Fingerprint::of("other", "s__t", &tool("d")), "server");
+        let mut titled = tool("d");
+        titled.title = Some("T".into());
+        assert_ne!(base, Fingerprint::of("s", "s__t", &titled), "title");
+        let mut meta = tool("d");
+        meta.meta = Some(rmcp::model::MetaObject(serde_json::Map::from_iter([("ui/resourceUri".to_owned(), json!("ui://x"))])));
+        assert_ne!(base, Fingerprint::of("s", "s__t", &meta), "_meta");
+        let mut output = tool("d");
+        output.output_schema = Some(tool("d").input_schema);
+        assert_ne!(base, Fingerprint::of("s", "s__t", &output), "outputSchema");
+    }
+
+    #[tokio::test]
+    async fn first_sight_is_trusted_or_held_and_a_change_is_seen_once() {
+        let store = store();
+        let first = store.check("s", "s__t", &tool("d"), FirstSight::Trust).expect("check");
+        assert_eq!(first.status, Status::New);
+        store.record(&[first]).await.expect("record");
+        assert_eq!(store.check("s", "s__t", &tool("d"), FirstSight::Hold).expect("check").status, Status::Trusted);
+        let changed = store.check("s", "s__t", &tool("e"), FirstSight::Trust).expect("check");
+        assert!(changed.status == Status::Changed && changed.newly_changed);
+        store.record(&[changed]).await.expect("record");
+        let again = store.check("s", "s__t", &tool("e"), FirstSight::Trust).expect("check");
+        assert!(again.status == Status::Changed && !again.newly_changed, "logged once");
+        let held = store.check("s", "s__u", &tool("d"), FirstSight::Hold).expect("check");
+        assert_eq!(held.status, Status::Unaccepted);
+        store.record(&[held]).await.expect("record");
+        store.accept("s__u").expect("accept");
+        assert_eq!(store.check("s", "s__u", &tool("d"), FirstSight::Hold).expect("check").status, Status::Trusted);
+    }
+
+    #[tokio::test]
+    async fn a_matching_version_1_entry_is_upgraded_and_a_stale_one_is_a_change() {
+        let store = store();
+        let v1 = legacy_v1("s__t", &tool("d"));
+        let legacy = serde_json::to_vec(&json!({"accepted": v1, "seen": v1})).expect("json");
+        store.tree.insert("s__t", legacy.clone()).expect("insert");
+        store.tree.insert("s__u", legacy).expect("insert");
+        let upgraded = store.check("s", "s__t", &tool("d"), FirstSight::Trust).expect("check");
+        assert_eq!(upgraded.status, Status::Trusted);
+        assert_eq!(upgraded.upgraded_from.as_deref(), Some(v1.as_str()));
+        store.record(&[upgraded]).await.expect("record");
+        let after = store.check("s", "s__t", &tool("d"), FirstSight::Trust).expect("check");
+        assert!(after.status == Status::Trusted && after.upgraded_from.is_none());
+        let stale = store.check("s", "s__u", &tool("d"), FirstSight::Trust).expect("check");
+        assert_eq!(stale.status, Status::Changed, "v1 computed under another name does not match");
+        assert_eq!(stale.accepted, Some(format!("v1:{v1}")));
+    }
+}
