@@ -132,10 +132,18 @@ fn decide(gateway: &super::Gateway, vetted: &VettedTool, tool: &str, args: &Valu
     let facts = CallFacts { tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
     let mut decision = gateway.policies.decide(&facts);
     let unaccepted = matches!(risk_source, RiskSource::FingerprintChanged | RiskSource::NewTool);
-    if unaccepted && decision.effect < Effect::Approve {
+    if unaccepted && decision.effect < Effect::Deny {
         // A changed tool is not what any rule was written for: no rule may wave it through,
-        // and it needs what any critical call needs, whatever the weaker rule said.
-        decision.effect = Effect::Approve;
+        // and it needs what any critical call needs (an `approve` rule's quorum included).
+        if decision.effect < Effect::Approve {
+            decision.effect = Effect::Approve;
+            decision.winning_rule = None;
+            decision.reason = if risk_source == RiskSource::NewTool {
+                format!("{tool} was added while the gateway ran and is not accepted yet (`airlock tools accept {tool}`)")
+            } else {
+                format!("{tool} changed since it was accepted (`airlock tools accept {tool}`)")
+            };
+        }
         let spec = decision.approval.get_or_insert_with(|| ApprovalSpec {
             quorum: 0,
             approvers: Vec::new(),
@@ -143,12 +151,6 @@ fn decide(gateway: &super::Gateway, vetted: &VettedTool, tool: &str, args: &Valu
             timeout: None,
         });
         spec.quorum = spec.quorum.max(default_quorum(Risk::Critical));
-        decision.winning_rule = None;
-        decision.reason = if risk_source == RiskSource::NewTool {
-            format!("{tool} was added while the gateway ran and is not accepted yet (`airlock tools accept {tool}`)")
-        } else {
-            format!("{tool} changed since it was accepted (`airlock tools accept {tool}`)")
-        };
     }
     let by = match &decision.winning_rule {
         Some(rule) => format!("rule `{rule}`"),

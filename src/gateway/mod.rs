@@ -124,7 +124,9 @@ impl Gateway {
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
         });
-        let catalog = gateway.downstreams.catalog();
+        // Subscribed before the first vetting, so no change between the two is missed.
+        let mut changes = gateway.downstreams.subscribe();
+        let catalog = changes.borrow_and_update().clone();
         let servers: Vec<serde_json::Value> = gateway
             .downstreams
             .servers()
@@ -140,7 +142,7 @@ impl Gateway {
             }));
         let _recorded = gateway.audit.append(started).await?;
         gateway.refresh_catalog(&catalog).await;
-        tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
+        tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway), changes));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
@@ -232,8 +234,10 @@ async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
 }
 
 /// Tells every legacy-era client that the tool list changed, whenever it does.
-async fn relay_catalog_changes(gateway: std::sync::Weak<Gateway>) {
-    let Some(mut changes) = gateway.upgrade().map(|g| g.downstreams.subscribe()) else { return };
+async fn relay_catalog_changes(
+    gateway: std::sync::Weak<Gateway>,
+    mut changes: tokio::sync::watch::Receiver<Arc<Catalog>>,
+) {
     while changes.changed().await.is_ok() {
         let Some(gateway) = gateway.upgrade() else { return };
         let catalog = changes.borrow_and_update().clone();

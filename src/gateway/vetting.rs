@@ -136,7 +136,11 @@ fn records_for(entry: &CatalogEntry, observation: &Observation, added: bool) -> 
     };
     if added {
         let held = observation.status.is_untrusted();
-        tracing::warn!(tool = name, server, held, "tool added at run time");
+        if held {
+            tracing::warn!(tool = name, server, "tool added at run time; critical until `airlock tools accept`");
+        } else {
+            tracing::info!(tool = name, server, "tool added at run time");
+        }
         records.push(Record::new(RecordKind::ToolAdded).tool(name).risk(risk.as_str()).detail(json!({
             "server": server,
             "fingerprint": observation.fingerprint.to_string(),
