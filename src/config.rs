@@ -58,6 +58,19 @@ pub struct GatewayConfig {
     /// `false` exposes downstream tool names unprefixed; two servers offering the same name
     /// is then a startup error. Default `true`.
     pub prefix_tools: bool,
+    /// What a tool a downstream adds while the gateway runs is. Default `Trust`.
+    pub new_tools: NewTools,
+}
+
+/// `[gateway] new_tools`: how a tool added at run time (after its server's first tool
+/// list) comes in. Either way it is logged (`tool_added`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NewTools {
+    /// Trusted on first sight, like the tools of a server's first list (default).
+    Trust,
+    /// `critical` until an operator accepts it (`airlock tools accept NAME`).
+    Hold,
 }
 
 /// `[http]`: the HTTP listener and its request checks.
@@ -300,6 +313,7 @@ impl Config {
                 policies: base_dir.join("policies"),
                 separator: "__".to_string(),
                 prefix_tools: true,
+                new_tools: NewTools::Trust,
             },
             http: HttpConfig {
                 listen: None,
@@ -468,6 +482,7 @@ mod tests {
         assert_eq!(config.gateway.policies, Path::new("conf/policies"));
         assert_eq!(config.gateway.separator, "__");
         assert!(config.gateway.prefix_tools);
+        assert_eq!(config.gateway.new_tools, NewTools::Trust);
         assert_eq!(config.audit.durability, Durability::Fsync);
         assert_eq!(config.approvals.timeout, Duration::from_secs(900));
         assert_eq!(
@@ -483,6 +498,7 @@ mod tests {
 data_dir = "/var/lib/airlock"
 separator = "."
 prefix_tools = false
+new_tools = "hold"
 [http]
 listen = "127.0.0.1:8787"
 allowed_hosts = ["localhost"]
@@ -517,6 +533,7 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
         let c = parse(text).unwrap();
         assert_eq!(c.gateway.data_dir, Path::new("/var/lib/airlock"));
         assert!(!c.gateway.prefix_tools);
+        assert_eq!(c.gateway.new_tools, NewTools::Hold);
         assert_eq!(c.http.listen, Some("127.0.0.1:8787".parse().unwrap()));
         assert_eq!(c.http.allowed_origins, vec!["https://app.example.com"]);
         assert!(!c.http.check_host && !c.http.check_origin);
@@ -602,6 +619,11 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
 
     #[test]
     fn an_unknown_value_suggests_the_near_one() {
+        let got = parse("[gateway]\nnew_tools = \"hld\"\n").unwrap_err();
+        assert_eq!(
+            got,
+            vec!["conf/airlock.toml:2: key \"gateway.new_tools\": \"hld\" is not a known value (did you mean \"hold\"?)"]
+        );
         let got = parse("[audit]\ndurability = \"fsnyc\"\n").unwrap_err();
         assert_eq!(
             got,

@@ -71,6 +71,9 @@ pub enum RiskSource {
     Fallback,
     /// The tool changed since it was first seen and has not been accepted: `critical`.
     FingerprintChanged,
+    /// The tool was added while the gateway ran (`new_tools = "hold"`) and has not been
+    /// accepted: `critical`.
+    NewTool,
 }
 
 impl RiskSource {
@@ -82,6 +85,7 @@ impl RiskSource {
             RiskSource::ManifestDefault => "from the manifest's default_risk",
             RiskSource::Fallback => "no manifest entry, annotation or default: fallback",
             RiskSource::FingerprintChanged => "tool changed since first seen and not accepted",
+            RiskSource::NewTool => "tool added while running and not accepted (new_tools = \"hold\")",
         }
     }
 }
@@ -94,6 +98,7 @@ impl fmt::Display for RiskSource {
             RiskSource::ManifestDefault => "manifest-default",
             RiskSource::Fallback => "fallback",
             RiskSource::FingerprintChanged => "fingerprint-changed",
+            RiskSource::NewTool => "new-tool",
         })
     }
 }

@@ -113,7 +113,9 @@ impl ApiError {
                 DecideError::NotFound(_) | DecideError::Broker(BrokerError::NotFound(_)) => StatusCode::NOT_FOUND,
                 DecideError::NotEligible(_) => StatusCode::FORBIDDEN,
                 DecideError::Expired(_) | DecideError::Settled(_) => StatusCode::CONFLICT,
-                DecideError::Broker(BrokerError::Audit(_) | BrokerError::Db(_) | BrokerError::NotUsable { .. }) => {
+                DecideError::Broker(
+                    BrokerError::Audit(_) | BrokerError::Db(_) | BrokerError::NotUsable { .. } | BrokerError::ToolChanged(_),
+                ) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },

@@ -45,6 +45,9 @@ pub enum BrokerError {
     NotFound(ApprovalId),
     #[error("approval {id} is {state}, not approved and unused")]
     NotUsable { id: ApprovalId, state: &'static str },
+    /// The tool changed or went away while the call waited: the approval is cancelled.
+    #[error("approval {0} was bound to a tool definition that is no longer served")]
+    ToolChanged(ApprovalId),
 }
 
 /// Why a decision was not taken.
@@ -446,12 +449,27 @@ impl Broker {
         self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await
     }
 
-    /// Uses an approved hold for `call_id`: once only, while it is usable. `forwarded` (the
-    /// call's `call_forwarded` record) is logged before the approval counts as used, so the
-    /// log always names the call that used it. Returns the receipt the call carries.
-    pub async fn consume(&self, id: &ApprovalId, call_id: &str, forwarded: Record) -> Result<SignedReceipt, BrokerError> {
+    /// Uses an approved hold for `call_id`: once only, while it is usable, and only while
+    /// the tool is served with the fingerprint the approval is bound to (`tool_now`:
+    /// its fingerprint in the catalog now, `None` when it is gone); otherwise the approval
+    /// is cancelled with `changed` as the reason and `ToolChanged` returned. `forwarded`
+    /// (the call's `call_forwarded` record) is logged before the approval counts as used,
+    /// so the log always names the call that used it. Returns the receipt the call carries.
+    pub async fn consume(
+        &self,
+        id: &ApprovalId,
+        call_id: &str,
+        forwarded: Record,
+        tool_now: Option<Sha256Digest>,
+        changed: &str,
+    ) -> Result<SignedReceipt, BrokerError> {
         let _guard = self.inner.lock.lock().await;
         let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if self.usable(&approval) && tool_now.is_none_or(|now| now.to_string() != approval.tool_fingerprint) {
+            // Approved, unused, and now for a tool nobody approved: nobody may use it.
+            self.settle(approval, State::Cancelled, changed, Vec::new()).await?;
+            return Err(BrokerError::ToolChanged(id.clone()));
+        }
         if !self.usable(&approval) {
             let state = if approval.executed_by.is_some() {
                 "already used"

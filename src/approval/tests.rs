@@ -86,10 +86,10 @@ async fn quorum_counts_each_approver_once_and_never_the_caller() {
     let dave = person("dave", &["sre"]);
     let done = f.broker.decide(&a.id, &dave, Verdict::Approve, Some("ok".into()), "web").await.unwrap();
     assert_eq!(done.approval.state, State::Approved);
-    let receipt = f.broker.consume(&a.id, "c1", forwarded()).await.unwrap();
+    let receipt = f.broker.consume(&a.id, "c1", forwarded(), Some(Sha256Digest::of(b"tool")), "changed").await.unwrap();
     receipt.verify(&f.audit.public_key()).unwrap();
     assert_eq!(receipt.receipt.approvers, vec!["bob", "dave"]);
-    assert!(f.broker.consume(&a.id, "c2", forwarded()).await.is_err(), "one approval, one execution");
+    assert!(f.broker.consume(&a.id, "c2", forwarded(), Some(Sha256Digest::of(b"tool")), "changed").await.is_err(), "one approval, one execution");
     let anchor = f.audit.public_key();
     f.audit.clone().close().await.unwrap();
     let paths = LogPaths::new(&f.dir, None);
@@ -214,7 +214,7 @@ async fn an_unused_approval_does_not_outlive_its_gateway_or_a_stricter_policy() 
     let broker = Broker::open(&db, audit.clone(), Duration::from_secs(60)).await.unwrap();
     let again = hold(&broker, Kind::Approve, json!({"user": "x"}), &one).await;
     assert_ne!(again.id, id, "an approval whose call is gone does not carry over a restart");
-    assert!(broker.consume(&id, "c9", forwarded()).await.is_err());
+    assert!(broker.consume(&id, "c9", forwarded(), Some(Sha256Digest::of(b"tool")), "changed").await.is_err());
 }
 
 #[tokio::test]

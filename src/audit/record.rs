@@ -24,6 +24,10 @@ pub enum RecordKind {
     GatewayStarted,
     SessionOpened,
     ToolChanged,
+    /// A tool a downstream added while the gateway ran.
+    ToolAdded,
+    /// A stored version-1 tool fingerprint upgraded to version 2 (the tool is unchanged).
+    FingerprintUpgraded,
     CallReceived,
     Decision,
     CallForwarded,
@@ -46,6 +50,8 @@ impl RecordKind {
             RecordKind::GatewayStarted => "gateway_started",
             RecordKind::SessionOpened => "session_opened",
             RecordKind::ToolChanged => "tool_changed",
+            RecordKind::ToolAdded => "tool_added",
+            RecordKind::FingerprintUpgraded => "fingerprint_upgraded",
             RecordKind::CallReceived => "call_received",
             RecordKind::Decision => "decision",
             RecordKind::CallForwarded => "call_forwarded",

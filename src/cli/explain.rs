@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::gateway::fingerprints::{Fingerprints, Status};
+use crate::gateway::fingerprints::{FirstSight, Fingerprints};
 use crate::manifest::Manifest;
 use crate::policy::{CallFacts, Subject};
 use crate::risk::{self, Risk, RiskInputs, RiskSource};
@@ -149,7 +149,10 @@ fn live_risk(tool: &str, checked: &super::check::Checked) -> anyhow::Result<Offl
     };
     let data_dir = &checked.config.gateway.data_dir;
     let changed = match Fingerprints::open(data_dir) {
-        Ok(store) => store.observe(tool, &entry.tool).map(|o| o.status == Status::Changed).unwrap_or(false),
+        Ok(store) => store
+            .check(entry.server.name(), tool, &entry.tool, FirstSight::Trust)
+            .map(|o| o.status.is_untrusted())
+            .unwrap_or(false),
         Err(_) => false,
     };
     Ok(if changed {

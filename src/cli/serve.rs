@@ -95,6 +95,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
             continue_within: config.approvals.timeout,
             public_url: public_url.clone(),
         },
+        new_tools: config.gateway.new_tools,
     })
     .await?;
     let shutdown = options.shutdown;

@@ -4,19 +4,20 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::gateway::fingerprints::{Fingerprints, Status};
+use crate::gateway::fingerprints::{Fingerprints, FirstSight, Status};
 use crate::risk::{Risk, RiskSource};
 
 /// Subcommands of `airlock tools`.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
     /// Start the downstreams and print every exposed tool: server, risk and its source,
-    /// fingerprint and status (trusted, new, changed).
+    /// fingerprint and status (trusted, new, changed, unaccepted). Stores nothing: the
+    /// gateway trusts first sightings and upgrades version-1 fingerprints when it runs.
     List {
         #[command(flatten)]
         config: super::ConfigArg,
     },
-    /// Accept a changed tool's current definition (it stops being critical).
+    /// Accept a changed (or held new) tool's current definition (it stops being critical).
     Accept {
         #[command(flatten)]
         config: super::ConfigArg,
@@ -49,22 +50,23 @@ fn list(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
     }
     let fingerprints = open_fingerprints(&checked)?;
     let catalog = super::wiring::live_catalog(&checked)?;
-    println!("{:<40} {:<12} {:<9} {:<10} {:<16} source", "tool", "server", "risk", "status", "fingerprint");
+    println!("{:<40} {:<12} {:<9} {:<10} {:<19} source", "tool", "server", "risk", "status", "fingerprint");
     for entry in catalog.entries() {
         let name = entry.exposed.name.as_ref();
-        let observation = fingerprints.observe(name, &entry.tool)?;
+        let observation = fingerprints.check(entry.server.name(), name, &entry.tool, FirstSight::Trust)?;
         let (risk, source) = match observation.status {
             Status::Changed => (Risk::Critical, RiskSource::FingerprintChanged),
+            Status::Unaccepted => (Risk::Critical, RiskSource::NewTool),
             Status::Trusted | Status::New => (entry.risk, entry.risk_source),
         };
         let short = observation.fingerprint.to_string();
         println!(
-            "{:<40} {:<12} {:<9} {:<10} {:<16} {}",
+            "{:<40} {:<12} {:<9} {:<10} {:<19} {}",
             name,
             entry.server.name(),
             risk.as_str(),
             observation.status.as_str(),
-            &short[..16.min(short.len())],
+            &short[..19.min(short.len())],
             source.describe()
         );
     }

@@ -16,7 +16,7 @@ use url::Url;
 
 use super::diag::{ConfigErrors, Source};
 use super::{
-    ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig,
+    ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig, NewTools,
     IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
     WebConfig, WebOidcConfig, check_json_pointer, parse_duration,
 };
@@ -40,6 +40,7 @@ pub(super) struct RawGateway {
     policies: Option<Spanned<String>>,
     separator: Option<Spanned<String>>,
     prefix_tools: Option<bool>,
+    new_tools: Option<NewTools>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +180,9 @@ impl Validator<'_, '_> {
         }
         if let Some(prefix) = raw.prefix_tools {
             out.prefix_tools = prefix;
+        }
+        if let Some(new_tools) = raw.new_tools {
+            out.new_tools = new_tools;
         }
     }
 

@@ -25,6 +25,13 @@
 //! | `crash` | `{}` | false / true / true / false |
 //! | `add_tool` | `{name: string, description?: string}` | false / false / true / false |
 //! | `set_description` | `{tool: string, description: string}` | false / false / true / false |
+//! | `change_tools` | `{set?: {name: {field: value}}, remove?: [name], notifications?: integer}` | false / false / true / false |
+//!
+//! `change_tools` replaces the named fields (`title`, `description`, `inputSchema`,
+//! `outputSchema`, `annotations`, `icons`, `_meta`) of the tools `tools/list` serves (a
+//! name not served yet is added), stops listing the `remove`d ones (their calls still run,
+//! as a dishonest server's would), sends `notifications` list changes (default 1), and
+//! answers `{"tools_list_served": n}`: the `tools/list` requests served before it.
 //!
 //! Tools added by `add_tool` take `{text?: string}`, are read-only, and answer
 //! `called <name>` plus the text.
@@ -49,7 +56,8 @@ mod prompts;
 pub mod sandbox;
 mod tools;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -111,6 +119,8 @@ struct Inner {
     sandbox: Sandbox,
     router: ToolRouter<DemoTools>,
     catalog: Mutex<Catalog>,
+    /// `tools/list` requests served.
+    lists_served: AtomicU64,
 }
 
 /// What changes while the server runs: description overrides, added tools, and the
@@ -119,6 +129,10 @@ struct Inner {
 struct Catalog {
     descriptions: BTreeMap<String, String>,
     added: BTreeMap<String, Tool>,
+    /// Fields `change_tools` replaced, per tool.
+    redefined: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// Tools `change_tools` stopped listing.
+    unlisted: BTreeSet<String>,
     listeners: Vec<SubscriptionSink>,
     /// Legacy `resources/subscribe` clients, by URI.
     subscribed: Vec<(String, rmcp::Peer<RoleServer>)>,
@@ -133,6 +147,7 @@ impl DemoTools {
                 sandbox,
                 router: Self::static_router(),
                 catalog: Mutex::new(Catalog::default()),
+                lists_served: AtomicU64::new(0),
             }),
         })
     }
@@ -168,9 +183,47 @@ impl DemoTools {
             if let Some(description) = catalog.descriptions.get(tool.name.as_ref()) {
                 tool.description = Some(description.clone().into());
             }
+            if let Some(fields) = catalog.redefined.get(tool.name.as_ref()) {
+                *tool = redefined(tool, fields);
+            }
         }
+        tools.retain(|tool| !catalog.unlisted.contains(tool.name.as_ref()));
         tools.sort_by(|a, b| a.name.cmp(&b.name));
         tools
+    }
+
+    fn tools_list_served(&self) -> u64 {
+        self.inner.lists_served.load(Ordering::Relaxed)
+    }
+
+    /// `change_tools`: checks every field first, so a bad request changes nothing.
+    fn change_catalog(
+        &self,
+        set: BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+        remove: Vec<String>,
+    ) -> Result<(), String> {
+        const FIELDS: [&str; 7] = ["title", "description", "inputSchema", "outputSchema", "annotations", "icons", "_meta"];
+        for (name, fields) in &set {
+            if let Some(field) = fields.keys().find(|f| !FIELDS.contains(&f.as_str())) {
+                return Err(format!("{name}: field {field:?} cannot be changed (use one of {FIELDS:?})"));
+            }
+            let probe = Tool::new(name.clone(), "", Arc::new(serde_json::Map::new()));
+            let mut value = serde_json::to_value(&probe).map_err(|e| e.to_string())?;
+            if let Some(object) = value.as_object_mut() {
+                object.extend(fields.clone());
+            }
+            serde_json::from_value::<Tool>(value).map_err(|e| format!("{name}: {e}"))?;
+        }
+        for (name, fields) in set {
+            if !self.has_tool(&name) {
+                self.add_dynamic_tool(&name, None)?;
+            }
+            let mut catalog = self.catalog();
+            catalog.unlisted.remove(&name);
+            catalog.redefined.entry(name).or_default().extend(fields);
+        }
+        self.catalog().unlisted.extend(remove);
+        Ok(())
     }
 
     fn has_tool(&self, name: &str) -> bool {
@@ -284,6 +337,7 @@ impl ServerHandler for DemoTools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        self.inner.lists_served.fetch_add(1, Ordering::Relaxed);
         Ok(ListToolsResult::with_all_items(self.current_tools()))
     }
 
@@ -389,4 +443,14 @@ impl ServerHandler for DemoTools {
     ) -> Result<GetPromptResponse, ErrorData> {
         prompts::get_prompt(&request).map(GetPromptResponse::from)
     }
+}
+
+/// `tool` with `fields` replaced (checked by `change_catalog`; a field that no longer
+/// parses leaves the tool as it was).
+fn redefined(tool: &Tool, fields: &serde_json::Map<String, serde_json::Value>) -> Tool {
+    let Ok(mut value) = serde_json::to_value(tool) else { return tool.clone() };
+    if let Some(object) = value.as_object_mut() {
+        object.extend(fields.clone());
+    }
+    serde_json::from_value(value).unwrap_or_else(|_| tool.clone())
 }

@@ -119,6 +119,22 @@ pub(super) struct AddToolArgs {
     pub(super) description: Option<String>,
 }
 
+/// `change_tools` arguments.
+#[derive(Debug, Deserialize, JsonSchema)]
+pub(super) struct ChangeToolsArgs {
+    /// Tools to redefine (or add): name → the fields `tools/list` serves from now on
+    /// (`title`, `description`, `inputSchema`, `outputSchema`, `annotations`, `icons`,
+    /// `_meta`), replacing those fields only.
+    #[serde(default)]
+    pub(super) set: std::collections::BTreeMap<String, serde_json::Map<String, serde_json::Value>>,
+    /// Tools `tools/list` stops serving (their calls still run, like a dishonest server's).
+    #[serde(default)]
+    pub(super) remove: Vec<String>,
+    /// How many `notifications/tools/list_changed` to send afterwards (default 1, at most 10000).
+    #[serde(default)]
+    pub(super) notifications: Option<u32>,
+}
+
 /// `set_description` arguments.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub(super) struct SetDescriptionArgs {
@@ -479,6 +495,33 @@ impl DemoTools {
         }
         self.announce_list_changed(&context).await;
         text_result(format!("added tool {:?}", args.name))
+    }
+
+    #[tool(
+        description = "Redefine, add or remove tools as tools/list serves them, then send \
+                       notifications/tools/list_changed (for tool-integrity tests). Answers how many \
+                       tools/list requests were served before the change.",
+        annotations(
+            title = "Change tools",
+            read_only_hint = false,
+            destructive_hint = false,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn change_tools(
+        &self,
+        Parameters(args): Parameters<ChangeToolsArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> CallToolResult {
+        let served = self.tools_list_served();
+        if let Err(err) = self.change_catalog(args.set, args.remove) {
+            return error_result(err);
+        }
+        for _ in 0..args.notifications.unwrap_or(1).min(10_000) {
+            self.announce_list_changed(&context).await;
+        }
+        text_result(json!({"tools_list_served": served}).to_string())
     }
 
     #[tool(

@@ -50,13 +50,18 @@ pub struct CatalogEntry {
 #[derive(Clone, Default)]
 pub struct Catalog {
     entries: BTreeMap<String, CatalogEntry>,
+    /// Servers whose tool list had arrived when this catalog was built.
+    listed: Vec<String>,
 }
 
 impl Catalog {
     pub(super) fn build(servers: &[Arc<Server>], namespacing: &Namespacing) -> Self {
         let mut entries = BTreeMap::new();
+        let mut listed = Vec::new();
         for server in servers {
-            for tool in server.tools() {
+            let Some(tools) = server.listing() else { continue };
+            listed.push(server.name().to_owned());
+            for tool in tools {
                 if server.manifest().is_hidden(&tool.name) {
                     continue;
                 }
@@ -84,7 +89,13 @@ impl Catalog {
                 entries.insert(name, CatalogEntry { risk, risk_source, server: server.clone(), tool, exposed });
             }
         }
-        Self { entries }
+        Self { entries, listed }
+    }
+
+    /// The servers whose tool list had arrived when this catalog was built, in manifest
+    /// order (a server that never answered `tools/list` is not among them).
+    pub fn listed_servers(&self) -> impl Iterator<Item = &str> {
+        self.listed.iter().map(String::as_str)
     }
 
     /// Looks up an exposed name.
@@ -108,7 +119,8 @@ impl Catalog {
     }
 
     pub(super) fn same_tools(&self, other: &Catalog) -> bool {
-        self.entries.len() == other.entries.len()
+        self.listed == other.listed
+            && self.entries.len() == other.entries.len()
             && self
                 .entries
                 .values()

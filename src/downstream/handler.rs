@@ -142,18 +142,8 @@ impl ClientHandler for DownstreamHandler {
         self.server.resources.invalidate();
     }
 
-    async fn on_tool_list_changed(&self, context: NotificationContext<RoleClient>) {
-        match context.peer.list_all_tools().await {
-            Ok(tools) => {
-                self.server.set_tools(tools);
-                if let Some(downstreams) = self.downstreams.upgrade() {
-                    downstreams.rebuild_catalog();
-                }
-                tracing::info!(server = self.server.name(), "tool list changed; catalog refreshed");
-            }
-            Err(error) => {
-                tracing::warn!(server = self.server.name(), %error, "could not refresh tools after list_changed");
-            }
-        }
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        // Coalesced: a storm of notifications costs one refresh at a time (`refresh.rs`).
+        self.server.refresh.request();
     }
 }

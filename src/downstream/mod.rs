@@ -13,6 +13,7 @@ mod call;
 mod catalog;
 mod connect;
 mod handler;
+mod refresh;
 mod resources;
 mod sse_client;
 mod tap;
@@ -57,7 +58,10 @@ pub struct Server {
     manifest: Manifest,
     peer: RwLock<Option<Peer<RoleClient>>>,
     health: RwLock<Health>,
-    tools: RwLock<Vec<Tool>>,
+    /// `None` until the first tool list arrives.
+    tools: RwLock<Option<Vec<Tool>>>,
+    /// Coalesces `tools/list_changed` (see `refresh.rs`).
+    refresh: refresh::Refresh,
     progress: ProgressRoutes,
     calls: Arc<CallRelays>,
     resources: resources::ResourceCache,
@@ -69,7 +73,8 @@ impl Server {
             manifest,
             peer: RwLock::new(None),
             health: RwLock::new(Health::Starting),
-            tools: RwLock::new(Vec::new()),
+            tools: RwLock::new(None),
+            refresh: refresh::Refresh::default(),
             progress: ProgressRoutes::default(),
             calls: Arc::default(),
             resources: resources::ResourceCache::default(),
@@ -106,11 +111,16 @@ impl Server {
     }
 
     fn tools(&self) -> Vec<Tool> {
+        self.listing().unwrap_or_default()
+    }
+
+    /// The last tool list, or `None` before the first one arrived.
+    fn listing(&self) -> Option<Vec<Tool>> {
         self.tools.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn set_tools(&self, tools: Vec<Tool>) {
-        *self.tools.write().unwrap_or_else(PoisonError::into_inner) = tools;
+        *self.tools.write().unwrap_or_else(PoisonError::into_inner) = Some(tools);
     }
 }
 
@@ -149,6 +159,7 @@ impl Downstreams {
                 done_tx,
             ));
             first_attempts.push(done_rx);
+            tokio::spawn(refresh::run(server.clone(), Arc::downgrade(&this), this.shutdown.clone()));
         }
         let waiting = futures::future::join_all(first_attempts);
         if tokio::time::timeout(FIRST_ATTEMPT_TIMEOUT, waiting).await.is_err() {

@@ -15,6 +15,7 @@ use std::time::Instant;
 
 use crate::audit::{Record, RecordKind};
 use crate::downstream::CatalogEntry;
+use super::VettedTool;
 use crate::identity::Caller;
 use crate::policy::{ApprovalSpec, CallFacts, Decision, Effect, Subject, default_quorum};
 use crate::risk::Risk;
@@ -56,19 +57,22 @@ pub(super) async fn run(
             .decision(decision)
     };
 
-    let catalog = gateway.downstreams.catalog();
-    let Some(entry) = catalog.get(&request.name) else {
+    // One catalog for the whole decision: the definition validated against is the one
+    // whose fingerprint status gave the risk.
+    let catalog = gateway.catalog();
+    let Some(vetted) = catalog.get(&request.name) else {
         record_all(gateway, vec![received, decided("unknown_tool")]).await?;
         // Hidden tools read the same as tools that do not exist.
         return Err(ErrorData::invalid_params(format!("unknown tool: {}", request.name), None));
     };
+    let entry = &vetted.entry;
     if let Err(error) = gateway.schemas.validate(&request.name, &entry.tool.input_schema, &args) {
         span.record("decision", "invalid_arguments");
         let record = decided("invalid_arguments").reason(error.to_string());
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Invalid arguments for {}: {error}. The call was not forwarded.", request.name)));
     }
-    let Verdict { decision, risk, by } = decide(gateway, entry, &request.name, &args, &caller);
+    let Verdict { decision, risk, by } = decide(gateway, vetted, &request.name, &args, &caller);
     span.record("risk", risk.as_str());
     if let Some(limited) = over_limit(gateway, &request, &decision, &caller) {
         span.record("decision", "limited");
@@ -96,7 +100,7 @@ pub(super) async fn run(
             let held = HeldCall {
                 session: session.id.as_str(),
                 call_id,
-                entry,
+                tool: vetted,
                 request: &request,
                 args: &args,
                 caller: &caller,
@@ -108,8 +112,11 @@ pub(super) async fn run(
             match hold::hold(gateway, held, &context).await? {
                 Held::Answer(answer) => return Ok(answer),
                 // The broker logged `call_forwarded` as it released the call.
+                // Forwarded to the tool as the catalog has it now, whose fingerprint is
+                // the one the approval was bound to (`hold::clear` checked).
                 Held::Cleared(cleared) => {
-                    return forward(gateway, entry, call_id, request, context, started, Some(cleared)).await;
+                    let now = cleared.tool.clone();
+                    return forward(gateway, &now.entry, call_id, request, context, started, Some(cleared)).await;
                 }
             }
         }
@@ -141,14 +148,23 @@ struct Verdict {
     by: String,
 }
 
-fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Value, caller: &Caller) -> Verdict {
-    let (risk, risk_source) = gateway.risk_of(entry);
+fn decide(gateway: &super::Gateway, vetted: &VettedTool, tool: &str, args: &Value, caller: &Caller) -> Verdict {
+    let (risk, risk_source) = vetted.risk();
     let facts = CallFacts { subject: Subject::Tool, tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
     let mut decision = gateway.policies.decide(&facts);
-    if risk_source == RiskSource::FingerprintChanged && decision.effect < Effect::Approve {
+    let unaccepted = matches!(risk_source, RiskSource::FingerprintChanged | RiskSource::NewTool);
+    if unaccepted && decision.effect < Effect::Deny {
         // A changed tool is not what any rule was written for: no rule may wave it through,
-        // and it needs what any critical call needs, whatever the weaker rule said.
-        decision.effect = Effect::Approve;
+        // and it needs what any critical call needs (an `approve` rule's quorum included).
+        if decision.effect < Effect::Approve {
+            decision.effect = Effect::Approve;
+            decision.winning_rule = None;
+            decision.reason = if risk_source == RiskSource::NewTool {
+                format!("{tool} was added while the gateway ran and is not accepted yet (`airlock tools accept {tool}`)")
+            } else {
+                format!("{tool} changed since it was accepted (`airlock tools accept {tool}`)")
+            };
+        }
         let spec = decision.approval.get_or_insert_with(|| ApprovalSpec {
             quorum: 0,
             approvers: Vec::new(),
@@ -156,12 +172,10 @@ fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Val
             timeout: None,
         });
         spec.quorum = spec.quorum.max(default_quorum(Risk::Critical));
-        decision.winning_rule = None;
-        decision.reason = format!("{tool} changed since it was accepted (`airlock tools accept {tool}`)");
     }
     let by = match &decision.winning_rule {
         Some(rule) => format!("rule `{rule}`"),
-        None if risk_source == RiskSource::FingerprintChanged => "the tool-fingerprint check".to_owned(),
+        None if unaccepted => "the tool-fingerprint check".to_owned(),
         None => "the default policy".to_owned(),
     };
     Verdict { decision, risk, by }

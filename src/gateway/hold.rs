@@ -21,14 +21,14 @@ use crate::approval::{
     now_ms,
 };
 use crate::audit::{Record, Sha256Digest, canonical};
-use crate::downstream::CatalogEntry;
+use std::sync::Arc;
+
 use crate::identity::{AuthMethod, Caller};
 use crate::policy::{Decision, Effect};
 use crate::risk::Risk;
 
-use super::Gateway;
 use super::forward::refusal;
-use super::fingerprints::fingerprint;
+use super::{Gateway, VettedTool};
 
 /// How a call leaves the hold.
 pub(super) enum Held {
@@ -40,6 +40,8 @@ pub(super) enum Held {
 
 /// What a released call carries downstream.
 pub(super) struct Cleared {
+    /// The tool as the catalog serves it now: the definition that was approved.
+    pub tool: Arc<VettedTool>,
     pub receipt: SignedReceipt,
     /// The downstream's own request state, in a further round of the same execution.
     pub inner_state: Option<String>,
@@ -49,7 +51,8 @@ pub(super) struct Cleared {
 pub(super) struct HeldCall<'a> {
     pub session: &'a str,
     pub call_id: &'a str,
-    pub entry: &'a CatalogEntry,
+    /// The tool the decision was taken on.
+    pub tool: &'a Arc<VettedTool>,
     pub request: &'a CallToolRequestParams,
     pub args: &'a Value,
     pub caller: &'a Caller,
@@ -85,9 +88,9 @@ pub(super) async fn hold(
             session: call.session,
             caller: call.caller.principal.as_str(),
             tool,
-            server: call.entry.server.name(),
+            server: call.tool.entry.server.name(),
             risk: call.risk.as_str(),
-            tool_fingerprint: fingerprint(tool, &call.entry.tool),
+            tool_fingerprint: call.tool.fingerprint.digest(),
             args: call.args,
             rule: call.decision.winning_rule.as_ref().map(|r| r.as_str()),
             reason: &call.decision.reason,
@@ -98,7 +101,7 @@ pub(super) async fn hold(
     tracing::info!(approval = %approval.id, kind = kind.as_str(), "call held");
     if approval.state == State::Approved {
         // Approved out of band while no call waited (a retry of the same call).
-        return clear(broker, approval, &call).await;
+        return clear(gateway, approval, &call).await;
     }
     // Only these two wait; the others answer at once and leave the hold open.
     match kind {
@@ -178,7 +181,7 @@ async fn wait(
         }
     };
     drop(guard);
-    outcome(broker, settled, call).await
+    outcome(gateway, settled, call).await
 }
 
 /// The client gave up: stop waiting, and cancel the approval unless a retry of the same
@@ -206,7 +209,7 @@ async fn confirm_in_client(
         // Expiry (or a decision through another channel) ends the question.
         settled = broker.settled(&id) => {
             drop(guard);
-            return outcome(broker, settled.map_err(broker_failed)?, call).await;
+            return outcome(gateway, settled.map_err(broker_failed)?, call).await;
         }
         () = context.ct.cancelled() => return Err(client_cancelled(broker, guard, &id).await),
     };
@@ -220,7 +223,7 @@ async fn confirm_in_client(
     };
     settle_answer(broker, &id, call.caller, answer).await?;
     let settled = broker.get(&id).ok_or_else(|| broker_failed(BrokerError::NotFound(id.clone())))?;
-    outcome(broker, settled, call).await
+    outcome(gateway, settled, call).await
 }
 
 /// A 2026-07-28 retry: the sealed state must be ours, unaltered, unexpired, unused, and
@@ -244,7 +247,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
     match claims.purpose {
         Purpose::Continue => {
             // A tool that changed since the approval is not the tool people approved.
-            let now = fingerprint(tool, &call.entry.tool).to_string();
+            let now = call.tool.fingerprint.digest().to_string();
             if broker.get(&claims.approval_id).is_none_or(|a| a.tool_fingerprint != now) {
                 return refused("the tool changed since the call was approved".to_owned());
             }
@@ -252,7 +255,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
                 .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone())
                 .await
                 .map_err(broker_failed)?;
-            return Ok(Held::Cleared(Cleared { receipt, inner_state: claims.inner }));
+            return Ok(Held::Cleared(Cleared { tool: call.tool.clone(), receipt, inner_state: claims.inner }));
         }
         Purpose::Confirm if kind != Kind::Confirm => {
             return refused("the policy now asks for independent approval, not a confirmation".to_owned());
@@ -271,7 +274,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
     };
     settle_answer(broker, &claims.approval_id, call.caller, answer).await?;
     let settled = broker.get(&claims.approval_id).ok_or_else(|| broker_failed(BrokerError::NotFound(claims.approval_id.clone())))?;
-    outcome(broker, settled, call).await
+    outcome(gateway, settled, call).await
 }
 
 /// Applies the caller's answer to their own confirmation.
@@ -293,11 +296,11 @@ async fn settle_answer(broker: &Broker, id: &ApprovalId, caller: &Caller, answer
 }
 
 /// The answer for a settled hold.
-async fn outcome(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
+async fn outcome(gateway: &Gateway, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
     let id = &approval.id;
     let tool = &approval.tool;
     let text = match approval.state {
-        State::Approved => return clear(broker, approval, call).await,
+        State::Approved => return clear(gateway, approval, call).await,
         State::Pending => format!("Approval {id} for {tool} is still pending. The call was not forwarded."),
         State::Denied => {
             let (who, comment) = approval
@@ -327,10 +330,29 @@ async fn outcome(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Re
     Ok(Held::Answer(refusal(text)))
 }
 
-/// Takes the approval's one execution.
-async fn clear(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
-    match broker.consume(&approval.id, call.call_id, call.forwarded.clone()).await {
-        Ok(receipt) => Ok(Held::Cleared(Cleared { receipt, inner_state: None })),
+/// Takes the approval's one execution, for the tool the catalog serves now, and only when
+/// that is the definition the approval is bound to: a tool that changed or went away while
+/// the call waited cancels the approval instead.
+async fn clear(gateway: &Gateway, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
+    let broker = gateway.approvals();
+    let name = call.request.name.as_ref();
+    let now = gateway.catalog().get(name).cloned();
+    let what = if now.is_some() { "changed" } else { "was removed" };
+    let changed = format!("cancelled: tool {name} {what} while the call waited; a new call needs a new approval");
+    let consumed =
+        broker.consume(&approval.id, call.call_id, call.forwarded.clone(), now.as_ref().map(|t| t.fingerprint.digest()), &changed);
+    match consumed.await {
+        Ok(receipt) => match now {
+            Some(tool) => Ok(Held::Cleared(Cleared { tool, receipt, inner_state: None })),
+            // Unreachable: without a current tool `consume` cancels; fail closed anyway.
+            None => Ok(Held::Answer(refusal(format!("{changed}. The call was not forwarded.")))),
+        },
+        Err(BrokerError::ToolChanged(id)) => {
+            tracing::warn!(approval = %id, tool = name, "tool changed while its call waited; approval cancelled");
+            Ok(Held::Answer(refusal(format!(
+                "Approval {id} {changed}. The call was not forwarded."
+            ))))
+        }
         Err(BrokerError::NotUsable { id, .. }) => Ok(Held::Answer(refusal(format!(
             "Approval {id} for {} was already used by another call; an approval authorises one execution. \
              Make the call again to ask for a new approval. The call was not forwarded.",

@@ -16,6 +16,7 @@ mod hold;
 mod passthrough;
 pub mod stdio;
 pub mod validate;
+mod vetting;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,10 +33,11 @@ use rmcp::model::Tool;
 
 use crate::approval::Broker;
 use crate::audit::{AuditError, AuditLog, Record, RecordKind};
-use crate::downstream::{Catalog, CatalogEntry, Downstreams};
+use crate::config::NewTools;
+use crate::downstream::{Catalog, Downstreams};
 use crate::policy::{Limiter, PolicySet};
-use crate::risk::{Risk, RiskSource};
 use fingerprints::Fingerprints;
+pub use vetting::{Vetted, VettedTool};
 use validate::SchemaCache;
 use crate::identity::{Authenticator, Caller};
 
@@ -66,6 +68,8 @@ pub struct Parts {
     pub approvals: Broker,
     /// How holds behave.
     pub holds: HoldSettings,
+    /// How tools added at run time come in (`[gateway] new_tools`).
+    pub new_tools: NewTools,
 }
 
 /// How a held call behaves while it waits.
@@ -88,6 +92,9 @@ pub struct Gateway {
     /// Counters of the policies' `[[limit]]` entries.
     limits: Limiter,
     fingerprints: Fingerprints,
+    new_tools: NewTools,
+    /// The catalog clients are served: vetted before it is published.
+    catalog: tokio::sync::watch::Sender<Arc<Vetted>>,
     approvals: Broker,
     holds: HoldSettings,
     schemas: SchemaCache,
@@ -112,6 +119,8 @@ impl Gateway {
             limits: Limiter::new(parts.policies.limits()),
             policies: parts.policies,
             fingerprints: parts.fingerprints,
+            new_tools: parts.new_tools,
+            catalog: tokio::sync::watch::channel(Arc::new(Vetted::default())).0,
             approvals: parts.approvals,
             holds: parts.holds,
             schemas: SchemaCache::new(),
@@ -121,7 +130,9 @@ impl Gateway {
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
         });
-        let catalog = gateway.downstreams.catalog();
+        // Subscribed before the first vetting, so no change between the two is missed.
+        let mut changes = gateway.downstreams.subscribe();
+        let catalog = changes.borrow_and_update().clone();
         let servers: Vec<serde_json::Value> = gateway
             .downstreams
             .servers()
@@ -136,8 +147,8 @@ impl Gateway {
                 "tools": catalog.len(),
             }));
         let _recorded = gateway.audit.append(started).await?;
-        gateway.observe_catalog(&catalog).await;
-        tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
+        gateway.refresh_catalog(&catalog).await;
+        tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway), changes));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
         Ok(gateway)
     }
@@ -152,41 +163,29 @@ impl Gateway {
         &self.approvals
     }
 
-    /// Checks every tool's fingerprint, logging `tool_changed` once per new change, and
-    /// drops compiled schemas (they are rebuilt on demand).
-    async fn observe_catalog(&self, catalog: &Catalog) {
-        self.schemas.clear();
-        for entry in catalog.entries() {
-            let name = entry.exposed.name.as_ref();
-            let observation = match self.fingerprints.observe(name, &entry.tool) {
-                Ok(observation) => observation,
-                Err(error) => {
-                    tracing::error!(tool = name, %error, "could not check the tool fingerprint");
-                    continue;
-                }
-            };
-            if observation.newly_changed {
-                tracing::warn!(tool = name, "tool definition changed; treated as critical until `airlock tools accept`");
-                let record = Record::new(RecordKind::ToolChanged).tool(name).risk(Risk::Critical.as_str()).detail(
-                    serde_json::json!({
-                        "server": entry.server.name(),
-                        "fingerprint": observation.fingerprint.to_string(),
-                        "accepted": observation.accepted.map(|a| a.to_string()),
-                    }),
-                );
-                if let Err(error) = self.audit.append(record).await {
-                    tracing::error!(%error, "could not record tool_changed");
-                }
-            }
-        }
+    /// The catalog clients are served now.
+    pub fn catalog(&self) -> Arc<Vetted> {
+        self.catalog.borrow().clone()
     }
 
-    /// A tool's effective risk: `critical` while its fingerprint differs from the accepted one.
-    fn risk_of(&self, entry: &CatalogEntry) -> (Risk, RiskSource) {
-        if self.fingerprints.is_changed(entry.exposed.name.as_ref()) {
-            (Risk::Critical, RiskSource::FingerprintChanged)
-        } else {
-            (entry.risk, entry.risk_source)
+    /// Vets `catalog` (every tool's fingerprint against the accepted one) and publishes
+    /// it; only then logs what changed, as one group, and stores the fingerprints seen.
+    /// Called by one task at a time (start, then `relay_catalog_changes`).
+    async fn refresh_catalog(&self, catalog: &Catalog) {
+        let previous = self.catalog();
+        let vetting = vetting::vet(&self.fingerprints, &previous, catalog, self.new_tools);
+        // From here on every call sees the new definitions with their checked risk.
+        self.catalog.send_replace(Arc::new(vetting.catalog));
+        self.schemas.clear();
+        if !vetting.records.is_empty()
+            && let Err(error) = self.audit.append_all(vetting.records).await
+        {
+            // Not stored either: the next refresh finds the same changes and logs them.
+            tracing::error!(%error, "could not record the tool catalog's changes");
+            return;
+        }
+        if let Err(error) = self.fingerprints.record(&vetting.observations).await {
+            tracing::error!(%error, "could not store tool fingerprints");
         }
     }
 
@@ -216,9 +215,9 @@ impl Gateway {
 impl Gateway {
     /// The tool as a client sees it: its risk in `_meta["airlock/risk"]` and in the first
     /// words of its description, so a model sees it too.
-    fn present(&self, entry: &CatalogEntry) -> Tool {
-        let (risk, source) = self.risk_of(entry);
-        let mut tool = entry.exposed.clone();
+    fn present(&self, vetted: &VettedTool) -> Tool {
+        let (risk, source) = vetted.risk();
+        let mut tool = vetted.entry.exposed.clone();
         let description = tool.description.as_deref().unwrap_or("");
         tool.description = Some(format!("[airlock risk: {}] {description}", risk.as_str()).trim_end().to_owned().into());
         let meta = tool.meta.get_or_insert_with(Default::default);
@@ -242,12 +241,14 @@ async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
 }
 
 /// Tells every legacy-era client that the tool list changed, whenever it does.
-async fn relay_catalog_changes(gateway: std::sync::Weak<Gateway>) {
-    let Some(mut changes) = gateway.upgrade().map(|g| g.downstreams.subscribe()) else { return };
+async fn relay_catalog_changes(
+    gateway: std::sync::Weak<Gateway>,
+    mut changes: tokio::sync::watch::Receiver<Arc<Catalog>>,
+) {
     while changes.changed().await.is_ok() {
         let Some(gateway) = gateway.upgrade() else { return };
         let catalog = changes.borrow_and_update().clone();
-        gateway.observe_catalog(&catalog).await;
+        gateway.refresh_catalog(&catalog).await;
         let peers: Vec<_> =
             gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for peer in &peers {
@@ -312,8 +313,8 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let catalog = self.gateway.downstreams.catalog();
-        let tools = catalog.entries().map(|entry| self.gateway.present(entry)).collect();
+        let catalog = self.gateway.catalog();
+        let tools = catalog.tools().map(|tool| self.gateway.present(tool)).collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
 
@@ -431,7 +432,8 @@ impl ServerHandler for Session {
     }
 
     async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
-        let mut changes = self.gateway.downstreams.subscribe();
+        // The vetted catalog: a client told of a change lists the checked definitions.
+        let mut changes = self.gateway.catalog.subscribe();
         changes.mark_unchanged();
         loop {
             tokio::select! {

@@ -164,6 +164,7 @@ async fn tools_list_serves_every_tool_with_annotations_and_schemas() {
         "crash",
         "add_tool",
         "set_description",
+        "change_tools",
     ] {
         assert!(
             names.contains(&expected),

@@ -18,5 +18,6 @@ mod policy;
 mod protocol;
 mod report;
 mod resources;
+mod tool_integrity;
 mod util;
 mod web;
