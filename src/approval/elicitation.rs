@@ -36,7 +36,7 @@ pub fn message(approval: &Approval) -> String {
         server = approval.server,
         risk = approval.risk,
         reason = approval.reason,
-        digest = approval.args_sha256,
+        digest = approval.args_hmac,
         id = approval.id,
         expires = approval.expires_at(),
     )

@@ -163,7 +163,7 @@ fn facts(approval: &Approval) -> Value {
         fact("Caller", &approval.caller),
         fact("Rule", approval.rule.as_deref().unwrap_or("(default for this risk)")),
         fact("Expires", &approval.expires_at()),
-        fact("Argument digest (SHA-256)", &approval.args_sha256),
+        fact("Argument digest (HMAC-SHA256)", &approval.args_hmac),
         fact("Approval", approval.id.as_str()),
     ];
     if approval.quorum > 1 {

@@ -168,7 +168,7 @@ async fn sealed_state_refuses_alteration_and_expiry() {
         approval_id: ApprovalId::generate(),
         caller: "carol".into(),
         tool: "t".into(),
-        args_sha256: "00".into(),
+        args_hmac: "00".into(),
         expires_ms: now_ms() + 60_000,
         nonce: "n".into(),
     };

@@ -20,7 +20,7 @@ use crate::approval::{
     Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, WaitGuard,
     now_ms,
 };
-use crate::audit::{Record, Sha256Digest, canonical};
+use crate::audit::Record;
 use crate::downstream::CatalogEntry;
 use crate::identity::{AuthMethod, Caller};
 use crate::policy::{Decision, Effect};
@@ -110,7 +110,7 @@ pub(super) async fn hold(
                 approval_id: approval.id.clone(),
                 caller: approval.caller.clone(),
                 tool: approval.tool.clone(),
-                args_sha256: approval.args_sha256.clone(),
+                args_sha256: approval.args_hmac.clone(),
                 expires_ms: approval.expires_ms,
                 nonce,
             };
@@ -234,7 +234,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
         Ok(claims) => claims,
         Err(error) => return refused(error.to_string()),
     };
-    let digest = Sha256Digest::of(&canonical(call.args)).to_string();
+    let digest = gateway.audit.redactor().digest(call.args).to_string();
     if claims.caller != call.caller.principal.as_str() || claims.tool != tool || claims.args_sha256 != digest {
         return refused("the request state belongs to another caller, tool or arguments".to_owned());
     }
@@ -249,7 +249,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
                 return refused("the tool changed since the call was approved".to_owned());
             }
             let receipt = broker
-                .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone())
+                .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone(), call.args)
                 .await
                 .map_err(broker_failed)?;
             return Ok(Held::Cleared(Cleared { receipt, inner_state: claims.inner }));
@@ -329,7 +329,7 @@ async fn outcome(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Re
 
 /// Takes the approval's one execution.
 async fn clear(broker: &Broker, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
-    match broker.consume(&approval.id, call.call_id, call.forwarded.clone()).await {
+    match broker.consume(&approval.id, call.call_id, call.forwarded.clone(), call.args).await {
         Ok(receipt) => Ok(Held::Cleared(Cleared { receipt, inner_state: None })),
         Err(BrokerError::NotUsable { id, .. }) => Ok(Held::Answer(refusal(format!(
             "Approval {id} for {} was already used by another call; an approval authorises one execution. \
@@ -356,7 +356,7 @@ pub(super) async fn continue_later(
         approval_id: id.clone(),
         caller: approval.caller,
         tool: approval.tool,
-        args_sha256: approval.args_sha256,
+        args_sha256: approval.args_hmac,
         // A round of the same execution may take as long as a person needs to answer.
         expires_ms: now_ms().saturating_add(u64::try_from(gateway.holds.continue_within.as_millis()).unwrap_or(u64::MAX)),
         nonce,

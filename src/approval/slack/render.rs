@@ -114,7 +114,7 @@ fn facts(approval: &Approval) -> Vec<Value> {
         json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*Why:* {}", escape(&approval.reason)), SECTION_MAX)}, "fields": fields}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": args}}),
         json!({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": format!("Argument digest (SHA-256): `{}`", approval.args_sha256)},
+            {"type": "mrkdwn", "text": format!("Argument digest (HMAC-SHA256): `{}`", approval.args_hmac)},
             {"type": "mrkdwn", "text": format!("Approval `{}`", approval.id)},
         ]}),
     ]

@@ -219,7 +219,7 @@ pub(super) fn detail(a: &Approval, d: &Detail<'_>) -> String {
         reason = esc(&a.reason),
         needs = esc(&needs(a)),
         expires = esc(&a.expires_at()),
-        digest = esc(&a.args_sha256),
+        digest = esc(&a.args_hmac),
         id = esc(a.id.as_str()),
         args = esc(&serde_json::to_string_pretty(&a.args).unwrap_or_default()),
     );
