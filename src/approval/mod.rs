@@ -27,6 +27,7 @@ pub mod elicitation;
 pub mod outbound;
 pub mod receipt;
 pub mod seal;
+pub(crate) mod shown;
 pub mod slack;
 pub mod teams;
 pub mod web;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::outbound::{Outbound, PostError, Secret};
+use super::shown::Shown;
 use super::{Approval, Broker, State, Verdict};
 
 /// What the Teams channel needs, already checked and resolved by `serve`.
@@ -108,16 +109,30 @@ pub fn request_card(approval: &Approval, link: &str) -> Value {
         text_block(&format!("Approval needed: {}", approval.tool), true),
         text_block(&approval.reason, false),
     ];
+    let shown = Shown::fit(&approval.args, ARGS_MAX, plain);
+    if !shown.is_whole() {
+        // First after the headline: a card must not read as the whole story when it is not.
+        body.insert(1, json!({
+            "type": "TextBlock",
+            "text": format!(
+                "These arguments are too long to show here in full. Left out: {}. Open the approval and read them all \
+                 before deciding.",
+                shown.cut_names(plain)
+            ),
+            "color": "Attention",
+            "weight": "Bolder",
+            "wrap": true,
+        }));
+    }
     body.push(facts(approval));
-    body.push(text_block("Arguments (redacted)", true));
-    body.push(json!({
-        "type": "TextBlock",
-        "text": plain(&super::clip(&serde_json::to_string_pretty(&approval.args).unwrap_or_default(), ARGS_MAX)),
-        "fontType": "Monospace",
-        "wrap": true,
-    }));
-    card(body, link, "Review and decide")
+    body.push(text_block(if shown.is_whole() { "Arguments (redacted)" } else { "Arguments shown (redacted; some left out)" }, true));
+    if !shown.text.is_empty() {
+        body.push(json!({"type": "TextBlock", "text": shown.text, "fontType": "Monospace", "wrap": true}));
+    }
+    let action = if shown.is_whole() { "Review and decide" } else { "Review all arguments to decide" };
+    card(body, link, action)
 }
+
 
 /// The card once the hold settled: the outcome, who decided, and the same facts.
 pub fn settled_card(approval: &Approval, link: &str) -> Value {
@@ -183,6 +198,7 @@ const ARGS_MAX: usize = 4000;
 /// up link, emphasis and list syntax (with zero-width spaces) so an argument cannot dress
 /// itself up as a link or a button label on the approvers' card.
 fn plain(text: &str) -> String {
+    let text = crate::text::for_people(text);
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         if starts_a_block(line.trim_start()) {

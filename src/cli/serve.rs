@@ -162,7 +162,7 @@ fn channels(
 ) -> anyhow::Result<Option<Arc<Slack>>> {
     let slack = match &config.approvals.slack {
         Some(slack) => {
-            let settings = super::wiring::slack(slack, &config.identity)?;
+            let settings = super::wiring::slack(slack, &config.identity, public_url)?;
             Some(Slack::start(settings, broker.clone()).context("could not start the Slack channel")?)
         }
         None => None,

@@ -11,10 +11,11 @@ use std::fmt::Write;
 
 use crate::approval::{Approval, State, rfc3339};
 
-/// HTML-escapes text for element content and quoted attribute values.
+/// HTML-escapes text for element content and quoted attribute values, after writing the
+/// characters that would reorder or break what a person reads as `\uXXXX`.
 pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in crate::text::for_people(text).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -208,7 +209,7 @@ pub(super) fn detail(a: &Approval, d: &Detail<'_>) -> String {
          <dt>Reason</dt><dd>{reason}</dd>\
          <dt>Needs</dt><dd>{needs}</dd>\
          <dt>Expires</dt><dd>{expires}</dd>\
-         <dt>Digest</dt><dd><code>sha256:{digest}</code></dd>\
+         <dt>Digest</dt><dd><code>hmac-sha256:{digest}</code></dd>\
          <dt>Approval</dt><dd><code>{id}</code></dd>\
          </dl><hr><strong>Arguments</strong> <span class=\"muted\">(configured secrets redacted)</span>\
          <pre id=\"args\">{args}</pre></section>",
