@@ -98,8 +98,9 @@ async fn a_card_that_cannot_show_every_argument_says_so_names_the_cut_keys_and_c
     let (fake, fake_url) = Fake::start().await;
     let setup = setup(&fake_url, "");
     let gateway = start(&setup, &fake_url).await;
-    let note = "routine cleanup of temporary files, nothing to see here. ".repeat(50);
-    assert!(note.len() > 2_800);
+    // Longer than either card holds (Slack ~2,900 characters a section, Teams 4,000).
+    let note = "routine cleanup of temporary files, nothing to see here. ".repeat(80);
+    assert!(note.len() > 4_000);
     let pending = agent_call(&gateway, "demo__delete_bucket", json!({"a_note": note, "bucket": "prod-customers"})).await;
 
     let posted = fake.nth("chat.postMessage", 1).await.body;
