@@ -269,6 +269,17 @@ mod tests {
     }
 
     #[test]
+    fn a_card_whose_arguments_do_not_fit_warns_first_and_names_what_it_cut() {
+        let args = json!({"a_note": "harmless ".repeat(600), "bucket": "prod-customers"});
+        let card = request_card(&crate::approval::sample_approval(args, None, "r"), "https://a.example/approvals/x");
+        assert_eq!(card["body"][1]["color"], "Attention");
+        assert!(card["body"][1]["text"].as_str().unwrap().contains("a_note"));
+        let text = card.to_string();
+        assert!(text.contains("prod-customers") && !text.contains("harmless"), "{text}");
+        assert_eq!(card["actions"][0]["title"], "Review all arguments to decide");
+    }
+
+    #[test]
     fn the_outcome_card_names_the_denier_and_reason() {
         let mut approval = sample();
         approval.state = State::Denied;

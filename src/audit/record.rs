@@ -1,6 +1,6 @@
 //! What one log entry says.
 //!
-//! Owns: `Record`, `RecordKind`, the record wire format (version 1).
+//! Owns: `Record`, `RecordKind`, the record wire format (version 2).
 //! Uses: `canonical` for result digests, `arguments::Redactor` for what is kept of arguments.
 //! Must not: assign sequence numbers or times (the writer does), or touch storage.
 
@@ -12,7 +12,9 @@ use super::canonical::{canonical, write_member};
 use super::digest::{Seq, Sha256Digest};
 
 /// Version of the record format; a change to the fields or their meaning bumps it.
-pub const RECORD_VERSION: u32 = 1;
+/// 2: argument digests are keyed (`args_hmac`); version 1 records carry a plain
+/// `args_sha256` and still read and verify.
+pub const RECORD_VERSION: u32 = 2;
 
 /// What happened. Written in snake_case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -310,7 +312,7 @@ mod tests {
         let text = String::from_utf8(rec.to_canonical()).unwrap();
         assert_eq!(
             text,
-            r#"{"kind":"approval_settled","tool":"fs__write","v":1}"#
+            r#"{"kind":"approval_settled","tool":"fs__write","v":2}"#
         );
         assert_eq!(RecordKind::ApprovalSettled.as_str(), "approval_settled");
     }

@@ -31,7 +31,7 @@ const SECTION_MAX: usize = 2900;
 const HEADER_MAX: usize = 150;
 
 /// Longest argument text in the arguments section (its label and fence take the rest).
-const ARGS_MAX: usize = SECTION_MAX - 60;
+const ARGS_MAX: usize = SECTION_MAX - 80;
 
 /// The arguments as this channel shows them: escaped for mrkdwn, fence-safe, whole members.
 fn shown_args(approval: &Approval) -> Shown {
@@ -260,6 +260,35 @@ mod tests {
         assert!(!text.contains("<!channel>") && text.contains("&lt;!channel&gt;"), "{text}");
         let inner = text.trim_start_matches("*Arguments* (redacted)\n```").trim_end_matches("```");
         assert!(!inner.contains("```"), "{text}");
+    }
+
+    #[test]
+    fn arguments_that_do_not_fit_are_cut_whole_named_and_leave_no_approve_button() {
+        let args = json!({"a_note": "harmless ".repeat(400), "bucket": "prod-customers"});
+        let approval = crate::approval::sample_approval(args, None, "deletes");
+        assert!(!shows_whole(&approval));
+        let message = request_message(&approval, "C1", Some("https://airlock.example"));
+        let blocks = message["blocks"].as_array().unwrap();
+        assert_eq!(blocks[1]["block_id"], "airlock_cut", "the warning comes right after the header");
+        assert!(blocks[1]["text"]["text"].as_str().unwrap().contains("`a_note`"));
+        let text = message.to_string();
+        assert!(text.contains("prod-customers") && !text.contains("harmless"), "{text}");
+        let actions = blocks.last().unwrap()["elements"].as_array().unwrap().clone();
+        assert!(actions.iter().all(|a| a["action_id"] != APPROVE));
+        assert_eq!(actions[0]["url"], format!("https://airlock.example/approvals/{}", approval.id));
+        for block in blocks {
+            assert!(block["text"]["text"].as_str().unwrap_or_default().chars().count() <= SECTION_MAX);
+        }
+        let without_page = request_message(&approval, "C1", None);
+        let elements = without_page["blocks"].as_array().unwrap().last().unwrap()["elements"].clone();
+        assert_eq!(elements.as_array().unwrap().len(), 1, "Deny only: {elements}");
+    }
+
+    #[test]
+    fn bidi_overrides_in_arguments_are_shown_escaped() {
+        let approval = crate::approval::sample_approval(json!({"file": "invoice\u{202e}fdp.exe"}), None, "r");
+        let text = request_message(&approval, "C1", None).to_string();
+        assert!(!text.contains('\u{202e}') && text.contains("invoice\\\\u202efdp.exe"), "{text}");
     }
 
     #[test]

@@ -324,6 +324,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_detail_shows_arguments_too_long_for_any_card_whole() {
+        let note = "harmless ".repeat(2000);
+        let a = crate::approval::sample_approval(serde_json::json!({"a_note": note, "bucket": "prod-customers"}), None, "r");
+        let html = detail(&a, &Detail { csrf: None, note: None, nonce: "n" });
+        assert!(html.contains(note.trim_end()) && html.contains("prod-customers"));
+    }
+
+    #[test]
+    fn escaping_writes_bidi_overrides_and_c1_controls_visibly() {
+        assert_eq!(esc("a\u{202e}<b>\u{85}"), "a\\u202e&lt;b&gt;\\u0085");
+    }
+
+    #[test]
     fn escaping_covers_markup_and_both_quotes() {
         assert_eq!(esc(r#"<img src=x onerror='a()'>&"#), "&lt;img src=x onerror=&#39;a()&#39;&gt;&amp;");
         assert_eq!(esc("\"x\""), "&quot;x&quot;");
