@@ -82,6 +82,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         (None, Some(listener)) => Some(format!("http://{}", listener.local_addr()?)),
         (None, None) => None,
     };
+    for warning in checked.policies.warnings() {
+        tracing::warn!("{warning}");
+    }
     let downstreams = Downstreams::start(checked.manifests, namespacing).await;
     let gateway = Gateway::start(Parts {
         downstreams: downstreams.clone(),
