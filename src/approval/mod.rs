@@ -172,7 +172,9 @@ pub struct Approval {
     pub tool_fingerprint: String,
     /// Hex HMAC-SHA256 (key `<data_dir>/args-key`) of the canonical arguments: what people
     /// and the log see, and what the hold is bound to. Never a plain SHA-256, which would
-    /// let anyone who sees it search for a redacted low-entropy value.
+    /// let anyone who sees it search for a redacted low-entropy value. (Holds stored before
+    /// keyed digests read from `args_sha256`: they settle or are cancelled, never re-bound.)
+    #[serde(alias = "args_sha256")]
     pub args_hmac: String,
     /// The arguments with the configured redactions applied.
     pub args: Value,

@@ -196,6 +196,36 @@ mod tests {
         assert!(NormalPath::parse("/x").unwrap().is_under(&NormalPath::parse("/").unwrap()));
     }
 
+    fn decide(policy: &str, path: &str) -> crate::policy::Decision {
+        let set = crate::policy::PolicySet::parse(policy, std::path::Path::new("p.toml")).unwrap();
+        let args = serde_json::json!({"path": path});
+        set.decide(&crate::policy::CallFacts {
+            tool: "fs__write",
+            risk: crate::risk::Risk::Low,
+            args: &args,
+            principal: "p",
+            groups: &[],
+        })
+    }
+
+    #[test]
+    fn an_allow_rule_on_a_path_with_no_one_spelling_denies() {
+        let allow = "[[rule]]\nid = \"data-ok\"\nwhen = { \"/path\" = { path_under = \"/srv/data\" } }\neffect = \"allow\"\n";
+        assert_eq!(decide(allow, "/srv/data/x").effect, crate::policy::Effect::Allow);
+        let refused = decide(allow, "/srv/data/../../../etc/passwd");
+        assert_eq!(refused.effect, crate::policy::Effect::Deny, "{}", refused.reason);
+        assert!(refused.reason.contains("cannot be normalised") && !refused.reason.contains("passwd"), "{}", refused.reason);
+    }
+
+    #[test]
+    fn a_root_that_is_not_a_path_is_a_config_error_with_its_line() {
+        let bad = "[[rule]]\nid = \"x\"\nwhen = { \"/path\" = { path_under = \"srv/data\" } }\neffect = \"deny\"\n";
+        let errors = crate::policy::PolicySet::parse(bad, std::path::Path::new("p.toml")).unwrap_err().to_string();
+        assert!(errors.contains("p.toml:3") && errors.contains("not absolute"), "{errors}");
+        let glob = "[[rule]]\nid = \"x\"\nwhen = { \"/path\" = { path_matches = \"/srv/[\" } }\neffect = \"deny\"\n";
+        assert!(crate::policy::PolicySet::parse(glob, std::path::Path::new("p.toml")).is_err());
+    }
+
     #[test]
     fn globs_keep_star_within_a_segment() {
         let glob = PathGlob::new("/srv/*/secret/**").unwrap();
