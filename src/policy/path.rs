@@ -13,9 +13,9 @@
 //! `localhost` authority compare as the plain path. A value that cannot be brought to one
 //! spelling is not a match or a non-match but an error (the rule cannot be evaluated, so it
 //! denies, whichever effect it has): `..` above the root, a relative path, a NUL, a
-//! backslash (a separator on some servers), percent-encoding that survives one decoding,
-//! and in a plain path an encoded `.`, `/`, `\` or `%` (servers that decode would see
-//! something else than the rule).
+//! backslash (a separator on some servers), percent-encoding that survives one decoding, a
+//! `file://` URI naming another host, and in a plain path an encoded `.`, `/`, `\` or `%`
+//! (servers that decode would see something else than the rule).
 
 use globset::{GlobBuilder, GlobMatcher};
 use percent_encoding::percent_decode_str;
@@ -72,6 +72,10 @@ impl NormalPath {
         }
         let path = format!("/{}", segments.join("/"));
         let origin = origin.map(|o| o.to_ascii_lowercase()).filter(|o| o != "file://" && o != "file://localhost");
+        if origin.as_deref().is_some_and(|o| o.starts_with("file://")) {
+            // Servers differ on whether they honour the host of a file URI.
+            return Err("it is a file URI naming a host other than localhost".to_owned());
+        }
         Ok(NormalPath { origin: origin.unwrap_or_default(), path })
     }
 
@@ -181,6 +185,7 @@ mod tests {
             "/srv/data%2fsecret",
             "file:///srv/data/%252e%252e/secret",
             "file:///srv/%ff",
+            "file://elsewhere/srv/data/secret/x",
         ] {
             assert!(NormalPath::parse(bad).is_err(), "{bad:?}");
         }
