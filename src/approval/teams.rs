@@ -280,6 +280,14 @@ mod tests {
     }
 
     #[test]
+    fn bidi_overrides_and_line_separators_are_shown_escaped() {
+        let hostile = crate::approval::sample_approval(json!({"file": "a\u{202e}b\u{2028}c"}), None, "why\u{2066}");
+        let text = request_card(&hostile, "x").to_string();
+        assert!(!text.contains('\u{202e}') && !text.contains('\u{2028}') && !text.contains('\u{2066}'), "{text}");
+        assert!(text.contains("a\\\\u202eb") && text.contains("why\\\\u2066"), "{text}");
+    }
+
+    #[test]
     fn the_outcome_card_names_the_denier_and_reason() {
         let mut approval = sample();
         approval.state = State::Denied;
