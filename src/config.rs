@@ -144,7 +144,9 @@ pub enum Durability {
 pub struct AuditConfig {
     /// Default `Fsync`.
     pub durability: Durability,
-    /// JSON pointers into the arguments whose values are stored as `"[redacted]"`.
+    /// Pointers into the arguments whose values are stored and shown as `"[redacted]"`
+    /// (`*` one level, `**` any depth); default `**/password`, `**/token`, `**/secret`,
+    /// `**/api_key`.
     pub redact: Vec<String>,
     /// The Ed25519 signing key (PKCS#8); `None`: `<data_dir>/audit-key`, made on first start.
     pub key_path: Option<PathBuf>,
@@ -331,7 +333,7 @@ impl Config {
             },
             audit: AuditConfig {
                 durability: Durability::Fsync,
-                redact: Vec::new(),
+                redact: crate::audit::DEFAULT_REDACT.iter().map(|p| (*p).to_owned()).collect(),
                 key_path: None,
             },
             identity: IdentityConfig {

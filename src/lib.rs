@@ -17,3 +17,4 @@ pub mod manifest;
 pub mod policy;
 pub mod report;
 pub mod risk;
+pub mod text;

@@ -52,6 +52,7 @@ fn audit_and_risk_and_identity_depend_on_nothing_of_ours() {
     let mut violations = check("audit", &[]);
     violations.extend(check("risk", &[]));
     violations.extend(check("identity", &[]));
+    violations.extend(check("text", &[]));
     assert!(violations.is_empty(), "{violations:#?}");
 }
 
@@ -73,6 +74,6 @@ fn downstream_does_not_decide_or_record() {
 
 #[test]
 fn approval_never_reaches_into_gateway_http_or_the_cli() {
-    let violations: Vec<_> = check("approval", &["audit", "identity", "policy", "risk"]);
+    let violations: Vec<_> = check("approval", &["audit", "identity", "policy", "risk", "text"]);
     assert!(violations.is_empty(), "channels depend on the broker, and approval on no transport: {violations:#?}");
 }

@@ -267,7 +267,7 @@ impl Broker {
     /// call counts as waiting on it from inside the lock, so a cancellation racing with
     /// this retry cannot cancel the hold under it.
     pub async fn hold(&self, request: HoldRequest<'_>) -> Result<(Approval, WaitGuard), BrokerError> {
-        let args_sha256 = Sha256Digest::of(&canonical(request.args)).to_string();
+        let args_hmac = self.inner.audit.redactor().digest(request.args).to_string();
         let fingerprint = request.tool_fingerprint.to_string();
         let spec = request.spec;
         let timeout = spec.and_then(|s| s.timeout).unwrap_or(self.inner.default_timeout);
@@ -279,7 +279,7 @@ impl Broker {
         if request.kind == Kind::Approve && approvers.is_empty() {
             approvers = self.inner.default_approvers.get().cloned().unwrap_or_default();
         }
-        let binding = binding(request.kind, request.caller, request.tool, &fingerprint, &args_sha256);
+        let binding = binding(request.kind, request.caller, request.tool, &fingerprint, &args_hmac);
         let guard = self.inner.lock.lock().await;
         let now = now_ms();
         let live = self.live_for(&binding)?.filter(|a| {
@@ -308,7 +308,7 @@ impl Broker {
             server: request.server.to_owned(),
             risk: request.risk.to_owned(),
             tool_fingerprint: fingerprint,
-            args_sha256,
+            args_hmac,
             args: self.inner.audit.redactor().redact(request.args),
             rule: request.rule.map(str::to_owned),
             reason: request.reason.to_owned(),
@@ -454,7 +454,8 @@ impl Broker {
     /// its fingerprint in the catalog now, `None` when it is gone); otherwise the approval
     /// is cancelled with `changed` as the reason and `ToolChanged` returned. `forwarded`
     /// (the call's `call_forwarded` record) is logged before the approval counts as used,
-    /// so the log always names the call that used it. Returns the receipt the call carries.
+    /// so the log always names the call that used it. `args` are the arguments about to be
+    /// forwarded; they must be the ones approved. Returns the receipt the call carries.
     pub async fn consume(
         &self,
         id: &ApprovalId,
@@ -462,6 +463,7 @@ impl Broker {
         forwarded: Record,
         tool_now: Option<Sha256Digest>,
         changed: &str,
+        args: &Value,
     ) -> Result<SignedReceipt, BrokerError> {
         let _guard = self.inner.lock.lock().await;
         let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
@@ -470,6 +472,7 @@ impl Broker {
             self.settle(approval, State::Cancelled, changed, Vec::new()).await?;
             return Err(BrokerError::ToolChanged(id.clone()));
         }
+        self.same_arguments(&approval, args)?;
         if !self.usable(&approval) {
             let state = if approval.executed_by.is_some() {
                 "already used"
@@ -482,7 +485,17 @@ impl Broker {
         }
         approval.executed_by = Some(call_id.to_owned());
         self.commit(&approval, vec![forwarded.approval_id(id.as_str())]).await?;
-        Ok(SignedReceipt::sign(receipt_of(&approval, call_id), &self.inner.audit))
+        Ok(SignedReceipt::sign(receipt_of(&approval, call_id, args), &self.inner.audit))
+    }
+
+    /// Refuses arguments other than the ones the hold was opened for.
+    fn same_arguments(&self, approval: &Approval, args: &Value) -> Result<(), BrokerError> {
+        let given = self.inner.audit.redactor().digest(args).to_string();
+        // Both digests are shown to people anyway: nothing secret to compare in constant time.
+        if given != approval.args_hmac {
+            return Err(BrokerError::NotUsable { id: approval.id.clone(), state: "for other arguments" });
+        }
+        Ok(())
     }
 
     /// Approved, unused, approved during this gateway's run, and not long past expiry.
@@ -506,14 +519,16 @@ impl Broker {
         id: &ApprovalId,
         call_id: &str,
         forwarded: Record,
+        args: &Value,
     ) -> Result<SignedReceipt, BrokerError> {
         let _guard = self.inner.lock.lock().await;
         let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        self.same_arguments(&approval, args)?;
         if approval.state != State::Approved || approval.executed_by.is_none() {
             return Err(BrokerError::NotUsable { id: id.clone(), state: approval.state.as_str() });
         }
         self.inner.audit.append_all(vec![forwarded.approval_id(id.as_str())]).await?;
-        Ok(SignedReceipt::sign(receipt_of(&approval, call_id), &self.inner.audit))
+        Ok(SignedReceipt::sign(receipt_of(&approval, call_id, args), &self.inner.audit))
     }
 
     /// A fresh single-use nonce for a sealed state; earlier ones stop working.
@@ -606,7 +621,7 @@ impl Broker {
         // An Approval is plain data; serialising it cannot fail.
         let bytes = serde_json::to_vec(approval).unwrap_or_default();
         self.inner.tree.insert(approval.id.as_str(), bytes)?;
-        let key = binding(approval.kind, &approval.caller, &approval.tool, &approval.tool_fingerprint, &approval.args_sha256);
+        let key = binding(approval.kind, &approval.caller, &approval.tool, &approval.tool_fingerprint, &approval.args_hmac);
         let live = approval.is_pending() || (approval.state == State::Approved && approval.executed_by.is_none());
         if live {
             self.inner.live.insert(key, approval.id.as_str())?;
@@ -636,12 +651,15 @@ fn note_key(channel: &str, id: &ApprovalId) -> String {
 }
 
 /// What a hold is bound to: the key of the live index.
-fn binding(kind: Kind, caller: &str, tool: &str, fingerprint: &str, args_sha256: &str) -> String {
+fn binding(kind: Kind, caller: &str, tool: &str, fingerprint: &str, args_hmac: &str) -> String {
     // Unit separators keep the parts apart whatever characters a principal holds.
-    format!("{}\u{1f}{caller}\u{1f}{tool}\u{1f}{fingerprint}\u{1f}{args_sha256}", kind.as_str())
+    format!("{}\u{1f}{caller}\u{1f}{tool}\u{1f}{fingerprint}\u{1f}{args_hmac}", kind.as_str())
 }
 
-fn receipt_of(approval: &Approval, call_id: &str) -> Receipt {
+/// The receipt for `approval`'s execution with `args`. It carries the plain SHA-256 of the
+/// canonical arguments so a downstream, which has them, can check it without our key; it
+/// goes only to that downstream (never to the log, the API or a channel).
+fn receipt_of(approval: &Approval, call_id: &str, args: &Value) -> Receipt {
     Receipt {
         v: 1,
         approval_id: approval.id.clone(),
@@ -651,7 +669,7 @@ fn receipt_of(approval: &Approval, call_id: &str) -> Receipt {
         caller: approval.caller.clone(),
         approvers: approval.votes.iter().filter(|v| v.verdict == Verdict::Approve).map(|v| v.approver.clone()).collect(),
         decided_at: rfc3339(approval.settled_ms.unwrap_or(approval.created_ms)),
-        args_sha256: approval.args_sha256.clone(),
+        args_sha256: Sha256Digest::of(&canonical(args)).to_string(),
         tool_fingerprint: approval.tool_fingerprint.clone(),
     }
 }

@@ -30,16 +30,17 @@ pub enum Answer {
 /// The text people read: tool, risk, redacted arguments, digest and how long it stays open.
 pub fn message(approval: &Approval) -> String {
     let args = serde_json::to_string_pretty(&approval.args).unwrap_or_else(|_| approval.args.to_string());
-    format!(
-        "Airlock: confirm this call?\n\nTool: {tool} (server {server}, risk {risk})\nWhy: {reason}\nArguments:\n{args}\nArgument digest (SHA-256): {digest}\nApproval {id}, open until {expires}.",
+    let text = format!(
+        "Airlock: confirm this call?\n\nTool: {tool} (server {server}, risk {risk})\nWhy: {reason}\nArguments:\n{args}\nArgument digest (HMAC-SHA256): {digest}\nApproval {id}, open until {expires}.",
         tool = approval.tool,
         server = approval.server,
         risk = approval.risk,
         reason = approval.reason,
-        digest = approval.args_sha256,
+        digest = approval.args_hmac,
         id = approval.id,
         expires = approval.expires_at(),
-    )
+    );
+    crate::text::for_people(&text).into_owned()
 }
 
 /// The form-mode request.

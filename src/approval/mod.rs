@@ -27,6 +27,7 @@ pub mod elicitation;
 pub mod outbound;
 pub mod receipt;
 pub mod seal;
+pub(crate) mod shown;
 pub mod slack;
 pub mod teams;
 pub mod web;
@@ -169,8 +170,12 @@ pub struct Approval {
     pub risk: String,
     /// Hex SHA-256 of the tool's definition when the hold was opened.
     pub tool_fingerprint: String,
-    /// Hex SHA-256 of the canonical arguments.
-    pub args_sha256: String,
+    /// Hex HMAC-SHA256 (key `<data_dir>/args-key`) of the canonical arguments: what people
+    /// and the log see, and what the hold is bound to. Never a plain SHA-256, which would
+    /// let anyone who sees it search for a redacted low-entropy value. (Holds stored before
+    /// keyed digests read from `args_sha256`: they settle or are cancelled, never re-bound.)
+    #[serde(alias = "args_sha256")]
+    pub args_hmac: String,
     /// The arguments with the configured redactions applied.
     pub args: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -307,7 +312,7 @@ pub(crate) fn sample_approval(args: Value, rule: Option<&str>, reason: &str) -> 
         server: "demo".into(),
         risk: "high".into(),
         tool_fingerprint: "ff".repeat(32),
-        args_sha256: "ab".repeat(32),
+        args_hmac: "ab".repeat(32),
         args,
         rule: rule.map(str::to_owned),
         reason: reason.to_owned(),

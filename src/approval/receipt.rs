@@ -30,6 +30,9 @@ pub struct Receipt {
     /// Who approved (for `confirm`, the caller).
     pub approvers: Vec<String>,
     pub decided_at: String,
+    /// Plain SHA-256 of the canonical arguments forwarded, so the downstream (which has
+    /// them) can check the receipt without Airlock's key. A receipt goes only downstream,
+    /// never to the log or a channel: those carry the keyed `args_hmac` instead.
     pub args_sha256: String,
     pub tool_fingerprint: String,
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::outbound::{Outbound, PostError, Secret};
+use super::shown::Shown;
 use super::{Approval, Broker, State, Verdict};
 
 /// What the Teams channel needs, already checked and resolved by `serve`.
@@ -108,16 +109,30 @@ pub fn request_card(approval: &Approval, link: &str) -> Value {
         text_block(&format!("Approval needed: {}", approval.tool), true),
         text_block(&approval.reason, false),
     ];
+    let shown = Shown::fit(&approval.args, ARGS_MAX, plain);
+    if !shown.is_whole() {
+        // First after the headline: a card must not read as the whole story when it is not.
+        body.insert(1, json!({
+            "type": "TextBlock",
+            "text": format!(
+                "These arguments are too long to show here in full. Left out: {}. Open the approval and read them all \
+                 before deciding.",
+                shown.cut_names(plain)
+            ),
+            "color": "Attention",
+            "weight": "Bolder",
+            "wrap": true,
+        }));
+    }
     body.push(facts(approval));
-    body.push(text_block("Arguments (redacted)", true));
-    body.push(json!({
-        "type": "TextBlock",
-        "text": plain(&super::clip(&serde_json::to_string_pretty(&approval.args).unwrap_or_default(), ARGS_MAX)),
-        "fontType": "Monospace",
-        "wrap": true,
-    }));
-    card(body, link, "Review and decide")
+    body.push(text_block(if shown.is_whole() { "Arguments (redacted)" } else { "Arguments shown (redacted; some left out)" }, true));
+    if !shown.text.is_empty() {
+        body.push(json!({"type": "TextBlock", "text": shown.text, "fontType": "Monospace", "wrap": true}));
+    }
+    let action = if shown.is_whole() { "Review and decide" } else { "Review all arguments to decide" };
+    card(body, link, action)
 }
+
 
 /// The card once the hold settled: the outcome, who decided, and the same facts.
 pub fn settled_card(approval: &Approval, link: &str) -> Value {
@@ -163,7 +178,7 @@ fn facts(approval: &Approval) -> Value {
         fact("Caller", &approval.caller),
         fact("Rule", approval.rule.as_deref().unwrap_or("(default for this risk)")),
         fact("Expires", &approval.expires_at()),
-        fact("Argument digest (SHA-256)", &approval.args_sha256),
+        fact("Argument digest (HMAC-SHA256)", &approval.args_hmac),
         fact("Approval", approval.id.as_str()),
     ];
     if approval.quorum > 1 {
@@ -183,6 +198,7 @@ const ARGS_MAX: usize = 4000;
 /// up link, emphasis and list syntax (with zero-width spaces) so an argument cannot dress
 /// itself up as a link or a button label on the approvers' card.
 fn plain(text: &str) -> String {
+    let text = crate::text::for_people(text);
     let mut out = String::with_capacity(text.len());
     for line in text.split_inclusive('\n') {
         if starts_a_block(line.trim_start()) {
@@ -250,6 +266,25 @@ mod tests {
         for fact in ["demo__delete_bucket", "carol", "high", &"ab".repeat(32), "tmp"] {
             assert!(text.contains(fact), "missing {fact}: {text}");
         }
+    }
+
+    #[test]
+    fn a_card_whose_arguments_do_not_fit_warns_first_and_names_what_it_cut() {
+        let args = json!({"a_note": "harmless ".repeat(600), "bucket": "prod-customers"});
+        let card = request_card(&crate::approval::sample_approval(args, None, "r"), "https://a.example/approvals/x");
+        assert_eq!(card["body"][1]["color"], "Attention");
+        assert!(card["body"][1]["text"].as_str().unwrap().contains("a_note"));
+        let text = card.to_string();
+        assert!(text.contains("prod-customers") && !text.contains("harmless"), "{text}");
+        assert_eq!(card["actions"][0]["title"], "Review all arguments to decide");
+    }
+
+    #[test]
+    fn bidi_overrides_and_line_separators_are_shown_escaped() {
+        let hostile = crate::approval::sample_approval(json!({"file": "a\u{202e}b\u{2028}c"}), None, "why\u{2066}");
+        let text = request_card(&hostile, "x").to_string();
+        assert!(!text.contains('\u{202e}') && !text.contains('\u{2028}') && !text.contains('\u{2066}'), "{text}");
+        assert!(text.contains("a\\\\u202eb") && text.contains("why\\\\u2066"), "{text}");
     }
 
     #[test]

@@ -86,10 +86,14 @@ async fn quorum_counts_each_approver_once_and_never_the_caller() {
     let dave = person("dave", &["sre"]);
     let done = f.broker.decide(&a.id, &dave, Verdict::Approve, Some("ok".into()), "web").await.unwrap();
     assert_eq!(done.approval.state, State::Approved);
-    let receipt = f.broker.consume(&a.id, "c1", forwarded(), Some(Sha256Digest::of(b"tool")), "changed").await.unwrap();
+    let other = f.broker.consume(&a.id, "c1", forwarded(), Some(Sha256Digest::of(b"tool")), "changed", &json!({"user": "y"})).await;
+    assert!(other.is_err(), "an approval is for the arguments it was asked for");
+    let receipt = f.broker.consume(&a.id, "c1", forwarded(), Some(Sha256Digest::of(b"tool")), "changed", &json!({"user": "x"})).await.unwrap();
     receipt.verify(&f.audit.public_key()).unwrap();
     assert_eq!(receipt.receipt.approvers, vec!["bob", "dave"]);
-    assert!(f.broker.consume(&a.id, "c2", forwarded(), Some(Sha256Digest::of(b"tool")), "changed").await.is_err(), "one approval, one execution");
+    assert_eq!(receipt.receipt.args_sha256, Sha256Digest::of(br#"{"user":"x"}"#).to_string(), "plain digest for the downstream");
+    assert_ne!(a.args_hmac, receipt.receipt.args_sha256, "what people see is keyed");
+    assert!(f.broker.consume(&a.id, "c2", forwarded(), Some(Sha256Digest::of(b"tool")), "changed", &json!({"user": "x"})).await.is_err(), "one approval, one execution");
     let anchor = f.audit.public_key();
     f.audit.clone().close().await.unwrap();
     let paths = LogPaths::new(&f.dir, None);
@@ -214,7 +218,7 @@ async fn an_unused_approval_does_not_outlive_its_gateway_or_a_stricter_policy() 
     let broker = Broker::open(&db, audit.clone(), Duration::from_secs(60)).await.unwrap();
     let again = hold(&broker, Kind::Approve, json!({"user": "x"}), &one).await;
     assert_ne!(again.id, id, "an approval whose call is gone does not carry over a restart");
-    assert!(broker.consume(&id, "c9", forwarded(), Some(Sha256Digest::of(b"tool")), "changed").await.is_err());
+    assert!(broker.consume(&id, "c9", forwarded(), Some(Sha256Digest::of(b"tool")), "changed", &json!({"user": "x"})).await.is_err());
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Canonical JSON: the one byte form used for hashing and signing.
 //!
-//! Owns: `canonical`, the serialisation every digest, chain hash and signature goes through.
+//! Owns: `canonical`, the serialisation every digest, chain hash and signature goes through,
+//! and `canonical_value`, the value those bytes read back as (what is forwarded, so a
+//! downstream gets `1` for an approved `1`, never a `1.0` that digests the same).
 //! Uses: serde_json values.
 //! Must not: depend on serde_json's map order or float formatting staying the same.
 //!
@@ -24,6 +26,23 @@ pub fn canonical(value: &Value) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     write_value(&mut out, value);
     out
+}
+
+/// The value `canonical(value)` parses back to: every number rewritten as its canonical
+/// text reads (`1.0` → `1`, `-0.0` → `0`), everything else unchanged. Digests cannot tell
+/// `1` from `1.0`, so what is forwarded after a decision is this form, the one digested.
+pub fn canonical_value(value: &Value) -> Value {
+    match value {
+        Value::Number(n) => {
+            let mut bytes = Vec::with_capacity(24);
+            write_number(&mut bytes, n);
+            // Our own number text always parses; keep the original if it somehow did not.
+            serde_json::from_slice(&bytes).unwrap_or_else(|_| value.clone())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(canonical_value).collect()),
+        Value::Object(map) => Value::Object(map.iter().map(|(k, v)| (k.clone(), canonical_value(v))).collect()),
+        other => other.clone(),
+    }
 }
 
 /// Writes `"key":value` in canonical form (for callers that assemble an object themselves).
@@ -192,6 +211,17 @@ mod tests {
             text(json!("a\"b\\c\n\u{1}é/")),
             "\"a\\\"b\\\\c\\n\\u0001é/\""
         );
+    }
+
+    #[test]
+    fn canonical_value_writes_integral_floats_as_integers() {
+        let v: Value = serde_json::from_str(r#"{"n":1.0,"z":-0.0,"f":2.5,"big":1e20,"list":[3.0,{"x":1e-7}]}"#).unwrap();
+        let c = canonical_value(&v);
+        assert_eq!(serde_json::to_string(&c["n"]).unwrap(), "1");
+        assert_eq!(serde_json::to_string(&c["z"]).unwrap(), "0");
+        assert_eq!(serde_json::to_string(&c["list"][0]).unwrap(), "3");
+        assert_eq!(c["f"], json!(2.5));
+        assert_eq!(canonical(&c), canonical(&v), "the same canonical bytes");
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!
 //! On disk under `data_dir`: the sled database `audit/` (records, checkpoints, writer state;
 //! see `store`), `checkpoints.log` (every checkpoint again, outside sled, so a truncated or
-//! rewritten database is detectable) and the key `audit-key` (PKCS#8, mode 0600) unless a
-//! key path is configured.
+//! rewritten database is detectable), the key `audit-key` (PKCS#8, mode 0600) unless a
+//! key path is configured, and `args-key` (32 bytes, mode 0600), which keys argument digests.
 //!
 //! Each record is hashed into a chain, `hash_i = SHA-256(hash_{i-1} ‖ canonical(record_i))`
 //! with `hash_0` = 32 zero bytes, and is leaf `i-1` of an RFC 6962 Merkle tree. Every group
@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+mod arguments;
 mod canonical;
 mod checkpoint;
 mod digest;
@@ -28,7 +29,8 @@ mod store;
 mod verify;
 mod writer;
 
-pub use canonical::canonical;
+pub use arguments::{ARGS_KEY_FILE, ArgsHmac, ArgsKey, DEFAULT_REDACT, REDACTED, Redactor};
+pub use canonical::{canonical, canonical_value};
 pub use checkpoint::{Checkpoint, signed_message};
 pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
@@ -36,7 +38,7 @@ pub use keys::{KeyId, PublicKey, Signature, SigningKey};
 pub use merkle::{
     Frontier, empty_root, inclusion_proof, leaf_hash, node_hash, root_of, verify_inclusion,
 };
-pub use record::{RECORD_VERSION, REDACTED, Record, RecordKind, Redactor};
+pub use record::{RECORD_VERSION, Record, RecordKind};
 pub use store::LogPaths;
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export};
 pub use writer::{AuditLog, Recorded};
@@ -115,8 +117,13 @@ pub enum AuditError {
     )]
     KeyMismatch { expected: String, found: String },
     /// A redaction pointer is not a JSON pointer.
-    #[error("audit.redact: {0:?} is not a JSON pointer (it must start with '/')")]
+    #[error(
+        "{0:?} is not a redaction pointer (it must start with \"/\" or \"**/\", e.g. \"**/password\"; write \"~\" as \"~0\")"
+    )]
     BadRedaction(String),
+    /// The argument-digest key file is not 32 bytes.
+    #[error("{}: not an argument-digest key (32 bytes); restore it or move it away to make a new one", .0.display())]
+    BadArgsKey(PathBuf),
     /// Only the writer writes records of this kind.
     #[error("records of kind {0:?} are written by the log itself")]
     ReservedKind(RecordKind),

@@ -1,21 +1,20 @@
-//! What one log entry says, and how arguments are redacted before they are stored.
+//! What one log entry says.
 //!
-//! Owns: `Record`, `RecordKind`, `Redactor`, the record wire format (version 1).
-//! Uses: `canonical` for argument digests.
+//! Owns: `Record`, `RecordKind`, the record wire format (version 2).
+//! Uses: `canonical` for result digests, `arguments::Redactor` for what is kept of arguments.
 //! Must not: assign sequence numbers or times (the writer does), or touch storage.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AuditError;
+use super::arguments::Redactor;
 use super::canonical::{canonical, write_member};
 use super::digest::{Seq, Sha256Digest};
 
 /// Version of the record format; a change to the fields or their meaning bumps it.
-pub const RECORD_VERSION: u32 = 1;
-
-/// The text that replaces a redacted value.
-pub const REDACTED: &str = "[redacted]";
+/// 2: argument digests are keyed (`args_hmac`); version 1 records carry a plain
+/// `args_sha256` and still read and verify.
+pub const RECORD_VERSION: u32 = 2;
 
 /// What happened. Written in snake_case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,9 +96,13 @@ pub struct Record {
     pub rule: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// SHA-256 of the canonical form of the original (unredacted) arguments.
+    /// Older records only: plain SHA-256 of the canonical (unredacted) arguments. New records
+    /// carry `args_hmac` instead, because a plain digest gives redacted values away.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args_sha256: Option<Sha256Digest>,
+    /// HMAC-SHA256 (key `<data_dir>/args-key`) of the canonical (unredacted) arguments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args_hmac: Option<Sha256Digest>,
     /// The arguments with every configured redaction applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub args: Option<Value>,
@@ -152,6 +155,7 @@ impl Record {
             rule: None,
             reason: None,
             args_sha256: None,
+            args_hmac: None,
             args: None,
             result_sha256: None,
             is_error: None,
@@ -171,11 +175,11 @@ impl Record {
         channel: String, comment: String, detail: Value,
     }
 
-    /// Sets the argument digest (of the original canonical arguments) and stores a copy
-    /// with the redactor's pointers replaced.
+    /// Sets the keyed argument digest (of the original canonical arguments) and stores a
+    /// copy with the redactor's pointers replaced.
     #[must_use]
     pub fn with_args(mut self, args: &Value, redactor: &Redactor) -> Self {
-        self.args_sha256 = Some(Sha256Digest::of(&canonical(args)));
+        self.args_hmac = Some(redactor.digest(args).as_digest());
         self.args = Some(redactor.redact(args));
         self
     }
@@ -263,75 +267,17 @@ fn separate(out: &mut Vec<u8>) {
     }
 }
 
-/// Replaces the values at configured JSON pointers (RFC 6901) with `"[redacted]"`.
-/// A segment `*` matches every key of an object or element of an array.
-#[derive(Debug, Clone, Default)]
-pub struct Redactor {
-    pointers: Vec<Vec<String>>,
-}
-
-impl Redactor {
-    /// Checks and compiles the pointers; each must be empty or start with `/`.
-    pub fn new(pointers: &[String]) -> Result<Redactor, AuditError> {
-        let mut compiled = Vec::with_capacity(pointers.len());
-        for p in pointers {
-            if p.is_empty() {
-                compiled.push(Vec::new());
-                continue;
-            }
-            let Some(rest) = p.strip_prefix('/') else {
-                return Err(AuditError::BadRedaction(p.clone()));
-            };
-            let segments = rest
-                .split('/')
-                .map(|s| s.replace("~1", "/").replace("~0", "~"))
-                .collect();
-            compiled.push(segments);
-        }
-        Ok(Redactor { pointers: compiled })
-    }
-
-    /// A copy of `value` with every configured pointer replaced.
-    pub fn redact(&self, value: &Value) -> Value {
-        let mut out = value.clone();
-        for pointer in &self.pointers {
-            redact_at(&mut out, pointer);
-        }
-        out
-    }
-}
-
-fn redact_at(value: &mut Value, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else {
-        *value = Value::String(REDACTED.to_owned());
-        return;
-    };
-    match value {
-        Value::Object(map) if first == "*" => map.values_mut().for_each(|v| redact_at(v, rest)),
-        Value::Object(map) => {
-            if let Some(v) = map.get_mut(first.as_str()) {
-                redact_at(v, rest);
-            }
-        }
-        Value::Array(items) if first == "*" => items.iter_mut().for_each(|v| redact_at(v, rest)),
-        Value::Array(items) => {
-            if let Some(v) = first.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                redact_at(v, rest);
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::arguments::ArgsKey;
     use serde_json::json;
 
     #[test]
     fn redaction_replaces_pointers_but_digest_is_of_the_original() {
-        let r =
-            Redactor::new(&["/password".into(), "/nested/*/token".into(), "/a~1b".into()]).unwrap();
+        let key = ArgsKey::generate().unwrap();
+        let r = Redactor::new(&["/password".into(), "/nested/*/token".into(), "/a~1b".into()], key.clone())
+            .unwrap();
         let args = json!({"password": "hunter2", "user": "bob", "nested": [{"token": "t1"}, {"x": 1}], "a/b": 5});
         let rec = Record::new(RecordKind::CallReceived).with_args(&args, &r);
         assert_eq!(
@@ -340,12 +286,13 @@ mod tests {
                 json!({"password": "[redacted]", "user": "bob", "nested": [{"token": "[redacted]"}, {"x": 1}], "a/b": "[redacted]"})
             )
         );
-        assert_eq!(rec.args_sha256, Some(Sha256Digest::of(&canonical(&args))));
+        assert_eq!(rec.args_hmac, Some(key.digest(&args).as_digest()));
+        assert_eq!(rec.args_sha256, None, "no plain digest of arguments in new records");
     }
 
     #[test]
     fn prepared_record_with_spliced_seq_and_time_is_its_canonical_form() {
-        let r = Redactor::new(&["/password".into()]).unwrap();
+        let r = Redactor::new(&["/password".into()], ArgsKey::generate().unwrap()).unwrap();
         let full = Record::new(RecordKind::Decision)
             .principal("p")
             .session("s")
@@ -369,17 +316,12 @@ mod tests {
     }
 
     #[test]
-    fn pointer_without_leading_slash_is_refused() {
-        assert!(Redactor::new(&["password".into()]).is_err());
-    }
-
-    #[test]
     fn kinds_are_snake_case_on_the_wire() {
         let rec = Record::new(RecordKind::ApprovalSettled).tool("fs__write");
         let text = String::from_utf8(rec.to_canonical()).unwrap();
         assert_eq!(
             text,
-            r#"{"kind":"approval_settled","tool":"fs__write","v":1}"#
+            r#"{"kind":"approval_settled","tool":"fs__write","v":2}"#
         );
         assert_eq!(RecordKind::ApprovalSettled.as_str(), "approval_settled");
     }

@@ -23,7 +23,8 @@ use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{PublicKey, Signature, SigningKey, sync_parent};
 use super::merkle::{Frontier, leaf_hash};
-use super::record::{Prepared, Record, RecordKind, Redactor};
+use super::arguments::{ARGS_KEY_FILE, ArgsKey, Redactor};
+use super::record::{Prepared, Record, RecordKind};
 use super::store::{self, CheckpointFile, DirSyncer, LogPaths, State};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -78,8 +79,9 @@ impl std::fmt::Debug for AuditLog {
 impl AuditLog {
     /// Opens (or creates) the log under `cfg.data_dir` and starts its writer.
     pub fn open(cfg: AuditConfig) -> Result<AuditLog, AuditError> {
-        let redactor = Redactor::new(&cfg.redact)?;
         fs::create_dir_all(&cfg.data_dir).map_err(|e| AuditError::io(&cfg.data_dir, e))?;
+        let args_key = ArgsKey::load_or_create(&cfg.data_dir.join(ARGS_KEY_FILE))?;
+        let redactor = Redactor::new(&cfg.redact, args_key)?;
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
         let db = store::open_db(&paths.db)?;
         let stored = match db.get(store::STATE_KEY)? {
@@ -176,7 +178,7 @@ impl AuditLog {
         done.await.map_err(|_| AuditError::Closed)?
     }
 
-    /// The redactor built from the configured pointers.
+    /// The redactor built from the configured pointers, with the argument-digest key.
     pub fn redactor(&self) -> &Redactor {
         &self.shared.redactor
     }

@@ -206,9 +206,10 @@ fn print_details(a: &Approval) {
     if let Some(call) = &a.executed_by {
         println!("executed by  {call}");
     }
-    println!("args sha256  {}", a.args_sha256);
+    println!("args hmac    {}", a.args_hmac);
     println!("tool sha256  {}", a.tool_fingerprint);
     let args = serde_json::to_string_pretty(&a.args).unwrap_or_default();
+    let args = crate::text::for_people(&args);
     println!("arguments (redacted as configured):");
     for line in args.lines() {
         println!("  {line}");

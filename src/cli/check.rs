@@ -69,6 +69,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(super::EXIT_FOUND_PROBLEM));
     }
+    for warning in checked.policies.warnings() {
+        eprintln!("airlock: warning: {warning}");
+    }
     let servers: Vec<&str> = checked.manifests.iter().map(|m| m.name.as_str()).collect();
     let files = checked.policies.files().len();
     println!(

@@ -183,9 +183,12 @@ fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
     Ok(LogReader::open(&paths)?)
 }
 
+/// One record as a line for a person: its canonical JSON with bidi overrides, C1 controls
+/// and line separators written `\uXXXX` (still JSON, decoding to the same record).
 fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes)?;
+    let text = String::from_utf8_lossy(bytes);
+    out.write_all(crate::text::for_people(&text).as_bytes())?;
     out.write_all(b"\n")?;
     Ok(())
 }

@@ -82,6 +82,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         (None, Some(listener)) => Some(format!("http://{}", listener.local_addr()?)),
         (None, None) => None,
     };
+    for warning in checked.policies.warnings() {
+        tracing::warn!("{warning}");
+    }
     let downstreams = Downstreams::start(checked.manifests, namespacing).await;
     let gateway = Gateway::start(Parts {
         downstreams: downstreams.clone(),
@@ -171,7 +174,7 @@ fn channels(
 ) -> anyhow::Result<Option<Arc<Slack>>> {
     let slack = match &config.approvals.slack {
         Some(slack) => {
-            let settings = super::wiring::slack(slack, &config.identity)?;
+            let settings = super::wiring::slack(slack, &config.identity, public_url)?;
             Some(Slack::start(settings, broker.clone()).context("could not start the Slack channel")?)
         }
         None => None,

@@ -97,7 +97,7 @@ fn issuer_text(url: &url::Url) -> String {
 /// variables now (a missing one stops `serve` with the variable's name), and each mapped
 /// Slack user resolved to a caller with the groups of the `[[identity.tokens]]` entry of
 /// the same name, if there is one.
-pub(crate) fn slack(slack: &SlackConfig, identity: &IdentityConfig) -> anyhow::Result<SlackSettings> {
+pub(crate) fn slack(slack: &SlackConfig, identity: &IdentityConfig, public_url: Option<&str>) -> anyhow::Result<SlackSettings> {
     let mut users = std::collections::BTreeMap::new();
     for (slack_user, name) in &slack.users {
         let principal = identity::Principal::new(name.as_str())
@@ -111,6 +111,7 @@ pub(crate) fn slack(slack: &SlackConfig, identity: &IdentityConfig) -> anyhow::R
         channel: slack.channel.clone(),
         api_base: slack.api_base.as_str().trim_end_matches('/').to_owned(),
         users,
+        public_url: public_url.map(str::to_owned),
     })
 }
 

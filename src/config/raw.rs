@@ -18,7 +18,7 @@ use super::diag::{ConfigErrors, Source};
 use super::{
     ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig, NewTools,
     IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
-    WebConfig, WebOidcConfig, check_json_pointer, parse_duration,
+    WebConfig, WebOidcConfig, parse_duration,
 };
 // ---- raw, as written -------------------------------------------------------------------
 
@@ -255,11 +255,15 @@ impl Validator<'_, '_> {
         if let Some(path) = raw.key_path {
             out.key_path = Some(self.base_dir.join(path.get_ref()));
         }
-        for pointer in raw.redact.unwrap_or_default() {
-            match check_json_pointer(pointer.get_ref()) {
-                Ok(()) => out.redact.push(pointer.into_inner()),
-                Err(why) => {
-                    self.problem(pointer.span(), format!("key \"audit.redact\": {why}"));
+        if let Some(pointers) = raw.redact {
+            // Set, the list replaces the default (`**/password` and friends).
+            out.redact.clear();
+            for pointer in pointers {
+                match crate::audit::Redactor::check(pointer.get_ref()) {
+                    Ok(()) => out.redact.push(pointer.into_inner()),
+                    Err(why) => {
+                        self.problem(pointer.span(), format!("key \"audit.redact\": {why}"));
+                    }
                 }
             }
         }

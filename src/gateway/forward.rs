@@ -13,7 +13,7 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 use std::time::Instant;
 
-use crate::audit::{Record, RecordKind};
+use crate::audit::{Record, RecordKind, canonical_value};
 use crate::downstream::CatalogEntry;
 use super::VettedTool;
 use crate::identity::Caller;
@@ -34,7 +34,7 @@ pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
 pub(super) async fn run(
     session: &Session,
     call_id: &str,
-    request: CallToolRequestParams,
+    mut request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
 ) -> Result<CallToolResponse, ErrorData> {
     let started = Instant::now();
@@ -42,7 +42,12 @@ pub(super) async fn run(
     let caller = session.caller(&context)?;
     let span = tracing::Span::current();
     span.record("principal", caller.principal.as_str());
-    let args = Value::Object(request.arguments.clone().unwrap_or_default());
+    // One form is validated, decided on, digested and forwarded: the canonical one, so the
+    // downstream gets `1` for an approved `1`, never a `1.0` that digests the same.
+    let args = canonical_value(&Value::Object(request.arguments.clone().unwrap_or_default()));
+    if let (Some(forwarded), Value::Object(canonical)) = (request.arguments.as_mut(), &args) {
+        forwarded.clone_from(canonical);
+    }
     let received = Record::new(RecordKind::CallReceived)
         .principal(caller.principal.as_str())
         .session(session.id.as_str())

@@ -20,7 +20,7 @@ use crate::approval::{
     Approval, ApprovalId, Broker, BrokerError, DecideError, HoldRequest, Kind, SignedReceipt, State, WaitGuard,
     now_ms,
 };
-use crate::audit::{Record, Sha256Digest, canonical};
+use crate::audit::Record;
 use std::sync::Arc;
 
 use crate::identity::{AuthMethod, Caller};
@@ -113,7 +113,7 @@ pub(super) async fn hold(
                 approval_id: approval.id.clone(),
                 caller: approval.caller.clone(),
                 tool: approval.tool.clone(),
-                args_sha256: approval.args_sha256.clone(),
+                args_sha256: approval.args_hmac.clone(),
                 expires_ms: approval.expires_ms,
                 nonce,
             };
@@ -237,7 +237,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
         Ok(claims) => claims,
         Err(error) => return refused(error.to_string()),
     };
-    let digest = Sha256Digest::of(&canonical(call.args)).to_string();
+    let digest = gateway.audit.redactor().digest(call.args).to_string();
     if claims.caller != call.caller.principal.as_str() || claims.tool != tool || claims.args_sha256 != digest {
         return refused("the request state belongs to another caller, tool or arguments".to_owned());
     }
@@ -252,7 +252,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
                 return refused("the tool changed since the call was approved".to_owned());
             }
             let receipt = broker
-                .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone())
+                .continuation_receipt(&claims.approval_id, call.call_id, call.forwarded.clone(), call.args)
                 .await
                 .map_err(broker_failed)?;
             return Ok(Held::Cleared(Cleared { tool: call.tool.clone(), receipt, inner_state: claims.inner }));
@@ -340,7 +340,7 @@ async fn clear(gateway: &Gateway, approval: Approval, call: &HeldCall<'_>) -> Re
     let what = if now.is_some() { "changed" } else { "was removed" };
     let changed = format!("cancelled: tool {name} {what} while the call waited; a new call needs a new approval");
     let consumed =
-        broker.consume(&approval.id, call.call_id, call.forwarded.clone(), now.as_ref().map(|t| t.fingerprint.digest()), &changed);
+        broker.consume(&approval.id, call.call_id, call.forwarded.clone(), now.as_ref().map(|t| t.fingerprint.digest()), &changed, call.args);
     match consumed.await {
         Ok(receipt) => match now {
             Some(tool) => Ok(Held::Cleared(Cleared { tool, receipt, inner_state: None })),
@@ -378,7 +378,7 @@ pub(super) async fn continue_later(
         approval_id: id.clone(),
         caller: approval.caller,
         tool: approval.tool,
-        args_sha256: approval.args_sha256,
+        args_sha256: approval.args_hmac,
         // A round of the same execution may take as long as a person needs to answer.
         expires_ms: now_ms().saturating_add(u64::try_from(gateway.holds.continue_within.as_millis()).unwrap_or(u64::MAX)),
         nonce,

@@ -16,7 +16,7 @@
 //!   built around tool calls (fingerprints, `CallToolResult` answers, receipts in `_meta`),
 //!   and a read that needs people is refused, never run. The error says so.
 //! - The log stores a resource's URI with its user-info, query values and fragment
-//!   replaced by `[redacted]` (where tokens travel), and `args_sha256` over the full
+//!   replaced by `[redacted]` (where tokens travel), and `args_hmac` (keyed) over the full
 //!   `{"uri": …}`, so an auditor who has the URI can still prove which one was read.
 //!   Prompt arguments are stored like tool arguments (with `[audit] redact`).
 
@@ -33,7 +33,7 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 
 use super::{Gateway, Session};
-use crate::audit::{REDACTED, Record, RecordKind, Sha256Digest, canonical};
+use crate::audit::{REDACTED, Record, RecordKind};
 use crate::downstream::{Namespacing, ResourceOwner, Server};
 use crate::identity::Caller;
 use crate::policy::{CallFacts, Effect, Subject};
@@ -334,7 +334,8 @@ impl Session {
             Method::GetPrompt => record.with_args(&read.args, redactor),
             Method::Read | Method::Subscribe => {
                 let mut stored = record.with_args(&json!({"uri": loggable_uri(&read.name)}), redactor);
-                stored.args_sha256 = Some(Sha256Digest::of(&canonical(&read.args)));
+                // Keyed, like every argument digest people see: a URI may carry a short secret.
+                stored.args_hmac = Some(redactor.digest(&read.args).as_digest());
                 stored
             }
         };

@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use super::path::NormalPath;
 use super::rule::{Approver, Channel, Effect, Predicate, Rule, RuleId, Test};
 use crate::risk::Risk;
 
@@ -337,6 +338,10 @@ fn predicate(pred: &Predicate, args: &Value) -> Outcome {
                 Some(n) => bool_outcome(n <= *max),
                 None => cannot(pred, "max", "a number", v),
             },
+            (Test::PathUnder(root), Some(Value::String(s))) => on_path(pred, "path_under", s, |p| p.is_under(root)),
+            (Test::PathUnder(_), Some(v)) => cannot(pred, "path_under", "a string", v),
+            (Test::PathMatches(glob), Some(Value::String(s))) => on_path(pred, "path_matches", s, |p| glob.is_match(p)),
+            (Test::PathMatches(_), Some(v)) => cannot(pred, "path_matches", "a string", v),
         };
         match result {
             Outcome::Match => {}
@@ -349,6 +354,16 @@ fn predicate(pred: &Predicate, args: &Value) -> Outcome {
     match error {
         Some(why) => Outcome::CannotEvaluate(why),
         None => Outcome::Match,
+    }
+}
+
+/// A path test: a path without one normal spelling cannot be evaluated, so the rule denies
+/// whatever its effect (an allow rule must not wave through what a deny rule cannot see).
+/// The message leaves the value out: it may be one the log redacts.
+fn on_path(pred: &Predicate, test: &str, text: &str, holds: impl Fn(&NormalPath) -> bool) -> Outcome {
+    match NormalPath::parse(text) {
+        Ok(path) => bool_outcome(holds(&path)),
+        Err(why) => Outcome::CannotEvaluate(format!("{test} on \"{}\": the path cannot be normalised: {why}", pred.pointer)),
     }
 }
 

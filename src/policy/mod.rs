@@ -26,9 +26,11 @@ use crate::config::{ConfigErrors, Problem};
 mod eval;
 mod explain;
 mod limit;
+mod path;
 mod rule;
 
 pub use limit::{Limit, Limited, Limiter, Rate};
+pub use path::{NormalPath, PathGlob};
 pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, Subject, default_effect, default_quorum};
 pub use rule::{
     Approver, Channel, Effect, MAX_QUORUM, Predicate, Rule, RuleId, Test, ToolGlobs, parse_approver,
@@ -133,10 +135,43 @@ impl PolicySet {
         &self.files
     }
 
+    /// Advice that is not an error: a `regex` anchored at `^/` on a path-like field matches
+    /// a spelling, and `//`, `/./` or `/../` spell the same place another way.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            for pred in &rule.when {
+                for test in &pred.tests {
+                    if let Test::Regex(re) = test
+                        && path_regex(re.as_str(), &pred.pointer)
+                    {
+                        out.push(format!(
+                            "{}: rule \"{}\": when \"{}\": regex \"{}\" matches how a path is spelled, and \"//\", \"/./\" \
+                             or \"/../\" spell the same place differently; use path_under or path_matches, which normalise first",
+                            rule.location, rule.id, pred.pointer, re.as_str()
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Decides a call. Pure and cheap: no I/O, no locks.
     pub fn decide(&self, facts: &CallFacts<'_>) -> Decision {
         eval::decide(&self.rules, facts)
     }
+}
+
+/// A regex anchored at `^/` (or `^file:`) used on a field that looks like a path: by its
+/// name, or because the pattern itself goes on to name directories.
+fn path_regex(regex: &str, pointer: &str) -> bool {
+    let Some(rest) = regex.strip_prefix("^/").or_else(|| regex.strip_prefix("^file:")) else { return false };
+    let field = pointer.rsplit('/').next().unwrap_or_default().to_ascii_lowercase();
+    let named = ["path", "file", "dir", "folder", "uri", "url", "dest", "source", "src", "target", "root", "location"]
+        .iter()
+        .any(|word| field.contains(word));
+    named || rest.contains('/')
 }
 
 fn split_location(location: &str) -> (PathBuf, Option<usize>) {

@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use regex::Regex;
+
+use super::path::{NormalPath, PathGlob};
 use serde::Deserialize;
 use serde_json::Value;
 use toml::Spanned;
@@ -134,6 +136,10 @@ pub enum Test {
     Max(f64),
     /// Present (`true`) or absent (`false`).
     Exists(bool),
+    /// A path (or URI) that, normalised, is this directory or inside it (`path::NormalPath`).
+    PathUnder(NormalPath),
+    /// A path (or URI) whose normal spelling matches this glob (`*` within a segment).
+    PathMatches(PathGlob),
 }
 
 /// `"/json/pointer" = { test = … }` inside `when`.
@@ -254,6 +260,8 @@ struct RawPredicate {
     min: Option<f64>,
     max: Option<f64>,
     exists: Option<bool>,
+    path_under: Option<Spanned<String>>,
+    path_matches: Option<Spanned<String>>,
 }
 
 /// Highest accepted `quorum`: more is certainly a typo.
@@ -435,6 +443,8 @@ impl RuleProblems<'_, '_> {
                 pred.min.is_some(),
                 pred.max.is_some(),
                 pred.exists.is_some(),
+                pred.path_under.is_some(),
+                pred.path_matches.is_some(),
             ])
             .any(|b| b);
             let mut tests = Vec::new();
@@ -479,11 +489,29 @@ impl RuleProblems<'_, '_> {
             if let Some(e) = pred.exists {
                 tests.push(Test::Exists(e));
             }
+            if let Some(root) = pred.path_under {
+                match NormalPath::parse(root.get_ref()) {
+                    Ok(root) => tests.push(Test::PathUnder(root)),
+                    Err(why) => self.push(
+                        root.span(),
+                        format!("when \"{pointer}\": path_under \"{}\" is not a path to compare with: {why}", root.get_ref()),
+                    ),
+                }
+            }
+            if let Some(glob) = pred.path_matches {
+                match PathGlob::new(glob.get_ref()) {
+                    Ok(glob) => tests.push(Test::PathMatches(glob)),
+                    Err(why) => self.push(
+                        glob.span(),
+                        format!("when \"{pointer}\": path_matches \"{}\" is not a valid glob: {why}", glob.get_ref()),
+                    ),
+                }
+            }
             if !given {
                 self.push_missing(
-                    span, &["equals", "one_of", "regex", "min", "max", "exists"],
+                    span, &["equals", "one_of", "regex", "min", "max", "exists", "path_under", "path_matches"],
                     format!(
-                        "when \"{pointer}\": give at least one of equals, one_of, regex, min, max, exists"
+                        "when \"{pointer}\": give at least one of equals, one_of, regex, min, max, exists, path_under, path_matches"
                     ),
                 );
             }

@@ -215,7 +215,7 @@ async fn a_second_identity_approves_over_the_api_and_the_held_call_runs_with_a_r
     assert_eq!((status, &body["state"]), (200, &json!("pending")));
     let out = cli("bob", &["approvals", "show", &id, "--url", &gateway.url]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    for expected in [id.as_str(), "demo__grant_role", "carol", "erin", "expires", approval["args_sha256"].as_str().expect("digest")] {
+    for expected in [id.as_str(), "demo__grant_role", "carol", "erin", "expires", approval["args_hmac"].as_str().expect("digest")] {
         assert!(stdout(&out).contains(expected), "show lacks {expected}: {}", stdout(&out));
     }
 
@@ -337,7 +337,7 @@ async fn an_approval_covers_one_execution_of_its_exact_arguments() {
     let changed = call_in_background(&carol, "demo__grant_role", json!({"user": "ann", "role": "editor"}));
     let again = pending(&gateway, "demo__grant_role").await;
     assert_ne!(again["id"], held["id"]);
-    assert_ne!(again["args_sha256"], held["args_sha256"]);
+    assert_ne!(again["args_hmac"], held["args_hmac"]);
     let (status, _) = decide(&gateway, again["id"].as_str().expect("id"), "bob", "deny", Some("viewer is enough")).await;
     assert_eq!(status, 200);
     let refused = changed.await.expect("join");
@@ -347,7 +347,7 @@ async fn an_approval_covers_one_execution_of_its_exact_arguments() {
     let repeat = call_in_background(&carol, "demo__grant_role", json!({"user": "ann", "role": "viewer"}));
     let third = pending(&gateway, "demo__grant_role").await;
     assert_ne!(third["id"], held["id"]);
-    assert_eq!(third["args_sha256"], held["args_sha256"]);
+    assert_eq!(third["args_hmac"], held["args_hmac"]);
     let (status, _) = decide(&gateway, third["id"].as_str().expect("id"), "dave", "deny", Some("already granted")).await;
     assert_eq!(status, 200);
     assert!(text_of(&repeat.await.expect("join")).contains("already granted"));

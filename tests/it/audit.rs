@@ -240,7 +240,7 @@ fn redacted_secret_never_reaches_any_file_of_the_data_dir() {
     ]);
     let shown = String::from_utf8_lossy(&show.stdout);
     assert!(
-        shown.contains(r#""password":"[redacted]""#) && shown.contains("args_sha256"),
+        shown.contains(r#""password":"[redacted]""#) && shown.contains("args_hmac") && !shown.contains("args_sha256"),
         "{}",
         text(&show)
     );
@@ -525,7 +525,7 @@ fn sigkill_of_the_writer_loses_no_acknowledged_record() {
 /// Python; never regenerate them with Airlock).
 mod vectors {
     use airlock::audit::{
-        Checkpoint, PublicKey, Record, Redactor, Sha256Digest, Signature, canonical,
+        ArgsKey, Checkpoint, PublicKey, Record, RecordKind, Redactor, Sha256Digest, Signature, canonical,
         inclusion_proof, leaf_hash, root_of, signed_message, verify_inclusion,
     };
     use serde_json::Value;
@@ -565,18 +565,21 @@ mod vectors {
     fn record_with_redacted_args_matches_the_independent_vector() {
         let data = load("record.json");
         let pointers: Vec<String> = serde_json::from_value(data["redact"].clone()).unwrap();
-        let redactor = Redactor::new(&pointers).unwrap();
+        let redactor = Redactor::new(&pointers, ArgsKey::generate().unwrap()).unwrap();
+        // The vector is a record from before keyed digests (plain `args_sha256`): it must
+        // still read, redact and serialise exactly as the independent script wrote it.
         let mut expected: Record = serde_json::from_value(data["record"].clone()).unwrap();
-        expected.args = None;
-        expected.args_sha256 = None;
+        assert_eq!(expected.args, Some(redactor.redact(&data["args"])));
+        assert_eq!(expected.args_sha256, Some(Sha256Digest::of(&canonical(&data["args"]))));
         expected.result_sha256 = None;
-        let rebuilt = expected
-            .with_args(&data["args"], &redactor)
-            .with_result(&data["result"]);
+        let rebuilt = expected.with_result(&data["result"]);
         assert_eq!(
             String::from_utf8(rebuilt.to_canonical()).unwrap(),
             s(&data["canonical"])
         );
+        // New records carry the keyed digest instead, never the plain one.
+        let new = Record::new(RecordKind::CallReceived).with_args(&data["args"], &redactor);
+        assert!(new.args_sha256.is_none() && new.args_hmac.is_some());
     }
 
     #[test]

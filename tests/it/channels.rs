@@ -15,30 +15,30 @@ use serde_json::{Value, json};
 
 use crate::util::{HttpGateway, Setup, TestClient, airlock, call, eventually, text_of};
 
-const BOT_TOKEN: &str = "xoxb-test-token";
-const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
+pub(crate) const BOT_TOKEN: &str = "xoxb-test-token";
+pub(crate) const SIGNING_SECRET: &str = "test-signing-secret-0123456789";
 /// Long enough that a slow machine never sees a hold expire: these tests are not about time.
 const WAIT: Duration = Duration::from_secs(60);
 
 /// One request the fake received.
 #[derive(Clone, Debug)]
-struct Seen {
+pub(crate) struct Seen {
     /// `chat.postMessage`, … or `teams`.
-    method: String,
-    authorization: Option<String>,
-    body: Value,
+    pub(crate) method: String,
+    pub(crate) authorization: Option<String>,
+    pub(crate) body: Value,
 }
 
 /// The stand-in for Slack's Web API (`/api/{method}`) and a Teams webhook (`/teams`).
 #[derive(Clone)]
-struct Fake {
+pub(crate) struct Fake {
     seen: Arc<Mutex<Vec<Seen>>>,
     /// How many `chat.postMessage` calls still get a 429 before one succeeds.
     throttle: Arc<AtomicU32>,
 }
 
 impl Fake {
-    async fn start() -> (Fake, String) {
+    pub(crate) async fn start() -> (Fake, String) {
         let fake = Fake { seen: Arc::default(), throttle: Arc::default() };
         let router = axum::Router::new()
             .route("/api/{method}", axum::routing::post(slack_api))
@@ -50,12 +50,12 @@ impl Fake {
         (fake, url)
     }
 
-    fn all(&self, method: &str) -> Vec<Seen> {
+    pub(crate) fn all(&self, method: &str) -> Vec<Seen> {
         self.seen.lock().expect("lock").iter().filter(|s| s.method == method).cloned().collect()
     }
 
     /// Waits for the `n`th (1-based) request to `method`.
-    async fn nth(&self, method: &str, n: usize) -> Seen {
+    pub(crate) async fn nth(&self, method: &str, n: usize) -> Seen {
         assert!(eventually(WAIT, || self.all(method).len() >= n).await, "no {method} #{n}; saw {:#?}", self.seen.lock().unwrap());
         self.all(method)[n - 1].clone()
     }
@@ -125,7 +125,7 @@ fn form(payload: &Value) -> String {
     url::form_urlencoded::Serializer::new(String::new()).append_pair("payload", &payload.to_string()).finish()
 }
 
-fn click(user: &str, action: &str, id: &str) -> Value {
+pub(crate) fn click(user: &str, action: &str, id: &str) -> Value {
     json!({
         "type": "block_actions",
         "user": {"id": user, "username": user.to_lowercase()},
@@ -151,14 +151,14 @@ async fn post_raw(gateway: &HttpGateway, timestamp: &str, signature: &str, body:
 }
 
 /// Signs and posts a payload as Slack would.
-async fn interact(gateway: &HttpGateway, payload: &Value) -> StatusCode {
+pub(crate) async fn interact(gateway: &HttpGateway, payload: &Value) -> StatusCode {
     let body = form(payload);
     let ts = now().to_string();
     post_raw(gateway, &ts, &sign(&ts, &body), &body).await
 }
 
 /// The approval id the Approve and Deny buttons carry.
-fn approval_id(message: &Value) -> String {
+pub(crate) fn approval_id(message: &Value) -> String {
     let blocks = message["blocks"].as_array().expect("blocks");
     let actions = blocks.iter().find(|b| b["type"] == "actions").expect("an actions block");
     let values: Vec<&str> = actions["elements"].as_array().expect("elements").iter().map(|e| e["value"].as_str().expect("value")).collect();
@@ -179,7 +179,7 @@ async fn held_call(
 }
 
 /// Stops the gateway and reads its log (sled locks the database while it runs).
-async fn stop_and_export(mut gateway: HttpGateway, data_dir: &Path) -> Vec<Value> {
+pub(crate) async fn stop_and_export(mut gateway: HttpGateway, data_dir: &Path) -> Vec<Value> {
     let _ = gateway.child.kill().await;
     let _ = gateway.child.wait().await;
     for _ in 0..100 {
@@ -194,7 +194,7 @@ async fn stop_and_export(mut gateway: HttpGateway, data_dir: &Path) -> Vec<Value
     panic!("the audit database stayed locked");
 }
 
-fn kinds(records: &[Value], kind: &str) -> Vec<Value> {
+pub(crate) fn kinds(records: &[Value], kind: &str) -> Vec<Value> {
     records.iter().filter(|r| r["kind"] == kind).cloned().collect()
 }
 
@@ -210,7 +210,7 @@ async fn a_slack_approval_releases_the_held_call_and_both_channels_show_the_outc
     assert_eq!(posted.body["channel"], "C0APPROVALS");
     let id = approval_id(&posted.body);
     let text = posted.body["blocks"].to_string();
-    for fact in ["demo__delete_bucket", "`demo`", "high", "`anonymous`", "tmp-scratch", "Argument digest (SHA-256)", "Expires"] {
+    for fact in ["demo__delete_bucket", "`demo`", "high", "`anonymous`", "tmp-scratch", "Argument digest (HMAC-SHA256)", "Expires"] {
         assert!(text.contains(fact), "the message lacks {fact}: {text}");
     }
 

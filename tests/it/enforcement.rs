@@ -178,7 +178,7 @@ async fn the_log_of_a_real_session_verifies_and_holds_every_step() {
     }
     let received = records.iter().find(|r| r["kind"] == "call_received").expect("call_received");
     assert_eq!(received["args"]["text"], "[redacted]", "{received}");
-    assert!(received["args_sha256"].is_string());
+    assert!(received["args_hmac"].is_string() && received.get("args_sha256").is_none(), "{received}");
     // Every completed call was received, decided and forwarded before it completed.
     for done in records.iter().filter(|r| r["kind"] == "call_completed") {
         let id = &done["call_id"];

@@ -21,3 +21,4 @@ mod resources;
 mod tool_integrity;
 mod util;
 mod web;
+mod what_is_shown;

@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::render::{APPROVE, DENY, DENY_MODAL, REASON, deny_modal};
+use super::render::{APPROVE, DENY, DENY_MODAL, REASON, deny_modal, shows_whole};
 use super::signature::{Rejection, Verifier};
 use super::Slack;
 use crate::approval::outbound::Secret;
@@ -92,6 +92,17 @@ impl Handler {
     async fn approve(&self, slack: &Slack, user: &str, id: &ApprovalId) {
         let Some(caller) = self.caller(slack, user).await else { return };
         if !self.offered_here(slack, user, id).await {
+            return;
+        }
+        // Its message had no Approve button: nobody approves on Slack what Slack could not
+        // show, whatever a signed request claims was clicked.
+        if slack.broker.get(id).is_some_and(|a| !shows_whole(&a)) {
+            tracing::warn!(slack_user = user, approval = %id, "refused a Slack approve for a hold whose arguments the message could not show");
+            let text = format!(
+                "Approval {id} was not approved: its arguments are too long for Slack to show in full, so it can only \
+                 be approved on the approver page, after reading them all."
+            );
+            slack.api.tell(&slack.channel, user, &text).await;
             return;
         }
         let outcome = slack.broker.decide(id, caller, Verdict::Approve, None, CHANNEL).await;

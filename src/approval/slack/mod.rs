@@ -39,6 +39,9 @@ pub struct SlackSettings {
     pub api_base: String,
     /// Slack user id → the Airlock caller that user decides as.
     pub users: BTreeMap<String, Caller>,
+    /// Base URL of the approver page, without a trailing `/`: linked from messages whose
+    /// arguments do not fit (`None`: no link, the message names the CLI instead).
+    pub public_url: Option<String>,
 }
 
 /// Why Slack could not be set up or called.
@@ -91,6 +94,7 @@ pub struct Slack {
     channel: String,
     broker: Broker,
     interactions: interactions::Handler,
+    page: Option<String>,
 }
 
 impl Slack {
@@ -99,7 +103,8 @@ impl Slack {
     pub fn start(settings: SlackSettings, broker: Broker) -> Result<Arc<Slack>, SlackError> {
         let api = WebApi { outbound: Outbound::new()?, base: settings.api_base.trim_end_matches('/').to_owned(), token: settings.bot_token };
         let interactions = interactions::Handler::new(&settings.signing_secret, settings.users);
-        let slack = Arc::new(Slack { api, channel: settings.channel, broker, interactions });
+        let page = settings.public_url.map(|u| u.trim_end_matches('/').to_owned());
+        let slack = Arc::new(Slack { api, channel: settings.channel, broker, interactions, page });
         let follower = slack.clone();
         slack.broker.follow_new_holds(CHANNEL, move |approval| follower.clone().follow(approval));
         tokio::spawn(slack.clone().resume());
@@ -152,7 +157,7 @@ impl Slack {
         if let Err(error) = self.broker.remember(CHANNEL, &id, &json!({"channel": self.channel})).await {
             tracing::warn!(%error, approval = %id, "could not remember the Slack message");
         }
-        let posted = match self.api.call("chat.postMessage", &render::request_message(&approval, &self.channel)).await {
+        let posted = match self.api.call("chat.postMessage", &render::request_message(&approval, &self.channel, self.page.as_deref())).await {
             Ok(answer) => answer,
             Err(error) => {
                 tracing::error!(%error, approval = %id, "could not post the approval to Slack");
@@ -192,7 +197,7 @@ impl Slack {
             }
             if current.votes.len() > shown_votes {
                 shown_votes = current.votes.len();
-                if let Err(error) = self.api.call("chat.update", &render::progress_message(&current, &channel, &ts)).await {
+                if let Err(error) = self.api.call("chat.update", &render::progress_message(&current, &channel, &ts, self.page.as_deref())).await {
                     tracing::warn!(%error, approval = %id, "could not update the Slack message with the tally");
                 }
             }

@@ -4,13 +4,20 @@
 //! mrkdwn, so an argument cannot mention `@channel`, forge a link or close the code
 //! block. Buttons carry only the approval id: what is approved is whatever the broker
 //! holds under that id, never something the message claims.
+//!
+//! Arguments are shown whole or not at all, member by member (`approval::shown`): when
+//! some do not fit, the message says so first, names the cut keys, and has no Approve
+//! button, only Deny and a link to the approver page, which shows everything.
 
 use serde_json::{Value, json};
 
+use crate::approval::shown::Shown;
 use crate::approval::{Approval, State, Verdict, Vote, clip};
 
 /// `action_id` of the Approve button.
 pub const APPROVE: &str = "airlock_approve";
+/// `action_id` of the link button to the approver page (Slack posts its clicks too).
+pub const OPEN_PAGE: &str = "airlock_open_page";
 /// `action_id` of the Deny button.
 pub const DENY: &str = "airlock_deny";
 /// `callback_id` of the deny-reason modal.
@@ -23,19 +30,43 @@ const SECTION_MAX: usize = 2900;
 /// Longest header text (Slack: 150).
 const HEADER_MAX: usize = 150;
 
-/// The `chat.postMessage` body for a new hold.
-pub fn request_message(approval: &Approval, channel: &str) -> Value {
+/// Longest argument text in the arguments section (its label and fence take the rest).
+const ARGS_MAX: usize = SECTION_MAX - 80;
+
+/// The arguments as this channel shows them: escaped for mrkdwn, fence-safe, whole members.
+fn shown_args(approval: &Approval) -> Shown {
+    Shown::fit(&approval.args, ARGS_MAX, |text| fence_safe(&escape(text)))
+}
+
+/// Whether the message for `approval` shows its arguments whole, and so has an Approve
+/// button. The interaction handler refuses an Approve for a hold where it is not.
+pub fn shows_whole(approval: &Approval) -> bool {
+    shown_args(approval).is_whole()
+}
+
+/// The `chat.postMessage` body for a new hold. `page`: the approver page's base URL
+/// (`[http] public_url`), linked when the arguments do not fit.
+pub fn request_message(approval: &Approval, channel: &str, page: Option<&str>) -> Value {
     let mut blocks = facts(approval);
-    blocks.push(json!({
-        "type": "actions",
-        "block_id": "airlock_decision",
-        "elements": [
-            {"type": "button", "action_id": APPROVE, "style": "primary", "value": approval.id.as_str(),
-             "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": DENY, "style": "danger", "value": approval.id.as_str(),
-             "text": {"type": "plain_text", "text": "Deny"}},
-        ],
-    }));
+    let deny = json!({"type": "button", "action_id": DENY, "style": "danger", "value": approval.id.as_str(),
+                      "text": {"type": "plain_text", "text": "Deny"}});
+    let elements = if shows_whole(approval) {
+        vec![
+            json!({"type": "button", "action_id": APPROVE, "style": "primary", "value": approval.id.as_str(),
+                   "text": {"type": "plain_text", "text": "Approve"}}),
+            deny,
+        ]
+    } else if let Some(page) = page {
+        vec![
+            json!({"type": "button", "action_id": OPEN_PAGE, "style": "primary", "value": approval.id.as_str(),
+                   "url": format!("{page}/approvals/{}", approval.id),
+                   "text": {"type": "plain_text", "text": "Review all arguments to decide"}}),
+            deny,
+        ]
+    } else {
+        vec![deny]
+    };
+    blocks.push(json!({"type": "actions", "block_id": "airlock_decision", "elements": elements}));
     json!({
         "channel": channel,
         // The notification text is mrkdwn too: escaped like the blocks.
@@ -61,8 +92,8 @@ pub fn settled_message(approval: &Approval, channel: &str, ts: &str) -> Value {
 }
 
 /// The `chat.update` body while a quorum is still short: the tally so far, buttons kept.
-pub fn progress_message(approval: &Approval, channel: &str, ts: &str) -> Value {
-    let mut message = request_message(approval, channel);
+pub fn progress_message(approval: &Approval, channel: &str, ts: &str, page: Option<&str>) -> Value {
+    let mut message = request_message(approval, channel, page);
     if let Some(fields) = message.as_object_mut() {
         // chat.postMessage options that chat.update does not take.
         fields.remove("unfurl_links");
@@ -107,17 +138,32 @@ fn facts(approval: &Approval) -> Vec<Value> {
     if approval.quorum > 1 {
         fields.push(field("Approvals needed", &approval.quorum.to_string()));
     }
-    let args = serde_json::to_string_pretty(&approval.args).unwrap_or_default();
-    let args = format!("*Arguments* (redacted)\n```\n{}\n```", clip(&fence_safe(&escape(&args)), SECTION_MAX - 40));
-    vec![
-        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&format!("Approval needed: {}", approval.tool), HEADER_MAX)}}),
+    let shown = shown_args(approval);
+    let mut blocks = vec![
+        json!({"type": "header", "text": {"type": "plain_text", "text": clip(&crate::text::for_people(&format!("Approval needed: {}", approval.tool)), HEADER_MAX)}}),
+    ];
+    if !shown.is_whole() {
+        // First, before anything an approver might read as the whole story.
+        let warning = format!(
+            ":warning: *These arguments are too long to show here in full.* Left out: {}. \
+             Read them all on the approver page (or `airlock approvals show {}`) before deciding; \
+             this message cannot approve.",
+            shown.cut_names(code),
+            approval.id
+        );
+        blocks.push(json!({"type": "section", "block_id": "airlock_cut", "text": {"type": "mrkdwn", "text": clip(&warning, SECTION_MAX)}}));
+    }
+    let label = if shown.is_whole() { "*Arguments* (redacted)" } else { "*Arguments shown* (redacted; the keys above are left out)" };
+    let args = if shown.text.is_empty() { format!("{label}: none fit") } else { format!("{label}\n```\n{}\n```", shown.text) };
+    blocks.extend([
         json!({"type": "section", "text": {"type": "mrkdwn", "text": clip(&format!("*Why:* {}", escape(&approval.reason)), SECTION_MAX)}, "fields": fields}),
-        json!({"type": "section", "text": {"type": "mrkdwn", "text": args}}),
+        json!({"type": "section", "block_id": "airlock_args", "text": {"type": "mrkdwn", "text": args}}),
         json!({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": format!("Argument digest (SHA-256): `{}`", approval.args_sha256)},
+            {"type": "mrkdwn", "text": format!("Argument digest (HMAC-SHA256): `{}`", approval.args_hmac)},
             {"type": "mrkdwn", "text": format!("Approval `{}`", approval.id)},
         ]}),
-    ]
+    ]);
+    blocks
 }
 
 fn field(name: &str, value: &str) -> Value {
@@ -164,9 +210,10 @@ fn code(text: &str) -> String {
     format!("`{}`", escape(text).replace('`', "'"))
 }
 
-/// Slack's three control characters in mrkdwn (`<` starts a link or mention).
+/// Slack's three control characters in mrkdwn (`<` starts a link or mention), after the
+/// characters that reorder or break what a person reads (`text::for_people`).
 pub fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    crate::text::for_people(text).replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
 /// Keeps a code block closed: a run of three backticks inside it would end it early, so
@@ -186,7 +233,7 @@ mod tests {
     #[test]
     fn escaping_cannot_push_a_section_past_slacks_limit() {
         let hostile = crate::approval::sample_approval(json!({"bucket": "<".repeat(5000)}), None, "r");
-        let message = request_message(&hostile, "C1");
+        let message = request_message(&hostile, "C1", None);
         for block in message["blocks"].as_array().unwrap() {
             let text = block["text"]["text"].as_str().unwrap_or_default();
             assert!(text.chars().count() <= SECTION_MAX, "{} characters", text.chars().count());
@@ -195,7 +242,7 @@ mod tests {
 
     #[test]
     fn the_request_shows_every_fact_and_buttons_carry_only_the_id() {
-        let message = request_message(&sample(), "C1");
+        let message = request_message(&sample(), "C1", None);
         let text = message.to_string();
         for fact in ["demo__delete_bucket", "`demo`", "high", "`carol`", "`deletes`", "2027-01-15T08:00:00Z", &"ab".repeat(32)] {
             assert!(text.contains(fact), "missing {fact}: {text}");
@@ -209,10 +256,39 @@ mod tests {
 
     #[test]
     fn arguments_cannot_mention_the_channel_or_close_the_code_block() {
-        let text = request_message(&sample(), "C1")["blocks"][2]["text"]["text"].as_str().unwrap().to_owned();
+        let text = request_message(&sample(), "C1", None)["blocks"][2]["text"]["text"].as_str().unwrap().to_owned();
         assert!(!text.contains("<!channel>") && text.contains("&lt;!channel&gt;"), "{text}");
         let inner = text.trim_start_matches("*Arguments* (redacted)\n```").trim_end_matches("```");
         assert!(!inner.contains("```"), "{text}");
+    }
+
+    #[test]
+    fn arguments_that_do_not_fit_are_cut_whole_named_and_leave_no_approve_button() {
+        let args = json!({"a_note": "harmless ".repeat(400), "bucket": "prod-customers"});
+        let approval = crate::approval::sample_approval(args, None, "deletes");
+        assert!(!shows_whole(&approval));
+        let message = request_message(&approval, "C1", Some("https://airlock.example"));
+        let blocks = message["blocks"].as_array().unwrap();
+        assert_eq!(blocks[1]["block_id"], "airlock_cut", "the warning comes right after the header");
+        assert!(blocks[1]["text"]["text"].as_str().unwrap().contains("`a_note`"));
+        let text = message.to_string();
+        assert!(text.contains("prod-customers") && !text.contains("harmless"), "{text}");
+        let actions = blocks.last().unwrap()["elements"].as_array().unwrap().clone();
+        assert!(actions.iter().all(|a| a["action_id"] != APPROVE));
+        assert_eq!(actions[0]["url"], format!("https://airlock.example/approvals/{}", approval.id));
+        for block in blocks {
+            assert!(block["text"]["text"].as_str().unwrap_or_default().chars().count() <= SECTION_MAX);
+        }
+        let without_page = request_message(&approval, "C1", None);
+        let elements = without_page["blocks"].as_array().unwrap().last().unwrap()["elements"].clone();
+        assert_eq!(elements.as_array().unwrap().len(), 1, "Deny only: {elements}");
+    }
+
+    #[test]
+    fn bidi_overrides_in_arguments_are_shown_escaped() {
+        let approval = crate::approval::sample_approval(json!({"file": "invoice\u{202e}fdp.exe"}), None, "r");
+        let text = request_message(&approval, "C1", None).to_string();
+        assert!(!text.contains('\u{202e}') && text.contains("invoice\\\\u202efdp.exe"), "{text}");
     }
 
     #[test]
@@ -238,7 +314,7 @@ mod tests {
         let mut approval = sample();
         approval.quorum = 2;
         approval.votes.push(Vote { approver: "alice".into(), verdict: Verdict::Approve, channel: "api".into(), comment: None, at_ms: 0 });
-        let message = progress_message(&approval, "C1", "1.2");
+        let message = progress_message(&approval, "C1", "1.2", None);
         assert_eq!(message["ts"], "1.2");
         assert!(message.get("unfurl_links").is_none());
         let blocks = message["blocks"].as_array().unwrap();

@@ -11,10 +11,11 @@ use std::fmt::Write;
 
 use crate::approval::{Approval, State, rfc3339};
 
-/// HTML-escapes text for element content and quoted attribute values.
+/// HTML-escapes text for element content and quoted attribute values, after writing the
+/// characters that would reorder or break what a person reads as `\uXXXX`.
 pub(super) fn esc(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
+    for c in crate::text::for_people(text).chars() {
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
@@ -208,7 +209,7 @@ pub(super) fn detail(a: &Approval, d: &Detail<'_>) -> String {
          <dt>Reason</dt><dd>{reason}</dd>\
          <dt>Needs</dt><dd>{needs}</dd>\
          <dt>Expires</dt><dd>{expires}</dd>\
-         <dt>Digest</dt><dd><code>sha256:{digest}</code></dd>\
+         <dt>Digest</dt><dd><code>hmac-sha256:{digest}</code></dd>\
          <dt>Approval</dt><dd><code>{id}</code></dd>\
          </dl><hr><strong>Arguments</strong> <span class=\"muted\">(configured secrets redacted)</span>\
          <pre id=\"args\">{args}</pre></section>",
@@ -219,7 +220,7 @@ pub(super) fn detail(a: &Approval, d: &Detail<'_>) -> String {
         reason = esc(&a.reason),
         needs = esc(&needs(a)),
         expires = esc(&a.expires_at()),
-        digest = esc(&a.args_sha256),
+        digest = esc(&a.args_hmac),
         id = esc(a.id.as_str()),
         args = esc(&serde_json::to_string_pretty(&a.args).unwrap_or_default()),
     );
@@ -321,6 +322,19 @@ pub(super) fn url_component(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_detail_shows_arguments_too_long_for_any_card_whole() {
+        let note = "harmless ".repeat(2000);
+        let a = crate::approval::sample_approval(serde_json::json!({"a_note": note, "bucket": "prod-customers"}), None, "r");
+        let html = detail(&a, &Detail { csrf: None, note: None, nonce: "n" });
+        assert!(html.contains(note.trim_end()) && html.contains("prod-customers"));
+    }
+
+    #[test]
+    fn escaping_writes_bidi_overrides_and_c1_controls_visibly() {
+        assert_eq!(esc("a\u{202e}<b>\u{85}"), "a\\u202e&lt;b&gt;\\u0085");
+    }
 
     #[test]
     fn escaping_covers_markup_and_both_quotes() {
