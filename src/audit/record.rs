@@ -31,6 +31,9 @@ pub enum RecordKind {
     ApprovalRequested,
     ApprovalDecided,
     ApprovalSettled,
+    /// A downstream's request to a client (elicitation, sampling) that Airlock refused
+    /// because it could not tell which session's call caused it.
+    UpstreamRequestRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
@@ -51,6 +54,7 @@ impl RecordKind {
             RecordKind::ApprovalRequested => "approval_requested",
             RecordKind::ApprovalDecided => "approval_decided",
             RecordKind::ApprovalSettled => "approval_settled",
+            RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",
             RecordKind::Checkpoint => "checkpoint",
         }

@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::manifest::Manifest;
 
 pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
+pub use handler::{CallOwner, UpstreamRefusal};
 pub use catalog::{Catalog, CatalogEntry, Namespacing};
 
 use handler::CallRelays;
@@ -115,6 +116,9 @@ pub struct Downstreams {
     catalog: watch::Sender<Arc<Catalog>>,
     rebuild: Mutex<()>,
     resource_updates: tokio::sync::broadcast::Sender<rmcp::model::ResourceUpdatedNotificationParam>,
+    /// Refused downstream requests, for the gateway to record (this module writes no log).
+    refusals: tokio::sync::mpsc::UnboundedSender<UpstreamRefusal>,
+    refused: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<UpstreamRefusal>>>,
     shutdown: CancellationToken,
 }
 
@@ -125,12 +129,15 @@ impl Downstreams {
         let servers: Vec<Arc<Server>> =
             manifests.into_iter().map(|m| Arc::new(Server::new(m))).collect();
         let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
+        let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(Self {
             servers,
             namespacing,
             catalog,
             rebuild: Mutex::new(()),
             resource_updates: tokio::sync::broadcast::channel(64).0,
+            refusals,
+            refused: Mutex::new(Some(refused)),
             shutdown: CancellationToken::new(),
         });
         let mut first_attempts = Vec::new();
@@ -176,6 +183,16 @@ impl Downstreams {
     /// `notifications/resources/updated` from any downstream.
     pub fn resource_updates(&self) -> tokio::sync::broadcast::Receiver<rmcp::model::ResourceUpdatedNotificationParam> {
         self.resource_updates.subscribe()
+    }
+
+    /// The downstream requests refused for want of one owning session, as they happen.
+    /// There is one receiver; the second call gets `None`.
+    pub fn take_refusals(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<UpstreamRefusal>> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn report_refusal(&self, refusal: UpstreamRefusal) {
+        let _ = self.refusals.send(refusal);
     }
 
     /// Every server, in manifest order.

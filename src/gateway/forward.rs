@@ -23,7 +23,7 @@ use crate::risk::RiskSource;
 use super::Session;
 use super::hold::{self, Cleared, Held, HeldCall};
 use crate::approval::{elicitation, seal};
-use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
+use crate::downstream::{CallOwner, CallStep, ForwardError, PendingCall, UpstreamAsk};
 
 /// Where an approved call carries its receipt.
 pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
@@ -103,13 +103,13 @@ pub(super) async fn run(
                 Held::Answer(answer) => return Ok(answer),
                 // The broker logged `call_forwarded` as it released the call.
                 Held::Cleared(cleared) => {
-                    return forward(gateway, entry, call_id, request, context, started, Some(cleared)).await;
+                    return forward(gateway, entry, Owned { session: &session.id, call_id }, request, context, started, Some(cleared)).await;
                 }
             }
         }
     }
 
-    forward(gateway, entry, call_id, request, context, started, None).await
+    forward(gateway, entry, Owned { session: &session.id, call_id }, request, context, started, None).await
 }
 
 /// What policy, and the fingerprint check, say about one call.
@@ -146,12 +146,18 @@ fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Val
     Verdict { decision, risk, by }
 }
 
+/// Which session's call this is.
+struct Owned<'a> {
+    session: &'a str,
+    call_id: &'a str,
+}
+
 /// Forwards an allowed call, relays what comes back, and records `call_completed` before
 /// the client sees the result.
 async fn forward(
     gateway: &super::Gateway,
     entry: &CatalogEntry,
-    call_id: &str,
+    owned: Owned<'_>,
     request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
     started: Instant,
@@ -178,7 +184,9 @@ async fn forward(
             downstream_request.input_responses = None;
         }
     }
-    let outcome = match entry.server.start_call(downstream_request).await {
+    let Owned { session, call_id } = owned;
+    let owner = CallOwner::new(session);
+    let outcome = match entry.server.start_call(downstream_request, owner).await {
         Ok(pending) => relay(pending, client_token, &context).await,
         Err(error) => Relayed::Done(Err(error)),
     };

@@ -133,6 +133,9 @@ impl Gateway {
         gateway.observe_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway)));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
+        if let Some(refusals) = gateway.downstreams.take_refusals() {
+            tokio::spawn(record_refusals(Arc::downgrade(&gateway), refusals));
+        }
         Ok(gateway)
     }
 
@@ -230,6 +233,28 @@ async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
         let peers: Vec<_> = gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for peer in peers {
             let _ = peer.notify_resource_updated(update.clone()).await;
+        }
+    }
+}
+
+/// Logs `upstream_request_refused` for every downstream request no session could own:
+/// the server, the method and the sessions that had calls in flight (never the request's
+/// content, which may ask for a secret).
+async fn record_refusals(
+    gateway: std::sync::Weak<Gateway>,
+    mut refusals: tokio::sync::mpsc::UnboundedReceiver<crate::downstream::UpstreamRefusal>,
+) {
+    while let Some(refusal) = refusals.recv().await {
+        let Some(gateway) = gateway.upgrade() else { return };
+        let sessions: Vec<&str> = refusal.sessions.iter().map(|s| s.as_str()).collect();
+        let record = Record::new(RecordKind::UpstreamRequestRefused).detail(serde_json::json!({
+            "server": refusal.server,
+            "method": refusal.method,
+            "sessions": sessions,
+            "reason": "calls of several sessions were in flight and the request named none of them",
+        }));
+        if let Err(error) = gateway.audit.append(record).await {
+            tracing::error!(%error, "could not record upstream_request_refused");
         }
     }
 }
