@@ -13,6 +13,8 @@ mod durability;
 mod enforcement;
 mod pipeline;
 mod policy;
+mod isolation_routing;
 mod protocol;
+mod stdio_limits;
 mod util;
 mod web;
