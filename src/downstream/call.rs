@@ -43,6 +43,15 @@ pub enum ForwardError {
     /// The downstream answered with a JSON-RPC error.
     #[error("{0}")]
     Downstream(rmcp::model::ErrorData),
+    /// A session's own connection to a `scope = "session"` server offers the tool with a
+    /// different definition than the catalog the call was decided on.
+    #[error("downstream server '{server}' started for this session offers {tool} with a different definition than the catalog lists; the call was not forwarded")]
+    Differs {
+        /// The server's name.
+        server: String,
+        /// The exposed tool name.
+        tool: String,
+    },
     /// The downstream answered with something that is not a tools/call result.
     #[error("downstream server '{server}' sent an unexpected response to tools/call")]
     Unexpected {

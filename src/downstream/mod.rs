@@ -13,6 +13,7 @@ mod call;
 mod catalog;
 mod connect;
 mod handler;
+mod session;
 mod sse_client;
 mod tap;
 
@@ -29,6 +30,7 @@ use crate::manifest::Manifest;
 
 pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
 pub use handler::{CallOwner, UpstreamRefusal};
+pub use session::SessionChildren;
 pub use catalog::{Catalog, CatalogEntry, Namespacing};
 
 use handler::CallRelays;
@@ -102,6 +104,11 @@ impl Server {
 
     fn tools(&self) -> Vec<Tool> {
         self.tools.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The tool `name` as this connection lists it now.
+    pub fn offered(&self, name: &str) -> Option<Tool> {
+        self.tools.read().unwrap_or_else(PoisonError::into_inner).iter().find(|t| t.name == name).cloned()
     }
 
     fn set_tools(&self, tools: Vec<Tool>) {
@@ -193,6 +200,11 @@ impl Downstreams {
 
     fn report_refusal(&self, refusal: UpstreamRefusal) {
         let _ = self.refusals.send(refusal);
+    }
+
+    /// The session-scoped connections of a new client session (none started yet).
+    pub fn session_children(self: &Arc<Self>) -> SessionChildren {
+        SessionChildren::new(Arc::downgrade(self))
     }
 
     /// Every server, in manifest order.

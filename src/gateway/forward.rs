@@ -103,13 +103,13 @@ pub(super) async fn run(
                 Held::Answer(answer) => return Ok(answer),
                 // The broker logged `call_forwarded` as it released the call.
                 Held::Cleared(cleared) => {
-                    return forward(gateway, entry, Owned { session: &session.id, call_id }, request, context, started, Some(cleared)).await;
+                    return forward(gateway, entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, Some(cleared)).await;
                 }
             }
         }
     }
 
-    forward(gateway, entry, Owned { session: &session.id, call_id }, request, context, started, None).await
+    forward(gateway, entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, None).await
 }
 
 /// What policy, and the fingerprint check, say about one call.
@@ -149,6 +149,7 @@ fn decide(gateway: &super::Gateway, entry: &CatalogEntry, tool: &str, args: &Val
 /// Which session's call this is.
 struct Owned<'a> {
     session: &'a str,
+    children: &'a crate::downstream::SessionChildren,
     call_id: &'a str,
 }
 
@@ -184,10 +185,13 @@ async fn forward(
             downstream_request.input_responses = None;
         }
     }
-    let Owned { session, call_id } = owned;
+    let Owned { session, children, call_id } = owned;
     let owner = CallOwner::new(session);
-    let outcome = match entry.server.start_call(downstream_request, owner).await {
-        Ok(pending) => relay(pending, client_token, &context).await,
+    let outcome = match session_server(entry, children).await {
+        Ok(server) => match server.start_call(downstream_request, owner).await {
+            Ok(pending) => relay(pending, client_token, &context).await,
+            Err(error) => Relayed::Done(Err(error)),
+        },
         Err(error) => Relayed::Done(Err(error)),
     };
     let response = match outcome {
@@ -202,6 +206,22 @@ async fn forward(
     // The client gets nothing the log does not hold.
     record_all(gateway, vec![completed]).await?;
     response
+}
+
+/// The connection this session's call goes to: the shared one, or the session's own for a
+/// `scope = "session"` server, whose tool must have the fingerprint of the catalog entry
+/// the call was decided on (the policy and any approval were for that definition).
+async fn session_server(entry: &CatalogEntry, children: &crate::downstream::SessionChildren) -> Result<std::sync::Arc<crate::downstream::Server>, ForwardError> {
+    let server = children.server_for(&entry.server).await?;
+    if std::sync::Arc::ptr_eq(&server, &entry.server) {
+        return Ok(server);
+    }
+    let exposed = entry.exposed.name.as_ref();
+    let expected = super::fingerprints::fingerprint(exposed, &entry.tool);
+    match server.offered(entry.tool.name.as_ref()) {
+        Some(tool) if super::fingerprints::fingerprint(exposed, &tool) == expected => Ok(server),
+        _ => Err(ForwardError::Differs { server: entry.server.name().to_owned(), tool: exposed.to_owned() }),
+    }
 }
 
 /// `call_completed`: the result's digest, whether it was an error, and how long it took.
@@ -322,7 +342,10 @@ fn mark_complete(response: CallToolResponse) -> CallToolResponse {
 fn forward_error(error: ForwardError) -> Result<CallToolResponse, ErrorData> {
     match error {
         ForwardError::Downstream(error) => Err(error),
-        ForwardError::Unavailable { .. } | ForwardError::Lost { .. } | ForwardError::Unexpected { .. } => {
+        ForwardError::Unavailable { .. }
+        | ForwardError::Lost { .. }
+        | ForwardError::Differs { .. }
+        | ForwardError::Unexpected { .. } => {
             Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(error.to_string())])))
         }
     }

@@ -201,7 +201,8 @@ impl Gateway {
     /// streamable HTTP sessions (`None`) take it from each request.
     pub fn session(self: &Arc<Self>, channel: Channel, caller: Option<Caller>) -> Session {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller }
+        let children = Arc::new(self.downstreams.session_children());
+        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller, children }
     }
 
     /// Call ids are unique across restarts: a per-start prefix and a counter.
@@ -288,6 +289,9 @@ pub struct Session {
     id: String,
     channel: Channel,
     caller: Option<Caller>,
+    /// This session's own connections to `scope = "session"` servers; they stop when the
+    /// last clone of the session (rmcp's handler) is dropped.
+    children: Arc<crate::downstream::SessionChildren>,
 }
 
 impl Session {

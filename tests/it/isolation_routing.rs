@@ -317,3 +317,80 @@ async fn log_lines_go_to_the_one_session_in_flight_and_otherwise_to_nobody() {
     alice_client.cancel().await.expect("close");
     bob_client.cancel().await.expect("close");
 }
+
+/// The `airlock demo-tools` processes that are children of `parent` now.
+fn demo_children(parent: u32) -> std::collections::BTreeSet<u32> {
+    let mut pids = std::collections::BTreeSet::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) else { return pids };
+    for task in tasks.flatten() {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for pid in children.split_whitespace().filter_map(|p| p.parse::<u32>().ok()) {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let zombie = state.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('Z'));
+            if !zombie && String::from_utf8_lossy(&cmdline).contains("demo-tools") {
+                pids.insert(pid);
+            }
+        }
+    }
+    pids
+}
+
+#[tokio::test]
+async fn scope_session_gives_each_session_its_own_child_which_ends_with_the_session() {
+    let setup = Setup::new(&config());
+    let sandbox = setup.sandbox("demo");
+    setup.manifest(
+        "demo",
+        &format!(
+            "name = \"demo\"\ncommand = {bin:?}\nargs = [\"demo-tools\", \"--sandbox\", {sandbox:?}]\nscope = \"session\"\n",
+            bin = crate::util::airlock(),
+            sandbox = sandbox.display().to_string(),
+        ),
+    );
+    setup.policy("allow-all", ALLOW_ALL);
+    let gateway = setup.http().await;
+    let gateway_pid = gateway.child.id().expect("pid");
+    let settle = Duration::from_secs(30);
+    // The shared template child serves the catalog only.
+    assert!(eventually(settle, || demo_children(gateway_pid).len() == 1).await, "{:?}", demo_children(gateway_pid));
+    let template = demo_children(gateway_pid);
+
+    let alice = Person::new("alice", true);
+    let bob = Person::new("bob", true);
+    let alice_client = alice.connect(&gateway).await;
+    let bob_client = bob.connect(&gateway).await;
+    let echoed = alice_client.call_tool(call("demo__echo", json!({"text": "a"}))).await.expect("call");
+    assert_eq!(text_of(&echoed), "a");
+    let with_alice = demo_children(gateway_pid);
+    assert_eq!(with_alice.len(), 2, "alice's first call started her child: {with_alice:?}");
+    let alices: Vec<u32> = with_alice.difference(&template).copied().collect();
+    let echoed = bob_client.call_tool(call("demo__echo", json!({"text": "b"}))).await.expect("call");
+    assert_eq!(text_of(&echoed), "b");
+    let with_both = demo_children(gateway_pid);
+    assert_eq!(with_both.len(), 3, "bob got a child of his own: {with_both:?}");
+    let bobs: Vec<u32> = with_both.difference(&with_alice).copied().collect();
+    assert_ne!(alices, bobs);
+
+    // Alice's calls go to her child: crashing it takes neither bob's nor the template.
+    let crashed = alice_client.call_tool(call("demo__crash", json!({}))).await.expect("a tool result");
+    assert_eq!(crashed.is_error, Some(true));
+    let expected: std::collections::BTreeSet<u32> = template.iter().chain(&bobs).copied().collect();
+    assert!(eventually(settle, || demo_children(gateway_pid) == expected).await, "{:?} vs {expected:?}", demo_children(gateway_pid));
+    let echoed = bob_client.call_tool(call("demo__echo", json!({"text": "still b"}))).await.expect("call");
+    assert_eq!(text_of(&echoed), "still b");
+    // Her next call starts her a new one.
+    let echoed = alice_client.call_tool(call("demo__echo", json!({"text": "a again"}))).await.expect("call");
+    assert_eq!(text_of(&echoed), "a again");
+    assert_eq!(demo_children(gateway_pid).len(), 3);
+
+    // Bob's session ends (DELETE): his child goes with it.
+    bob_client.cancel().await.expect("close");
+    let gone = eventually(settle, || {
+        let now = demo_children(gateway_pid);
+        now.len() == 2 && !now.contains(&bobs[0]) && template.is_subset(&now)
+    })
+    .await;
+    assert!(gone, "bob's child outlived his session: {:?}", demo_children(gateway_pid));
+    alice_client.cancel().await.expect("close");
+}
