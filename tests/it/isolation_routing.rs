@@ -394,3 +394,17 @@ async fn scope_session_gives_each_session_its_own_child_which_ends_with_the_sess
     assert!(gone, "bob's child outlived his session: {:?}", demo_children(gateway_pid));
     alice_client.cancel().await.expect("close");
 }
+
+#[test]
+fn check_names_a_bad_scope_with_file_and_line() {
+    let setup = Setup::new("[gateway]\ndata_dir = \"data\"\n");
+    setup.manifest("x", "name = \"x\"\ncommand = \"true\"\nscope = \"per-session\"\n");
+    let out = std::process::Command::new(crate::util::airlock())
+        .args(["check", "--config"])
+        .arg(setup.config())
+        .output()
+        .expect("run check");
+    assert!(!out.status.success());
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("x.toml:3") && said.contains("scope"), "{said}");
+}
