@@ -293,3 +293,51 @@ impl ClientHandler for DownstreamHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, RequestId};
+
+    use super::{CallOwner, CallRelays, Route, UpstreamAsk};
+
+    fn log() -> UpstreamAsk {
+        UpstreamAsk::Log(LoggingMessageNotificationParam::new(LoggingLevel::Info, serde_json::json!("x")))
+    }
+
+    #[test]
+    fn without_a_link_only_a_sole_session_gets_it() {
+        let relays = Arc::new(CallRelays::default());
+        assert!(matches!(relays.sole_session(), Route::NoCall));
+        let (_a1, mut rx_a1) = relays.register(CallOwner::new("a"));
+        let (_a2, mut rx_a2) = relays.register(CallOwner::new("a"));
+        let Route::Call(tx) = relays.sole_session() else { panic!("one session in flight") };
+        assert!(tx.send(log()).is_ok());
+        assert!(rx_a2.try_recv().is_ok(), "the most recent call of that session");
+        assert!(rx_a1.try_recv().is_err());
+        let (b, _rx_b) = relays.register(CallOwner::new("b"));
+        let Route::Ambiguous(owners) = relays.sole_session() else { panic!("two sessions in flight") };
+        assert_eq!(owners, vec![CallOwner::new("a"), CallOwner::new("b")]);
+        drop(b);
+        assert!(matches!(relays.sole_session(), Route::Call(_)));
+    }
+
+    #[tokio::test]
+    async fn a_linked_request_waits_for_its_call_to_be_numbered() {
+        let relays = Arc::new(CallRelays::default());
+        let (a, mut rx_a) = relays.register(CallOwner::new("a"));
+        let (b, _rx_b) = relays.register(CallOwner::new("b"));
+        b.assign(RequestId::Number(2));
+        let waiting = tokio::spawn({
+            let relays = relays.clone();
+            async move { relays.by_request(&RequestId::Number(1)).await }
+        });
+        tokio::task::yield_now().await;
+        a.assign(RequestId::Number(1));
+        let Route::Call(tx) = waiting.await.expect("join") else { panic!("routed to a") };
+        assert!(tx.send(log()).is_ok());
+        assert!(rx_a.try_recv().is_ok());
+        assert!(matches!(relays.by_request(&RequestId::Number(9)).await, Route::NoCall));
+    }
+}
