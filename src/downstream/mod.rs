@@ -204,7 +204,7 @@ impl Downstreams {
 
     /// The session-scoped connections of a new client session (none started yet).
     pub fn session_children(self: &Arc<Self>) -> SessionChildren {
-        SessionChildren::new(Arc::downgrade(self))
+        SessionChildren::new(Arc::downgrade(self), &self.shutdown)
     }
 
     /// Every server, in manifest order.

@@ -25,8 +25,9 @@ pub struct SessionChildren {
 }
 
 impl SessionChildren {
-    pub(super) fn new(downstreams: Weak<Downstreams>) -> Self {
-        Self { downstreams, children: tokio::sync::Mutex::default(), ended: CancellationToken::new() }
+    /// `shutdown` is the gateway's: its end stops the session's children too.
+    pub(super) fn new(downstreams: Weak<Downstreams>, shutdown: &CancellationToken) -> Self {
+        Self { downstreams, children: tokio::sync::Mutex::default(), ended: shutdown.child_token() }
     }
 
     /// The server a call to `template`'s tools goes to for this session: `template`
