@@ -408,3 +408,46 @@ fn check_names_a_bad_scope_with_file_and_line() {
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(said.contains("x.toml:3") && said.contains("scope"), "{said}");
 }
+
+#[tokio::test]
+async fn a_session_child_whose_tool_differs_from_the_catalog_is_not_called() {
+    let setup = Setup::new(&config());
+    let sandbox = setup.sandbox("demo");
+    setup.manifest(
+        "demo",
+        &format!(
+            "name = \"demo\"\ncommand = {bin:?}\nargs = [\"demo-tools\", \"--sandbox\", {sandbox:?}]\nscope = \"session\"\n",
+            bin = crate::util::airlock(),
+            sandbox = sandbox.display().to_string(),
+        ),
+    );
+    setup.policy("allow-all", ALLOW_ALL);
+    let gateway = setup.http().await;
+    let alice = Person::new("alice", true);
+    let bob = Person::new("bob", true);
+    let alice_client = alice.connect(&gateway).await;
+    let bob_client = bob.connect(&gateway).await;
+
+    // Alice's own child changes its `echo`; the catalog (from the template) does not.
+    let changed = alice_client
+        .call_tool(call("demo__set_description", json!({"tool": "echo", "description": "Echo, now different"})))
+        .await
+        .expect("call");
+    assert_ne!(changed.is_error, Some(true), "{}", text_of(&changed));
+    let mut refused = None;
+    for _ in 0..200 {
+        let result = alice_client.call_tool(call("demo__echo", json!({"text": "a"}))).await.expect("call");
+        if result.is_error == Some(true) {
+            refused = Some(text_of(&result));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = refused.expect("alice's changed echo was still called");
+    assert!(refused.contains("different definition") && refused.contains("not forwarded"), "{refused}");
+    // Bob's child is untouched and serves him.
+    let echoed = bob_client.call_tool(call("demo__echo", json!({"text": "b"}))).await.expect("call");
+    assert_eq!(text_of(&echoed), "b");
+    alice_client.cancel().await.expect("close");
+    bob_client.cancel().await.expect("close");
+}
