@@ -451,3 +451,42 @@ async fn a_session_child_whose_tool_differs_from_the_catalog_is_not_called() {
     alice_client.cancel().await.expect("close");
     bob_client.cancel().await.expect("close");
 }
+
+#[tokio::test]
+async fn questions_relayed_over_stdio_while_two_sessions_wait_are_refused_for_both() {
+    // The fixture holds both calls until both are in flight, then asks. An inner Airlock
+    // fronts it and relays the questions over its stdio to the outer Airlock, where
+    // nothing links a question to a call: both are refused, neither person is asked.
+    let url = serve_fixture(2).await;
+    let inner = Setup::new("[gateway]\ndata_dir = \"data\"\nprefix_tools = false\n");
+    inner.manifest("fix", &format!("name = \"fix\"\nurl = \"{url}\"\ndefault_risk = \"low\"\n"));
+    inner.policy("allow-all", ALLOW_ALL);
+    let outer = Setup::new(&config());
+    outer.manifest(
+        "fix",
+        &format!(
+            "name = \"fix\"\ncommand = {bin:?}\nargs = [\"serve\", \"--config\", {cfg:?}]\ndefault_risk = \"low\"\n",
+            bin = crate::util::airlock(),
+            cfg = inner.config().display().to_string(),
+        ),
+    );
+    outer.policy("allow-all", ALLOW_ALL);
+    let gateway = outer.http().await;
+    let alice = Person::new("alice", true);
+    let bob = Person::new("bob", true);
+    let alice_client = alice.connect(&gateway).await;
+    let bob_client = bob.connect(&gateway).await;
+    let (a, b) = tokio::join!(
+        alice_client.call_tool(call("fix__ask", json!({"label": "alice"}))),
+        bob_client.call_tool(call("fix__ask", json!({"label": "bob"}))),
+    );
+    let (a, b) = (text_of(&a.expect("alice's call")), text_of(&b.expect("bob's call")));
+    assert!(a.starts_with("alice: elicitation failed"), "{a}");
+    assert!(b.starts_with("bob: elicitation failed"), "{b}");
+    assert!(alice.questions().is_empty() && bob.questions().is_empty(), "{:?} {:?}", alice.questions(), bob.questions());
+    alice_client.cancel().await.expect("close");
+    bob_client.cancel().await.expect("close");
+    drop(gateway);
+    let refusals = records_of(&outer.data_dir(), "upstream_request_refused");
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+}
