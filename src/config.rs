@@ -58,6 +58,9 @@ pub struct GatewayConfig {
     /// `false` exposes downstream tool names unprefixed; two servers offering the same name
     /// is then a startup error. Default `true`.
     pub prefix_tools: bool,
+    /// Longest JSON-RPC message accepted on the stdio transport, in bytes; a longer line
+    /// is discarded unread and answered with -32600. Default 16 MiB.
+    pub max_message_size: usize,
     /// What a tool a downstream adds while the gateway runs is. Default `Trust`.
     pub new_tools: NewTools,
 }
@@ -72,6 +75,11 @@ pub enum NewTools {
     /// `critical` until an operator accepts it (`airlock tools accept NAME`).
     Hold,
 }
+
+/// Default `[gateway] max_message_size`: 16 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+/// Smallest accepted `[gateway] max_message_size`: an `initialize` must fit.
+pub const MIN_MESSAGE_SIZE: usize = 4096;
 
 /// `[http]`: the HTTP listener and its request checks.
 #[derive(Debug, Clone, PartialEq)]
@@ -316,6 +324,7 @@ impl Config {
                 separator: "__".to_string(),
                 prefix_tools: true,
                 new_tools: NewTools::Trust,
+                max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             },
             http: HttpConfig {
                 listen: None,

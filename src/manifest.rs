@@ -15,6 +15,7 @@
 //! # transport = "streamable-http"       # or "sse" (legacy HTTP+SSE); only with url
 //! # headers = { Authorization = "Bearer …" }
 //! protocol = "legacy"              # or "auto": let rmcp negotiate the newest era
+//! scope = "shared"                 # or "session": one connection (child) per client session
 //! default_risk = "high"            # for tools neither listed here nor annotated
 //! [tools.read_text_file]
 //! risk = "low"
@@ -100,6 +101,8 @@ pub struct Manifest {
     pub transport: Transport,
     /// Which MCP lifecycle to speak to it.
     pub protocol: Protocol,
+    /// One connection for every client session, or one per session.
+    pub scope: Scope,
     /// Risk for tools neither listed nor annotated.
     pub default_risk: Option<Risk>,
     /// `[tools.<name>]` entries, keyed by the downstream tool name.
@@ -205,6 +208,19 @@ pub enum Protocol {
     Auto,
 }
 
+/// Who shares one downstream connection (for a stdio server: one child process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every client session calls the same connection. The default.
+    #[default]
+    Shared,
+    /// Each client session gets its own connection, started at its first call to the
+    /// server and stopped when the session ends: for servers that ask questions, or whose
+    /// state (a browser, a shell) must not be shared between callers.
+    Session,
+}
+
 /// A `[tools.<name>]` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ToolOverride {
@@ -235,6 +251,8 @@ struct RawManifest {
     headers: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     protocol: Protocol,
+    #[serde(default)]
+    scope: Scope,
     default_risk: Option<Risk>,
     #[serde(default)]
     tools: BTreeMap<String, RawTool>,
@@ -367,6 +385,7 @@ pub fn parse(
             file: file.to_path_buf(),
             transport,
             protocol: raw.protocol,
+            scope: raw.scope,
             default_risk: raw.default_risk,
             tools,
             resources,

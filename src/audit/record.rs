@@ -36,6 +36,9 @@ pub enum RecordKind {
     ApprovalSettled,
     /// A request on a streamable-HTTP session by someone other than its owner, refused.
     SessionRefused,
+    /// A downstream's request to a client (elicitation, sampling) that Airlock refused
+    /// because it could not tell which session's call caused it.
+    UpstreamRequestRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
@@ -59,6 +62,7 @@ impl RecordKind {
             RecordKind::ApprovalDecided => "approval_decided",
             RecordKind::ApprovalSettled => "approval_settled",
             RecordKind::SessionRefused => "session_refused",
+            RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",
             RecordKind::Checkpoint => "checkpoint",
         }

@@ -139,8 +139,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         let session = gateway.session(Channel::Stdio, Some(caller));
         let shutdown = shutdown.clone();
         let only_stdio = http_addr.is_none();
+        let max_message = config.gateway.max_message_size;
         tasks.spawn(async move {
-            match session.serve(LineTransport::stdio()).await {
+            match session.serve(LineTransport::stdio(max_message)).await {
                 Ok(running) => {
                     let _ = running.waiting().await;
                 }

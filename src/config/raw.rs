@@ -41,6 +41,7 @@ pub(super) struct RawGateway {
     separator: Option<Spanned<String>>,
     prefix_tools: Option<bool>,
     new_tools: Option<NewTools>,
+    max_message_size: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -183,6 +184,19 @@ impl Validator<'_, '_> {
         }
         if let Some(new_tools) = raw.new_tools {
             out.new_tools = new_tools;
+        }
+        if let Some(size) = raw.max_message_size {
+            match usize::try_from(*size.get_ref()) {
+                Ok(bytes) if bytes >= super::MIN_MESSAGE_SIZE => out.max_message_size = bytes,
+                _ => {
+                    let msg = format!(
+                        "key \"gateway.max_message_size\": must be a number of bytes of at least {} (the default is {})",
+                        super::MIN_MESSAGE_SIZE,
+                        super::DEFAULT_MAX_MESSAGE_SIZE
+                    );
+                    self.problem(size.span(), msg);
+                }
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use rmcp::service::{Peer, PeerRequestOptions, ServiceError};
 use tokio::sync::{mpsc, oneshot};
 
 pub use super::handler::UpstreamAsk;
-use super::handler::CallRelay;
+use super::handler::{CallOwner, CallRelay};
 use super::tap::ProgressRoute;
 use super::{Health, Server};
 
@@ -43,6 +43,15 @@ pub enum ForwardError {
     /// The downstream answered with a JSON-RPC error.
     #[error("{0}")]
     Downstream(rmcp::model::ErrorData),
+    /// A session's own connection to a `scope = "session"` server offers the tool with a
+    /// different definition than the catalog the call was decided on.
+    #[error("downstream server '{server}' started for this session offers {tool} with a different definition than the catalog lists; the call was not forwarded")]
+    Differs {
+        /// The server's name.
+        server: String,
+        /// The exposed tool name.
+        tool: String,
+    },
     /// The downstream answered with something that is not a tools/call result.
     #[error("downstream server '{server}' sent an unexpected response to tools/call")]
     Unexpected {
@@ -76,10 +85,12 @@ pub struct PendingCall {
 
 impl Server {
     /// Sends `tools/call` for the downstream tool `name`. `meta` is the client's request
-    /// `_meta` minus what belongs to the client-Airlock hop.
+    /// `_meta` minus what belongs to the client-Airlock hop. What the downstream sends up
+    /// during the call may reach only `owner`'s session.
     pub async fn start_call(
         self: &Arc<Self>,
         params: CallToolRequestParams,
+        owner: CallOwner,
     ) -> Result<PendingCall, ForwardError> {
         let Some(peer) = self.peer() else {
             let reason = match self.health() {
@@ -89,7 +100,7 @@ impl Server {
             };
             return Err(ForwardError::Unavailable { server: self.name().to_owned(), reason });
         };
-        let (call_relay, asks) = self.calls.register();
+        let (call_relay, asks) = self.calls.register(owner);
         let mut params = params;
         let options = match params.meta.take() {
             Some(meta) => PeerRequestOptions::no_options().with_meta(hop_meta(meta)),
@@ -100,6 +111,7 @@ impl Server {
             .send_request_with_option(request, options)
             .await
             .map_err(|e| ForwardError::Lost { server: self.name().to_owned(), detail: e.to_string() })?;
+        call_relay.assign(handle.id.clone());
         let (progress_route, progress) = self.progress.register(handle.progress_token.clone());
         Ok(PendingCall {
             server: self.clone(),

@@ -107,6 +107,40 @@ async fn serve_until_closed(
     ended
 }
 
+/// Connects a session's own connection to a `scope = "session"` server and keeps it until
+/// `stop` (the session ended) or the connection closes; no restart (the session's next
+/// call starts a new one). Returns once the connection is ready to take calls.
+pub(super) async fn start_session_child(
+    server: &Arc<Server>,
+    downstreams: &Weak<Downstreams>,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let running = tokio::select! {
+        running = connect(server, downstreams) => running?,
+        () = stop.cancelled() => return Err("the session ended".to_owned()),
+    };
+    let peer = running.peer().clone();
+    match peer.list_all_tools().await {
+        Ok(tools) => server.set_tools(tools),
+        Err(error) => tracing::warn!(server = server.name(), %error, "tools/list failed on a session child"),
+    }
+    server.set_peer(Some(peer));
+    server.set_health(Health::Ready);
+    tracing::info!(server = server.name(), "session child ready");
+    let server = server.clone();
+    tokio::spawn(async move {
+        tokio::select! {
+            quit = running.waiting() => {
+                tracing::warn!(server = server.name(), ?quit, "session child closed");
+            }
+            () = stop.cancelled() => tracing::debug!(server = server.name(), "session ended; stopping its child"),
+        }
+        server.set_peer(None);
+        server.set_health(Health::Down { reason: "session child stopped".to_owned() });
+    });
+    Ok(())
+}
+
 async fn connect(server: &Arc<Server>, downstreams: &Weak<Downstreams>) -> Result<Running, String> {
     let handler = DownstreamHandler { server: server.clone(), downstreams: downstreams.clone() };
     let routes = server.progress.clone();

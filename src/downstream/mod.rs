@@ -15,6 +15,7 @@ mod connect;
 mod handler;
 mod refresh;
 mod resources;
+mod session;
 mod sse_client;
 mod tap;
 
@@ -30,6 +31,8 @@ use tokio_util::sync::CancellationToken;
 use crate::manifest::Manifest;
 
 pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
+pub use handler::{CallOwner, UpstreamRefusal};
+pub use session::SessionChildren;
 pub use catalog::{Catalog, CatalogEntry, Namespacing};
 pub use resources::{ResourceIndex, ResourceOwner};
 
@@ -119,6 +122,12 @@ impl Server {
         self.tools.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The tool `name` as this connection lists it now.
+    pub fn offered(&self, name: &str) -> Option<Tool> {
+        let tools = self.tools.read().unwrap_or_else(PoisonError::into_inner);
+        tools.as_ref().and_then(|tools| tools.iter().find(|t| t.name == name).cloned())
+    }
+
     fn set_tools(&self, tools: Vec<Tool>) {
         *self.tools.write().unwrap_or_else(PoisonError::into_inner) = Some(tools);
     }
@@ -131,6 +140,9 @@ pub struct Downstreams {
     catalog: watch::Sender<Arc<Catalog>>,
     rebuild: Mutex<()>,
     resource_updates: tokio::sync::broadcast::Sender<rmcp::model::ResourceUpdatedNotificationParam>,
+    /// Refused downstream requests, for the gateway to record (this module writes no log).
+    refusals: tokio::sync::mpsc::UnboundedSender<UpstreamRefusal>,
+    refused: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<UpstreamRefusal>>>,
     shutdown: CancellationToken,
 }
 
@@ -141,12 +153,15 @@ impl Downstreams {
         let servers: Vec<Arc<Server>> =
             manifests.into_iter().map(|m| Arc::new(Server::new(m))).collect();
         let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
+        let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(Self {
             servers,
             namespacing,
             catalog,
             rebuild: Mutex::new(()),
             resource_updates: tokio::sync::broadcast::channel(64).0,
+            refusals,
+            refused: Mutex::new(Some(refused)),
             shutdown: CancellationToken::new(),
         });
         let mut first_attempts = Vec::new();
@@ -193,6 +208,21 @@ impl Downstreams {
     /// `notifications/resources/updated` from any downstream.
     pub fn resource_updates(&self) -> tokio::sync::broadcast::Receiver<rmcp::model::ResourceUpdatedNotificationParam> {
         self.resource_updates.subscribe()
+    }
+
+    /// The downstream requests refused for want of one owning session, as they happen.
+    /// There is one receiver; the second call gets `None`.
+    pub fn take_refusals(&self) -> Option<tokio::sync::mpsc::UnboundedReceiver<UpstreamRefusal>> {
+        self.refused.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    fn report_refusal(&self, refusal: UpstreamRefusal) {
+        let _ = self.refusals.send(refusal);
+    }
+
+    /// The session-scoped connections of a new client session (none started yet).
+    pub fn session_children(self: &Arc<Self>) -> SessionChildren {
+        SessionChildren::new(Arc::downgrade(self), &self.shutdown)
     }
 
     /// Every server, in manifest order.

@@ -1,5 +1,5 @@
 //! A transport wrapper that routes downstream progress notifications to the call that
-//! asked for them, in wire order.
+//! asked for them, and log lines to the one session that can own them, in wire order.
 //!
 //! rmcp hands each incoming notification to a freshly spawned task, so a handler-based
 //! `on_progress` can run after the call's response has already been delivered: the last
@@ -20,7 +20,7 @@ use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use tokio::sync::mpsc;
 
-use super::handler::{CallRelays, UpstreamAsk};
+use super::handler::{CallRelays, Route, UpstreamAsk};
 
 /// Progress kept for a token nobody has registered yet, bounded.
 const ORPHANS_MAX: usize = 256;
@@ -127,10 +127,19 @@ where
                     ServerNotification::ProgressNotification(progress) => {
                         self.routes.deliver(progress.params);
                     }
-                    // A log line goes to the call in flight (the same rule as elicitation),
-                    // in order with its result.
-                    ServerNotification::LoggingMessageNotification(log)
-                        if self.calls.latest().is_some_and(|call| call.send(UpstreamAsk::Log(log.params.clone())).is_ok()) => {}
+                    // A log line carries no association with a call: it goes to the call in
+                    // flight, in order with its result, only while every call in flight
+                    // belongs to one session. Otherwise nobody gets it.
+                    ServerNotification::LoggingMessageNotification(log) => match self.calls.sole_session() {
+                        Route::Call(call) => {
+                            let _ = call.send(UpstreamAsk::Log(log.params));
+                        }
+                        Route::NoCall => tracing::debug!("downstream log line with no call in flight; dropped"),
+                        Route::Ambiguous(sessions) => {
+                            let dropped = self.calls.dropped_log();
+                            tracing::warn!(sessions = sessions.len(), dropped, "downstream log line while calls of several sessions are in flight; dropped");
+                        }
+                    },
                     other => {
                         return Some(JsonRpcMessage::Notification(rmcp::model::JsonRpcNotification {
                             notification: other,

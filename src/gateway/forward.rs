@@ -24,7 +24,7 @@ use crate::risk::RiskSource;
 use super::Session;
 use super::hold::{self, Cleared, Held, HeldCall};
 use crate::approval::{elicitation, seal};
-use crate::downstream::{CallStep, ForwardError, PendingCall, UpstreamAsk};
+use crate::downstream::{CallOwner, CallStep, ForwardError, PendingCall, UpstreamAsk};
 
 /// Where an approved call carries its receipt.
 pub(crate) const RECEIPT_KEY: &str = "airlock/approval";
@@ -121,13 +121,13 @@ pub(super) async fn run(
                 // the one the approval was bound to (`hold::clear` checked).
                 Held::Cleared(cleared) => {
                     let now = cleared.tool.clone();
-                    return forward(gateway, &now.entry, call_id, request, context, started, Some(cleared)).await;
+                    return forward(gateway, &now.entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, Some(cleared)).await;
                 }
             }
         }
     }
 
-    forward(gateway, entry, call_id, request, context, started, None).await
+    forward(gateway, entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, None).await
 }
 
 /// Counts the call against the policies' rate limits. A denied call is not counted (it
@@ -186,12 +186,19 @@ fn decide(gateway: &super::Gateway, vetted: &VettedTool, tool: &str, args: &Valu
     Verdict { decision, risk, by }
 }
 
+/// Which session's call this is.
+struct Owned<'a> {
+    session: &'a str,
+    children: &'a crate::downstream::SessionChildren,
+    call_id: &'a str,
+}
+
 /// Forwards an allowed call, relays what comes back, and records `call_completed` before
 /// the client sees the result.
 async fn forward(
     gateway: &super::Gateway,
     entry: &CatalogEntry,
-    call_id: &str,
+    owned: Owned<'_>,
     request: CallToolRequestParams,
     context: RequestContext<RoleServer>,
     started: Instant,
@@ -218,8 +225,13 @@ async fn forward(
             downstream_request.input_responses = None;
         }
     }
-    let outcome = match entry.server.start_call(downstream_request).await {
-        Ok(pending) => relay(pending, client_token, &context).await,
+    let Owned { session, children, call_id } = owned;
+    let owner = CallOwner::new(session);
+    let outcome = match session_server(entry, children).await {
+        Ok(server) => match server.start_call(downstream_request, owner).await {
+            Ok(pending) => relay(pending, client_token, &context).await,
+            Err(error) => Relayed::Done(Err(error)),
+        },
         Err(error) => Relayed::Done(Err(error)),
     };
     let response = match outcome {
@@ -234,6 +246,23 @@ async fn forward(
     // The client gets nothing the log does not hold.
     record_all(gateway, vec![completed]).await?;
     response
+}
+
+/// The connection this session's call goes to: the shared one, or the session's own for a
+/// `scope = "session"` server, whose tool must have the fingerprint of the catalog entry
+/// the call was decided on (the policy and any approval were for that definition).
+async fn session_server(entry: &CatalogEntry, children: &crate::downstream::SessionChildren) -> Result<std::sync::Arc<crate::downstream::Server>, ForwardError> {
+    let server = children.server_for(&entry.server).await?;
+    if std::sync::Arc::ptr_eq(&server, &entry.server) {
+        return Ok(server);
+    }
+    let exposed = entry.exposed.name.as_ref();
+    let fingerprint = |tool: &rmcp::model::Tool| super::fingerprints::Fingerprint::of(entry.server.name(), exposed, tool);
+    let expected = fingerprint(&entry.tool);
+    match server.offered(entry.tool.name.as_ref()) {
+        Some(tool) if fingerprint(&tool) == expected => Ok(server),
+        _ => Err(ForwardError::Differs { server: entry.server.name().to_owned(), tool: exposed.to_owned() }),
+    }
 }
 
 /// `call_completed`: the result's digest, whether it was an error, and how long it took.
@@ -354,7 +383,10 @@ fn mark_complete(response: CallToolResponse) -> CallToolResponse {
 fn forward_error(error: ForwardError) -> Result<CallToolResponse, ErrorData> {
     match error {
         ForwardError::Downstream(error) => Err(error),
-        ForwardError::Unavailable { .. } | ForwardError::Lost { .. } | ForwardError::Unexpected { .. } => {
+        ForwardError::Unavailable { .. }
+        | ForwardError::Lost { .. }
+        | ForwardError::Differs { .. }
+        | ForwardError::Unexpected { .. } => {
             Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(error.to_string())])))
         }
     }

@@ -150,6 +150,9 @@ impl Gateway {
         gateway.refresh_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway), changes));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
+        if let Some(refusals) = gateway.downstreams.take_refusals() {
+            tokio::spawn(record_refusals(Arc::downgrade(&gateway), refusals));
+        }
         Ok(gateway)
     }
 
@@ -203,7 +206,8 @@ impl Gateway {
     /// streamable HTTP sessions (`None`) take it from each request.
     pub fn session(self: &Arc<Self>, channel: Channel, caller: Option<Caller>) -> Session {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
-        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller }
+        let children = Arc::new(self.downstreams.session_children());
+        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller, children }
     }
 
     /// Call ids are unique across restarts: a per-start prefix and a counter.
@@ -240,6 +244,28 @@ async fn relay_resource_updates(gateway: std::sync::Weak<Gateway>) {
     }
 }
 
+/// Logs `upstream_request_refused` for every downstream request no session could own:
+/// the server, the method and the sessions that had calls in flight (never the request's
+/// content, which may ask for a secret).
+async fn record_refusals(
+    gateway: std::sync::Weak<Gateway>,
+    mut refusals: tokio::sync::mpsc::UnboundedReceiver<crate::downstream::UpstreamRefusal>,
+) {
+    while let Some(refusal) = refusals.recv().await {
+        let Some(gateway) = gateway.upgrade() else { return };
+        let sessions: Vec<&str> = refusal.sessions.iter().map(|s| s.as_str()).collect();
+        let record = Record::new(RecordKind::UpstreamRequestRefused).detail(serde_json::json!({
+            "server": refusal.server,
+            "method": refusal.method,
+            "sessions": sessions,
+            "reason": "calls of several sessions were in flight and the request named none of them",
+        }));
+        if let Err(error) = gateway.audit.append(record).await {
+            tracing::error!(%error, "could not record upstream_request_refused");
+        }
+    }
+}
+
 /// Tells every legacy-era client that the tool list changed, whenever it does.
 async fn relay_catalog_changes(
     gateway: std::sync::Weak<Gateway>,
@@ -271,6 +297,9 @@ pub struct Session {
     id: String,
     channel: Channel,
     caller: Option<Caller>,
+    /// This session's own connections to `scope = "session"` servers; they stop when the
+    /// last clone of the session (rmcp's handler) is dropped.
+    children: Arc<crate::downstream::SessionChildren>,
 }
 
 impl Session {

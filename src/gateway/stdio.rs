@@ -3,6 +3,10 @@
 //! Unlike rmcp's own stdio transport, a line that is not JSON gets a JSON-RPC parse
 //! error (-32700) and one that is JSON but not a JSON-RPC message gets -32600, so a client
 //! that sent garbage learns why; either way the session keeps serving.
+//!
+//! A line longer than the configured maximum (`[gateway] max_message_size`) is answered
+//! with -32600 as soon as it passes the limit and then skipped chunk by chunk up to its
+//! newline: at most the limit plus one read buffer is ever held, however long the line.
 
 use std::sync::Arc;
 
@@ -10,22 +14,21 @@ use rmcp::RoleServer;
 use rmcp::service::{RxJsonRpcMessage, TxJsonRpcMessage};
 use rmcp::transport::Transport;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::sync::Mutex;
-
-/// Longest accepted line; a longer one is answered with an error and skipped.
-const MAX_LINE: usize = 64 * 1024 * 1024;
 
 /// JSON-RPC over a reader and a writer, one message per line.
 pub struct LineTransport<R, W> {
     reader: BufReader<R>,
     writer: Arc<Mutex<W>>,
+    /// Longest accepted message in bytes, its newline not counted.
+    max_message: usize,
 }
 
 impl LineTransport<tokio::io::Stdin, tokio::io::Stdout> {
-    /// The process's stdin and stdout.
-    pub fn stdio() -> Self {
-        Self::new(tokio::io::stdin(), tokio::io::stdout())
+    /// The process's stdin and stdout, accepting messages up to `max_message` bytes.
+    pub fn stdio(max_message: usize) -> Self {
+        Self::new(tokio::io::stdin(), tokio::io::stdout(), max_message)
     }
 }
 
@@ -35,10 +38,63 @@ where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     /// Wraps a reader and writer.
-    pub fn new(reader: R, writer: W) -> Self {
-        Self { reader: BufReader::new(reader), writer: Arc::new(Mutex::new(writer)) }
+    pub fn new(reader: R, writer: W, max_message: usize) -> Self {
+        Self { reader: BufReader::new(reader), writer: Arc::new(Mutex::new(writer)), max_message }
     }
+}
 
+/// What one bounded read of a line found.
+#[derive(Debug, PartialEq, Eq)]
+enum Line {
+    /// A whole line (or the last bytes before end of input) is in the buffer.
+    Complete,
+    /// The line passed the limit; `line` was cleared and the rest must be skipped.
+    TooLong,
+    /// End of input with nothing read.
+    End,
+}
+
+/// Reads one line into `line` unless it grows past `max` bytes (newline not counted).
+async fn read_bounded<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(if line.is_empty() { Line::End } else { Line::Complete });
+        }
+        let newline = memchr::memchr(b'\n', chunk);
+        let content = newline.unwrap_or(chunk.len());
+        if line.len() + content > max {
+            line.clear();
+            return Ok(Line::TooLong);
+        }
+        let take = newline.map_or(chunk.len(), |at| at + 1);
+        line.extend_from_slice(&chunk[..take]);
+        reader.consume(take);
+        if newline.is_some() {
+            return Ok(Line::Complete);
+        }
+    }
+}
+
+/// Discards input up to and including the next newline, one read buffer at a time.
+/// Returns `false` at end of input.
+async fn skip_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<bool> {
+    loop {
+        let chunk = reader.fill_buf().await?;
+        if chunk.is_empty() {
+            return Ok(false);
+        }
+        match memchr::memchr(b'\n', chunk) {
+            Some(at) => {
+                reader.consume(at + 1);
+                return Ok(true);
+            }
+            None => {
+                let all = chunk.len();
+                reader.consume(all);
+            }
+        }
+    }
 }
 
 /// A JSON-RPC error response, for input too broken to reach rmcp (stdio here, legacy SSE
@@ -83,23 +139,29 @@ where
         let mut line = Vec::new();
         loop {
             line.clear();
-            let read = (&mut self.reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line).await;
-            match read {
-                Ok(0) => return None,
-                Ok(_) => {}
+            let read = match read_bounded(&mut self.reader, &mut line, self.max_message).await {
+                Ok(read) => read,
                 Err(error) => {
                     tracing::error!(%error, "stdin read failed");
                     return None;
                 }
-            }
-            if line.len() > MAX_LINE && line.last() != Some(&b'\n') {
-                reply_error(&self.writer, Value::Null, -32600, format!("message longer than {MAX_LINE} bytes")).await;
-                // Skip the rest of the oversized line.
-                let mut rest = Vec::new();
-                if self.reader.read_until(b'\n', &mut rest).await.is_err() {
-                    return None;
+            };
+            match read {
+                Line::End => return None,
+                Line::Complete => {}
+                Line::TooLong => {
+                    let message = format!("Invalid Request: message longer than {} bytes; discarded", self.max_message);
+                    tracing::warn!(limit = self.max_message, "discarding an oversized stdin message");
+                    reply_error(&self.writer, Value::Null, -32600, message).await;
+                    match skip_line(&mut self.reader).await {
+                        Ok(true) => continue,
+                        Ok(false) => return None,
+                        Err(error) => {
+                            tracing::error!(%error, "stdin read failed");
+                            return None;
+                        }
+                    }
                 }
-                continue;
             }
             let text = line.trim_ascii();
             if text.is_empty() {
@@ -132,5 +194,38 @@ fn request_id(value: &Value) -> Value {
     match value.get("id") {
         Some(id @ (Value::String(_) | Value::Number(_))) => id.clone(),
         _ => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Line, read_bounded, skip_line};
+    use tokio::io::BufReader;
+
+    #[tokio::test]
+    async fn a_long_line_is_cut_off_and_skipped_without_being_held() {
+        let input = format!("{}\n{{\"ok\":1}}\nlast", "x".repeat(100_000));
+        let mut reader = BufReader::with_capacity(1024, input.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_bounded(&mut reader, &mut line, 4096).await.unwrap(), Line::TooLong);
+        assert!(line.capacity() <= 2 * 4096, "held {} bytes", line.capacity());
+        assert!(skip_line(&mut reader).await.unwrap());
+        line.clear();
+        assert_eq!(read_bounded(&mut reader, &mut line, 4096).await.unwrap(), Line::Complete);
+        assert_eq!(line, b"{\"ok\":1}\n");
+        line.clear();
+        assert_eq!(read_bounded(&mut reader, &mut line, 4096).await.unwrap(), Line::Complete);
+        assert_eq!(line, b"last");
+        line.clear();
+        assert_eq!(read_bounded(&mut reader, &mut line, 4096).await.unwrap(), Line::End);
+    }
+
+    #[tokio::test]
+    async fn a_line_of_exactly_the_limit_is_accepted() {
+        let input = format!("{}\n", "y".repeat(4096));
+        let mut reader = BufReader::with_capacity(100, input.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_bounded(&mut reader, &mut line, 4096).await.unwrap(), Line::Complete);
+        assert_eq!(line.len(), 4097);
     }
 }
