@@ -79,6 +79,9 @@ pub struct HoldRequest<'a> {
     pub call_id: &'a str,
     pub session: &'a str,
     pub caller: &'a str,
+    /// How the caller authenticated, and their linked person (see [`Approval::is_callers`]).
+    pub caller_via: AuthMethod,
+    pub caller_person: Option<&'a str>,
     pub tool: &'a str,
     pub server: &'a str,
     pub risk: &'a str,
@@ -301,6 +304,8 @@ impl Broker {
             call_id: request.call_id.to_owned(),
             session: request.session.to_owned(),
             caller: request.caller.to_owned(),
+            caller_person: request.caller_person.map(str::to_owned),
+            caller_via: Some(request.caller_via),
             tool: request.tool.to_owned(),
             server: request.server.to_owned(),
             risk: request.risk.to_owned(),
@@ -369,7 +374,7 @@ impl Broker {
         if who.via == AuthMethod::Anonymous && !in_band_confirm {
             return Err(NotEligible::Anonymous.into());
         }
-        approval.may_decide(principal, &who.groups)?;
+        approval.may_decide(who, channel)?;
         if approval.state == State::Pending && now_ms() >= approval.expires_ms {
             let expired = self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             return Err(DecideError::Expired(Box::new(expired)));
@@ -377,21 +382,23 @@ impl Broker {
         // A repeated decision returns the current state, pending or settled.
         match approval.state {
             State::Expired => return Err(DecideError::Expired(Box::new(approval))),
-            _ if approval.votes.iter().any(|v| v.approver == principal) => {
+            _ if approval.votes.iter().any(|v| v.is_by(who)) => {
                 return Ok(Decided { approval, counted: false });
             }
             State::Pending => {}
             _ => return Err(DecideError::Settled(Box::new(approval))),
         }
         let comment = comment.map(|c| c.trim().chars().take(MAX_COMMENT).collect::<String>()).filter(|c| !c.is_empty());
-        let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms() };
+        let person = who.person.as_ref().map(|p| p.as_str().to_owned());
+        let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms(), person };
         let mut decided = Record::new(RecordKind::ApprovalDecided)
             .call_id(approval.call_id.as_str())
             .tool(approval.tool.as_str())
             .approval_id(approval.id.as_str())
             .approver(principal)
             .channel(channel)
-            .decision(verdict.as_str());
+            .decision(verdict.as_str())
+            .detail(json!({"via": who.via, "person": who.person.as_ref().map(|p| p.as_str())}));
         if let Some(comment) = &vote.comment {
             decided = decided.comment(comment.as_str());
         }

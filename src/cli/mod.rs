@@ -18,6 +18,7 @@ mod keys;
 mod log;
 mod receipts;
 mod serve;
+mod tokens;
 mod tools;
 mod wiring;
 
@@ -69,6 +70,9 @@ enum Command {
     /// Verify approval receipts with the public key alone.
     #[command(subcommand)]
     Receipts(receipts::Command),
+    /// Make static bearer tokens for [[identity.tokens]].
+    #[command(subcommand)]
+    Tokens(tokens::Command),
     /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
     DemoTools(demo_tools::Args),
 }
@@ -89,6 +93,7 @@ pub fn main() -> ExitCode {
         Command::DemoTools(args) => demo_tools::run(args),
         Command::Approvals(cmd) => approvals::run(cmd),
         Command::Receipts(cmd) => receipts::run(cmd),
+        Command::Tokens(cmd) => tokens::run(cmd),
     };
     match result {
         Ok(code) => code,
