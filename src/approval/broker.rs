@@ -320,6 +320,7 @@ impl Broker {
             created_ms: now,
             expires_ms: now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             votes: Vec::new(),
+            voter_people: std::collections::BTreeMap::new(),
             settled_ms: None,
             settled_reason: None,
             executed_by: None,
@@ -382,15 +383,17 @@ impl Broker {
         // A repeated decision returns the current state, pending or settled.
         match approval.state {
             State::Expired => return Err(DecideError::Expired(Box::new(approval))),
-            _ if approval.votes.iter().any(|v| v.is_by(who)) => {
+            _ if approval.has_voted(who) => {
                 return Ok(Decided { approval, counted: false });
             }
             State::Pending => {}
             _ => return Err(DecideError::Settled(Box::new(approval))),
         }
         let comment = comment.map(|c| c.trim().chars().take(MAX_COMMENT).collect::<String>()).filter(|c| !c.is_empty());
-        let person = who.person.as_ref().map(|p| p.as_str().to_owned());
-        let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms(), person };
+        let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms() };
+        if let Some(person) = &who.person {
+            approval.voter_people.insert(principal.to_owned(), person.as_str().to_owned());
+        }
         let mut decided = Record::new(RecordKind::ApprovalDecided)
             .call_id(approval.call_id.as_str())
             .tool(approval.tool.as_str())

@@ -155,16 +155,6 @@ pub struct Vote {
     pub comment: Option<String>,
     /// Unix milliseconds.
     pub at_ms: u64,
-    /// The approver's linked person, if any: one person's identities count once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub person: Option<String>,
-}
-
-impl Vote {
-    /// Whether this vote was cast by `who` (the same principal, or the same person).
-    pub fn is_by(&self, who: &Caller) -> bool {
-        same_party(&self.approver, self.person.as_deref(), who)
-    }
 }
 
 /// Whether `who` is the party of `principal` (and its linked `person`): the same name after
@@ -211,6 +201,10 @@ pub struct Approval {
     pub created_ms: u64,
     pub expires_ms: u64,
     pub votes: Vec<Vote>,
+    /// The linked person of each voter who has one (approver → person): one person's
+    /// identities count once.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub voter_people: std::collections::BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_ms: Option<u64>,
     /// Why it settled as it did, in words (e.g. "gateway restarted").
@@ -255,6 +249,11 @@ impl Approval {
     /// RFC 3339 form of the expiry, for people.
     pub fn expires_at(&self) -> String {
         rfc3339(self.expires_ms)
+    }
+
+    /// Whether `who` (or another identity of their person) has decided already.
+    pub fn has_voted(&self, who: &Caller) -> bool {
+        self.votes.iter().any(|v| same_party(&v.approver, self.voter_people.get(&v.approver).map(String::as_str), who))
     }
 
     /// Whether `who` is this hold's caller: the same principal, or an identity linked to
@@ -382,6 +381,7 @@ pub(crate) fn sample_approval(args: Value, rule: Option<&str>, reason: &str) -> 
         created_ms: 0,
         expires_ms: 1_800_000_000_000,
         votes: Vec::new(),
+        voter_people: std::collections::BTreeMap::new(),
         settled_ms: None,
         settled_reason: None,
         executed_by: None,

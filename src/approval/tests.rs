@@ -29,11 +29,7 @@ async fn fixture(timeout: Duration) -> Fixture {
 }
 
 fn person(name: &str, groups: &[&str]) -> Caller {
-    Caller {
-        principal: Principal::new(name).unwrap(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        via: AuthMethod::StaticToken,
-    }
+    Caller::new(Principal::new(name).unwrap(), groups.iter().map(|g| (*g).to_owned()).collect(), AuthMethod::StaticToken)
 }
 
 fn forwarded() -> crate::audit::Record {
@@ -51,6 +47,8 @@ async fn hold(broker: &Broker, kind: Kind, args: serde_json::Value, spec: &Appro
             call_id: "c1",
             session: "s1",
             caller: "carol",
+            caller_via: AuthMethod::StaticToken,
+            caller_person: None,
             tool: "demo__grant_role",
             server: "demo",
             risk: "high",
@@ -129,7 +127,7 @@ async fn confirm_is_for_the_caller_only_and_anonymous_never_decides() {
     let a = hold(&f.broker, Kind::Confirm, json!({}), &spec(1, Vec::new())).await;
     let err = f.broker.decide(&a.id, &person("bob", &[]), Verdict::Approve, None, "api").await.unwrap_err();
     assert!(matches!(err, DecideError::NotEligible(NotEligible::NotTheCaller)));
-    let anon = Caller { principal: Principal::new("carol").unwrap(), groups: Vec::new(), via: AuthMethod::Anonymous };
+    let anon = Caller::new(Principal::new("carol").unwrap(), Vec::new(), AuthMethod::Anonymous);
     let err = f.broker.decide(&a.id, &anon, Verdict::Approve, None, "api").await.unwrap_err();
     assert!(matches!(err, DecideError::NotEligible(NotEligible::Anonymous)));
     let ok = f.broker.decide(&a.id, &person("carol", &[]), Verdict::Approve, None, "elicitation").await.unwrap();

@@ -21,11 +21,13 @@ fn token_config() -> IdentityConfig {
                 name: "alice".into(),
                 sha256: sha256_hex("s3cret-a"),
                 groups: vec!["sre".into()],
+                ..TokenEntry::default()
             },
             TokenEntry {
                 name: "bob".into(),
                 sha256: sha256_hex("s3cret-b"),
                 groups: vec![],
+                ..TokenEntry::default()
             },
         ],
         ..IdentityConfig::default()
@@ -193,6 +195,7 @@ fn bad_identity_config_is_refused_with_the_entry_named() {
             name: "carol".into(),
             sha256: "not-hex".into(),
             groups: vec![],
+            ..TokenEntry::default()
         }],
         ..IdentityConfig::default()
     };
@@ -211,6 +214,7 @@ fn bad_identity_config_is_refused_with_the_entry_named() {
             name: "".into(),
             sha256: sha256_hex("x"),
             groups: vec![],
+            ..TokenEntry::default()
         }],
         ..IdentityConfig::default()
     };
