@@ -150,6 +150,8 @@ impl EnvVarName {
 pub struct IdentityConfig {
     /// Default `env:USER`.
     pub stdio_principal: StdioPrincipal,
+    /// The person behind the stdio caller. Default none.
+    pub stdio_person: Option<String>,
     /// `[[identity.tokens]]`.
     pub tokens: Vec<TokenConfig>,
     /// `[[identity.oidc]]`.
@@ -297,6 +299,7 @@ impl Config {
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
+                stdio_person: None,
                 tokens: Vec::new(),
                 oidc: Vec::new(),
                 failed_auth_limit: std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN),

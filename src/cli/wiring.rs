@@ -64,6 +64,7 @@ pub(crate) fn identity(config: &IdentityConfig) -> identity::IdentityConfig {
         StdioPrincipal::Fixed(name) => Some(name.clone()),
     };
     identity::IdentityConfig {
+        stdio_person: config.stdio_person.clone(),
         stdio_principal,
         tokens: config
             .tokens

@@ -51,6 +51,9 @@ pub(super) fn check(source: &Source<'_>, errors: &mut ConfigErrors, raw: &RawCon
         {
             sites.push(Site { name: p.get_ref().trim(), from: From::Stdio, span: p.span() });
         }
+        if let Some(person) = &identity.stdio_person {
+            people.push((person.get_ref(), person.span()));
+        }
         for token in identity.tokens.iter().flatten() {
             if let Some(name) = &token.get_ref().name {
                 sites.push(Site { name: name.get_ref(), from: From::Token, span: name.span() });

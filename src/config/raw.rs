@@ -65,6 +65,7 @@ pub(super) struct RawAudit {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIdentity {
     pub(super) stdio_principal: Option<Spanned<String>>,
+    pub(super) stdio_person: Option<Spanned<String>>,
     pub(super) tokens: Option<Vec<Spanned<RawToken>>>,
     pub(super) oidc: Option<Vec<Spanned<RawOidc>>>,
     failed_auth_limit: Option<Spanned<i64>>,
@@ -256,6 +257,12 @@ impl Validator<'_, '_> {
                 self.problem(p.span(), msg.to_string());
             } else {
                 out.stdio_principal = StdioPrincipal::Fixed(text.to_string());
+            }
+        }
+        if let Some(person) = raw.stdio_person {
+            match crate::identity::Person::new(person.get_ref().as_str()) {
+                Ok(_) => out.stdio_person = Some(person.into_inner()),
+                Err(why) => self.problem(person.span(), format!("key \"identity.stdio_person\": {why}")),
             }
         }
         for token in raw.tokens.unwrap_or_default() {

@@ -88,6 +88,9 @@ pub struct IdentityConfig {
     /// `"env:VAR"` or a literal. `None` means `env:USER`, falling back to `stdio` when
     /// `USER` is unset.
     pub stdio_principal: Option<String>,
+    /// The person behind the stdio caller (`stdio_person`), so that person's `human`
+    /// token or sign-in may confirm the stdio caller's holds out of band.
+    pub stdio_person: Option<String>,
     pub tokens: Vec<TokenEntry>,
     pub oidc: Vec<OidcIssuer>,
     /// Minimum time between two JWKS fetches for one issuer (an unknown `kid` triggers a
@@ -103,6 +106,7 @@ impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
             stdio_principal: None,
+            stdio_person: None,
             tokens: Vec::new(),
             oidc: Vec::new(),
             jwks_min_refetch: Duration::from_secs(30),
@@ -196,6 +200,7 @@ pub enum TokenProblem {
 #[derive(Debug)]
 pub struct Authenticator {
     stdio: Result<Principal, StdioPrincipalError>,
+    stdio_person: Option<Person>,
     tokens: StaticTokens,
     oidc: Option<OidcVerifier>,
     throttle: Throttle,
@@ -213,6 +218,11 @@ impl Authenticator {
         if let Ok(stdio) = &stdio {
             check_stdio_clash(stdio, &config.tokens)?;
         }
+        let stdio_person = config
+            .stdio_person
+            .map(Person::new)
+            .transpose()
+            .map_err(|source| IdentityConfigError::TokenName { name: "stdio_person".into(), source })?;
         let tokens = build_tokens(config.tokens)?;
         let oidc = if config.oidc.is_empty() {
             None
@@ -229,6 +239,7 @@ impl Authenticator {
         };
         Ok(Self {
             stdio,
+            stdio_person,
             tokens,
             oidc,
             throttle: Throttle::new(config.throttle),
@@ -244,7 +255,7 @@ impl Authenticator {
     /// `env:VAR` and `VAR` is unset.
     pub fn stdio_caller(&self) -> Result<Caller, StdioPrincipalError> {
         let principal = self.stdio.clone()?;
-        Ok(Caller::new(principal, Vec::new(), AuthMethod::Stdio))
+        Ok(Caller { person: self.stdio_person.clone(), ..Caller::new(principal, Vec::new(), AuthMethod::Stdio) })
     }
 
     /// Authenticates an HTTP request from its `Authorization` header value.
