@@ -272,7 +272,7 @@ async fn a_second_issuers_group_does_not_satisfy_the_firsts_and_duplicate_kids_a
     let setup = quorum_setup(&a, &b);
     let gateway = setup.http().await;
     let agent = mcp_as(&gateway, AGENT, ElicitAnswer::Unsupported).await;
-    let held = in_background(&agent, "demo__run_migration", json!({"name": "m1"}));
+    let held = in_background(&agent, "demo__run_migration", json!({"steps": 1}));
     let id = pending(&gateway, "demo__run_migration", BOB).await["id"].as_str().expect("id").to_owned();
     // B's `sre` is B's own group: B's user may neither see nor decide the hold.
     let eve = jwt(&b_key, &b, "eve", &["sre"], now() + 300);
@@ -300,7 +300,7 @@ async fn two_identities_of_one_person_count_once_toward_a_quorum_of_two() {
     let setup = quorum_setup(&a, &b);
     let gateway = setup.http().await;
     let agent = mcp_as(&gateway, AGENT, ElicitAnswer::Unsupported).await;
-    let held = in_background(&agent, "demo__run_migration", json!({"name": "m2"}));
+    let held = in_background(&agent, "demo__run_migration", json!({"steps": 2}));
     let id = pending(&gateway, "demo__run_migration", BOB).await["id"].as_str().expect("id").to_owned();
     let (status, body) = decide(&gateway, &id, ALICE).await;
     assert_eq!((status, &body["counted"]), (200, &json!(true)), "{body}");
