@@ -128,8 +128,8 @@ pub enum IdentityConfigError {
     TokenDigest { name: String, problem: String },
     #[error("identity.tokens: {first:?} and {second:?} have the same sha256")]
     DuplicateToken { first: String, second: String },
-    #[error("identity: {0}")]
-    Clash(String),
+    #[error("identity.tokens: name {0:?} contains '#', which is reserved for OIDC principals ({{issuer}}#{{sub}})")]
+    ReservedName(String),
     #[error("identity.oidc: issuer {issuer:?}: {problem}")]
     Issuer { issuer: String, problem: String },
     #[error("identity.oidc: could not build the HTTP client: {0}")]
@@ -215,9 +215,8 @@ impl Authenticator {
             None => resolve_stdio_principal("env:USER")
                 .or_else(|_| Principal::new("stdio").map_err(StdioPrincipalError::Invalid)),
         };
-        if let Ok(stdio) = &stdio {
-            check_stdio_clash(stdio, &config.tokens)?;
-        }
+        // Checked when a stdio session starts (an HTTP-only gateway has no stdio caller).
+        let stdio = stdio.and_then(|p| check_stdio_clash(&p, &config.tokens).map(|()| p));
         let stdio_person = config
             .stdio_person
             .map(Person::new)
@@ -388,10 +387,7 @@ fn build_tokens(entries: Vec<TokenEntry>) -> Result<StaticTokens, IdentityConfig
     let mut stored: Vec<StoredToken> = Vec::with_capacity(entries.len());
     for entry in entries {
         if entry.name.contains('#') {
-            return Err(IdentityConfigError::Clash(format!(
-                "token name {:?} contains '#', which is reserved for OIDC principals ({{issuer}}#{{sub}})",
-                entry.name
-            )));
+            return Err(IdentityConfigError::ReservedName(entry.name));
         }
         let principal = Principal::new(entry.name.clone()).map_err(|source| {
             IdentityConfigError::TokenName {
@@ -463,18 +459,18 @@ fn build_issuers(configs: Vec<OidcIssuer>) -> Result<Vec<Issuer>, IdentityConfig
 /// The stdio principal is a source of its own: it must not be (or look like) a token's
 /// name, or one credential's holds could be decided by the other. Only known at start
 /// when it comes from `env:USER`, so it is checked here as well as by `airlock check`.
-fn check_stdio_clash(stdio: &Principal, tokens: &[TokenEntry]) -> Result<(), IdentityConfigError> {
+fn check_stdio_clash(stdio: &Principal, tokens: &[TokenEntry]) -> Result<(), StdioPrincipalError> {
     let folded = fold_name(stdio.as_str());
     if stdio.as_str().contains('#') {
-        return Err(IdentityConfigError::Clash(format!(
-            "stdio principal {:?} contains '#', which only OIDC principals ({{issuer}}#{{sub}}) have",
+        return Err(StdioPrincipalError::Clash(format!(
+            "{:?} contains '#', which only OIDC principals ({{issuer}}#{{sub}}) have",
             stdio.as_str()
         )));
     }
     match tokens.iter().find(|t| fold_name(&t.name) == folded) {
-        Some(t) => Err(IdentityConfigError::Clash(format!(
-            "stdio principal {:?} collides with the [[identity.tokens]] name {:?}; rename one \
-             (identity.stdio_principal, or the token's name)",
+        Some(t) => Err(StdioPrincipalError::Clash(format!(
+            "{:?} collides with the [[identity.tokens]] name {:?}; rename one (identity.stdio_principal, \
+             or the token), and link them with `stdio_person` and `person` if they are one human",
             stdio.as_str(),
             t.name
         ))),

@@ -200,6 +200,8 @@ pub enum StdioPrincipalError {
     EmptyVarName,
     #[error("identity.stdio_principal: {0}")]
     Invalid(#[from] PrincipalError),
+    #[error("identity.stdio_principal: {0}")]
+    Clash(String),
 }
 
 /// Resolves a `stdio_principal` spec: `"env:VAR"` reads the environment variable `VAR`,

@@ -273,3 +273,20 @@ fn authenticator_is_shareable_and_its_future_is_send() {
     let fut = auth.authenticate(None);
     assert_send(&fut);
 }
+
+#[test]
+fn a_stdio_principal_that_is_a_token_name_is_refused_when_stdio_starts() {
+    let config = IdentityConfig {
+        stdio_principal: Some("Alice".into()),
+        tokens: vec![TokenEntry { name: "alice".into(), sha256: sha256_hex("t"), ..TokenEntry::default() }],
+        ..IdentityConfig::default()
+    };
+    // An HTTP-only gateway has no stdio caller, so it starts.
+    let auth = Authenticator::new(config).unwrap();
+    assert!(matches!(auth.stdio_caller(), Err(StdioPrincipalError::Clash(_))));
+    let reserved = IdentityConfig {
+        tokens: vec![TokenEntry { name: "http://idp#carol".into(), sha256: sha256_hex("t"), ..TokenEntry::default() }],
+        ..IdentityConfig::default()
+    };
+    assert!(matches!(Authenticator::new(reserved), Err(IdentityConfigError::ReservedName(_))));
+}

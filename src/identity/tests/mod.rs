@@ -504,6 +504,7 @@ async fn every_key_under_a_duplicated_kid_is_tried() {
 
 #[tokio::test]
 async fn a_second_issuers_group_is_not_the_firsts() {
+    install_crypto_provider();
     let key_a = TestKey::es256("a");
     let key_b = TestKey::es256("b");
     let (a, b) = (Idp::start(&[&key_a]).await, Idp::start(&[&key_b]).await);
