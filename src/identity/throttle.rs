@@ -7,7 +7,7 @@
 //! client's first, unauthenticated probe is how OAuth discovery starts).
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -122,9 +122,16 @@ impl Throttle {
     }
 }
 
+/// The bucket of an address. IPv6 clients are counted per /64, the block one host is
+/// usually given (else one host could rotate through 2^64 addresses); an IPv4-mapped IPv6
+/// address counts as its IPv4 address.
 fn key(client: Option<IpAddr>) -> IpAddr {
     // Without a known address every such request shares one bucket: fail closed.
-    client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+    match client.map(|ip| ip.to_canonical()) {
+        Some(IpAddr::V6(v6)) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !u128::from(u64::MAX))),
+        Some(v4) => v4,
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    }
 }
 
 fn too_many(wait: Duration) -> AuthError {
@@ -157,5 +164,16 @@ mod tests {
         assert!(matches!(e, AuthError::TooManyFailures { retry_after_secs } if retry_after_secs >= 1), "{e:?}");
         assert!(matches!(throttle.gate(a), Err(AuthError::TooManyFailures { .. })));
         assert!(throttle.gate(b).is_ok());
+    }
+
+    #[test]
+    fn ipv6_hosts_count_per_64_and_mapped_v4_as_v4() {
+        let one: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(key(Some(one)), key(Some(same_64)));
+        assert_ne!(key(Some(one)), key(Some(other_64)));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(key(Some(mapped)), IpAddr::from([10, 0, 0, 1]));
     }
 }
