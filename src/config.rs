@@ -19,6 +19,7 @@ use url::Url;
 
 mod diag;
 mod limits;
+mod names;
 mod raw;
 pub use diag::{ConfigErrors, Problem, Source, deserialize_all, suggestion};
 
@@ -212,10 +213,15 @@ impl EnvVarName {
 pub struct IdentityConfig {
     /// Default `env:USER`.
     pub stdio_principal: StdioPrincipal,
+    /// The person behind the stdio caller. Default none.
+    pub stdio_person: Option<String>,
     /// `[[identity.tokens]]`.
     pub tokens: Vec<TokenConfig>,
     /// `[[identity.oidc]]`.
     pub oidc: Vec<OidcConfig>,
+    /// Refused credentials a client address may present per minute before it is answered
+    /// 429. Default 20.
+    pub failed_auth_limit: std::num::NonZeroU32,
 }
 
 impl IdentityConfig {
@@ -234,6 +240,10 @@ pub struct TokenConfig {
     pub sha256: [u8; 32],
     /// Groups of that principal.
     pub groups: Vec<String>,
+    /// Only a person holds this token: it may confirm its own holds out of band.
+    pub human: bool,
+    /// The person behind the token: their identities count once toward a quorum.
+    pub person: Option<String>,
 }
 
 /// An OIDC issuer whose JWTs are accepted.
@@ -247,6 +257,12 @@ pub struct OidcConfig {
     pub groups_claim: String,
     /// JWKS location; default: discovered from `<issuer>/.well-known/openid-configuration`.
     pub jwks_url: Option<Url>,
+    /// Bearer JWTs of this issuer are held by people only.
+    pub human: bool,
+    /// Claim value → gateway-wide group; other groups are `{issuer}#{group}`.
+    pub group_map: BTreeMap<String, String>,
+    /// `sub` → person.
+    pub people: BTreeMap<String, String>,
 }
 
 /// `[approvals]`.
@@ -274,6 +290,8 @@ pub struct WebConfig {
     pub oidc: Option<WebOidcConfig>,
     /// How long a sign-in lasts. Default 8 hours.
     pub session_lifetime: Duration,
+    /// A sign-in unused this long ends. Default 30 minutes.
+    pub idle_timeout: Duration,
 }
 
 /// The OpenID Connect client the approver page signs people in with.
@@ -347,8 +365,10 @@ impl Config {
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
+                stdio_person: None,
                 tokens: Vec::new(),
                 oidc: Vec::new(),
+                failed_auth_limit: std::num::NonZeroU32::new(20).unwrap_or(std::num::NonZeroU32::MIN),
             },
             approvals: ApprovalsConfig {
                 timeout: Duration::from_secs(15 * 60),
@@ -356,7 +376,11 @@ impl Config {
                 default_approvers: Vec::new(),
                 slack: None,
                 teams: None,
-                web: WebConfig { oidc: None, session_lifetime: Duration::from_secs(8 * 3600) },
+                web: WebConfig {
+                    oidc: None,
+                    session_lifetime: Duration::from_secs(8 * 3600),
+                    idle_timeout: Duration::from_secs(30 * 60),
+                },
             },
         }
     }
@@ -401,6 +425,7 @@ impl Config {
         let mut config = Config::defaults_in(&base_dir);
         config.file = Some(path.to_path_buf());
         if let Some(raw) = raw {
+            names::check(&source, &mut errors, &raw);
             let mut v = raw::Validator {
                 source: &source,
                 errors: &mut errors,

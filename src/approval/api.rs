@@ -43,6 +43,29 @@ impl Identify for Authenticator {
     }
 }
 
+/// The client's address, from the connection (`ConnectInfo`), for throttling refused
+/// credentials per address. `None` when the server was not started with connect info.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let info = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(ClientAddr(info.map(|c| c.0.ip())))
+    }
+}
+
+/// `Retry-After` for an answer to [`AuthError::TooManyFailures`].
+pub fn retry_after(response: &mut Response, error: &AuthError) {
+    if let AuthError::TooManyFailures { retry_after_secs } = error
+        && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+}
+
 /// What the handlers reach.
 #[derive(Clone)]
 struct ApiState {
@@ -106,6 +129,7 @@ impl ApiError {
             }
             // The token cannot be checked right now, so it does not count; try later.
             ApiError::Auth(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Auth(AuthError::TooManyFailures { .. }) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadState(_) | ApiError::BadQuery(_) | ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::WrongChannel { .. } => StatusCode::FORBIDDEN,
@@ -142,6 +166,9 @@ impl IntoResponse for ApiError {
             body["approval"] = serde_json::to_value(approval).unwrap_or(Value::Null);
         }
         let mut response = (status, axum::Json(body)).into_response();
+        if let ApiError::Auth(error) = &self {
+            retry_after(&mut response, error);
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
@@ -160,13 +187,16 @@ fn ok(value: Value) -> Response {
 }
 
 /// The caller, who must be someone: anonymous (no identity configured) is refused.
-async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+async fn caller(state: &ApiState, client: ClientAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let caller = state.identify.authenticator().authenticate(authorization).await.map_err(ApiError::Auth)?;
+    let authenticator = state.identify.authenticator();
+    let caller = authenticator.authenticate_from(client.0, "/api/v1/approvals", authorization).await.map_err(ApiError::Auth)?;
     match caller.via {
         AuthMethod::Anonymous => Err(ApiError::Anonymous),
         // `Slack` never comes from a bearer token; it is listed so the match stays exhaustive.
-        AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::Slack => Ok(caller),
+        AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::OidcSignIn | AuthMethod::Slack => {
+            Ok(caller)
+        }
     }
 }
 
@@ -178,26 +208,32 @@ fn lookup(state: &ApiState, id: &str) -> Result<Approval, ApiError> {
 /// `GET /api/v1/approvals[?state=S]`: oldest first.
 async fn list(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers).await?;
+    let who = caller(&state, client, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::BadQuery(e.body_text()))?;
     let filter = match query.state.as_deref() {
         None | Some("") => None,
         Some(text) => Some(ApprovalState::parse(text).ok_or_else(|| ApiError::BadState(text.to_owned()))?),
     };
     let visible: Vec<Approval> =
-        state.broker.list(filter).into_iter().filter(|a| a.may_view(who.principal.as_str(), &who.groups)).collect();
+        state.broker.list(filter).into_iter().filter(|a| a.may_view(&who)).collect();
     Ok(ok(json!({"approvals": visible})))
 }
 
 /// `GET /api/v1/approvals/{id}`.
-async fn show(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers).await?;
+async fn show(
+    State(state): State<ApiState>,
+    client: ClientAddr,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let who = caller(&state, client, &headers).await?;
     // One you may not see reads as one that does not exist.
     let approval = lookup(&state, &id)?;
-    if !approval.may_view(who.principal.as_str(), &who.groups) {
+    if !approval.may_view(&who) {
         return Err(ApiError::NotFound(id));
     }
     Ok(ok(serde_json::to_value(approval).unwrap_or(Value::Null)))
@@ -207,15 +243,16 @@ async fn show(State(state): State<ApiState>, headers: HeaderMap, Path(id): Path<
 /// known, so an unauthenticated client learns nothing from its errors.
 async fn decide(
     State(state): State<ApiState>,
+    client: ClientAddr,
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let who = caller(&state, &headers).await?;
+    let who = caller(&state, client, &headers).await?;
     // As in `show`: one you may not see reads as one that does not exist, so a refusal
     // never tells an outsider that it exists or who may decide it.
     let approval = lookup(&state, &id)?;
-    if !approval.may_view(who.principal.as_str(), &who.groups) {
+    if !approval.may_view(&who) {
         return Err(ApiError::NotFound(id));
     }
     let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;

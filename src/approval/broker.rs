@@ -82,6 +82,9 @@ pub struct HoldRequest<'a> {
     pub call_id: &'a str,
     pub session: &'a str,
     pub caller: &'a str,
+    /// How the caller authenticated, and their linked person (see [`Approval::is_callers`]).
+    pub caller_via: AuthMethod,
+    pub caller_person: Option<&'a str>,
     pub tool: &'a str,
     pub server: &'a str,
     pub risk: &'a str,
@@ -304,6 +307,8 @@ impl Broker {
             call_id: request.call_id.to_owned(),
             session: request.session.to_owned(),
             caller: request.caller.to_owned(),
+            caller_person: request.caller_person.map(str::to_owned),
+            caller_via: Some(request.caller_via),
             tool: request.tool.to_owned(),
             server: request.server.to_owned(),
             risk: request.risk.to_owned(),
@@ -318,6 +323,7 @@ impl Broker {
             created_ms: now,
             expires_ms: now.saturating_add(u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX)),
             votes: Vec::new(),
+            voter_people: std::collections::BTreeMap::new(),
             settled_ms: None,
             settled_reason: None,
             executed_by: None,
@@ -372,7 +378,7 @@ impl Broker {
         if who.via == AuthMethod::Anonymous && !in_band_confirm {
             return Err(NotEligible::Anonymous.into());
         }
-        approval.may_decide(principal, &who.groups)?;
+        approval.may_decide(who, channel)?;
         if approval.state == State::Pending && now_ms() >= approval.expires_ms {
             let expired = self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             return Err(DecideError::Expired(Box::new(expired)));
@@ -380,7 +386,7 @@ impl Broker {
         // A repeated decision returns the current state, pending or settled.
         match approval.state {
             State::Expired => return Err(DecideError::Expired(Box::new(approval))),
-            _ if approval.votes.iter().any(|v| v.approver == principal) => {
+            _ if approval.has_voted(who) => {
                 return Ok(Decided { approval, counted: false });
             }
             State::Pending => {}
@@ -388,13 +394,17 @@ impl Broker {
         }
         let comment = comment.map(|c| c.trim().chars().take(MAX_COMMENT).collect::<String>()).filter(|c| !c.is_empty());
         let vote = Vote { approver: principal.to_owned(), verdict, channel: channel.to_owned(), comment, at_ms: now_ms() };
+        if let Some(person) = &who.person {
+            approval.voter_people.insert(principal.to_owned(), person.as_str().to_owned());
+        }
         let mut decided = Record::new(RecordKind::ApprovalDecided)
             .call_id(approval.call_id.as_str())
             .tool(approval.tool.as_str())
             .approval_id(approval.id.as_str())
             .approver(principal)
             .channel(channel)
-            .decision(verdict.as_str());
+            .decision(verdict.as_str())
+            .detail(json!({"via": who.via, "person": who.person.as_ref().map(|p| p.as_str())}));
         if let Some(comment) = &vote.comment {
             decided = decided.comment(comment.as_str());
         }

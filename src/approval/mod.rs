@@ -11,15 +11,19 @@
 //! the reverse.
 //!
 //! States: `pending → approved | denied | expired | cancelled`. An `approve` hold is never
-//! decided by its own caller; a `confirm` hold only by its caller. Each approver counts
-//! once, any deny is final, nothing counts after expiry, and an approved hold authorises
-//! one execution of its exact argument digest.
+//! decided by its own caller (nor by another identity of the caller's `person`); a
+//! `confirm` hold only by its caller: in-band, or out of band by a person (a `human`
+//! identity or an OIDC sign-in on the page) with a credential other than the one that made
+//! the call. Each person counts once, any deny is final, nothing counts after expiry, and
+//! an approved hold authorises one execution of its exact argument digest.
 
 use std::fmt;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+use crate::identity::{AuthMethod, Caller, Holder, counts_as, fold_name};
 
 pub mod api;
 mod broker;
@@ -154,6 +158,13 @@ pub struct Vote {
     pub at_ms: u64,
 }
 
+/// Whether `who` is the party of `principal` (and its linked `person`): the same name after
+/// folding, or the same person. Only ever used to refuse (self-approval, repeated votes).
+fn same_party(principal: &str, person: Option<&str>, who: &Caller) -> bool {
+    fold_name(principal) == fold_name(who.principal.as_str())
+        || (person.is_some() && who.person.is_some() && counts_as(principal, person) == who.counts_as())
+}
+
 /// One hold, as stored in `<data_dir>/state` (tree `approvals`) and shown by the API.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Approval {
@@ -164,6 +175,12 @@ pub struct Approval {
     pub call_id: String,
     pub session: String,
     pub caller: String,
+    /// The caller's linked person, if any: their other identities count as the caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_person: Option<String>,
+    /// How the caller authenticated: an out-of-band confirmation must use another credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_via: Option<AuthMethod>,
     /// Exposed tool name, and the downstream server and tool behind it.
     pub tool: String,
     pub server: String,
@@ -189,6 +206,10 @@ pub struct Approval {
     pub created_ms: u64,
     pub expires_ms: u64,
     pub votes: Vec<Vote>,
+    /// The linked person of each voter who has one (approver → person): one person's
+    /// identities count once.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub voter_people: std::collections::BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled_ms: Option<u64>,
     /// Why it settled as it did, in words (e.g. "gateway restarted").
@@ -235,29 +256,66 @@ impl Approval {
         rfc3339(self.expires_ms)
     }
 
-    /// Whether someone may see this hold at all: its caller, and whoever may decide it.
-    /// Others learn nothing of the call (arguments, comments, voters).
-    pub fn may_view(&self, principal: &str, groups: &[String]) -> bool {
-        principal == self.caller || self.may_decide(principal, groups).is_ok()
+    /// Whether `who` (or another identity of their person) has decided already.
+    pub fn has_voted(&self, who: &Caller) -> bool {
+        self.votes.iter().any(|v| same_party(&v.approver, self.voter_people.get(&v.approver).map(String::as_str), who))
     }
 
-    /// Whether `principal` (with `groups`) may decide this hold, and if not, why.
-    pub fn may_decide(&self, principal: &str, groups: &[String]) -> Result<(), NotEligible> {
+    /// Whether `who` is this hold's caller: the same principal, or an identity linked to
+    /// the caller's person.
+    pub fn is_callers(&self, who: &Caller) -> bool {
+        same_party(&self.caller, self.caller_person.as_deref(), who)
+    }
+
+    /// Whether someone may see this hold at all: its caller, and whoever may decide it.
+    /// Others learn nothing of the call (arguments, comments, voters).
+    pub fn may_view(&self, who: &Caller) -> bool {
+        self.is_callers(who) || (self.kind == Kind::Approve && self.may_decide(who, api::CHANNEL).is_ok())
+    }
+
+    /// Whether `who` may decide this hold on `channel`, and if not, why.
+    pub fn may_decide(&self, who: &Caller, channel: &str) -> Result<(), NotEligible> {
         match self.kind {
-            Kind::Confirm if principal != self.caller => Err(NotEligible::NotTheCaller),
+            Kind::Confirm if !self.is_callers(who) => Err(NotEligible::NotTheCaller),
+            // In-band: the caller's own client asked its human (elicitation, sealed state).
+            Kind::Confirm if channel == elicitation::CHANNEL => Ok(()),
+            // Out of band, the agent itself could answer with anything it holds: only a
+            // person, and not with the credential the call was made with.
+            Kind::Confirm if who.holder != Holder::Human => Err(NotEligible::NotAPerson),
+            Kind::Confirm if self.caller_via.is_none_or(|via| via == who.via) && self.caller == who.principal.as_str() => {
+                Err(NotEligible::SameCredential)
+            }
             Kind::Confirm => Ok(()),
-            Kind::Approve if principal == self.caller => Err(NotEligible::SelfApproval),
+            Kind::Approve if self.is_callers(who) => Err(NotEligible::SelfApproval),
             Kind::Approve if self.approvers.is_empty() => Ok(()),
             Kind::Approve => {
                 let listed = self.approvers.iter().any(|a| match a.split_once(':') {
-                    Some(("group", g)) => groups.iter().any(|mine| mine == g),
-                    Some(("user", u)) => u == principal,
+                    Some(("group", g)) => who.groups.iter().any(|mine| mine == g),
+                    Some(("user", u)) => u == who.principal.as_str(),
                     _ => false,
                 });
                 if listed { Ok(()) } else { Err(NotEligible::NotAnApprover(self.approvers.join(", "))) }
             }
         }
     }
+}
+
+/// Who can confirm a `confirm` hold outside the caller's MCP client, in words for the
+/// agent's answer and for a refused decision.
+pub const WHO_CONFIRMS: &str = "a person confirms it: the caller's human signed in on the approver page with single \
+     sign-on, or with an identity marked `human = true` in [identity]; the credential that made the call (the \
+     agent's token, the stdio user) cannot confirm it";
+
+/// How a hold's caller gets a `confirm` hold decided out of band (its client could not be
+/// asked): by a person, never by the agent running `airlock approvals approve` itself.
+pub fn confirm_out_of_band(approval: &Approval, public_url: Option<&str>) -> String {
+    let page = match public_url {
+        Some(url) if approval.announces_on(web::CHANNEL) || approval.announces_on("teams") => {
+            format!(" (at {url}/approvals/{})", approval.id)
+        }
+        _ => String::new(),
+    };
+    format!("ask your human to confirm approval {}{page}: {WHO_CONFIRMS}", approval.id)
 }
 
 /// Why someone may not decide a hold.
@@ -267,6 +325,10 @@ pub enum NotEligible {
     SelfApproval,
     #[error("only the caller confirms this call")]
     NotTheCaller,
+    #[error("this identity may be an agent's; {WHO_CONFIRMS}")]
+    NotAPerson,
+    #[error("this is the credential that made the call; {WHO_CONFIRMS}")]
+    SameCredential,
     #[error("only {0} may decide this call")]
     NotAnApprover(String),
     #[error("an unauthenticated caller cannot decide approvals")]
@@ -308,6 +370,8 @@ pub(crate) fn sample_approval(args: Value, rule: Option<&str>, reason: &str) -> 
         call_id: "c1".into(),
         session: "s1".into(),
         caller: "carol".into(),
+        caller_person: None,
+        caller_via: Some(AuthMethod::StaticToken),
         tool: "demo__delete_bucket".into(),
         server: "demo".into(),
         risk: "high".into(),
@@ -322,6 +386,7 @@ pub(crate) fn sample_approval(args: Value, rule: Option<&str>, reason: &str) -> 
         created_ms: 0,
         expires_ms: 1_800_000_000_000,
         votes: Vec::new(),
+        voter_people: std::collections::BTreeMap::new(),
         settled_ms: None,
         settled_reason: None,
         executed_by: None,

@@ -7,7 +7,7 @@ use serde_json::json;
 use super::seal::{Claims, SealError, Sealer};
 use super::*;
 use crate::audit::{AuditConfig, AuditLog, Durability, LogPaths, Sha256Digest, Trust, verify_dir};
-use crate::identity::{AuthMethod, Caller, Principal};
+use crate::identity::{AuthMethod, Caller, Holder, Person, Principal};
 use crate::policy::{ApprovalSpec, Approver};
 
 struct Fixture {
@@ -29,11 +29,7 @@ async fn fixture(timeout: Duration) -> Fixture {
 }
 
 fn person(name: &str, groups: &[&str]) -> Caller {
-    Caller {
-        principal: Principal::new(name).unwrap(),
-        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-        via: AuthMethod::StaticToken,
-    }
+    Caller::new(Principal::new(name).unwrap(), groups.iter().map(|g| (*g).to_owned()).collect(), AuthMethod::StaticToken)
 }
 
 fn forwarded() -> crate::audit::Record {
@@ -51,6 +47,8 @@ async fn hold(broker: &Broker, kind: Kind, args: serde_json::Value, spec: &Appro
             call_id: "c1",
             session: "s1",
             caller: "carol",
+            caller_via: AuthMethod::StaticToken,
+            caller_person: None,
             tool: "demo__grant_role",
             server: "demo",
             risk: "high",
@@ -133,11 +131,69 @@ async fn confirm_is_for_the_caller_only_and_anonymous_never_decides() {
     let a = hold(&f.broker, Kind::Confirm, json!({}), &spec(1, Vec::new())).await;
     let err = f.broker.decide(&a.id, &person("bob", &[]), Verdict::Approve, None, "api").await.unwrap_err();
     assert!(matches!(err, DecideError::NotEligible(NotEligible::NotTheCaller)));
-    let anon = Caller { principal: Principal::new("carol").unwrap(), groups: Vec::new(), via: AuthMethod::Anonymous };
+    let anon = Caller::new(Principal::new("carol").unwrap(), Vec::new(), AuthMethod::Anonymous);
     let err = f.broker.decide(&a.id, &anon, Verdict::Approve, None, "api").await.unwrap_err();
     assert!(matches!(err, DecideError::NotEligible(NotEligible::Anonymous)));
     let ok = f.broker.decide(&a.id, &person("carol", &[]), Verdict::Approve, None, "elicitation").await.unwrap();
     assert_eq!(ok.approval.state, State::Approved);
+}
+
+#[tokio::test]
+async fn out_of_band_confirmation_needs_a_person_with_another_credential() {
+    let f = fixture(Duration::from_secs(60)).await;
+    let a = hold(&f.broker, Kind::Confirm, json!({}), &spec(1, Vec::new())).await;
+    // The agent's own token, over the API: refused, saying who can confirm.
+    let err = f.broker.decide(&a.id, &person("carol", &[]), Verdict::Approve, None, "api").await.unwrap_err();
+    assert!(matches!(err, DecideError::NotEligible(NotEligible::NotAPerson)), "{err}");
+    assert!(err.to_string().contains("human = true"), "{err}");
+    // Even marked human, the credential that made the call cannot confirm it.
+    let same = Caller { holder: Holder::Human, ..person("carol", &[]) };
+    let err = f.broker.decide(&a.id, &same, Verdict::Approve, None, "api").await.unwrap_err();
+    assert!(matches!(err, DecideError::NotEligible(NotEligible::SameCredential)), "{err}");
+    // The caller's person, signed in on the page with single sign-on, may.
+    let b = f
+        .broker
+        .hold(HoldRequest {
+            kind: Kind::Confirm,
+            call_id: "c2",
+            session: "s1",
+            caller: "agent-carol",
+            caller_via: AuthMethod::StaticToken,
+            caller_person: Some("carol"),
+            tool: "demo__grant_role",
+            server: "demo",
+            risk: "high",
+            tool_fingerprint: Sha256Digest::of(b"tool"),
+            args: &json!({"n": 2}),
+            rule: None,
+            reason: "confirm",
+            spec: None,
+        })
+        .await
+        .unwrap()
+        .0;
+    let sso = Caller {
+        holder: Holder::Human,
+        person: Some(Person::new("Carol").unwrap()),
+        ..Caller::new(Principal::new("https://idp#c1").unwrap(), Vec::new(), AuthMethod::OidcSignIn)
+    };
+    let ok = f.broker.decide(&b.id, &sso, Verdict::Approve, None, "web").await.unwrap();
+    assert_eq!(ok.approval.state, State::Approved);
+}
+
+#[tokio::test]
+async fn one_persons_identities_count_once_and_as_the_caller() {
+    let f = fixture(Duration::from_secs(60)).await;
+    let a = hold(&f.broker, Kind::Approve, json!({}), &spec(2, Vec::new())).await;
+    let linked = |name: &str, who: &str| Caller { person: Some(Person::new(who).unwrap()), ..person(name, &[]) };
+    let first = f.broker.decide(&a.id, &linked("alice", "alice"), Verdict::Approve, None, "api").await.unwrap();
+    assert!(first.counted);
+    let second = f.broker.decide(&a.id, &linked("https://idp#a1", "alice"), Verdict::Approve, None, "web").await.unwrap();
+    assert!(!second.counted, "the same person's second identity does not count");
+    assert_eq!(second.approval.state, State::Pending);
+    // A look-alike spelling of the caller is the caller.
+    let err = f.broker.decide(&a.id, &person("CAROL", &[]), Verdict::Approve, None, "api").await.unwrap_err();
+    assert!(matches!(err, DecideError::NotEligible(NotEligible::SelfApproval)), "{err}");
 }
 
 #[tokio::test]

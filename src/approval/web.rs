@@ -30,6 +30,7 @@ use serde_json::json;
 
 use crate::identity::{AuthError, AuthMethod, Authenticator, Caller};
 
+use super::api::{ClientAddr, retry_after};
 use super::{Approval, ApprovalId, Broker, DecideError, NotEligible, State, Verdict};
 use page::{Detail, Header};
 use session::{Keys, LOGIN_COOKIE, Login, SESSION_COOKIE, Session};
@@ -52,8 +53,10 @@ pub struct WebSettings {
     pub public_url: String,
     /// `None`: only bearer tokens sign in.
     pub oidc: Option<OidcClientSettings>,
-    /// How long a sign-in lasts.
+    /// How long a sign-in lasts (never past the credential's own expiry).
     pub session_lifetime: Duration,
+    /// A sign-in unused this long ends.
+    pub idle_timeout: Duration,
 }
 
 /// Why the page could not be set up.
@@ -96,7 +99,7 @@ impl Web {
             inner: Arc::new(Inner {
                 broker,
                 auth,
-                keys: Keys::generate()?,
+                keys: Keys::generate(settings.idle_timeout)?,
                 oidc,
                 secure: settings.public_url.starts_with("https://"),
                 session_secs: settings.session_lifetime.as_secs().max(1),
@@ -120,13 +123,13 @@ impl Web {
 
     /// Who is asking: an `Authorization: Bearer` header wins over the session cookie.
     /// With identity not configured nobody is ever signed in.
-    async fn viewer(&self, headers: &HeaderMap) -> Result<Option<Viewer>, AuthError> {
+    async fn viewer(&self, client: ClientAddr, headers: &HeaderMap) -> Result<Option<Viewer>, AuthError> {
         if !self.inner.auth.is_enabled() {
             return Ok(None);
         }
         if let Some(value) = headers.get(header::AUTHORIZATION) {
             let text = value.to_str().ok();
-            let caller = self.inner.auth.authenticate(text).await?;
+            let caller = self.inner.auth.authenticate_from(client.0, "/approvals", text).await?;
             // A scripted caller has no session: its CSRF token is bound to its credential.
             let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
             return Ok(Some(Viewer { caller, sid: format!("bearer:{}", hex::encode(digest)) }));
@@ -153,7 +156,7 @@ fn eligibility(a: &Approval, caller: &Caller) -> Result<(), String> {
     if caller.via == AuthMethod::Anonymous {
         return Err(NotEligible::Anonymous.to_string());
     }
-    a.may_decide(caller.principal.as_str(), &caller.groups).map_err(|e| e.to_string())?;
+    a.may_decide(caller, CHANNEL).map_err(|e| e.to_string())?;
     // Teams cards link here, so a rule that asks for Teams is decided on this page.
     if !(a.announces_on(CHANNEL) || a.announces_on("teams")) {
         return Err(format!("this approval is decided on {} only", a.channels.join(", ")));
@@ -163,14 +166,14 @@ fn eligibility(a: &Approval, caller: &Caller) -> Result<(), String> {
 
 /// Whether `caller` may see `a` at all: its deciders and its own caller.
 fn may_view(a: &Approval, caller: &Caller) -> bool {
-    caller.via != AuthMethod::Anonymous && a.may_view(caller.principal.as_str(), &caller.groups)
+    caller.via != AuthMethod::Anonymous && a.may_view(caller)
 }
 
 // ---- handlers ---------------------------------------------------------------------------
 
 /// `GET /approvals`.
-async fn list(AxumState(web): AxumState<Web>, headers: HeaderMap) -> Response {
-    let viewer = match signed_in(&web, &headers, "/approvals").await {
+async fn list(AxumState(web): AxumState<Web>, client: ClientAddr, headers: HeaderMap) -> Response {
+    let viewer = match signed_in(&web, client, &headers, "/approvals").await {
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
@@ -185,9 +188,9 @@ async fn list(AxumState(web): AxumState<Web>, headers: HeaderMap) -> Response {
 }
 
 /// `GET /approvals/{id}`.
-async fn detail(AxumState(web): AxumState<Web>, Path(id): Path<String>, headers: HeaderMap) -> Response {
+async fn detail(AxumState(web): AxumState<Web>, client: ClientAddr, Path(id): Path<String>, headers: HeaderMap) -> Response {
     let next = format!("/approvals/{}", ApprovalId::parse(&id).map(|i| i.to_string()).unwrap_or_default());
-    let viewer = match signed_in(&web, &headers, &next).await {
+    let viewer = match signed_in(&web, client, &headers, &next).await {
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
@@ -212,14 +215,19 @@ fn show(web: &Web, a: &Approval, viewer: &Viewer, status: StatusCode, note: Opti
 /// equal to the current state, waits (up to [`LONG_POLL`]) for it to change.
 async fn state(
     AxumState(web): AxumState<Web>,
+    client: ClientAddr,
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    let viewer = match web.viewer(&headers).await {
+    let viewer = match web.viewer(client, &headers).await {
         Ok(Some(viewer)) => viewer,
         Ok(None) => return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": "sign in first"}))).into_response(),
-        Err(error) => return (StatusCode::UNAUTHORIZED, axum::Json(json!({"error": error.to_string()}))).into_response(),
+        Err(error) => {
+            let mut response = (auth_status(&error), axum::Json(json!({"error": error.to_string()}))).into_response();
+            retry_after(&mut response, &error);
+            return response;
+        }
     };
     let Some(mut approval) = ApprovalId::parse(&id).and_then(|id| web.inner.broker.get(&id)).filter(|a| may_view(a, &viewer.caller))
     else {
@@ -257,8 +265,14 @@ async fn state(
 }
 
 /// `POST /approvals/{id}/decision` with a form `decision`, `comment`, `csrf`.
-async fn decision(AxumState(web): AxumState<Web>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let viewer = match signed_in(&web, &headers, "/approvals").await {
+async fn decision(
+    AxumState(web): AxumState<Web>,
+    client: ClientAddr,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let viewer = match signed_in(&web, client, &headers, "/approvals").await {
         Ok(viewer) => viewer,
         Err(response) => return response,
     };
@@ -335,16 +349,21 @@ fn sign_in_response(web: &Web, status: StatusCode, next: &str, error: Option<&st
 
 /// `POST /approvals/sign-in` with a form `token`, `next`: a static token (or an access
 /// token of a configured issuer) becomes a session.
-async fn sign_in_with_token(AxumState(web): AxumState<Web>, body: Bytes) -> Response {
+async fn sign_in_with_token(AxumState(web): AxumState<Web>, client: ClientAddr, body: Bytes) -> Response {
     let form = Form::parse(&body);
     let next = local_next(form.next.as_deref());
     if !web.inner.auth.is_enabled() {
         return sign_in_response(&web, StatusCode::FORBIDDEN, &next, None);
     }
     let token = form.token.unwrap_or_default();
-    let caller = match web.inner.auth.authenticate(Some(&format!("Bearer {}", token.trim()))).await {
+    let bearer = format!("Bearer {}", token.trim());
+    let caller = match web.inner.auth.authenticate_from(client.0, "/approvals/sign-in", Some(&bearer)).await {
         Ok(caller) => caller,
-        Err(error) => return sign_in_response(&web, StatusCode::UNAUTHORIZED, &next, Some(&error.to_string())),
+        Err(error) => {
+            let mut response = sign_in_response(&web, auth_status(&error), &next, Some(&error.to_string()));
+            retry_after(&mut response, &error);
+            return response;
+        }
     };
     start_session(&web, &caller, &next, false)
 }
@@ -411,8 +430,13 @@ async fn oidc_callback(AxumState(web): AxumState<Web>, RawQuery(query): RawQuery
     }
 }
 
-/// `POST /approvals/sign-out`.
-async fn sign_out(AxumState(web): AxumState<Web>) -> Response {
+/// `POST /approvals/sign-out`: the session ends on the server too, so a copy of the
+/// cookie kept elsewhere no longer signs anyone in.
+async fn sign_out(AxumState(web): AxumState<Web>, headers: HeaderMap) -> Response {
+    for session in cookies(&headers, SESSION_COOKIE).filter_map(|c| web.inner.keys.open_session(c)) {
+        web.inner.keys.end(&session.sid);
+        tracing::info!(principal = %session.caller.principal, "signed out of the approver page");
+    }
     let mut response = see_other("/approvals/sign-in");
     if let Some(value) = web.cookie(SESSION_COOKIE, None, "/approvals", 0) {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -421,14 +445,14 @@ async fn sign_out(AxumState(web): AxumState<Web>) -> Response {
 }
 
 fn start_session(web: &Web, caller: &Caller, next: &str, clear_login: bool) -> Response {
-    let cookie = match web.inner.keys.session(caller, web.inner.session_secs) {
-        Ok(cookie) => cookie,
+    let (cookie, max_age) = match web.inner.keys.session(caller, web.inner.session_secs) {
+        Ok(session) => session,
         Err(error) => return sign_in_response(web, StatusCode::INTERNAL_SERVER_ERROR, next, Some(&error.to_string())),
     };
     tracing::info!(principal = %caller.principal, "signed in to the approver page");
     let mut response = see_other(next);
     let headers = response.headers_mut();
-    if let Some(value) = web.cookie(SESSION_COOKIE, Some(&cookie), "/approvals", web.inner.session_secs) {
+    if let Some(value) = web.cookie(SESSION_COOKIE, Some(&cookie), "/approvals", max_age) {
         headers.append(header::SET_COOKIE, value);
     }
     if clear_login && let Some(value) = web.cookie(LOGIN_COOKIE, None, "/approvals/oidc", 0) {
@@ -440,17 +464,24 @@ fn start_session(web: &Web, caller: &Caller, next: &str, clear_login: bool) -> R
 // ---- helpers ----------------------------------------------------------------------------
 
 /// The viewer, or the response to send instead: the sign-in page (401).
-async fn signed_in(web: &Web, headers: &HeaderMap, next: &str) -> Result<Viewer, Response> {
-    match web.viewer(headers).await {
+async fn signed_in(web: &Web, client: ClientAddr, headers: &HeaderMap, next: &str) -> Result<Viewer, Response> {
+    match web.viewer(client, headers).await {
         Ok(Some(viewer)) => Ok(viewer),
         Ok(None) => Err(sign_in_response(web, StatusCode::UNAUTHORIZED, next, None)),
         Err(error) => {
-            let status = match error {
-                AuthError::MissingCredentials | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
-                AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            Err(sign_in_response(web, status, next, Some(&error.to_string())))
+            let mut response = sign_in_response(web, auth_status(&error), next, Some(&error.to_string()));
+            retry_after(&mut response, &error);
+            Err(response)
         }
+    }
+}
+
+/// The status of a refused credential on the page.
+fn auth_status(error: &AuthError) -> StatusCode {
+    match error {
+        AuthError::MissingCredentials | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
+        AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        AuthError::TooManyFailures { .. } => StatusCode::TOO_MANY_REQUESTS,
     }
 }
 

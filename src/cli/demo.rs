@@ -344,7 +344,13 @@ fn token(name: &str, token: &str, groups: &[&str]) -> TokenConfig {
     let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
     let mut sha256 = [0u8; 32];
     sha256.copy_from_slice(digest.as_ref());
-    TokenConfig { name: name.to_owned(), sha256, groups: groups.iter().map(|g| (*g).to_owned()).collect() }
+    TokenConfig {
+        name: name.to_owned(),
+        sha256,
+        groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        human: false,
+        person: None,
+    }
 }
 
 fn first_line(text: &str) -> &str {

@@ -20,6 +20,7 @@ mod log;
 mod receipts;
 mod report;
 mod serve;
+mod tokens;
 mod tools;
 mod wiring;
 
@@ -74,6 +75,9 @@ enum Command {
     /// Verify approval receipts with the public key alone.
     #[command(subcommand)]
     Receipts(receipts::Command),
+    /// Make static bearer tokens for [[identity.tokens]].
+    #[command(subcommand)]
+    Tokens(tokens::Command),
     /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
     DemoTools(demo_tools::Args),
 }
@@ -95,6 +99,7 @@ pub fn main() -> ExitCode {
         Command::Approvals(cmd) => approvals::run(cmd),
         Command::Receipts(cmd) => receipts::run(cmd),
         Command::Report(args) => report::run(args),
+        Command::Tokens(cmd) => tokens::run(cmd),
     };
     match result {
         Ok(code) => code,

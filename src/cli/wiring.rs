@@ -66,11 +66,18 @@ pub(crate) fn identity(config: &IdentityConfig) -> identity::IdentityConfig {
         StdioPrincipal::Fixed(name) => Some(name.clone()),
     };
     identity::IdentityConfig {
+        stdio_person: config.stdio_person.clone(),
         stdio_principal,
         tokens: config
             .tokens
             .iter()
-            .map(|t| identity::TokenEntry { name: t.name.clone(), sha256: hex::encode(t.sha256), groups: t.groups.clone() })
+            .map(|t| identity::TokenEntry {
+                name: t.name.clone(),
+                sha256: hex::encode(t.sha256),
+                groups: t.groups.clone(),
+                holder: holder(t.human),
+                person: t.person.clone(),
+            })
             .collect(),
         oidc: config
             .oidc
@@ -82,10 +89,19 @@ pub(crate) fn identity(config: &IdentityConfig) -> identity::IdentityConfig {
                 audience: o.audience.clone(),
                 groups_claim: Some(o.groups_claim.clone()).filter(|c| !c.is_empty()),
                 jwks_uri: o.jwks_url.as_ref().map(|u| u.to_string()),
+                holder: holder(o.human),
+                group_map: o.group_map.clone(),
+                people: o.people.clone(),
             })
             .collect(),
+        throttle: identity::ThrottleSettings { failures_per_minute: config.failed_auth_limit },
         ..identity::IdentityConfig::default()
     }
+}
+
+/// `human = true` in the config → who holds the credential.
+fn holder(human: bool) -> identity::Holder {
+    if human { identity::Holder::Human } else { identity::Holder::Unverified }
 }
 
 fn issuer_text(url: &url::Url) -> String {
@@ -102,8 +118,20 @@ pub(crate) fn slack(slack: &SlackConfig, identity: &IdentityConfig, public_url: 
     for (slack_user, name) in &slack.users {
         let principal = identity::Principal::new(name.as_str())
             .map_err(|e| anyhow::anyhow!("approvals.slack.users.{slack_user}: {e}"))?;
-        let groups = identity.tokens.iter().find(|t| t.name == *name).map(|t| t.groups.clone()).unwrap_or_default();
-        users.insert(slack_user.clone(), identity::Caller { principal, groups, via: identity::AuthMethod::Slack });
+        let token = identity.tokens.iter().find(|t| t.name == *name);
+        let groups = token.map(|t| t.groups.clone()).unwrap_or_default();
+        let person = token
+            .and_then(|t| t.person.as_deref())
+            .map(identity::Person::new)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("approvals.slack.users.{slack_user}: {e}"))?;
+        // A click in Slack is a person's: Slack signed the request for that user.
+        let caller = identity::Caller {
+            person,
+            holder: identity::Holder::Human,
+            ..identity::Caller::new(principal, groups, identity::AuthMethod::Slack)
+        };
+        users.insert(slack_user.clone(), caller);
     }
     Ok(SlackSettings {
         bot_token: secret_from(slack.bot_token_env.as_str(), "approvals.slack.bot_token_env")?,
@@ -152,6 +180,11 @@ pub(crate) fn web(
         }
         None => None,
     };
-    let settings = WebSettings { public_url: public_url.to_owned(), oidc, session_lifetime: config.session_lifetime };
+    let settings = WebSettings {
+        public_url: public_url.to_owned(),
+        oidc,
+        session_lifetime: config.session_lifetime,
+        idle_timeout: config.idle_timeout,
+    };
     Ok(Web::new(broker, authenticator, settings)?)
 }

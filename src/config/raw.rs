@@ -74,18 +74,23 @@ pub(super) struct RawAudit {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawIdentity {
-    stdio_principal: Option<Spanned<String>>,
-    tokens: Option<Vec<Spanned<RawToken>>>,
-    oidc: Option<Vec<Spanned<RawOidc>>>,
+    pub(super) stdio_principal: Option<Spanned<String>>,
+    pub(super) stdio_person: Option<Spanned<String>>,
+    pub(super) tokens: Option<Vec<Spanned<RawToken>>>,
+    pub(super) oidc: Option<Vec<Spanned<RawOidc>>>,
+    failed_auth_limit: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawToken {
-    name: Option<Spanned<String>>,
+    pub(super) name: Option<Spanned<String>>,
     sha256: Option<Spanned<String>>,
     #[serde(default)]
     groups: Vec<String>,
+    #[serde(default)]
+    human: bool,
+    pub(super) person: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,6 +100,12 @@ pub(super) struct RawOidc {
     audience: Option<Spanned<String>>,
     groups_claim: Option<Spanned<String>>,
     jwks_url: Option<Spanned<String>>,
+    #[serde(default)]
+    human: bool,
+    #[serde(default)]
+    group_map: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(super) people: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,7 +114,7 @@ pub(super) struct RawApprovals {
     timeout: Option<Spanned<String>>,
     progress_every: Option<Spanned<String>>,
     default_approvers: Option<Vec<Spanned<String>>>,
-    slack: Option<Spanned<RawSlack>>,
+    pub(super) slack: Option<Spanned<RawSlack>>,
     teams: Option<Spanned<RawTeams>>,
     pub(super) web: Option<Spanned<RawWeb>>,
 }
@@ -115,6 +126,7 @@ pub(super) struct RawWeb {
     client_id: Option<Spanned<String>>,
     client_secret_env: Option<Spanned<String>>,
     session_lifetime: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,7 +137,7 @@ pub(super) struct RawSlack {
     channel: Option<Spanned<String>>,
     api_base: Option<Spanned<String>>,
     #[serde(default)]
-    users: BTreeMap<String, String>,
+    pub(super) users: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -300,6 +312,12 @@ impl Validator<'_, '_> {
                 out.stdio_principal = StdioPrincipal::Fixed(text.to_string());
             }
         }
+        if let Some(person) = raw.stdio_person {
+            match crate::identity::Person::new(person.get_ref().as_str()) {
+                Ok(_) => out.stdio_person = Some(person.into_inner()),
+                Err(why) => self.problem(person.span(), format!("key \"identity.stdio_person\": {why}")),
+            }
+        }
         for token in raw.tokens.unwrap_or_default() {
             let span = token.span();
             let token = token.into_inner();
@@ -318,6 +336,8 @@ impl Validator<'_, '_> {
                     name: name.into_inner(),
                     sha256,
                     groups: token.groups,
+                    human: token.human,
+                    person: token.person.map(Spanned::into_inner),
                 });
             }
         }
@@ -340,7 +360,19 @@ impl Validator<'_, '_> {
                     audience,
                     groups_claim,
                     jwks_url,
+                    human: oidc.human,
+                    group_map: oidc.group_map,
+                    people: oidc.people.into_iter().map(|(k, v)| (k, v.into_inner())).collect(),
                 });
+            }
+        }
+        if let Some(limit) = raw.failed_auth_limit {
+            match u32::try_from(*limit.get_ref()).ok().and_then(std::num::NonZeroU32::new) {
+                Some(n) => out.failed_auth_limit = n,
+                None => self.problem(
+                    limit.span(),
+                    "key \"identity.failed_auth_limit\": must be a whole number of failures per minute, at least 1".into(),
+                ),
             }
         }
     }
@@ -384,7 +416,7 @@ impl Validator<'_, '_> {
                 (bot, secret, channel, api_base)
             {
                 let channel = channel.into_inner();
-                let users = s.users;
+                let users = s.users.into_iter().map(|(k, v)| (k, v.into_inner())).collect();
                 out.slack = Some(SlackConfig {
                     bot_token_env,
                     signing_secret_env,
@@ -416,6 +448,9 @@ impl Validator<'_, '_> {
         let Some(raw) = raw else { return };
         let span = raw.span();
         let w = raw.into_inner();
+        if let Some(t) = w.idle_timeout {
+            out.idle_timeout = self.duration(&t, "approvals.web.idle_timeout").unwrap_or(out.idle_timeout);
+        }
         if let Some(t) = w.session_lifetime {
             out.session_lifetime = self.duration(&t, "approvals.web.session_lifetime").unwrap_or(out.session_lifetime);
         }

@@ -87,6 +87,8 @@ pub(super) async fn hold(
             call_id: call.call_id,
             session: call.session,
             caller: call.caller.principal.as_str(),
+            caller_via: call.caller.via,
+            caller_person: call.caller.person.as_ref().map(|p| p.as_str()),
             tool,
             server: call.tool.entry.server.name(),
             risk: call.risk.as_str(),
@@ -131,10 +133,10 @@ pub(super) async fn hold(
         )))),
         Kind::Confirm => Ok(Held::Answer(refusal(format!(
             "{tool} needs your confirmation ({by}: {reason}), and this client cannot be asked (no elicitation support). \
-             Confirm it out of band, then make the same call again: {how}",
+             To confirm it out of band, {how}; then make the same call again.",
             by = call.by,
             reason = call.decision.reason,
-            how = how_to_decide(gateway, &approval),
+            how = crate::approval::confirm_out_of_band(&approval, gateway.holds.public_url.as_deref()),
         )))),
         Kind::Approve => wait(gateway, &call, approval, waiting, context).await,
     }

@@ -66,10 +66,12 @@ impl VerifyingKey {
     }
 }
 
-/// Parses a JWKS document into `kid → key`, keeping only signature keys we can use
+/// Parses a JWKS document into `kid → keys`, keeping only signature keys we can use
 /// (RSA for RS256, EC P-256 for ES256) that have a `kid`. Others are skipped, not errors:
-/// an IdP may publish encryption keys or algorithms we do not accept.
-pub(crate) fn parse_jwks(doc: &Value) -> Option<HashMap<String, VerifyingKey>> {
+/// an IdP may publish encryption keys or algorithms we do not accept. A `kid` that names
+/// several keys keeps them all, in document order (RFC 7517 §4.5 only says it SHOULD be
+/// unique), so a token signed by any of them verifies.
+pub(crate) fn parse_jwks(doc: &Value) -> Option<HashMap<String, Vec<VerifyingKey>>> {
     let keys = doc.get("keys")?.as_array()?;
     let mut out = HashMap::new();
     for jwk in keys {
@@ -77,9 +79,7 @@ pub(crate) fn parse_jwks(doc: &Value) -> Option<HashMap<String, VerifyingKey>> {
             continue;
         };
         match parse_jwk(jwk) {
-            Some(key) => {
-                out.insert(kid.to_owned(), key);
-            }
+            Some(key) => out.entry(kid.to_owned()).or_insert_with(Vec::new).push(key),
             None => tracing::debug!(kid, "skipping unusable JWK"),
         }
     }
@@ -220,6 +220,8 @@ pub(crate) struct ClaimRules<'a> {
 pub(crate) struct Identity {
     pub(crate) subject: String,
     pub(crate) groups: Vec<String>,
+    /// The token's `exp` (seconds since the epoch).
+    pub(crate) expires_at: i64,
 }
 
 /// Checks `iss`, `aud`, `exp` (required), `nbf` (optional) and `sub` (required) against
@@ -259,7 +261,7 @@ pub(crate) fn check_claims(
         Some(name) => groups(claims, name)?,
         None => Vec::new(),
     };
-    Ok(Identity { subject, groups })
+    Ok(Identity { subject, groups, expires_at: exp })
 }
 
 /// A NumericDate (RFC 7519 §2): a JSON number of seconds, possibly fractional.

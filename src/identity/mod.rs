@@ -16,6 +16,7 @@
 mod jwt;
 mod oidc;
 mod principal;
+mod throttle;
 mod token;
 
 #[cfg(test)]
@@ -26,9 +27,12 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 pub use principal::{
-    AuthMethod, Caller, Principal, PrincipalError, StdioPrincipalError, resolve_stdio_principal,
-    resolve_stdio_principal_with,
+    AuthMethod, Caller, Holder, Person, Principal, PrincipalError, StdioPrincipalError, counts_as, fold_name,
+    resolve_stdio_principal, resolve_stdio_principal_with,
 };
+pub use throttle::ThrottleSettings;
+
+use throttle::Throttle;
 
 use oidc::{CachePolicy, Issuer, OidcVerifier};
 use token::{DigestError, StaticTokens, StoredToken};
@@ -47,6 +51,11 @@ pub struct TokenEntry {
     /// Hex SHA-256 of the token (e.g. `printf %s "$TOKEN" | sha256sum`).
     pub sha256: String,
     pub groups: Vec<String>,
+    /// `human = true`: only a person holds this token, so it may confirm its own holds out
+    /// of band.
+    pub holder: Holder,
+    /// The person behind this token (`person = "…"`).
+    pub person: Option<String>,
 }
 
 /// One `[[identity.oidc]]` issuer.
@@ -62,6 +71,15 @@ pub struct OidcIssuer {
     /// Skips discovery when set; otherwise read from
     /// `{issuer}/.well-known/openid-configuration`.
     pub jwks_uri: Option<String>,
+    /// `human = true`: bearer JWTs of this issuer are held by people only (an interactive
+    /// sign-in on the approver page is human whatever this says).
+    pub holder: Holder,
+    /// Claim values mapped onto gateway-wide group names (`group_map = { "sre" = "sre" }`).
+    /// Any other group of this issuer is `{issuer}#{group}`, so it cannot satisfy a
+    /// `group:NAME` meant for another issuer or for static tokens.
+    pub group_map: std::collections::BTreeMap<String, String>,
+    /// `sub` → person (`people = { "00u1" = "carol" }`).
+    pub people: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything identity needs, already parsed from `airlock.toml`.
@@ -70,6 +88,9 @@ pub struct IdentityConfig {
     /// `"env:VAR"` or a literal. `None` means `env:USER`, falling back to `stdio` when
     /// `USER` is unset.
     pub stdio_principal: Option<String>,
+    /// The person behind the stdio caller (`stdio_person`), so that person's `human`
+    /// token or sign-in may confirm the stdio caller's holds out of band.
+    pub stdio_person: Option<String>,
     pub tokens: Vec<TokenEntry>,
     pub oidc: Vec<OidcIssuer>,
     /// Minimum time between two JWKS fetches for one issuer (an unknown `kid` triggers a
@@ -77,16 +98,20 @@ pub struct IdentityConfig {
     pub jwks_min_refetch: Duration,
     /// Keys older than this are refetched on next use. Default 1 h.
     pub jwks_max_age: Duration,
+    /// How many refused credentials a client address may present.
+    pub throttle: ThrottleSettings,
 }
 
 impl Default for IdentityConfig {
     fn default() -> Self {
         Self {
             stdio_principal: None,
+            stdio_person: None,
             tokens: Vec::new(),
             oidc: Vec::new(),
             jwks_min_refetch: Duration::from_secs(30),
             jwks_max_age: Duration::from_secs(3600),
+            throttle: ThrottleSettings::default(),
         }
     }
 }
@@ -103,6 +128,8 @@ pub enum IdentityConfigError {
     TokenDigest { name: String, problem: String },
     #[error("identity.tokens: {first:?} and {second:?} have the same sha256")]
     DuplicateToken { first: String, second: String },
+    #[error("identity.tokens: name {0:?} contains '#', which is reserved for OIDC principals ({{issuer}}#{{sub}})")]
+    ReservedName(String),
     #[error("identity.oidc: issuer {issuer:?}: {problem}")]
     Issuer { issuer: String, problem: String },
     #[error("identity.oidc: could not build the HTTP client: {0}")]
@@ -122,6 +149,10 @@ pub enum AuthError {
     /// The token's issuer is trusted, but its keys could not be fetched and none are cached.
     #[error("the token issuer's signing keys are unavailable; try again later")]
     KeysUnavailable,
+    /// This client address presented too many refused credentials; nothing it sends is
+    /// checked until `retry_after_secs` have passed.
+    #[error("too many failed authentication attempts from this address; try again in {retry_after_secs} s")]
+    TooManyFailures { retry_after_secs: u64 },
 }
 
 impl AuthError {
@@ -129,7 +160,7 @@ impl AuthError {
     pub fn token_presented(&self) -> bool {
         match self {
             Self::MissingCredentials => false,
-            Self::InvalidToken(_) | Self::KeysUnavailable => true,
+            Self::InvalidToken(_) | Self::KeysUnavailable | Self::TooManyFailures { .. } => true,
         }
     }
 }
@@ -169,8 +200,10 @@ pub enum TokenProblem {
 #[derive(Debug)]
 pub struct Authenticator {
     stdio: Result<Principal, StdioPrincipalError>,
+    stdio_person: Option<Person>,
     tokens: StaticTokens,
     oidc: Option<OidcVerifier>,
+    throttle: Throttle,
 }
 
 impl Authenticator {
@@ -182,6 +215,13 @@ impl Authenticator {
             None => resolve_stdio_principal("env:USER")
                 .or_else(|_| Principal::new("stdio").map_err(StdioPrincipalError::Invalid)),
         };
+        // Checked when a stdio session starts (an HTTP-only gateway has no stdio caller).
+        let stdio = stdio.and_then(|p| check_stdio_clash(&p, &config.tokens).map(|()| p));
+        let stdio_person = config
+            .stdio_person
+            .map(Person::new)
+            .transpose()
+            .map_err(|source| IdentityConfigError::TokenName { name: "stdio_person".into(), source })?;
         let tokens = build_tokens(config.tokens)?;
         let oidc = if config.oidc.is_empty() {
             None
@@ -198,8 +238,10 @@ impl Authenticator {
         };
         Ok(Self {
             stdio,
+            stdio_person,
             tokens,
             oidc,
+            throttle: Throttle::new(config.throttle),
         })
     }
 
@@ -212,11 +254,7 @@ impl Authenticator {
     /// `env:VAR` and `VAR` is unset.
     pub fn stdio_caller(&self) -> Result<Caller, StdioPrincipalError> {
         let principal = self.stdio.clone()?;
-        Ok(Caller {
-            principal,
-            groups: Vec::new(),
-            via: AuthMethod::Stdio,
-        })
+        Ok(Caller { person: self.stdio_person.clone(), ..Caller::new(principal, Vec::new(), AuthMethod::Stdio) })
     }
 
     /// Authenticates an HTTP request from its `Authorization` header value.
@@ -234,14 +272,37 @@ impl Authenticator {
         let token = bearer_token(authorization_header)?;
         if let Some(entry) = self.tokens.find(token) {
             return Ok(Caller {
-                principal: entry.principal.clone(),
-                groups: entry.groups.clone(),
-                via: AuthMethod::StaticToken,
+                person: entry.person.clone(),
+                holder: entry.holder,
+                ..Caller::new(entry.principal.clone(), entry.groups.clone(), AuthMethod::StaticToken)
             });
         }
         match &self.oidc {
             Some(verifier) if jwt::looks_like_jwt(token) => verifier.authenticate(token).await,
             _ => Err(TokenProblem::UnknownToken.into()),
+        }
+    }
+
+    /// [`Self::authenticate`] for a request from `client` to `route`, throttled: a refused
+    /// credential is logged (rate-limited, without the token) and counted against the
+    /// address, and an address over its limit gets [`AuthError::TooManyFailures`] before
+    /// anything it sent is checked. Requests without a credential are neither.
+    pub async fn authenticate_from(
+        &self,
+        client: Option<std::net::IpAddr>,
+        route: &str,
+        authorization_header: Option<&str>,
+    ) -> Result<Caller, AuthError> {
+        if !self.is_enabled() {
+            return Ok(Caller::anonymous());
+        }
+        if let Err(AuthError::MissingCredentials) = bearer_token(authorization_header) {
+            return Err(AuthError::MissingCredentials);
+        }
+        self.throttle.gate(client)?;
+        match self.authenticate(authorization_header).await {
+            Err(error @ AuthError::InvalidToken(_)) => Err(self.throttle.failed(client, route, error)),
+            other => other,
         }
     }
 
@@ -325,6 +386,9 @@ fn bearer_token(header: Option<&str>) -> Result<&str, AuthError> {
 fn build_tokens(entries: Vec<TokenEntry>) -> Result<StaticTokens, IdentityConfigError> {
     let mut stored: Vec<StoredToken> = Vec::with_capacity(entries.len());
     for entry in entries {
+        if entry.name.contains('#') {
+            return Err(IdentityConfigError::ReservedName(entry.name));
+        }
         let principal = Principal::new(entry.name.clone()).map_err(|source| {
             IdentityConfigError::TokenName {
                 name: entry.name.clone(),
@@ -347,10 +411,17 @@ fn build_tokens(entries: Vec<TokenEntry>) -> Result<StaticTokens, IdentityConfig
                 second: entry.name,
             });
         }
+        let person = entry
+            .person
+            .map(Person::new)
+            .transpose()
+            .map_err(|source| IdentityConfigError::TokenName { name: entry.name.clone(), source })?;
         stored.push(StoredToken {
             digest,
             principal,
             groups: entry.groups,
+            holder: entry.holder,
+            person,
         });
     }
     Ok(StaticTokens::new(stored))
@@ -374,9 +445,37 @@ fn build_issuers(configs: Vec<OidcIssuer>) -> Result<Vec<Issuer>, IdentityConfig
             return Err(bad("is configured twice"));
         }
         let groups_claim = c.groups_claim.filter(|g| !g.is_empty());
-        issuers.push(Issuer::new(c.issuer, c.audience, groups_claim, c.jwks_uri));
+        let mut people = std::collections::BTreeMap::new();
+        for (sub, person) in c.people {
+            let person = Person::new(person).map_err(|e| bad(&format!("people.{sub}: {e}")))?;
+            people.insert(sub, person);
+        }
+        let claims = oidc::IssuerClaims { groups_claim, group_map: c.group_map, people, holder: c.holder };
+        issuers.push(Issuer::new(c.issuer, c.audience, claims, c.jwks_uri));
     }
     Ok(issuers)
+}
+
+/// The stdio principal is a source of its own: it must not be (or look like) a token's
+/// name, or one credential's holds could be decided by the other. Only known at start
+/// when it comes from `env:USER`, so it is checked here as well as by `airlock check`.
+fn check_stdio_clash(stdio: &Principal, tokens: &[TokenEntry]) -> Result<(), StdioPrincipalError> {
+    let folded = fold_name(stdio.as_str());
+    if stdio.as_str().contains('#') {
+        return Err(StdioPrincipalError::Clash(format!(
+            "{:?} contains '#', which only OIDC principals ({{issuer}}#{{sub}}) have",
+            stdio.as_str()
+        )));
+    }
+    match tokens.iter().find(|t| fold_name(&t.name) == folded) {
+        Some(t) => Err(StdioPrincipalError::Clash(format!(
+            "{:?} collides with the [[identity.tokens]] name {:?}; rename one (identity.stdio_principal, \
+             or the token), and link them with `stdio_person` and `person` if they are one human",
+            stdio.as_str(),
+            t.name
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Keys are only fetched over https, except from a loopback host (local IdPs and tests).

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use super::jwt::{self, ClaimRules, VerifyingKey};
-use super::principal::{AuthMethod, Caller, Principal};
+use super::principal::{AuthMethod, Caller, Holder, Person, Principal};
 use super::{AuthError, TokenProblem, check_fetch_url};
 
 /// Largest discovery or JWKS document accepted.
@@ -22,7 +22,7 @@ const MAX_DOC_BYTES: usize = 1024 * 1024;
 pub(crate) struct Issuer {
     pub(crate) issuer: String,
     pub(crate) audience: String,
-    pub(crate) groups_claim: Option<String>,
+    pub(crate) claims: IssuerClaims,
     /// `None` until discovered (or set from config).
     jwks_uri: RwLock<Option<String>>,
     cache: RwLock<KeyCache>,
@@ -30,9 +30,37 @@ pub(crate) struct Issuer {
     fetch_lock: tokio::sync::Mutex<()>,
 }
 
+/// How an issuer's claims become a caller: groups, people, and whether its bearer tokens
+/// are held by people only.
+#[derive(Debug, Default)]
+pub(crate) struct IssuerClaims {
+    pub(crate) groups_claim: Option<String>,
+    /// Claim value → gateway-wide group; any other group is `{issuer}#{group}`.
+    pub(crate) group_map: std::collections::BTreeMap<String, String>,
+    /// `sub` → person.
+    pub(crate) people: std::collections::BTreeMap<String, Person>,
+    pub(crate) holder: Holder,
+}
+
+impl IssuerClaims {
+    /// The groups a caller of `issuer` has: mapped ones by their gateway name, the rest
+    /// qualified by the issuer, so two issuers' `sre` are two different groups.
+    fn groups(&self, issuer: &str, claimed: Vec<String>) -> Vec<String> {
+        claimed
+            .into_iter()
+            .map(|g| match self.group_map.get(&g) {
+                Some(mapped) => mapped.clone(),
+                None => format!("{issuer}#{g}"),
+            })
+            .collect()
+    }
+}
+
+/// A `kid` → keys cache. A JWKS may publish several keys under one `kid` (during a
+/// rotation, say); each is tried.
 #[derive(Debug, Default)]
 struct KeyCache {
-    keys: HashMap<String, Arc<VerifyingKey>>,
+    keys: HashMap<String, Arc<[VerifyingKey]>>,
     /// When the keys were last fetched successfully.
     fetched_at: Option<Instant>,
     /// When a fetch was last attempted, successful or not (for rate limiting).
@@ -43,13 +71,13 @@ impl Issuer {
     pub(crate) fn new(
         issuer: String,
         audience: String,
-        groups_claim: Option<String>,
+        claims: IssuerClaims,
         jwks_uri: Option<String>,
     ) -> Self {
         Self {
             issuer,
             audience,
-            groups_claim,
+            claims,
             jwks_uri: RwLock::new(jwks_uri),
             cache: RwLock::new(KeyCache::default()),
             fetch_lock: tokio::sync::Mutex::new(()),
@@ -107,12 +135,20 @@ impl OidcVerifier {
         self.verify(token, None).await.map(|(caller, _)| caller)
     }
 
+    /// The issuer's settings for `issuer`, if configured.
+    fn issuer(&self, issuer: &str) -> Option<&Issuer> {
+        self.issuers.iter().find(|i| i.issuer == issuer)
+    }
+
     /// Verifies an OpenID Connect ID token from a sign-in (Core §3.1.3.7): the same
     /// signature, issuer and time checks as an access token, but the audience is the
     /// relying party's `client_id`, `azp` (when present) must be it too, and `nonce` must
     /// be the one this sign-in sent, so a token minted for another sign-in is refused.
     pub(crate) async fn verify_id_token(&self, token: &str, client_id: &str, nonce: &str) -> Result<Caller, AuthError> {
-        let (caller, claims) = self.verify(token, Some(client_id)).await?;
+        let (mut caller, claims) = self.verify(token, Some(client_id)).await?;
+        // A person signed in at the identity provider, just now, in a browser.
+        caller.via = AuthMethod::OidcSignIn;
+        caller.holder = Holder::Human;
         if claims.get("nonce").and_then(Value::as_str) != Some(nonce) {
             return Err(TokenProblem::InvalidClaim("nonce").into());
         }
@@ -129,32 +165,38 @@ impl OidcVerifier {
     ) -> Result<(Caller, serde_json::Map<String, Value>), AuthError> {
         let jwt = jwt::parse(token)?;
         let claimed = jwt.claimed_issuer().ok_or(TokenProblem::UnknownIssuer)?;
-        let issuer = self
-            .issuers
-            .iter()
-            .find(|i| i.issuer == claimed)
-            .ok_or(TokenProblem::UnknownIssuer)?;
-        let key = self.key(issuer, &jwt.kid).await?;
-        jwt.verify(&key)?;
+        let issuer = self.issuer(claimed).ok_or(TokenProblem::UnknownIssuer)?;
+        let keys = self.key(issuer, &jwt.kid).await?;
+        // Every key published under the kid is tried; the first that verifies wins. The
+        // error is the one of the last key, so a lone key reports exactly as before.
+        let mut verified = Err(TokenProblem::UnknownKey);
+        for key in keys.iter() {
+            verified = jwt.verify(key);
+            if verified.is_ok() {
+                break;
+            }
+        }
+        verified?;
         let rules = ClaimRules {
             issuer: &issuer.issuer,
             audience: audience.unwrap_or(&issuer.audience),
-            groups_claim: issuer.groups_claim.as_deref(),
+            groups_claim: issuer.claims.groups_claim.as_deref(),
         };
         let identity = jwt::check_claims(&jwt.claims, &rules, unix_now())?;
         let principal = Principal::new(format!("{}#{}", issuer.issuer, identity.subject))
             .map_err(|_| TokenProblem::InvalidClaim("sub"))?;
         let caller = Caller {
-            principal,
-            groups: identity.groups,
-            via: AuthMethod::Oidc,
+            person: issuer.claims.people.get(&identity.subject).cloned(),
+            holder: issuer.claims.holder,
+            expires_at: u64::try_from(identity.expires_at).ok(),
+            ..Caller::new(principal, issuer.claims.groups(&issuer.issuer, identity.groups), AuthMethod::Oidc)
         };
         Ok((caller, jwt.claims))
     }
 
     /// The key for `kid`, fetching the JWKS when the cache is empty, stale, or lacks
     /// `kid` (rate-limited by `min_refetch`).
-    async fn key(&self, issuer: &Issuer, kid: &str) -> Result<Arc<VerifyingKey>, AuthError> {
+    async fn key(&self, issuer: &Issuer, kid: &str) -> Result<Arc<[VerifyingKey]>, AuthError> {
         if let Some(key) = self.cached(issuer, kid) {
             return Ok(key);
         }
@@ -190,7 +232,7 @@ impl OidcVerifier {
     }
 
     /// A cached key, unless the cache is older than `max_age`.
-    fn cached(&self, issuer: &Issuer, kid: &str) -> Option<Arc<VerifyingKey>> {
+    fn cached(&self, issuer: &Issuer, kid: &str) -> Option<Arc<[VerifyingKey]>> {
         let cache = read(&issuer.cache);
         let fresh = cache
             .fetched_at
@@ -204,7 +246,7 @@ impl OidcVerifier {
     async fn fetch_keys(
         &self,
         issuer: &Issuer,
-    ) -> Result<HashMap<String, Arc<VerifyingKey>>, FetchError> {
+    ) -> Result<HashMap<String, Arc<[VerifyingKey]>>, FetchError> {
         let known = read(&issuer.jwks_uri).clone();
         let jwks_uri = match known {
             Some(uri) => uri,
@@ -220,7 +262,7 @@ impl OidcVerifier {
             what: "not a JWKS (no `keys` array)",
         })?;
         tracing::debug!(issuer = %issuer.issuer, keys = keys.len(), "fetched JWKS");
-        Ok(keys.into_iter().map(|(k, v)| (k, Arc::new(v))).collect())
+        Ok(keys.into_iter().map(|(k, v)| (k, Arc::from(v))).collect())
     }
 
     /// Reads `jwks_uri` from the issuer's discovery document, whose `issuer` must equal

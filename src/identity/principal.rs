@@ -68,19 +68,78 @@ impl AsRef<str> for Principal {
 }
 
 /// How a caller proved who they are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AuthMethod {
     /// The local user of a stdio session (`identity.stdio_principal`).
     Stdio,
     /// A static bearer token from `[[identity.tokens]]`.
     StaticToken,
-    /// A JWT from an `[[identity.oidc]]` issuer.
+    /// A JWT from an `[[identity.oidc]]` issuer, presented as a bearer token.
     Oidc,
+    /// An interactive OpenID Connect sign-in on the approver page (code flow with PKCE):
+    /// a person at the identity provider, not a token an agent could hold.
+    OidcSignIn,
     /// HTTP with no identity configured: everyone is the same anonymous caller.
     Anonymous,
     /// A Slack user listed in `[approvals.slack] users`, vouched for by Slack's request
     /// signature (an approver, never a tool caller).
     Slack,
+}
+
+impl AuthMethod {
+    /// Lowercase name, as shown in messages and stored with a hold.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stdio => "stdio",
+            Self::StaticToken => "static token",
+            Self::Oidc => "OIDC bearer token",
+            Self::OidcSignIn => "OIDC sign-in",
+            Self::Anonymous => "anonymous",
+            Self::Slack => "Slack",
+        }
+    }
+}
+
+/// Whether a person is known to hold a credential. Out-of-band confirmation needs
+/// [`Holder::Human`]: an agent with a shell can use any credential it can read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum Holder {
+    /// A credential an agent may hold: stdio, static tokens and bearer JWTs unless the
+    /// config marks them `human = true`.
+    #[default]
+    Unverified,
+    /// A person: a token or issuer marked `human = true`, an interactive OIDC sign-in on
+    /// the approver page, or a mapped Slack user.
+    Human,
+}
+
+/// The person behind one or more identities (`person = "…"` in `[identity]`): identities
+/// of one person count once toward a quorum, and count as the caller on their own calls.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Person(String);
+
+impl Person {
+    /// Validates `name` with the rules of a [`Principal`].
+    pub fn new(name: impl Into<String>) -> Result<Self, PrincipalError> {
+        Principal::new(name).map(|p| Self(p.0))
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The form two names are compared in: Unicode NFKC, full case folding, NFKC again (the
+/// identifier caseless match of Unicode §3.13), so `Alice`, fullwidth `ａｌｉｃｅ` and `alice`
+/// fold to the same key. Full folding (not `to_lowercase`) also maps `ß` to `ss` and `ſ` to
+/// `s`, which lowercasing leaves apart. Used for refusing look-alikes and for "is this the
+/// same person" checks, never to grant anything: a folded match only ever refuses more.
+pub fn fold_name(name: &str) -> String {
+    use unicode_normalization::UnicodeNormalization as _;
+    let nfkc: String = name.nfkc().collect();
+    caseless::default_case_fold_str(&nfkc).nfkc().collect()
 }
 
 /// An identified caller: who, which groups, and how they proved it.
@@ -89,22 +148,46 @@ pub struct Caller {
     pub principal: Principal,
     pub groups: Vec<String>,
     pub via: AuthMethod,
+    /// The person this identity belongs to, when the config links one.
+    pub person: Option<Person>,
+    /// Whether a person is known to hold the credential.
+    pub holder: Holder,
+    /// When the credential stops being valid (unix seconds; a JWT's `exp`). `None`: only
+    /// when the config changes.
+    pub expires_at: Option<u64>,
 }
 
 impl Caller {
+    /// A caller with no person link, not known to be human, with a credential that does
+    /// not expire by itself.
+    pub fn new(principal: Principal, groups: Vec<String>, via: AuthMethod) -> Self {
+        Self { principal, groups, via, person: None, holder: Holder::Unverified, expires_at: None }
+    }
+
     /// The one caller of an HTTP endpoint without identity configured.
     pub(crate) fn anonymous() -> Self {
         // A constant that satisfies every Principal rule, so no validation is needed.
-        Self {
-            principal: Principal(String::from("anonymous")),
-            groups: Vec::new(),
-            via: AuthMethod::Anonymous,
-        }
+        Self::new(Principal(String::from("anonymous")), Vec::new(), AuthMethod::Anonymous)
     }
 
     /// True if the caller is a member of `group` (exact, case-sensitive match).
     pub fn in_group(&self, group: &str) -> bool {
         self.groups.iter().any(|g| g == group)
+    }
+
+    /// Who this caller counts as when votes are counted and self-approval is checked: the
+    /// linked person, else the principal, both folded ([`fold_name`]), in namespaces of
+    /// their own so a person named like a principal is not confused with it.
+    pub fn counts_as(&self) -> String {
+        counts_as(self.principal.as_str(), self.person.as_ref().map(Person::as_str))
+    }
+}
+
+/// [`Caller::counts_as`] from stored text (a hold keeps its caller's principal and person).
+pub fn counts_as(principal: &str, person: Option<&str>) -> String {
+    match person {
+        Some(person) => format!("person:{}", fold_name(person)),
+        None => format!("principal:{}", fold_name(principal)),
     }
 }
 
@@ -117,6 +200,8 @@ pub enum StdioPrincipalError {
     EmptyVarName,
     #[error("identity.stdio_principal: {0}")]
     Invalid(#[from] PrincipalError),
+    #[error("identity.stdio_principal: {0}")]
+    Clash(String),
 }
 
 /// Resolves a `stdio_principal` spec: `"env:VAR"` reads the environment variable `VAR`,
@@ -169,6 +254,17 @@ mod tests {
             Principal::new("https://idp#123").unwrap().as_str(),
             "https://idp#123"
         );
+    }
+
+    #[test]
+    fn look_alikes_fold_to_one_key() {
+        assert_eq!(fold_name("Alice"), "alice");
+        assert_eq!(fold_name("\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}"), "alice");
+        assert_eq!(fold_name("STRASSE"), fold_name("stra\u{df}e"));
+        assert_ne!(fold_name("alice"), fold_name("alicia"));
+        // A person and a principal of the same name are different voters.
+        assert_ne!(counts_as("carol", None), counts_as("x", Some("carol")));
+        assert_eq!(counts_as("a", Some("Carol")), counts_as("b", Some("carol")));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use ring::digest::{SHA256, digest};
 
-use super::principal::Principal;
+use super::principal::{Holder, Person, Principal};
 
 /// One configured token, reduced to what authentication needs.
 #[derive(Debug)]
@@ -13,6 +13,8 @@ pub(crate) struct StoredToken {
     pub(crate) digest: [u8; 32],
     pub(crate) principal: Principal,
     pub(crate) groups: Vec<String>,
+    pub(crate) holder: Holder,
+    pub(crate) person: Option<Person>,
 }
 
 /// Why a token entry's `sha256` is unusable.
@@ -96,6 +98,8 @@ mod tests {
             digest: sha256(token.as_bytes()),
             principal: Principal::new(name).unwrap(),
             groups: vec!["sre".into()],
+            holder: Holder::Unverified,
+            person: None,
         }
     }
 

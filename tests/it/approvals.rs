@@ -99,7 +99,9 @@ async fn a_client_without_elicitation_is_told_how_to_confirm_out_of_band() {
     let result = client.call_tool(call("demo__grant_role", json!({"user": "bo", "role": "viewer"}))).await.expect("call");
     assert_eq!(result.is_error, Some(true));
     let text = text_of(&result);
-    assert!(text.contains("airlock approvals approve ap-") && text.contains("grants-confirm"), "{text}");
+    // It names the approval and who can confirm it, and does not tell the agent to do it.
+    assert!(text.contains("approval ap-") && text.contains("grants-confirm") && text.contains("human = true"), "{text}");
+    assert!(!text.contains("airlock approvals approve"), "{text}");
     // A retry of the same call re-attaches to the same pending approval.
     let again = client.call_tool(call("demo__grant_role", json!({"user": "bo", "role": "viewer"}))).await.expect("call");
     let id = |t: &str| t.split_whitespace().find(|w| w.starts_with("ap-")).map(|w| w.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-').to_owned());

@@ -355,16 +355,25 @@ async fn an_approval_covers_one_execution_of_its_exact_arguments() {
     assert!(!roles.contains("editor"), "{roles}");
 }
 
-/// A caller whose client cannot be asked confirms out of band over the API, then the same
-/// call runs once.
+/// A caller whose client cannot be asked is confirmed out of band over the API by its
+/// human (a `human = true` token linked to the same person), never with the calling token
+/// itself; then the same call runs once.
 #[tokio::test]
 async fn a_confirmation_given_out_of_band_lets_the_same_call_run_once() {
+    const CAROLS_PHONE: &str = "tok-carol-phone-0123456789";
     let setup = Setup::new(&{
         let mut config = String::from("[gateway]\ndata_dir = \"data\"\n");
         for (name, token, group) in PEOPLE {
             let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
-            config.push_str(&format!("\n[[identity.tokens]]\nname = \"{name}\"\nsha256 = \"{digest}\"\ngroups = [\"{group}\"]\n"));
+            let person = if name == "carol" { "person = \"carol\"\n" } else { "" };
+            config.push_str(&format!(
+                "\n[[identity.tokens]]\nname = \"{name}\"\nsha256 = \"{digest}\"\ngroups = [\"{group}\"]\n{person}"
+            ));
         }
+        let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, CAROLS_PHONE.as_bytes()));
+        config.push_str(&format!(
+            "\n[[identity.tokens]]\nname = \"carol-phone\"\nsha256 = \"{digest}\"\nhuman = true\nperson = \"carol\"\n"
+        ));
         config
     });
     setup.demo("demo");
@@ -377,7 +386,7 @@ async fn a_confirmation_given_out_of_band_lets_the_same_call_run_once() {
         .expect("initialize");
     let args = json!({"user": "kim", "role": "viewer"});
     let told = carol.call_tool(call("demo__grant_role", args.clone())).await.expect("call");
-    assert!(text_of(&told).contains("airlock approvals approve"), "{}", text_of(&told));
+    assert!(text_of(&told).contains("human = true"), "{}", text_of(&told));
     let held = approval_seen_by(&gateway, "demo__grant_role", "/api/v1/approvals?state=pending", "carol").await;
     // Only the caller and the deciders see a hold; bob may not decide a confirmation.
     let (status, _) = api(&gateway, "GET", &format!("/api/v1/approvals/{}", held["id"].as_str().expect("id")), Some("bob"), None).await;
@@ -386,7 +395,17 @@ async fn a_confirmation_given_out_of_band_lets_the_same_call_run_once() {
     // Only the caller confirms a `confirm` hold.
     // bob may not see it either, so deciding reads as not found (as reading does).
     assert_eq!(decide(&gateway, id, "bob", "approve", None).await.0, 404);
-    assert_eq!(decide(&gateway, id, "carol", "approve", None).await.0, 200);
+    // The calling token itself is the agent's: refused.
+    let (status, body) = decide(&gateway, id, "carol", "approve", None).await;
+    assert_eq!(status, 403, "{body}");
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/v1/approvals/{id}/decision", gateway.url))
+        .bearer_auth(CAROLS_PHONE)
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .expect("decide");
+    assert_eq!(response.status(), 200);
     let ran = carol.call_tool(call("demo__grant_role", args.clone())).await.expect("call");
     assert_ne!(ran.is_error, Some(true), "{}", text_of(&ran));
     let again = carol.call_tool(call("demo__grant_role", args)).await.expect("call");

@@ -12,6 +12,7 @@ mod demo_tools;
 mod durability;
 mod enforcement;
 mod http_isolation;
+mod identities;
 mod isolation_routing;
 mod limits;
 mod pipeline;

@@ -140,12 +140,15 @@ impl Setup {
         })
         .await
         .expect("airlock did not start listening within 60 s");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let kept = stderr.clone();
         tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 eprintln!("[airlock] {line}");
+                kept.lock().expect("stderr lines").push(line);
             }
         });
-        HttpGateway { child, url }
+        HttpGateway { child, url, stderr }
     }
 }
 
@@ -156,6 +159,8 @@ pub const ALLOW_ALL: &str = "[[rule]]\nid = \"allow-all\"\neffect = \"allow\"\nr
 pub struct HttpGateway {
     pub child: tokio::process::Child,
     pub url: String,
+    /// The gateway's stderr lines after "listening" (its log).
+    pub stderr: Arc<Mutex<Vec<String>>>,
 }
 
 impl HttpGateway {

@@ -11,7 +11,7 @@ use tower::ServiceExt;
 use super::{Identify, router};
 use crate::approval::{Approval, Broker, HoldRequest, Kind, State};
 use crate::audit::{AuditConfig, AuditLog, Durability, Sha256Digest};
-use crate::identity::{Authenticator, IdentityConfig, TokenEntry};
+use crate::identity::{AuthMethod, Authenticator, IdentityConfig, TokenEntry};
 use crate::policy::{ApprovalSpec, Approver, Channel};
 
 struct Fixture {
@@ -37,6 +37,7 @@ async fn fixture(timeout: Duration, identity: bool) -> Fixture {
                 name: (*name).to_owned(),
                 sha256: Sha256Digest::of(token.as_bytes()).to_string(),
                 groups: vec![(*group).to_owned()],
+                ..TokenEntry::default()
             })
             .collect()
     } else {
@@ -57,6 +58,8 @@ async fn hold_for(broker: &Broker, user: &str, quorum: u32, channels: Vec<Channe
             call_id: "c1",
             session: "s1",
             caller: "carol",
+            caller_via: AuthMethod::StaticToken,
+            caller_person: None,
             tool: "demo__grant_role",
             server: "demo",
             risk: "high",

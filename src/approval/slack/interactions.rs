@@ -125,7 +125,7 @@ impl Handler {
             slack.api.tell(&slack.channel, user, &format!("Approval {id} is already {}.", approval.state.as_str())).await;
             return;
         }
-        if let Err(why) = approval.may_decide(caller.principal.as_str(), &caller.groups) {
+        if let Err(why) = approval.may_decide(caller, super::CHANNEL) {
             slack.api.tell(&slack.channel, user, &format!("You cannot decide approval {id}: {why}.")).await;
             return;
         }

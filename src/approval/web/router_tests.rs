@@ -12,7 +12,7 @@ use tower::ServiceExt;
 use super::{Web, WebSettings};
 use crate::approval::{Approval, Broker, HoldRequest, Kind, State};
 use crate::audit::{AuditConfig, AuditLog, Durability, Sha256Digest};
-use crate::identity::{Authenticator, IdentityConfig, TokenEntry};
+use crate::identity::{AuthMethod, Authenticator, IdentityConfig, TokenEntry};
 use crate::policy::{ApprovalSpec, Approver};
 
 struct Fixture {
@@ -26,6 +26,7 @@ fn token(name: &str, secret: &str, groups: &[&str]) -> TokenEntry {
         name: name.into(),
         sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, secret.as_bytes())),
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        ..TokenEntry::default()
     }
 }
 
@@ -42,7 +43,7 @@ async fn fixture_at(public_url: &str, tokens: Vec<TokenEntry>) -> Fixture {
     let broker = Broker::open(&db, audit, Duration::from_secs(600)).await.unwrap();
     let auth = Arc::new(Authenticator::new(IdentityConfig { tokens, ..IdentityConfig::default() }).unwrap());
     let settings =
-        WebSettings { public_url: public_url.into(), oidc: None, session_lifetime: Duration::from_secs(60) };
+        WebSettings { public_url: public_url.into(), oidc: None, session_lifetime: Duration::from_secs(60), idle_timeout: Duration::from_secs(60) };
     let web = Web::new(broker.clone(), auth, settings).unwrap();
     Fixture { _dir: dir, broker, router: web.router() }
 }
@@ -55,6 +56,8 @@ async fn hold(broker: &Broker) -> Approval {
             call_id: "c1",
             session: "s1",
             caller: "carol",
+            caller_via: AuthMethod::StaticToken,
+            caller_person: None,
             tool: "demo__grant_role",
             server: "demo",
             risk: "critical",

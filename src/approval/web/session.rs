@@ -2,14 +2,19 @@
 //! OpenID Connect sign-in in progress, and the CSRF tokens tied to a session.
 //!
 //! Owns: the HMAC key (made at start, so a restart signs everyone out), the cookie
-//! formats, and the constant-time checks.
+//! formats, the constant-time checks, and the table of live sessions: a cookie counts
+//! only while its session is in that table, so signing out ends it on the server (the old
+//! cookie is refused), a session unused for the idle timeout ends, and none outlives the
+//! credential it was made with (a JWT's `exp`) or its lifetime.
 //! Uses: `ring` (HMAC-SHA256, random), `identity` (`Caller`, `Principal`).
 //! Must not: decide anything about approvals.
 //!
 //! A cookie value is `base64url(json) "." base64url(HMAC(key, purpose "\0" base64url(json)))`;
 //! the purpose keeps a sign-in cookie from being replayed as a session and the other way round.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -17,7 +22,7 @@ use ring::hmac;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
-use crate::identity::{AuthMethod, Caller, Principal};
+use crate::identity::{AuthMethod, Caller, Holder, Person, Principal};
 
 /// Name of the session cookie.
 pub(super) const SESSION_COOKIE: &str = "airlock_session";
@@ -35,16 +40,38 @@ const PURPOSE_CSRF: &[u8] = b"csrf";
 #[error("the system random number generator failed")]
 pub struct RandomError;
 
-/// The page's HMAC key.
+/// Live sessions kept at most; past it the one unused longest is ended first.
+const MAX_LIVE: usize = 10_000;
+
+/// A session the server still honours.
+struct Live {
+    last_seen: Instant,
+    /// Unix seconds.
+    expires_at: u64,
+}
+
+/// The page's HMAC key and its live sessions.
 pub(super) struct Keys {
     key: hmac::Key,
+    live: Mutex<HashMap<String, Live>>,
+    idle: Duration,
 }
 
 impl Keys {
-    /// A fresh key from the system RNG.
-    pub(super) fn generate() -> Result<Keys, RandomError> {
+    /// A fresh key from the system RNG; sessions unused for `idle` end.
+    pub(super) fn generate(idle: Duration) -> Result<Keys, RandomError> {
         let key = hmac::Key::generate(hmac::HMAC_SHA256, &SystemRandom::new()).map_err(|_| RandomError)?;
-        Ok(Keys { key })
+        Ok(Keys { key, live: Mutex::new(HashMap::new()), idle })
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<String, Live>> {
+        // A poisoned lock only means a panic elsewhere mid-update; the table is still valid.
+        self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends session `sid` on the server: its cookie is refused from now on.
+    pub(super) fn end(&self, sid: &str) {
+        self.live().remove(sid);
     }
 
     fn tag(&self, purpose: &[u8], body: &str) -> hmac::Tag {
@@ -67,27 +94,52 @@ impl Keys {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(body).ok()?).ok()
     }
 
-    /// A session cookie value for `caller`, valid for `lifetime_secs`.
-    pub(super) fn session(&self, caller: &Caller, lifetime_secs: u64) -> Result<String, RandomError> {
+    /// A new session for `caller`: the cookie value and how many seconds it lasts, at most
+    /// `lifetime_secs` and never past the credential's own expiry.
+    pub(super) fn session(&self, caller: &Caller, lifetime_secs: u64) -> Result<(String, u64), RandomError> {
+        let now = unix_now();
+        let exp = caller.expires_at.map_or(now.saturating_add(lifetime_secs), |e| e.min(now.saturating_add(lifetime_secs)));
         let session = SessionData {
             principal: caller.principal.as_str().to_owned(),
             groups: caller.groups.clone(),
-            oidc: caller.via == AuthMethod::Oidc,
+            via: caller.via,
+            human: caller.holder == Holder::Human,
+            person: caller.person.as_ref().map(|p| p.as_str().to_owned()),
             sid: random_text()?,
-            exp: unix_now().saturating_add(lifetime_secs),
+            exp,
         };
-        Ok(self.seal(PURPOSE_SESSION, &session))
+        let mut live = self.live();
+        if live.len() >= MAX_LIVE {
+            let idle = self.idle;
+            live.retain(|_, l| l.expires_at > now && l.last_seen.elapsed() < idle);
+            if live.len() >= MAX_LIVE
+                && let Some(oldest) = live.iter().min_by_key(|(_, l)| l.last_seen).map(|(sid, _)| sid.clone())
+            {
+                live.remove(&oldest);
+            }
+        }
+        live.insert(session.sid.clone(), Live { last_seen: Instant::now(), expires_at: exp });
+        Ok((self.seal(PURPOSE_SESSION, &session), exp.saturating_sub(now)))
     }
 
-    /// The signed-in person of a session cookie, unless it is forged or expired.
+    /// The signed-in person of a session cookie, unless it is forged, expired, signed out
+    /// or idle too long; a session that answers counts as used now.
     pub(super) fn open_session(&self, cookie: &str) -> Option<Session> {
         let data: SessionData = self.open(PURPOSE_SESSION, cookie)?;
-        if data.exp <= unix_now() {
+        let now = unix_now();
+        let mut live = self.live();
+        let entry = live.get_mut(&data.sid)?;
+        if data.exp <= now || entry.expires_at <= now || entry.last_seen.elapsed() >= self.idle {
+            live.remove(&data.sid);
             return None;
         }
+        entry.last_seen = Instant::now();
+        drop(live);
         let principal = Principal::new(data.principal).ok()?;
-        let via = if data.oidc { AuthMethod::Oidc } else { AuthMethod::StaticToken };
-        Some(Session { caller: Caller { principal, groups: data.groups, via }, sid: data.sid })
+        let person = data.person.map(Person::new).transpose().ok()?;
+        let holder = if data.human { Holder::Human } else { Holder::Unverified };
+        let caller = Caller { person, holder, expires_at: Some(data.exp), ..Caller::new(principal, data.groups, data.via) };
+        Some(Session { caller, sid: data.sid })
     }
 
     /// A sign-in cookie value.
@@ -129,8 +181,11 @@ struct SessionData {
     principal: String,
     #[serde(rename = "g")]
     groups: Vec<String>,
-    #[serde(rename = "o")]
-    oidc: bool,
+    via: AuthMethod,
+    #[serde(rename = "h")]
+    human: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    person: Option<String>,
     sid: String,
     exp: u64,
 }
@@ -190,42 +245,63 @@ mod tests {
     use super::*;
 
     fn alice() -> Caller {
-        Caller { principal: Principal::new("alice").unwrap(), groups: vec!["sre".into()], via: AuthMethod::StaticToken }
+        Caller::new(Principal::new("alice").unwrap(), vec!["sre".into()], AuthMethod::StaticToken)
+    }
+
+    fn keys() -> Keys {
+        Keys::generate(Duration::from_secs(600)).unwrap()
     }
 
     #[test]
     fn a_session_opens_with_its_key_only() {
-        let keys = Keys::generate().unwrap();
-        let cookie = keys.session(&alice(), 60).unwrap();
+        let keys = keys();
+        let (cookie, _) = keys.session(&alice(), 60).unwrap();
         let session = keys.open_session(&cookie).unwrap();
-        assert_eq!(session.caller, alice());
-        assert!(Keys::generate().unwrap().open_session(&cookie).is_none());
+        assert_eq!(session.caller.principal, alice().principal);
+        assert_eq!(session.caller.via, AuthMethod::StaticToken);
+        assert!(self::keys().open_session(&cookie).is_none());
     }
 
     #[test]
     fn a_tampered_or_expired_session_is_refused() {
-        let keys = Keys::generate().unwrap();
-        let cookie = keys.session(&alice(), 60).unwrap();
+        let keys = keys();
+        let (cookie, _) = keys.session(&alice(), 60).unwrap();
         let (body, tag) = cookie.split_once('.').unwrap();
-        let forged = serde_json::json!({"p": "mallory", "g": ["sre"], "o": false, "sid": "x", "exp": u64::MAX});
+        let forged = serde_json::json!({"p": "mallory", "g": ["sre"], "via": "static_token", "h": true, "sid": "x", "exp": u64::MAX});
         let forged_body = URL_SAFE_NO_PAD.encode(forged.to_string());
         assert!(keys.open_session(&format!("{forged_body}.{tag}")).is_none());
         assert!(keys.open_session(body).is_none());
-        assert!(keys.open_session(&keys.session(&alice(), 0).unwrap()).is_none());
+        assert!(keys.open_session(&keys.session(&alice(), 0).unwrap().0).is_none());
+    }
+
+    #[test]
+    fn a_session_ends_with_its_credential_on_sign_out_and_when_idle() {
+        let keys = keys();
+        let expired = Caller { expires_at: Some(unix_now() - 1), ..alice() };
+        let (cookie, secs) = keys.session(&expired, 3600).unwrap();
+        assert_eq!(secs, 0);
+        assert!(keys.open_session(&cookie).is_none(), "a session never outlives its JWT");
+        let (cookie, _) = keys.session(&alice(), 3600).unwrap();
+        let session = keys.open_session(&cookie).unwrap();
+        keys.end(&session.sid);
+        assert!(keys.open_session(&cookie).is_none(), "signed out on the server");
+        let idle = Keys::generate(Duration::ZERO).unwrap();
+        let (cookie, _) = idle.session(&alice(), 3600).unwrap();
+        assert!(idle.open_session(&cookie).is_none(), "idle past the timeout");
     }
 
     #[test]
     fn a_login_cookie_is_not_a_session_and_back() {
-        let keys = Keys::generate().unwrap();
+        let keys = keys();
         let login = keys.login(&Login::start("/approvals".into()).unwrap());
         assert!(keys.open_session(&login).is_none());
         assert!(keys.open_login(&login).is_some());
-        assert!(keys.open_login(&keys.session(&alice(), 60).unwrap()).is_none());
+        assert!(keys.open_login(&keys.session(&alice(), 60).unwrap().0).is_none());
     }
 
     #[test]
     fn csrf_tokens_belong_to_one_session() {
-        let keys = Keys::generate().unwrap();
+        let keys = keys();
         let token = keys.csrf("sid-1");
         assert!(keys.csrf_ok("sid-1", &token));
         assert!(!keys.csrf_ok("sid-2", &token));

@@ -21,11 +21,13 @@ fn token_config() -> IdentityConfig {
                 name: "alice".into(),
                 sha256: sha256_hex("s3cret-a"),
                 groups: vec!["sre".into()],
+                ..TokenEntry::default()
             },
             TokenEntry {
                 name: "bob".into(),
                 sha256: sha256_hex("s3cret-b"),
                 groups: vec![],
+                ..TokenEntry::default()
             },
         ],
         ..IdentityConfig::default()
@@ -193,6 +195,7 @@ fn bad_identity_config_is_refused_with_the_entry_named() {
             name: "carol".into(),
             sha256: "not-hex".into(),
             groups: vec![],
+            ..TokenEntry::default()
         }],
         ..IdentityConfig::default()
     };
@@ -211,6 +214,7 @@ fn bad_identity_config_is_refused_with_the_entry_named() {
             name: "".into(),
             sha256: sha256_hex("x"),
             groups: vec![],
+            ..TokenEntry::default()
         }],
         ..IdentityConfig::default()
     };
@@ -268,4 +272,21 @@ fn authenticator_is_shareable_and_its_future_is_send() {
     assert_send_sync(&auth);
     let fut = auth.authenticate(None);
     assert_send(&fut);
+}
+
+#[test]
+fn a_stdio_principal_that_is_a_token_name_is_refused_when_stdio_starts() {
+    let config = IdentityConfig {
+        stdio_principal: Some("Alice".into()),
+        tokens: vec![TokenEntry { name: "alice".into(), sha256: sha256_hex("t"), ..TokenEntry::default() }],
+        ..IdentityConfig::default()
+    };
+    // An HTTP-only gateway has no stdio caller, so it starts.
+    let auth = Authenticator::new(config).unwrap();
+    assert!(matches!(auth.stdio_caller(), Err(StdioPrincipalError::Clash(_))));
+    let reserved = IdentityConfig {
+        tokens: vec![TokenEntry { name: "http://idp#carol".into(), sha256: sha256_hex("t"), ..TokenEntry::default() }],
+        ..IdentityConfig::default()
+    };
+    assert!(matches!(Authenticator::new(reserved), Err(IdentityConfigError::ReservedName(_))));
 }

@@ -207,7 +207,8 @@ impl Idp {
                 issuer: self.issuer(),
                 audience: "api://airlock".into(),
                 groups_claim: Some("groups".into()),
-                jwks_uri: None,
+                group_map: [("sre".to_owned(), "sre".to_owned())].into(),
+                ..OidcIssuer::default()
             }],
             jwks_min_refetch: Duration::ZERO,
             ..IdentityConfig::default()
@@ -279,8 +280,10 @@ async fn es256_token_is_accepted_as_issuer_hash_subject_with_groups() {
         caller.principal.as_str(),
         format!("{}#user-42", idp.issuer())
     );
-    assert_eq!(caller.groups, vec!["sre", "dev"]);
+    // `sre` is mapped to the gateway's group; `dev` stays the issuer's own.
+    assert_eq!(caller.groups, vec!["sre".to_owned(), format!("{}#dev", idp.issuer())]);
     assert_eq!(caller.via, AuthMethod::Oidc);
+    assert_eq!(caller.holder, Holder::Unverified, "a bearer JWT may be an agent's");
     assert_eq!((idp.discoveries(), idp.jwks_fetches()), (1, 1));
     // A second token is verified from the cache.
     auth.authenticate(Some(&bearer(&key.token(&idp.claims()))))
@@ -485,6 +488,43 @@ async fn token_signed_by_another_key_under_a_published_kid_is_rejected() {
 }
 
 #[tokio::test]
+async fn every_key_under_a_duplicated_kid_is_tried() {
+    // Two keys published under one kid (a rotation in progress): a token signed by either
+    // verifies, whichever comes first in the document; a third key still does not.
+    let first = TestKey::es256("dup");
+    let second = TestKey::es256("dup");
+    let idp = Idp::start(&[&first, &second]).await;
+    let auth = idp.authenticator();
+    for key in [&first, &second] {
+        auth.authenticate(Some(&bearer(&key.token(&idp.claims())))).await.unwrap();
+    }
+    let stranger = TestKey::es256("dup");
+    assert_eq!(problem(auth.authenticate(Some(&bearer(&stranger.token(&idp.claims())))).await), TokenProblem::BadSignature);
+}
+
+#[tokio::test]
+async fn a_second_issuers_group_is_not_the_firsts() {
+    install_crypto_provider();
+    let key_a = TestKey::es256("a");
+    let key_b = TestKey::es256("b");
+    let (a, b) = (Idp::start(&[&key_a]).await, Idp::start(&[&key_b]).await);
+    let mut config = a.config();
+    config.oidc.extend(b.config().oidc.into_iter().map(|mut o| {
+        o.group_map.clear();
+        o.people = [("user-42".to_owned(), "carol".to_owned())].into();
+        o
+    }));
+    let auth = Authenticator::new(config).unwrap();
+    let from_a = auth.authenticate(Some(&bearer(&key_a.token(&a.claims())))).await.unwrap();
+    let from_b = auth.authenticate(Some(&bearer(&key_b.token(&b.claims())))).await.unwrap();
+    assert!(from_a.in_group("sre"));
+    assert!(!from_b.in_group("sre"), "{:?}", from_b.groups);
+    assert!(from_b.in_group(&format!("{}#sre", b.issuer())));
+    assert_eq!(from_b.person.as_ref().map(|p| p.as_str()), Some("carol"));
+    assert_ne!(from_a.principal, from_b.principal);
+}
+
+#[tokio::test]
 async fn header_alg_that_disagrees_with_the_jwk_type_is_rejected() {
     let ec = TestKey::es256("ec");
     let rsa = TestKey::rs256("rsa", 0);
@@ -591,7 +631,9 @@ async fn an_id_token_needs_the_client_as_audience_and_the_sign_ins_nonce() {
     let token = key.token(&claims);
     let caller = auth.verify_id_token(&issuer, &token, "airlock-web", "n-1").await.unwrap();
     assert_eq!(caller.principal.as_str(), format!("{issuer}#user-42"));
-    assert_eq!(caller.groups, vec!["sre", "dev"]);
+    assert_eq!(caller.groups, vec!["sre".to_owned(), format!("{issuer}#dev")]);
+    // A sign-in at the identity provider is a person's.
+    assert_eq!((caller.via, caller.holder), (AuthMethod::OidcSignIn, Holder::Human));
     assert_eq!(problem(auth.verify_id_token(&issuer, &token, "airlock-web", "n-2").await), TokenProblem::InvalidClaim("nonce"));
     assert_eq!(problem(auth.verify_id_token(&issuer, &token, "other-client", "n-1").await), TokenProblem::WrongAudience);
     // A sign-in at one issuer does not accept a token naming another.
