@@ -59,8 +59,11 @@ pub(super) async fn run(server: Arc<Server>, downstreams: Weak<Downstreams>, shu
         match peer.list_all_tools().await {
             Ok(tools) => {
                 server.set_tools(tools);
-                let Some(downstreams) = downstreams.upgrade() else { return };
-                downstreams.rebuild_catalog();
+                // A session's own child has no catalog of its own (`Weak::new()`): its list
+                // is only compared with the catalog entry when it is called.
+                if let Some(downstreams) = downstreams.upgrade() {
+                    downstreams.rebuild_catalog();
+                }
                 let done = server.refresh.done.fetch_add(1, Ordering::Relaxed) + 1;
                 tracing::info!(server = server.name(), refreshes = done, "tool list changed; catalog refreshed");
             }

@@ -44,10 +44,12 @@ impl SessionChildren {
         }
         let child = Arc::new(Server::new(template.manifest().clone()));
         let stop = self.ended.child_token();
-        connect::start_session_child(&child, &self.downstreams, stop).await.map_err(|reason| {
+        connect::start_session_child(&child, &self.downstreams, stop.clone()).await.map_err(|reason| {
             child.set_health(Health::Down { reason: reason.clone() });
             ForwardError::Unavailable { server: template.name().to_owned(), reason }
         })?;
+        // Its `tools/list_changed` refreshes its own list, coalesced like a shared server's.
+        tokio::spawn(super::refresh::run(child.clone(), Weak::new(), stop));
         children.insert(template.name().to_owned(), child.clone());
         Ok(child)
     }

@@ -205,6 +205,7 @@ mod tests {
         let set = crate::policy::PolicySet::parse(policy, std::path::Path::new("p.toml")).unwrap();
         let args = serde_json::json!({"path": path});
         set.decide(&crate::policy::CallFacts {
+            subject: crate::policy::Subject::Tool,
             tool: "fs__write",
             risk: crate::risk::Risk::Low,
             args: &args,
