@@ -111,6 +111,11 @@ impl fmt::Debug for KeyId {
 }
 
 impl Signature {
+    /// Wraps raw signature bytes.
+    pub const fn from_bytes(bytes: [u8; 64]) -> Signature {
+        Signature(bytes)
+    }
+
     /// Base64 text form.
     pub fn to_base64(&self) -> String {
         B64.encode(self.0)

@@ -23,19 +23,22 @@ mod digest;
 mod export;
 mod keys;
 mod merkle;
+mod note;
 mod record;
 mod store;
 mod verify;
 mod writer;
 
 pub use canonical::canonical;
-pub use checkpoint::{Checkpoint, signed_message};
+pub use checkpoint::{Checkpoint, Form, signed_message};
 pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
 pub use keys::{KeyId, PublicKey, Signature, SigningKey};
 pub use merkle::{
-    Frontier, empty_root, inclusion_proof, leaf_hash, node_hash, root_of, verify_inclusion,
+    Frontier, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root_of,
+    verify_consistency, verify_inclusion,
 };
+pub use note::{CheckpointText, KeyName, MAX_NOTE_BYTES, Note, NoteError, NoteSignature, VerifierKey, cosign};
 pub use record::{RECORD_VERSION, REDACTED, Record, RecordKind, Redactor};
 pub use store::LogPaths;
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export};
