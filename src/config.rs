@@ -95,6 +95,29 @@ pub struct AuditConfig {
     pub redact: Vec<String>,
     /// The Ed25519 signing key (PKCS#8); `None`: `<data_dir>/audit-key`, made on first start.
     pub key_path: Option<PathBuf>,
+    /// `[audit.witness]`: where new checkpoints are published; `None`: nowhere.
+    pub witness: Option<WitnessConfig>,
+}
+
+/// `[audit.witness]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitnessConfig {
+    /// Publish at most this often (and once at shutdown). Default 1 minute.
+    pub interval: Duration,
+    /// A directory (a mount of another machine, a write-once bucket) that gets one note
+    /// file per published checkpoint.
+    pub dir: Option<PathBuf>,
+    /// C2SP tlog-witness endpoints.
+    pub http: Vec<HttpWitnessConfig>,
+}
+
+/// One `[[audit.witness.http]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpWitnessConfig {
+    /// The submission prefix; checkpoints go to `<url>/add-checkpoint`.
+    pub url: Url,
+    /// The witness's verifier key (`name+hash+base64`), checked when loading.
+    pub key: String,
 }
 
 /// Who the stdio caller is.
@@ -278,6 +301,7 @@ impl Config {
                 durability: Durability::Fsync,
                 redact: Vec::new(),
                 key_path: None,
+                witness: None,
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),

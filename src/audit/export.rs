@@ -24,7 +24,7 @@ use super::store::{self, LogPaths};
 
 /// Read access to a log whose writer is not running.
 pub struct LogReader {
-    db: sled::Db,
+    pub(super) db: sled::Db,
 }
 
 impl LogReader {
@@ -81,7 +81,7 @@ impl LogReader {
     }
 
     /// Leaf hashes, chain head and frontier of records `1..=upto`.
-    fn prefix_state(
+    pub(super) fn prefix_state(
         &self,
         upto: u64,
     ) -> Result<(Vec<Sha256Digest>, Sha256Digest, Frontier), AuditError> {

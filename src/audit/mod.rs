@@ -26,6 +26,7 @@ mod merkle;
 mod note;
 mod record;
 mod store;
+mod trusted;
 mod verify;
 mod writer;
 
@@ -41,6 +42,10 @@ pub use merkle::{
 pub use note::{CheckpointText, KeyName, MAX_NOTE_BYTES, Note, NoteError, NoteSignature, VerifierKey, cosign};
 pub use record::{RECORD_VERSION, REDACTED, Record, RecordKind, Redactor};
 pub use store::LogPaths;
+pub use trusted::{
+    ConsistencyProof, Provable, check_consistency, check_trusted, cosignatures, provable,
+    split_notes, witnessed, witnessed_dir,
+};
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export};
 pub use writer::{AuditLog, Recorded};
 
@@ -132,6 +137,9 @@ pub enum AuditError {
     /// An earlier write failed; the writer refuses further writes.
     #[error("the audit log stopped after a failed write: {0}")]
     Failed(String),
+    /// No checkpoint covers exactly this many records (0: the log has none).
+    #[error("no checkpoint for {0} records (checkpoint sizes are listed by `airlock log export`)")]
+    NoCheckpoint(u64),
     /// No record with this sequence number.
     #[error("no record with sequence number {0}")]
     NotFound(Seq),

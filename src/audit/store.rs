@@ -327,6 +327,11 @@ impl CheckpointFile {
         Ok(Some(body[from..].to_vec()))
     }
 
+    /// Makes appended lines durable.
+    pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| AuditError::io(&self.path, e))
+    }
+
     pub(crate) fn append(&mut self, checkpoint: &[u8], fsync: bool) -> Result<(), AuditError> {
         let io = |e| AuditError::io(&self.path, e);
         let mut line = Vec::with_capacity(checkpoint.len() + 1);

@@ -508,8 +508,8 @@ fn diagnose(seq: u64, bytes: &[u8]) -> VerifyFailure {
     }
 }
 
-/// Compares `checkpoints.log` with the stored checkpoints. Lines missing at the end are a
-/// warning (a crash between the database and the file; the writer repairs it on start).
+/// Compares `checkpoints.log` with the stored checkpoints: each line must be the stored
+/// checkpoint of its index, and none may be missing, at the end either.
 fn compare_checkpoint_log(
     stored: &Stored,
     lines: &[Vec<u8>],
@@ -563,13 +563,23 @@ fn compare_checkpoint_log(
             );
         }
     }
-    let warning = (lines.len() < stored.len()).then(|| {
-        format!(
-            "checkpoints.log lacks the last {} checkpoint(s); the gateway appends them on its next start",
-            stored.len() - lines.len()
-        )
-    });
-    (None, warning)
+    if lines.len() < stored.len() {
+        // The writer puts the line in the file before it fsyncs either, so only a removed
+        // line (or power lost between the two fsyncs) leaves the file short.
+        let missing = stored.len() - lines.len();
+        let size = stored.last().and_then(|(_, c)| c.as_ref()).map_or(0, |c| c.size);
+        return (
+            Some(fail(
+                first_of(lines.len()),
+                Problem::CheckpointLogMismatch,
+                format!(
+                    "checkpoints.log lacks the last {missing} checkpoint(s) the database holds (the last for {size} records): its last line(s) were removed, or power was lost between the two writes"
+                ),
+            )),
+            None,
+        );
+    }
+    (None, None)
 }
 
 /// Verifies an export produced by `airlock log export` (no database needed). Edits are

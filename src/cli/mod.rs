@@ -16,6 +16,7 @@ mod demo_tools;
 mod explain;
 mod keys;
 mod log;
+mod log_trust;
 mod receipts;
 mod serve;
 mod tools;
