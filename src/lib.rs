@@ -16,3 +16,4 @@ pub mod identity;
 pub mod manifest;
 pub mod policy;
 pub mod risk;
+pub mod witness;

@@ -35,6 +35,10 @@ impl LogReader {
         })
     }
 
+    pub(super) fn from_db(db: sled::Db) -> LogReader {
+        LogReader { db }
+    }
+
     /// The stored canonical bytes of record `seq`.
     pub fn get(&self, seq: Seq) -> Result<Vec<u8>, AuditError> {
         let value = self
@@ -78,6 +82,16 @@ impl LogReader {
             .into_iter()
             .filter_map(|(_, c)| c)
             .collect())
+    }
+
+    /// The consistency proof from the tree of `old` records to the tree of `new` records.
+    pub fn consistency_path(&self, old: u64, new: u64) -> Result<Vec<Sha256Digest>, AuditError> {
+        let (leaves, _, _) = self.prefix_state(new)?;
+        usize::try_from(old)
+            .ok()
+            .filter(|_| leaves.len() as u64 == new)
+            .and_then(|m| super::merkle::consistency_proof(&leaves, m))
+            .ok_or(AuditError::NoCheckpoint(new))
     }
 
     /// Leaf hashes, chain head and frontier of records `1..=upto`.

@@ -21,6 +21,7 @@ mod receipts;
 mod serve;
 mod tools;
 mod wiring;
+mod witness;
 
 /// Exit code for "the command ran and found a problem" (invalid config, tampered log,
 /// a refused approval decision, an invalid receipt).
@@ -70,6 +71,9 @@ enum Command {
     /// Verify approval receipts with the public key alone.
     #[command(subcommand)]
     Receipts(receipts::Command),
+    /// Run a witness that cosigns another gateway's checkpoints.
+    #[command(subcommand)]
+    Witness(witness::Command),
     /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
     DemoTools(demo_tools::Args),
 }
@@ -90,6 +94,7 @@ pub fn main() -> ExitCode {
         Command::DemoTools(args) => demo_tools::run(args),
         Command::Approvals(cmd) => approvals::run(cmd),
         Command::Receipts(cmd) => receipts::run(cmd),
+        Command::Witness(cmd) => witness::run(cmd),
     };
     match result {
         Ok(code) => code,

@@ -99,6 +99,15 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     .await?;
     let shutdown = options.shutdown;
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
+    let publisher = match super::wiring::witness(&config)? {
+        Some(settings) => Some(crate::witness::publish::Publisher::start(settings, audit.clone())),
+        None => None,
+    };
+    let mut probes: Vec<crate::http::HealthProbe> = Vec::new();
+    if let Some(p) = &publisher {
+        let health = p.health();
+        probes.push(("witness", Arc::new(move || health.snapshot())));
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
@@ -112,7 +121,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
-        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, shutdown.clone());
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, shutdown.clone(), probes);
         if let Some(slack) = slack {
             router = router.merge(crate::http::slack_routes(slack, guard));
         }
@@ -147,6 +156,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     downstreams.shutdown();
     tasks.abort_all();
     drop(gateway);
+    if let Some(p) = publisher {
+        p.finish().await;
+    }
     if let Err(error) = audit.close().await {
         tracing::warn!(%error, "closing the audit log");
     }

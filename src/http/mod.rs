@@ -26,10 +26,14 @@ use crate::gateway::{Channel, Gateway};
 
 pub use guard::HostGuard;
 
+/// Extra detail for `/healthz` (e.g. witness publishing), by name; called per request.
+pub type HealthProbe = (&'static str, Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
     gateway: Arc<Gateway>,
+    probes: Vec<HealthProbe>,
     sse: sse::SseSessions,
     /// Base URL for links and the `WWW-Authenticate` challenge.
     public_url: String,
@@ -43,6 +47,7 @@ pub fn router(
     public_url: String,
     web: crate::approval::web::Web,
     shutdown: CancellationToken,
+    probes: Vec<HealthProbe>,
 ) -> Router {
     let mcp_gateway = gateway.clone();
     let gateway_for_api = gateway.clone();
@@ -55,7 +60,7 @@ pub fn router(
         Arc::new(LocalSessionManager::default()),
         config,
     );
-    let state = AppState { gateway, sse: sse::SseSessions::default(), public_url };
+    let state = AppState { gateway, probes, sse: sse::SseSessions::default(), public_url };
     let authenticated = Router::new()
         .route("/sse", get(sse::connect))
         .route("/message", post(sse::message))
@@ -89,7 +94,7 @@ impl crate::approval::api::Identify for Gateway {
     }
 }
 
-/// `GET /healthz`: 200 with every downstream's health.
+/// `GET /healthz`: 200 with every downstream's health and the probes' detail.
 async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     let servers: serde_json::Map<String, serde_json::Value> = state
         .gateway
@@ -98,7 +103,11 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value>
         .iter()
         .map(|s| (s.name().to_owned(), serde_json::Value::String(format!("{:?}", s.health()))))
         .collect();
-    axum::Json(serde_json::json!({"status": "ok", "downstreams": servers}))
+    let mut body = serde_json::json!({"status": "ok", "downstreams": servers});
+    for (name, probe) in &state.probes {
+        body[*name] = probe();
+    }
+    axum::Json(body)
 }
 
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728).
