@@ -16,3 +16,4 @@ mod policy;
 mod protocol;
 mod util;
 mod web;
+mod witness;
