@@ -535,6 +535,23 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
     }
 
     #[test]
+    fn witness_keys_and_urls_are_checked_with_their_lines() {
+        let key = crate::audit::SigningKey::generate().unwrap().public_key();
+        let vkey = crate::audit::VerifierKey::cosigner(crate::audit::KeyName::new("w.example/1").unwrap(), key);
+        let ok = parse(&format!(
+            "[audit.witness]\ninterval = \"10s\"\ndir = \"w\"\n[[audit.witness.http]]\nurl = \"http://127.0.0.1:1\"\nkey = \"{vkey}\"\n"
+        ))
+        .unwrap();
+        let w = ok.audit.witness.unwrap();
+        assert_eq!((w.interval, w.http.len(), w.http[0].key.clone()), (Duration::from_secs(10), 1, vkey.to_string()));
+        assert_eq!(w.dir, Some(PathBuf::from("conf/w")));
+        let got = parse("[audit.witness]\ninterval = \"soon\"\n[[audit.witness.http]]\nurl = \"ftp://x\"\nkey = \"w+00000000+AAAA\"\n").unwrap_err();
+        assert!(got[0].starts_with("conf/airlock.toml:2: key \"audit.witness.interval\""), "{got:?}");
+        assert!(got[1].starts_with("conf/airlock.toml:4: key \"audit.witness.http.url\""), "{got:?}");
+        assert!(got[2].starts_with("conf/airlock.toml:5: key \"audit.witness.http.key\""), "{got:?}");
+    }
+
+    #[test]
     fn default_approvers_are_groups_or_users() {
         let ok = parse("[approvals]\ndefault_approvers = [\"group:approvers\", \"user:zoe\"]\n").unwrap();
         assert_eq!(ok.approvals.default_approvers, vec!["group:approvers", "user:zoe"]);
