@@ -265,7 +265,7 @@ pub fn provable(paths: &LogPaths, keys: &[PublicKey]) -> Vec<Provable> {
         }
     }
     out.extend(witnessed(paths, keys).into_iter().filter_map(Result::ok));
-    out.sort_by(|a, b| b.checkpoint.size.cmp(&a.checkpoint.size));
+    out.sort_by_key(|p| std::cmp::Reverse(p.checkpoint.size));
     out
 }
 

@@ -99,10 +99,8 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     .await?;
     let shutdown = options.shutdown;
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
-    let publisher = match super::wiring::witness(&config)? {
-        Some(settings) => Some(crate::witness::publish::Publisher::start(settings, audit.clone())),
-        None => None,
-    };
+    let publisher = super::wiring::witness(&config)?
+        .map(|settings| crate::witness::publish::Publisher::start(settings, audit.clone()));
     let mut probes: Vec<crate::http::HealthProbe> = Vec::new();
     if let Some(p) = &publisher {
         let health = p.health();

@@ -81,7 +81,8 @@ fn damaged_database_exits_1_naming_the_last_provable_checkpoint() {
     write_log(pristine.path(), 30);
     let db_file = pristine.path().join("audit").join("db");
     let len = std::fs::metadata(&db_file).expect("db file").len();
-    let mut damages: Vec<(String, Box<dyn Fn(&Path)>)> = Vec::new();
+    type Damage = Box<dyn Fn(&Path)>;
+    let mut damages: Vec<(String, Damage)> = Vec::new();
     for fraction in [1u64, 3, 5, 7, 9] {
         let at = len * fraction / 10;
         damages.push((
@@ -195,7 +196,7 @@ async fn restored_data_dir_is_caught_by_a_saved_checkpoint_and_refused_by_the_wi
     std::fs::create_dir_all(&data).expect("mkdir");
     airlock::audit::SigningKey::generate().expect("key").write_new(&data.join("audit-key")).expect("write key");
     let show = run(&["keys", "show", "--data-dir", s(&data)]);
-    let note_key = stdout(&show).lines().find_map(|l| l.strip_prefix("note key").map(|k| k.trim().to_owned())).expect(&text(&show));
+    let note_key = stdout(&show).lines().find_map(|l| l.strip_prefix("note key").map(|k| k.trim().to_owned())).unwrap_or_else(|| panic!("{}", text(&show)));
     assert!(note_key.starts_with("airlock+"), "{note_key}");
     let key_file = setup.path().join("log.pub");
     std::fs::write(&key_file, &show.stdout).expect("write key file");
