@@ -292,3 +292,40 @@ async fn restored_data_dir_is_caught_by_a_saved_checkpoint_and_refused_by_the_wi
     let _ = witness.child.kill().await;
 
 }
+
+/// A witness that is down never holds up a call; the gap shows in `/healthz` and the
+/// publisher keeps retrying; the directory target still gets every checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_witness_never_blocks_calls_and_the_gap_shows_in_healthz() {
+    let setup = Setup::with_demo();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+    let key = airlock::audit::SigningKey::generate().expect("key").public_key();
+    let vkey = airlock::audit::VerifierKey::cosigner(airlock::audit::KeyName::new("down.test/w").expect("name"), key);
+    std::fs::write(
+        setup.config(),
+        format!(
+            "[gateway]\ndata_dir = \"data\"\n[audit.witness]\ninterval = \"100ms\"\ndir = \"published\"\n[[audit.witness.http]]\nurl = \"http://127.0.0.1:{port}\"\nkey = \"{vkey}\"\n"
+        ),
+    )
+    .expect("config");
+    let gw = calls(&setup, 5).await;
+    let mut detail = Value::Null;
+    for _ in 0..300 {
+        detail = healthz_witness(&gw.url).await;
+        let down = detail["targets"].as_array().into_iter().flatten().find(|t| t["target"].as_str().is_some_and(|n| n.contains(&port.to_string())));
+        if down.is_some_and(|t| !t["last_error"].is_null() && !t["failing_since"].is_null() && t["unwitnessed_records"].as_u64() > Some(0)) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let targets = detail["targets"].as_array().cloned().unwrap_or_default();
+    let down = targets.iter().find(|t| t["target"].as_str().is_some_and(|n| n.contains(&port.to_string()))).cloned().unwrap_or(Value::Null);
+    assert!(!down["last_error"].is_null() && down["unwitnessed_records"].as_u64() > Some(0), "{detail}");
+    stop(gw.child).await;
+    let files = std::fs::read_dir(setup.path().join("published")).expect("published").count();
+    assert!(files >= 1, "the directory target is published to while the HTTP witness is down");
+    let latest = run(&["log", "checkpoint", "--data-dir", s(&setup.data_dir())]);
+    let size = note_size(&stdout(&latest));
+    let last = setup.path().join("published").join(format!("airlock-{size:020}.note"));
+    assert_eq!(std::fs::read_to_string(&last).expect("the last checkpoint was published at shutdown"), stdout(&latest));
+}
