@@ -159,6 +159,29 @@ pub struct AuditConfig {
     pub redact: Vec<String>,
     /// The Ed25519 signing key (PKCS#8); `None`: `<data_dir>/audit-key`, made on first start.
     pub key_path: Option<PathBuf>,
+    /// `[audit.witness]`: where new checkpoints are published; `None`: nowhere.
+    pub witness: Option<WitnessConfig>,
+}
+
+/// `[audit.witness]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WitnessConfig {
+    /// Publish at most this often (and once at shutdown). Default 1 minute.
+    pub interval: Duration,
+    /// A directory (a mount of another machine, a write-once bucket) that gets one note
+    /// file per published checkpoint.
+    pub dir: Option<PathBuf>,
+    /// C2SP tlog-witness endpoints.
+    pub http: Vec<HttpWitnessConfig>,
+}
+
+/// One `[[audit.witness.http]]` entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpWitnessConfig {
+    /// The submission prefix; checkpoints go to `<url>/add-checkpoint`.
+    pub url: Url,
+    /// The witness's verifier key (`name+hash+base64`), checked when loading.
+    pub key: String,
 }
 
 /// Who the stdio caller is.
@@ -362,6 +385,7 @@ impl Config {
                 durability: Durability::Fsync,
                 redact: crate::audit::DEFAULT_REDACT.iter().map(|p| (*p).to_owned()).collect(),
                 key_path: None,
+                witness: None,
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
@@ -642,6 +666,23 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
             "{}",
             got[4]
         );
+    }
+
+    #[test]
+    fn witness_keys_and_urls_are_checked_with_their_lines() {
+        let key = crate::audit::SigningKey::generate().unwrap().public_key();
+        let vkey = crate::audit::VerifierKey::cosigner(crate::audit::KeyName::new("w.example/1").unwrap(), key);
+        let ok = parse(&format!(
+            "[audit.witness]\ninterval = \"10s\"\ndir = \"w\"\n[[audit.witness.http]]\nurl = \"http://127.0.0.1:1\"\nkey = \"{vkey}\"\n"
+        ))
+        .unwrap();
+        let w = ok.audit.witness.unwrap();
+        assert_eq!((w.interval, w.http.len(), w.http[0].key.clone()), (Duration::from_secs(10), 1, vkey.to_string()));
+        assert_eq!(w.dir, Some(PathBuf::from("conf/w")));
+        let got = parse("[audit.witness]\ninterval = \"soon\"\n[[audit.witness.http]]\nurl = \"ftp://x\"\nkey = \"w+00000000+AAAA\"\n").unwrap_err();
+        assert!(got[0].starts_with("conf/airlock.toml:2: key \"audit.witness.interval\""), "{got:?}");
+        assert!(got[1].starts_with("conf/airlock.toml:4: key \"audit.witness.http.url\""), "{got:?}");
+        assert!(got[2].starts_with("conf/airlock.toml:5: key \"audit.witness.http.key\""), "{got:?}");
     }
 
     #[test]

@@ -18,3 +18,4 @@ pub mod policy;
 pub mod report;
 pub mod risk;
 pub mod text;
+pub mod witness;

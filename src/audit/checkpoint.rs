@@ -2,20 +2,38 @@
 //! Ed25519 signature.
 //!
 //! Owns: the checkpoint wire form and the exact bytes that get signed.
-//! Uses: `canonical`, `keys`.
+//! Uses: `canonical`, `keys`, `note`.
 //! Must not: decide which key is trusted (verification does).
 //!
 //! Wire form (one canonical JSON object, also one line of `checkpoints.log` and of exports):
-//! `{"chain_head":HEX,"key":B64,"kind":"checkpoint","origin":STR,"root":HEX,
-//! "signature":B64,"size":N,"time":RFC3339}`. The signature covers
-//! `canonical({"chain_head","origin","root","size","time"})` only; `key` says which key made
-//! it so that a verifier can name the signer in an error.
+//! `{"chain_head":HEX,"format":"note","key":B64,"kind":"checkpoint","origin":STR,"root":HEX,
+//! "signature":B64,"size":N,"time":RFC3339}`; `key` says which key made it so that a
+//! verifier can name the signer in an error. Two forms, told apart by `format`:
+//! - `"note"` (written since checkpoints became C2SP notes): the signature is the Ed25519
+//!   note signature over the c2sp.org/tlog-checkpoint text `origin\nsize\nbase64(root)\n`
+//!   plus one extension line `airlock-chain <hex chain head> <time>`, key name = origin.
+//!   `Checkpoint::to_note` rebuilds the signed note byte for byte.
+//! - absent (older logs): the signature covers
+//!   `canonical({"chain_head","origin","root","size","time"})`. These stay valid.
 
 use serde_json::{Value, json};
 
 use super::canonical::canonical;
 use super::digest::Sha256Digest;
 use super::keys::{PublicKey, Signature, SigningKey};
+use super::note::{CheckpointText, KeyName, Note, NoteSignature, VerifierKey};
+
+/// The extension line that carries Airlock's chain head and the checkpoint time.
+const CHAIN_EXTENSION: &str = "airlock-chain";
+
+/// What the signature of a checkpoint covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// Canonical JSON of the tree head (logs written before signed notes).
+    Json,
+    /// The C2SP checkpoint note text.
+    Note,
+}
 
 /// A signed tree head.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +48,7 @@ pub struct Checkpoint {
     pub time: String,
     pub key: PublicKey,
     pub signature: Signature,
+    pub form: Form,
 }
 
 /// The bytes a checkpoint signature covers.
@@ -50,7 +69,8 @@ pub fn signed_message(
 }
 
 impl Checkpoint {
-    /// Signs a new checkpoint.
+    /// Signs a new checkpoint: a signed note when the origin can be a key name (it always
+    /// is for origins Airlock chooses), else the JSON form.
     pub fn sign(
         key: &SigningKey,
         origin: &str,
@@ -59,33 +79,124 @@ impl Checkpoint {
         chain_head: Sha256Digest,
         time: String,
     ) -> Checkpoint {
-        let signature = key.sign(&signed_message(origin, size, &root, &chain_head, &time));
-        Checkpoint {
+        let mut cp = Checkpoint {
             origin: origin.to_owned(),
             size,
             root,
             chain_head,
             time,
             key: key.public_key(),
-            signature,
-        }
+            signature: Signature::from_bytes([0; 64]),
+            form: Form::Json,
+        };
+        let msg = match KeyName::new(origin) {
+            Ok(_) => {
+                cp.form = Form::Note;
+                cp.note_text().into_bytes()
+            }
+            Err(_) => signed_message(origin, size, &cp.root, &cp.chain_head, &cp.time),
+        };
+        cp.signature = key.sign(&msg);
+        cp
     }
 
     /// Is the signature valid under the key the checkpoint names?
     pub fn signature_is_valid(&self) -> bool {
-        let msg = signed_message(
-            &self.origin,
-            self.size,
-            &self.root,
-            &self.chain_head,
-            &self.time,
-        );
+        let msg = match self.form {
+            Form::Note => self.note_text().into_bytes(),
+            Form::Json => signed_message(
+                &self.origin,
+                self.size,
+                &self.root,
+                &self.chain_head,
+                &self.time,
+            ),
+        };
         self.key.verify(&msg, &self.signature)
+    }
+
+    /// The checkpoint note text (what a note-form signature covers).
+    pub fn note_text(&self) -> String {
+        CheckpointText {
+            origin: self.origin.clone(),
+            size: self.size,
+            root: self.root,
+            extensions: vec![format!("{CHAIN_EXTENSION} {} {}", self.chain_head, self.time)],
+        }
+        .render()
+    }
+
+    /// The log's verifier key for notes (`None` if the origin cannot be a key name).
+    pub fn verifier_key(&self) -> Option<VerifierKey> {
+        KeyName::new(&self.origin)
+            .ok()
+            .map(|name| VerifierKey::ed25519(name, self.key))
+    }
+
+    /// The signed note (`None` for a JSON-form checkpoint, whose signature covers JSON).
+    pub fn to_note(&self) -> Option<Note> {
+        if self.form != Form::Note {
+            return None;
+        }
+        let vk = self.verifier_key()?;
+        Some(Note {
+            text: self.note_text(),
+            signatures: vec![NoteSignature {
+                name: self.origin.clone(),
+                key_id: vk.id(),
+                body: self.signature.as_bytes().to_vec(),
+            }],
+        })
+    }
+
+    /// Reads an Airlock checkpoint from a signed note, checking its signature by one of
+    /// `keys` (the key name must be the origin). Other signature lines are ignored.
+    pub fn from_note(note: &Note, keys: &[PublicKey]) -> Result<Checkpoint, String> {
+        let text = CheckpointText::parse(&note.text).map_err(|e| e.to_string())?;
+        let name = KeyName::new(&text.origin).map_err(|e| e.to_string())?;
+        let (chain_head, time) = text
+            .extensions
+            .iter()
+            .find_map(|l| {
+                let mut parts = l.strip_prefix(CHAIN_EXTENSION)?.strip_prefix(' ')?.split(' ');
+                let head: Sha256Digest = parts.next()?.parse().ok()?;
+                let time = parts.next()?.to_owned();
+                parts.next().is_none().then_some((head, time))
+            })
+            .ok_or("the note has no airlock-chain line (not an Airlock checkpoint)")?;
+        for key in keys {
+            let vk = VerifierKey::ed25519(name.clone(), *key);
+            match note.verify(&vk) {
+                None => continue,
+                Some(false) => return Err(format!("the signature by key {} does not verify", key.id())),
+                Some(true) => {}
+            }
+            let line = note.signatures.iter().find(|s| s.is_from(&vk));
+            let sig = line
+                .and_then(|l| <[u8; 64]>::try_from(l.body.as_slice()).ok())
+                .ok_or("unreadable signature")?;
+            let cp = Checkpoint {
+                origin: text.origin,
+                size: text.size,
+                root: text.root,
+                chain_head,
+                time,
+                key: *key,
+                signature: Signature::from_bytes(sig),
+                form: Form::Note,
+            };
+            // The note must be exactly what this checkpoint signs (no other extensions).
+            if cp.note_text() != note.text {
+                return Err("the note carries lines Airlock does not write".into());
+            }
+            return Ok(cp);
+        }
+        Err("the note is not signed by a trusted log key".into())
     }
 
     /// The wire form as a JSON value.
     pub fn to_value(&self) -> Value {
-        json!({
+        let mut v = json!({
             "chain_head": self.chain_head.to_string(),
             "key": self.key.to_base64(),
             "kind": "checkpoint",
@@ -94,7 +205,11 @@ impl Checkpoint {
             "signature": self.signature.to_base64(),
             "size": self.size,
             "time": self.time,
-        })
+        });
+        if self.form == Form::Note {
+            v["format"] = json!("note");
+        }
+        v
     }
 
     /// The wire form as canonical bytes.
@@ -108,6 +223,11 @@ impl Checkpoint {
         if s("kind") != Some("checkpoint") {
             return None;
         }
+        let form = match v.get("format") {
+            None => Form::Json,
+            Some(f) if f.as_str() == Some("note") => Form::Note,
+            Some(_) => return None,
+        };
         Some(Checkpoint {
             origin: s("origin")?.to_owned(),
             size: v.get("size")?.as_u64()?,
@@ -116,6 +236,7 @@ impl Checkpoint {
             time: s("time")?.to_owned(),
             key: PublicKey::parse(s("key")?)?,
             signature: Signature::parse(s("signature")?)?,
+            form,
         })
     }
 
@@ -146,5 +267,19 @@ mod tests {
         let mut changed = cp.clone();
         changed.size = 4;
         assert!(!changed.signature_is_valid());
+        assert_eq!(cp.form, Form::Note);
+        let note = Note::parse(&cp.to_note().unwrap().to_string()).unwrap();
+        assert_eq!(Checkpoint::from_note(&note, &[key.public_key()]).unwrap(), cp);
+        let other = SigningKey::generate().unwrap().public_key();
+        assert!(Checkpoint::from_note(&note, &[other]).is_err());
+    }
+
+    #[test]
+    fn json_form_checkpoints_still_verify() {
+        let key = SigningKey::generate().unwrap();
+        let cp = Checkpoint::sign(&key, "not a key name", 1, Sha256Digest::of(b"r"), Sha256Digest::of(b"c"), "t".into());
+        assert_eq!(cp.form, Form::Json);
+        assert!(cp.signature_is_valid() && cp.to_note().is_none());
+        assert_eq!(Checkpoint::from_slice(&cp.to_canonical()).unwrap(), cp);
     }
 }

@@ -24,7 +24,7 @@ use super::store::{self, LogPaths};
 
 /// Read access to a log whose writer is not running.
 pub struct LogReader {
-    db: sled::Db,
+    pub(super) db: sled::Db,
 }
 
 impl LogReader {
@@ -33,6 +33,10 @@ impl LogReader {
         Ok(LogReader {
             db: store::open_existing_db(&paths.db)?,
         })
+    }
+
+    pub(super) fn from_db(db: sled::Db) -> LogReader {
+        LogReader { db }
     }
 
     /// The stored canonical bytes of record `seq`.
@@ -80,8 +84,18 @@ impl LogReader {
             .collect())
     }
 
+    /// The consistency proof from the tree of `old` records to the tree of `new` records.
+    pub fn consistency_path(&self, old: u64, new: u64) -> Result<Vec<Sha256Digest>, AuditError> {
+        let (leaves, _, _) = self.prefix_state(new)?;
+        usize::try_from(old)
+            .ok()
+            .filter(|_| leaves.len() as u64 == new)
+            .and_then(|m| super::merkle::consistency_proof(&leaves, m))
+            .ok_or(AuditError::NoCheckpoint(new))
+    }
+
     /// Leaf hashes, chain head and frontier of records `1..=upto`.
-    fn prefix_state(
+    pub(super) fn prefix_state(
         &self,
         upto: u64,
     ) -> Result<(Vec<Sha256Digest>, Sha256Digest, Frontier), AuditError> {

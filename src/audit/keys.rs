@@ -64,8 +64,9 @@ impl PublicKey {
         <[u8; 32]>::try_from(bytes.as_slice()).ok().map(PublicKey)
     }
 
-    /// Reads a public key file: either just the key (base64 or hex) or the output of
-    /// `airlock keys show` (a line `public key  <base64>`).
+    /// Reads a public key file: just the key (base64 or hex), a note verifier key
+    /// (`name+hash+base64`), or the output of `airlock keys show` (a line
+    /// `public key  <base64>`).
     pub fn read_file(path: &Path) -> Result<PublicKey, AuditError> {
         let text = fs::read_to_string(path).map_err(|e| AuditError::io(path, e))?;
         let bad = || AuditError::BadPublicKey(path.to_path_buf());
@@ -74,6 +75,9 @@ impl PublicKey {
             if let Some(rest) = line.strip_prefix("public key") {
                 return PublicKey::parse(rest).ok_or_else(bad);
             }
+        }
+        if let Ok(vk) = super::note::VerifierKey::parse(&text) {
+            return Ok(vk.key);
         }
         PublicKey::parse(&text).ok_or_else(bad)
     }
@@ -111,6 +115,11 @@ impl fmt::Debug for KeyId {
 }
 
 impl Signature {
+    /// Wraps raw signature bytes.
+    pub const fn from_bytes(bytes: [u8; 64]) -> Signature {
+        Signature(bytes)
+    }
+
     /// Base64 text form.
     pub fn to_base64(&self) -> String {
         B64.encode(self.0)

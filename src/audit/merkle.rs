@@ -1,5 +1,5 @@
 //! RFC 6962 (RFC 9162 §2.1) Merkle trees: leaf and node hashes, an append-only frontier,
-//! inclusion proofs and their check.
+//! inclusion and consistency proofs and their checks.
 //!
 //! Owns: the tree arithmetic.
 //! Uses: `Sha256Digest`.
@@ -171,6 +171,89 @@ pub fn verify_inclusion(
     sn == 0 && r == *root
 }
 
+/// The consistency proof between the tree of the first `old` leaves and the tree of all
+/// `leaves` (RFC 9162 §2.1.4.1 `PROOF(m, D[n])`). Empty when `old` is 0 or the whole tree;
+/// `None` when `old` exceeds the tree.
+pub fn consistency_proof(leaves: &[Sha256Digest], old: usize) -> Option<Vec<Sha256Digest>> {
+    if old > leaves.len() {
+        return None;
+    }
+    let mut proof = Vec::new();
+    if old > 0 && old < leaves.len() {
+        subproof(old, leaves, true, &mut proof);
+    }
+    Some(proof)
+}
+
+/// `SUBPROOF(m, D[n], b)`, appended to `out` in the RFC's order.
+fn subproof(m: usize, leaves: &[Sha256Digest], whole: bool, out: &mut Vec<Sha256Digest>) {
+    let n = leaves.len();
+    if m == n {
+        if !whole {
+            out.push(root_of(leaves));
+        }
+        return;
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(m, &leaves[..k], whole, out);
+        out.push(root_of(&leaves[k..]));
+    } else {
+        subproof(m - k, &leaves[k..], false, out);
+        out.push(root_of(&leaves[..k]));
+    }
+}
+
+/// Checks a consistency proof (RFC 9162 §2.1.4.2): is the tree of `new_size` leaves with
+/// `new_root` an extension of the tree of `old_size` leaves with `old_root`? Size 0 is
+/// consistent with everything (empty proof); equal sizes need equal roots (empty proof).
+pub fn verify_consistency(
+    old_size: u64,
+    new_size: u64,
+    old_root: &Sha256Digest,
+    new_root: &Sha256Digest,
+    proof: &[Sha256Digest],
+) -> bool {
+    if old_size > new_size {
+        return false;
+    }
+    if old_size == 0 || old_size == new_size {
+        return proof.is_empty() && (old_size == 0 || old_root == new_root);
+    }
+    if proof.is_empty() {
+        return false;
+    }
+    let mut path: Vec<Sha256Digest> = Vec::with_capacity(proof.len() + 1);
+    if old_size.is_power_of_two() {
+        path.push(*old_root);
+    }
+    path.extend_from_slice(proof);
+    let (mut fn_, mut sn) = (old_size - 1, new_size - 1);
+    while fn_ & 1 == 1 {
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    let (mut fr, mut sr) = (path[0], path[0]);
+    for c in &path[1..] {
+        if sn == 0 {
+            return false;
+        }
+        if fn_ & 1 == 1 || fn_ == sn {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while fn_ & 1 == 0 && fn_ != 0 {
+                fn_ >>= 1;
+                sn >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        fn_ >>= 1;
+        sn >>= 1;
+    }
+    fr == *old_root && sr == *new_root && sn == 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +275,28 @@ mod tests {
             let again = Frontier::from_parts(f.size(), f.roots()).unwrap();
             assert_eq!(again, f);
         }
+    }
+
+    #[test]
+    fn every_consistency_proof_verifies_and_a_fork_does_not() {
+        let all = leaves(33);
+        for n in 1..=all.len() {
+            let new_root = root_of(&all[..n]);
+            for m in 0..=n {
+                let proof = consistency_proof(&all[..n], m).unwrap();
+                let old_root = root_of(&all[..m]);
+                assert!(verify_consistency(m as u64, n as u64, &old_root, &new_root, &proof), "{m} {n}");
+                if m > 0 && m < n {
+                    let mut forked = all[..n].to_vec();
+                    forked[m - 1] = leaf_hash(b"fork");
+                    let forked_root = root_of(&forked);
+                    assert!(!verify_consistency(m as u64, n as u64, &old_root, &forked_root, &proof));
+                    let wrong = leaf_hash(b"x");
+                    assert!(!verify_consistency(m as u64, n as u64, &wrong, &new_root, &proof));
+                }
+            }
+        }
+        assert!(consistency_proof(&all[..3], 4).is_none());
     }
 
     #[test]

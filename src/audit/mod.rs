@@ -24,22 +24,30 @@ mod digest;
 mod export;
 mod keys;
 mod merkle;
+mod note;
 mod record;
 mod store;
+mod trusted;
 mod verify;
 mod writer;
 
 pub use arguments::{ARGS_KEY_FILE, ArgsHmac, ArgsKey, DEFAULT_REDACT, REDACTED, Redactor};
 pub use canonical::{canonical, canonical_value};
-pub use checkpoint::{Checkpoint, signed_message};
+pub use checkpoint::{Checkpoint, Form, signed_message};
 pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
 pub use keys::{KeyId, PublicKey, Signature, SigningKey};
 pub use merkle::{
-    Frontier, empty_root, inclusion_proof, leaf_hash, node_hash, root_of, verify_inclusion,
+    Frontier, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root_of,
+    verify_consistency, verify_inclusion,
 };
+pub use note::{CheckpointText, KeyName, MAX_NOTE_BYTES, Note, NoteError, NoteSignature, VerifierKey, cosign};
 pub use record::{RECORD_VERSION, Record, RecordKind};
 pub use store::LogPaths;
+pub use trusted::{
+    ConsistencyProof, Provable, check_consistency, check_trusted, cosignatures, provable,
+    split_notes, witnessed, witnessed_dir,
+};
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export};
 pub use writer::{AuditLog, Recorded};
 
@@ -136,6 +144,9 @@ pub enum AuditError {
     /// An earlier write failed; the writer refuses further writes.
     #[error("the audit log stopped after a failed write: {0}")]
     Failed(String),
+    /// No checkpoint covers exactly this many records (0: the log has none).
+    #[error("no checkpoint for {0} records (checkpoint sizes are listed by `airlock log export`)")]
+    NoCheckpoint(u64),
     /// No record with this sequence number.
     #[error("no record with sequence number {0}")]
     NotFound(Seq),

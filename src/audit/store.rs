@@ -279,6 +279,13 @@ impl CheckpointFile {
             None => 0,
             Some(line) => match stored.iter().rposition(|c| *c == line) {
                 Some(i) => i + 1,
+                // One line ahead: the group being written when the process stopped, never
+                // acknowledged (the writer puts the line in the file before the database).
+                None if cf.ahead_by_one(&stored, &line) => {
+                    tracing::warn!(path = %path.display(), "dropping the last checkpoint of checkpoints.log: its group was never committed");
+                    cf.drop_last_line(line.len())?;
+                    stored.len()
+                }
                 None => {
                     return Err(AuditError::Corrupt(format!(
                         "{} ends with a checkpoint the database does not have (truncated or replaced database?); run `airlock log verify`",
@@ -298,6 +305,24 @@ impl CheckpointFile {
             cf.file.sync_all().map_err(io)?;
         }
         Ok(cf)
+    }
+
+    /// Is `last` the file's only line past the database's checkpoints (all others equal)?
+    fn ahead_by_one(&self, stored: &[Vec<u8>], last: &[u8]) -> bool {
+        let lines = read_checkpoint_lines(&self.path).unwrap_or_default();
+        lines.len() == stored.len() + 1
+            && lines.last().is_some_and(|l| l == last)
+            && lines.iter().zip(stored).all(|(l, c)| l == c)
+    }
+
+    /// Zeroes the last line (`len` bytes plus its newline).
+    fn drop_last_line(&mut self, len: usize) -> Result<(), AuditError> {
+        let io = |e| AuditError::io(&self.path, e);
+        let from = self.end - len as u64 - 1;
+        self.file.write_all_at(&vec![0u8; len + 1], from).map_err(io)?;
+        self.file.sync_all().map_err(io)?;
+        self.end = from;
+        Ok(())
     }
 
     /// Finds where the lines end, zeroes a torn last line, and returns the last full line.
@@ -325,6 +350,11 @@ impl CheckpointFile {
         let body = &tail[..complete - 1];
         let from = body.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         Ok(Some(body[from..].to_vec()))
+    }
+
+    /// Makes appended lines durable.
+    pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
+        self.file.sync_data().map_err(|e| AuditError::io(&self.path, e))
     }
 
     pub(crate) fn append(&mut self, checkpoint: &[u8], fsync: bool) -> Result<(), AuditError> {

@@ -508,8 +508,8 @@ fn diagnose(seq: u64, bytes: &[u8]) -> VerifyFailure {
     }
 }
 
-/// Compares `checkpoints.log` with the stored checkpoints. Lines missing at the end are a
-/// warning (a crash between the database and the file; the writer repairs it on start).
+/// Compares `checkpoints.log` with the stored checkpoints: each line must be the stored
+/// checkpoint of its index, and none may be missing, at the end either.
 fn compare_checkpoint_log(
     stored: &Stored,
     lines: &[Vec<u8>],
@@ -526,6 +526,17 @@ fn compare_checkpoint_log(
         }
     };
     for (i, line) in lines.iter().enumerate() {
+        if i == stored.len() && i + 1 == lines.len() && Checkpoint::from_slice(line).is_some() {
+            // The writer puts a group's line in the file before the database: one line
+            // ahead is the group a stopped gateway was writing, never acknowledged.
+            let size = Checkpoint::from_slice(line).map_or(0, |c| c.size);
+            return (
+                None,
+                Some(format!(
+                    "checkpoints.log ends with a checkpoint for {size} records that the database lacks: the group being written when the gateway stopped (never acknowledged); the next start drops it"
+                )),
+            );
+        }
         let Some((bytes, _)) = stored.get(i) else {
             let size = Checkpoint::from_slice(line).map_or(0, |c| c.size);
             let seq = first_of(i).max(if last_seq == u64::MAX {
@@ -563,13 +574,23 @@ fn compare_checkpoint_log(
             );
         }
     }
-    let warning = (lines.len() < stored.len()).then(|| {
-        format!(
-            "checkpoints.log lacks the last {} checkpoint(s); the gateway appends them on its next start",
-            stored.len() - lines.len()
-        )
-    });
-    (None, warning)
+    if lines.len() < stored.len() {
+        // The writer writes and syncs the line before the database, so only a removed
+        // line leaves the file short.
+        let missing = stored.len() - lines.len();
+        let size = stored.last().and_then(|(_, c)| c.as_ref()).map_or(0, |c| c.size);
+        return (
+            Some(fail(
+                first_of(lines.len()),
+                Problem::CheckpointLogMismatch,
+                format!(
+                    "checkpoints.log lacks the last {missing} checkpoint(s) the database holds (the last for {size} records): its last line(s) were removed"
+                ),
+            )),
+            None,
+        );
+    }
+    (None, None)
 }
 
 /// Verifies an export produced by `airlock log export` (no database needed). Edits are

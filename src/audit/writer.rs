@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread;
 use std::time::SystemTime;
 
@@ -20,6 +20,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::Checkpoint;
+use super::export::LogReader;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{PublicKey, Signature, SigningKey, sync_parent};
 use super::merkle::{Frontier, leaf_hash};
@@ -61,6 +62,9 @@ struct Shared {
     redactor: Redactor,
     signer: RwLock<Arc<SigningKey>>,
     key_path: PathBuf,
+    /// A read handle on the database for in-process readers (witness publishing); taken
+    /// out by `close`, so the database lock goes with the writer.
+    read_db: Mutex<Option<sled::Db>>,
 }
 
 /// A handle to the audit log's writer. Clones share one writer.
@@ -113,6 +117,7 @@ impl AuditLog {
             logged
         });
         let (tx, rx) = mpsc::channel(QUEUE);
+        let read_db = Mutex::new(Some(db.clone()));
         let writer = Writer {
             db,
             syncer: DirSyncer::new(&paths.db),
@@ -132,6 +137,7 @@ impl AuditLog {
             redactor,
             signer: RwLock::new(key),
             key_path: paths.key,
+            read_db,
         };
         Ok(AuditLog {
             tx,
@@ -225,8 +231,18 @@ impl AuditLog {
         Ok(recorded)
     }
 
+    /// A reader of what is committed (acknowledged records and their checkpoints), for
+    /// in-process readers. Drop it before `close`: it keeps the database open.
+    pub fn reader(&self) -> Result<LogReader, AuditError> {
+        let guard = self.shared.read_db.lock().map_err(|_| AuditError::Closed)?;
+        guard.clone().map(LogReader::from_db).ok_or(AuditError::Closed)
+    }
+
     /// Commits what is queued, stops the writer and releases the database.
     pub async fn close(self) -> Result<(), AuditError> {
+        if let Ok(mut db) = self.shared.read_db.lock() {
+            db.take();
+        }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(tx)).await.is_err() {
             return Ok(()); // already stopped
@@ -431,12 +447,17 @@ impl Writer {
         self.state.checkpoints += 1;
         self.state.key = self.key.public_key();
         batch.insert(store::STATE_KEY, self.state.encode());
+        // The line goes into checkpoints.log first (and is synced first), so a crash can
+        // leave the file one unacknowledged group ahead of the database (dropped on the
+        // next start) but never behind it: a line missing from the file is a removed line.
+        self.checkpoints.append(&cp_bytes, false)?;
         self.db.apply_batch(batch)?;
         self.db.flush()?;
         if self.fsync {
+            self.checkpoints.sync()?;
             self.syncer.sync()?;
         }
-        self.checkpoints.append(&cp_bytes, self.fsync)
+        Ok(())
     }
 
     /// Logs the rotation under the old key, then a checkpoint under the new key, so the new

@@ -10,13 +10,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
-use crate::audit::{AuditConfig, AuditLog, SigningKey};
+use crate::audit::{AuditConfig, AuditLog, KeyName, LogReader, SigningKey, VerifierKey};
 use crate::cli::log::DirArgs;
 
 /// Subcommands of `airlock keys`.
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum Command {
-    /// Print the public key (base64) and key id of the audit signing key.
+    /// Print the public key (base64), key id and note verifier key (`name+hash+base64`).
     Show {
         #[command(flatten)]
         dir: DirArgs,
@@ -35,6 +35,13 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let key = SigningKey::load(&paths.key)?.public_key();
             println!("public key  {key}");
             println!("key id      {}", key.id());
+            // The note key name is the log's origin (what its checkpoints say).
+            let origin = LogReader::open(&paths)
+                .and_then(|r| r.latest_checkpoint())
+                .map_or_else(|_| AuditConfig::new(".").origin, |c| c.origin);
+            if let Ok(name) = KeyName::new(&origin) {
+                println!("note key    {}", VerifierKey::ed25519(name, key));
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Rotate { dir } => {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::audit::{
-    AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, check_proof, verify_dir, verify_export,
+    AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, VerifyReport, check_proof,
+    verify_export,
 };
 use crate::cli::{ConfigArg, EXIT_FOUND_PROBLEM};
 
@@ -47,6 +48,18 @@ impl DirArgs {
     }
 }
 
+impl DirArgs {
+    /// The witness keys of `[[audit.witness.http]]` in the config, if there is one.
+    pub(crate) fn witness_keys(&self) -> anyhow::Result<Vec<String>> {
+        let explicit = self.config.config.as_deref();
+        if explicit.is_none() && !Path::new(crate::config::DEFAULT_FILE).exists() {
+            return Ok(Vec::new());
+        }
+        let config = crate::config::Config::load(explicit).map_err(|problems| anyhow::anyhow!("{problems}"))?;
+        Ok(config.audit.witness.map(|w| w.http.into_iter().map(|h| h.key).collect()).unwrap_or_default())
+    }
+}
+
 /// `[gateway] data_dir` and `[audit] key_path` from the config (resolved against its
 /// directory), if there is one.
 fn read_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
@@ -70,6 +83,18 @@ pub(crate) enum Command {
         /// Verify an export file instead of the database.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Checkpoints kept elsewhere (notes one after another, as `log checkpoint` prints
+        /// them, or a directory of `.note` files); exit 1 unless the log extends each.
+        #[arg(long, value_name = "FILE")]
+        trusted: Vec<PathBuf>,
+        /// A witness verifier key (`name+hash+base64`) whose cosignatures to check.
+        #[arg(long, value_name = "VKEY")]
+        witness_key: Vec<String>,
+    },
+    /// Print the latest checkpoint as a C2SP signed note (what an auditor keeps).
+    Checkpoint {
+        #[command(flatten)]
+        dir: DirArgs,
     },
     /// Print one record.
     Show {
@@ -102,9 +127,17 @@ pub(crate) enum Command {
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,
     },
-    /// Print an inclusion proof of record SEQ against the latest checkpoint.
+    /// Print an inclusion proof of record SEQ against the latest checkpoint, or with
+    /// --consistency a proof that the log extends its checkpoint of OLD records.
     Prove {
-        seq: Seq,
+        #[arg(required_unless_present = "consistency")]
+        seq: Option<Seq>,
+        /// Prove that the checkpoint of this many records is a prefix of a later one.
+        #[arg(long, value_name = "OLD_SIZE", conflicts_with = "seq")]
+        consistency: Option<u64>,
+        /// The later checkpoint's size (default: the latest).
+        #[arg(long, value_name = "NEW_SIZE", requires = "consistency")]
+        to: Option<u64>,
         #[command(flatten)]
         dir: DirArgs,
     },
@@ -115,6 +148,12 @@ pub(crate) enum Command {
         /// The signer's public key.
         #[arg(long, value_name = "FILE")]
         pubkey: PathBuf,
+        /// For a consistency proof: the older checkpoint you kept (a note file).
+        #[arg(long, value_name = "FILE")]
+        old: Option<PathBuf>,
+        /// For a consistency proof: the newer checkpoint (a note file).
+        #[arg(long, value_name = "FILE")]
+        new: Option<PathBuf>,
     },
 }
 
@@ -124,7 +163,29 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             dir,
             pubkey,
             export,
-        } => verify(&dir, pubkey.as_deref(), export.as_deref()),
+            trusted,
+            witness_key,
+        } => {
+            let (_, paths) = dir.paths()?;
+            let anchor = anchor_key(&paths, pubkey.as_deref())?;
+            match export {
+                Some(file) => verify_export_file(file.as_path(), anchor),
+                None => super::log_trust::verify_dir(&dir, &paths, anchor, &trusted, &witness_key),
+            }
+        }
+        Command::Checkpoint { dir } => {
+            let cp = open_reader(&dir)?.latest_checkpoint()?;
+            match cp.to_note() {
+                Some(note) => {
+                    print!("{note}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => bail!(
+                    "the latest checkpoint ({} records) predates signed notes; start the gateway once to write one",
+                    cp.size
+                ),
+            }
+        }
         Command::Show { seq, dir } => {
             let reader = open_reader(&dir)?;
             let bytes = reader.get(seq)?;
@@ -149,12 +210,17 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             eprintln!("exported {n} records from seq {since}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Prove { seq, dir } => {
-            let proof = open_reader(&dir)?.prove(seq)?;
-            println!("{}", serde_json::to_string_pretty(&proof.to_value())?);
+        Command::Prove { seq, consistency, to, dir } => {
+            let reader = open_reader(&dir)?;
+            let value = match (consistency, seq) {
+                (Some(old), _) => reader.consistency(old, to)?.to_value(),
+                (None, Some(seq)) => reader.prove(seq)?.to_value(),
+                (None, None) => bail!("give SEQ or --consistency OLD_SIZE"),
+            };
+            println!("{}", serde_json::to_string_pretty(&value)?);
             Ok(ExitCode::SUCCESS)
         }
-        Command::CheckProof { proof, pubkey } => {
+        Command::CheckProof { proof, pubkey, old, new } => {
             let key = PublicKey::read_file(&pubkey)?;
             let text = if proof.as_os_str() == "-" {
                 std::io::read_to_string(std::io::stdin())?
@@ -164,6 +230,9 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             };
             let value: serde_json::Value =
                 serde_json::from_str(&text).context("the proof is not JSON")?;
+            if value.get("kind").and_then(serde_json::Value::as_str) == Some("consistency") {
+                return super::log_trust::check_consistency_proof(&value, &key, old.as_deref(), new.as_deref());
+            }
             match check_proof(&value, &key) {
                 Ok(seq) => {
                     println!("ok: record {seq} is in the log signed by key {}", key.id());
@@ -178,7 +247,7 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
+pub(crate) fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
     let (_, paths) = dir.paths()?;
     Ok(LogReader::open(&paths)?)
 }
@@ -193,35 +262,22 @@ fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn verify(dir: &DirArgs, pubkey: Option<&Path>, export: Option<&Path>) -> anyhow::Result<ExitCode> {
-    let (_, paths) = dir.paths()?;
-    let anchor = match pubkey {
+/// The trusted key: `--pubkey FILE`, else the local key file.
+fn anchor_key(paths: &LogPaths, pubkey: Option<&Path>) -> anyhow::Result<PublicKey> {
+    Ok(match pubkey {
         Some(file) => PublicKey::read_file(file)?,
         None => crate::audit::SigningKey::load(&paths.key)
             .with_context(
                 || "no trusted key: pass --pubkey FILE (the output of `airlock keys show`)",
             )?
             .public_key(),
-    };
-    let trust = Trust { anchor };
-    let outcome = match export {
-        Some(file) => verify_export(file, trust)?,
-        None => verify_dir(&paths, trust)?,
-    };
-    match outcome {
+    })
+}
+
+fn verify_export_file(file: &Path, anchor: PublicKey) -> anyhow::Result<ExitCode> {
+    match verify_export(file, Trust { anchor })? {
         Ok(report) => {
-            for w in &report.warnings {
-                eprintln!("airlock: warning: {w}");
-            }
-            let keys: Vec<String> = report.keys.iter().map(ToString::to_string).collect();
-            println!(
-                "ok: records {}..={} intact, {} checkpoints, signed by key {}, root {}",
-                report.first,
-                report.last,
-                report.checkpoints,
-                keys.join(" then "),
-                report.root
-            );
+            print_report(&report);
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => {
@@ -229,6 +285,22 @@ fn verify(dir: &DirArgs, pubkey: Option<&Path>, export: Option<&Path>) -> anyhow
             Ok(ExitCode::from(EXIT_FOUND_PROBLEM))
         }
     }
+}
+
+/// The one-line summary of an intact log (and its warnings on stderr).
+pub(crate) fn print_report(report: &VerifyReport) {
+    for w in &report.warnings {
+        eprintln!("airlock: warning: {w}");
+    }
+    let keys: Vec<String> = report.keys.iter().map(ToString::to_string).collect();
+    println!(
+        "ok: records {}..={} intact, {} checkpoints, signed by key {}, root {}",
+        report.first,
+        report.last,
+        report.checkpoints,
+        keys.join(" then "),
+        report.root
+    );
 }
 
 fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {

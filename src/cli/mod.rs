@@ -17,12 +17,14 @@ mod explain;
 mod explain_reads;
 mod keys;
 mod log;
+mod log_trust;
 mod receipts;
 mod report;
 mod serve;
 mod tokens;
 mod tools;
 mod wiring;
+mod witness;
 
 /// Exit code for "the command ran and found a problem" (invalid config, tampered log,
 /// a refused approval decision, an invalid receipt).
@@ -78,6 +80,9 @@ enum Command {
     /// Make static bearer tokens for [[identity.tokens]].
     #[command(subcommand)]
     Tokens(tokens::Command),
+    /// Run a witness that cosigns another gateway's checkpoints.
+    #[command(subcommand)]
+    Witness(witness::Command),
     /// Run the built-in demo tool server over stdio (a downstream for tests and the demo).
     DemoTools(demo_tools::Args),
 }
@@ -100,6 +105,7 @@ pub fn main() -> ExitCode {
         Command::Receipts(cmd) => receipts::run(cmd),
         Command::Report(args) => report::run(args),
         Command::Tokens(cmd) => tokens::run(cmd),
+        Command::Witness(cmd) => witness::run(cmd),
     };
     match result {
         Ok(code) => code,

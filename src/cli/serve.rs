@@ -103,6 +103,13 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     .await?;
     let shutdown = options.shutdown;
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
+    let publisher = super::wiring::witness(&config)?
+        .map(|settings| crate::witness::publish::Publisher::start(settings, audit.clone()));
+    let mut probes: Vec<crate::http::HealthProbe> = Vec::new();
+    if let Some(p) = &publisher {
+        let health = p.health();
+        probes.push(("witness", Arc::new(move || health.snapshot())));
+    }
 
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
@@ -116,7 +123,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
-        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, &config.http.limits, shutdown.clone());
+        let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, &config.http.limits, shutdown.clone(), probes);
         if let Some(slack) = slack {
             router = router.merge(crate::http::slack_routes(slack, guard, &config.http.limits));
         }
@@ -160,6 +167,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     downstreams.shutdown();
     tasks.abort_all();
     drop(gateway);
+    if let Some(p) = publisher {
+        p.finish().await;
+    }
     if let Err(error) = audit.close().await {
         tracing::warn!(%error, "closing the audit log");
     }

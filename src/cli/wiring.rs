@@ -188,3 +188,19 @@ pub(crate) fn web(
     };
     Ok(Web::new(broker, authenticator, settings)?)
 }
+
+/// `[audit.witness]` → where the publisher sends checkpoints (`None`: nowhere).
+pub(crate) fn witness(config: &Config) -> anyhow::Result<Option<crate::witness::publish::Settings>> {
+    let Some(w) = &config.audit.witness else { return Ok(None) };
+    let mut http = Vec::new();
+    for h in &w.http {
+        http.push((h.url.clone(), audit::VerifierKey::parse(&h.key)?));
+    }
+    let paths = audit::LogPaths::new(&config.gateway.data_dir, None);
+    Ok(Some(crate::witness::publish::Settings {
+        interval: w.interval,
+        dir: w.dir.clone(),
+        http,
+        witnessed: audit::witnessed_dir(&paths),
+    }))
+}

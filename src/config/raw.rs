@@ -17,8 +17,8 @@ use url::Url;
 use super::diag::{ConfigErrors, Source};
 use super::{
     ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig, NewTools,
-    IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
-    WebConfig, WebOidcConfig, parse_duration,
+    HttpWitnessConfig, IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
+    WebConfig, WebOidcConfig, WitnessConfig, parse_duration,
 };
 // ---- raw, as written -------------------------------------------------------------------
 
@@ -65,9 +65,25 @@ pub(super) struct RawHttp {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawWitness {
+    interval: Option<Spanned<String>>,
+    dir: Option<Spanned<String>>,
+    http: Option<Vec<RawHttpWitness>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttpWitness {
+    url: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawAudit {
     durability: Option<Durability>,
     redact: Option<Vec<Spanned<String>>>,
+    witness: Option<RawWitness>,
     key_path: Option<Spanned<String>>,
 }
 
@@ -281,6 +297,9 @@ impl Validator<'_, '_> {
         if let Some(path) = raw.key_path {
             out.key_path = Some(self.base_dir.join(path.get_ref()));
         }
+        if let Some(witness) = raw.witness {
+            out.witness = Some(self.witness(witness));
+        }
         if let Some(pointers) = raw.redact {
             // Set, the list replaces the default (`**/password` and friends).
             out.redact.clear();
@@ -293,6 +312,33 @@ impl Validator<'_, '_> {
                 }
             }
         }
+    }
+
+    fn witness(&mut self, raw: RawWitness) -> WitnessConfig {
+        let mut out = WitnessConfig {
+            interval: Duration::from_secs(60),
+            dir: None,
+            http: Vec::new(),
+        };
+        if let Some(interval) = &raw.interval
+            && let Some(d) = self.duration(interval, "audit.witness.interval")
+        {
+            out.interval = d;
+        }
+        if let Some(dir) = raw.dir {
+            out.dir = Some(self.base_dir.join(dir.get_ref()));
+        }
+        for w in raw.http.unwrap_or_default() {
+            let url = self.http_url(&w.url, "audit.witness.http.url");
+            if let Err(why) = crate::audit::VerifierKey::parse(w.key.get_ref()) {
+                self.problem(w.key.span(), format!("key \"audit.witness.http.key\": {why} (the witness prints its key when it starts)"));
+                continue;
+            }
+            if let Some(url) = url {
+                out.http.push(HttpWitnessConfig { url, key: w.key.get_ref().trim().to_owned() });
+            }
+        }
+        out
     }
 
     pub(super) fn identity(&mut self, raw: RawIdentity, out: &mut IdentityConfig) {

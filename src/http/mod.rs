@@ -29,10 +29,14 @@ pub use guard::{HostGuard, HostPattern};
 pub use listen::serve;
 pub use sessions::SessionLimits;
 
+/// Extra detail for `/healthz` (e.g. witness publishing), by name; called per request.
+pub type HealthProbe = (&'static str, Arc<dyn Fn() -> serde_json::Value + Send + Sync>);
+
 /// What every handler can reach.
 #[derive(Clone)]
 pub(crate) struct AppState {
     gateway: Arc<Gateway>,
+    probes: Vec<HealthProbe>,
     sse: sse::SseSessions,
     /// Base URL for links and the `WWW-Authenticate` challenge.
     public_url: String,
@@ -48,6 +52,7 @@ pub fn router(
     web: crate::approval::web::Web,
     limits: &HttpLimits,
     shutdown: CancellationToken,
+    probes: Vec<HealthProbe>,
 ) -> Router {
     let mcp_gateway = gateway.clone();
     let gateway_for_api = gateway.clone();
@@ -72,7 +77,7 @@ pub fn router(
     let mcp = Router::new()
         .nest_service("/mcp", mcp)
         .layer(axum::middleware::from_fn_with_state(binder, sessions::bind));
-    let state = AppState { gateway, sse: sse::SseSessions::default(), public_url };
+    let state = AppState { gateway, probes, sse: sse::SseSessions::default(), public_url };
     let authenticated = Router::new()
         .route("/sse", get(sse::connect))
         .route("/message", post(sse::message).layer(DefaultBodyLimit::max(limits.max_body_mcp)))
@@ -108,7 +113,7 @@ impl crate::approval::api::Identify for Gateway {
     }
 }
 
-/// `GET /healthz`: 200 with every downstream's health.
+/// `GET /healthz`: 200 with every downstream's health and the probes' detail.
 async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value> {
     let servers: serde_json::Map<String, serde_json::Value> = state
         .gateway
@@ -117,7 +122,11 @@ async fn healthz(State(state): State<AppState>) -> axum::Json<serde_json::Value>
         .iter()
         .map(|s| (s.name().to_owned(), serde_json::Value::String(format!("{:?}", s.health()))))
         .collect();
-    axum::Json(serde_json::json!({"status": "ok", "downstreams": servers}))
+    let mut body = serde_json::json!({"status": "ok", "downstreams": servers});
+    for (name, probe) in &state.probes {
+        body[*name] = probe();
+    }
+    axum::Json(body)
 }
 
 /// `GET /.well-known/oauth-protected-resource` (RFC 9728).

@@ -25,3 +25,4 @@ mod tool_integrity;
 mod util;
 mod web;
 mod what_is_shown;
+mod witness;

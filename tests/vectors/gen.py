@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Independent test vectors for Airlock's audit log.
 
-Written from the specifications (RFC 8785 number form, RFC 6962 Merkle trees, RFC 8032
-Ed25519) using only the Python standard library (hashlib, json, base64). It shares no code
+Written from the specifications (RFC 8785 number form, RFC 6962 / RFC 9162 Merkle trees and
+consistency proofs, RFC 8032 Ed25519, C2SP signed-note and tlog-checkpoint) using only the Python standard library (hashlib, json, base64). It shares no code
 with Airlock and must never be replaced by output of Airlock itself.
 
 Run from the repository root:  python3 tests/vectors/gen.py
-Writes tests/vectors/{canonical,record,chain,merkle,checkpoint}.json.
+Writes tests/vectors/{canonical,record,chain,merkle,checkpoint,consistency,note}.json.
 """
 
 import base64
@@ -325,8 +325,51 @@ def checkpoint_vectors():
             "signature": base64.b64encode(sig).decode(), "checkpoint": canon(wire)}
 
 
+def subproof(m, leaves, whole):
+    """RFC 9162 section 2.1.4.1 SUBPROOF(m, D[n], b)."""
+    n = len(leaves)
+    if m == n:
+        return [] if whole else [mth(leaves)]
+    k = split(n)
+    if m <= k:
+        return subproof(m, leaves[:k], whole) + [mth(leaves[k:])]
+    return subproof(m - k, leaves[k:], False) + [mth(leaves[:k])]
+
+
+def consistency_vectors():
+    leaves = [f"leaf-{i}".encode() for i in range(13)]
+    proofs = []
+    for n in range(1, 14):
+        for m in range(1, n):
+            proofs.append({"old_size": m, "new_size": n, "proof": [h.hex() for h in subproof(m, leaves[:n], True)]})
+    return {"description": "RFC 9162 2.1.4.1 PROOF(m, D[n]) over the leaves of merkle.json (leaf-0..leaf-12), "
+                           "hex, for 0 < m < n <= 13; roots are merkle.json's",
+            "proofs": proofs}
+
+
+def note_vectors():
+    """A C2SP tlog-checkpoint signed note for the 7 records of chain.json (c2sp.org/signed-note)."""
+    seed = sha256(b"airlock test vector key")
+    pub = public_key(seed)
+    lines = [cbytes(r) for r in sample_records(7)]
+    head = bytes(32)
+    for line in lines:
+        head = sha256(head + line)
+    origin, time = "vectors.airlock.test", "2026-11-21T17:00:07.000000Z"
+    text = f"{origin}\n7\n{base64.b64encode(mth(lines)).decode()}\nairlock-chain {head.hex()} {time}\n"
+    key_id = sha256(origin.encode() + b"\n" + b"\x01" + pub)[:4]
+    sig = sign(seed, text.encode())
+    note = text + "\n" + "\u2014 " + origin + " " + base64.b64encode(key_id + sig).decode() + "\n"
+    vkey = f"{origin}+{key_id.hex()}+{base64.b64encode(bytes([1]) + pub).decode()}"
+    return {"description": "signed note over origin, size, base64 root, airlock-chain extension; key id = "
+                           "SHA-256(name || 0x0A || 0x01 || key)[:4]; key from chain.json's checkpoint seed",
+            "verifier_key": vkey, "note": note, "chain_head": head.hex(), "time": time}
+
+
 def main():
     outputs = {
+        "consistency.json": consistency_vectors(),
+        "note.json": note_vectors(),
         "canonical.json": canonical_vectors(),
         "record.json": record_vectors(),
         "chain.json": chain_vectors(),
