@@ -3,7 +3,8 @@
 //! Owns: `for_people`, used by every human-facing output (the text forms of `log tail` and
 //! `log show`, the approver page, the Slack and Teams cards, the CLI's approval views).
 //! Uses: nothing of ours.
-//! Must not: do markup escaping; each output adds its own (HTML, mrkdwn, Markdown) after.
+//! Must not: know any output but HTML: `html` is the one HTML escape (the approver page and
+//! the report); chat outputs add their own markup escaping (mrkdwn, Markdown) after.
 //!
 //! Agents and clients choose these characters: C0 controls other than newline and tab, DEL
 //! and C1 controls (terminal escapes, `NEL`), bidirectional overrides, isolates and marks
@@ -37,6 +38,23 @@ pub fn for_people(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// `text` for HTML element content and quoted attribute values: [`for_people`], then the
+/// five markup characters as entities.
+pub fn html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in for_people(text).chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 
 use std::fmt::Write;
 
+// The one HTML escape, which also writes bidi overrides and controls visibly.
+use crate::text::html as esc;
+
 use super::{Approval, CallRef, Counts, Day, Event, Evidence};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;color:#1b1f24;max-width:60rem;margin:2rem auto;padding:0 1rem}\
@@ -15,21 +18,7 @@ th{background:#f6f8fa;font-weight:600}td.n{text-align:right;font-variant-numeric
 .grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(14rem,1fr));gap:1rem}\
 @media print{body{margin:0;max-width:none}h2{break-after:avoid}tr{break-inside:avoid}}";
 
-/// HTML-escapes text for element content and quoted attribute values.
-fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+
 
 /// The whole page.
 pub fn render_html(e: &Evidence) -> String {

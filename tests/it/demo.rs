@@ -1,25 +1,12 @@
 //! `airlock demo` from a copy of the shipped configuration, as a newcomer runs it.
 
-use std::path::Path;
 use std::process::Command;
 
 use crate::util::airlock;
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for entry in std::fs::read_dir(from).expect("read dir") {
-        let path = entry.expect("entry").path();
-        std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
-    }
-}
-
 #[test]
 fn the_demo_tells_the_whole_story_and_its_log_verifies() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::copy(root.join("airlock.toml"), dir.path().join("airlock.toml")).expect("copy config");
-    copy_dir(&root.join("tool-manifests"), &dir.path().join("tool-manifests"));
-    copy_dir(&root.join("policies"), &dir.path().join("policies"));
+    let dir = crate::util::shipped_copy();
     let out = Command::new(airlock())
         .args(["demo", "--expire-after", "2s", "--config"])
         .arg(dir.path().join("airlock.toml"))

@@ -322,3 +322,20 @@ pub fn export(data_dir: &Path) -> Vec<serde_json::Value> {
     String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).expect("jsonl")).collect()
 }
 
+
+/// A temporary directory holding a copy of the shipped `airlock.toml`, `tool-manifests/`
+/// and `policies/`, as a newcomer would have them.
+pub fn shipped_copy() -> tempfile::TempDir {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::copy(root.join("airlock.toml"), dir.path().join("airlock.toml")).expect("copy config");
+    for sub in ["tool-manifests", "policies"] {
+        let to = dir.path().join(sub);
+        std::fs::create_dir_all(&to).expect("mkdir");
+        for entry in std::fs::read_dir(root.join(sub)).expect("read dir") {
+            let path = entry.expect("entry").path();
+            std::fs::copy(&path, to.join(path.file_name().expect("name"))).expect("copy");
+        }
+    }
+    dir
+}

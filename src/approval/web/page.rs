@@ -14,18 +14,7 @@ use crate::approval::{Approval, State, rfc3339};
 /// HTML-escapes text for element content and quoted attribute values, after writing the
 /// characters that would reorder or break what a person reads as `\uXXXX`.
 pub(super) fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in crate::text::for_people(text).chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    crate::text::html(text)
 }
 
 const STYLE: &str = r#"
