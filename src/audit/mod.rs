@@ -24,7 +24,7 @@ mod export;
 mod keys;
 mod merkle;
 mod record;
-mod store;
+pub(crate) mod store;
 mod verify;
 mod writer;
 

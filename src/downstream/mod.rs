@@ -13,7 +13,7 @@ mod call;
 mod catalog;
 mod connect;
 mod handler;
-mod sse_client;
+pub(crate) mod sse_client;
 mod tap;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
