@@ -11,6 +11,7 @@ mod demo;
 mod demo_tools;
 mod durability;
 mod enforcement;
+mod fuzz_regressions;
 mod pipeline;
 mod policy;
 mod protocol;
