@@ -3,7 +3,7 @@
 tests/vectors, the shipped config, manifests and policies, examples/, and the JSON-RPC
 and Slack messages the integration tests send. Run by fuzz/run; the output is not
 committed (it follows the fixtures)."""
-import hashlib, json, os, shutil, sys, urllib.parse
+import hashlib, json, os, re, shutil, sys, urllib.parse
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "fuzz", "seeds")
@@ -63,8 +63,39 @@ def frontier(leaves):
     return out
 
 
+def dictionary(target, words):
+    """A libFuzzer dictionary, seeds/<target>.dict (fuzz/run passes it with -dict)."""
+    os.makedirs(OUT, exist_ok=True)
+    with open(os.path.join(OUT, f"{target}.dict"), "w") as f:
+        for w in sorted(set(words)):
+            escaped = "".join(chr(b) if 32 <= b < 127 and b not in b'"\\' else f"\\x{b:02x}" for b in w.encode())
+            f.write(f'"{escaped}"\n')
+
+
+def toml_keys():
+    """The keys the TOML files may hold: every field of the Raw* structs, and syntax."""
+    words = ["[[rule]]", "[tools.", "[identity]", "[[identity.tokens]]", "[[identity.oidc]]", "[gateway]",
+             "[http]", "[audit]", "[approvals]", "[approvals.slack]", "[approvals.teams]", "[approvals.web]",
+             "[approvals.slack.users]", "[servers.", " = ", '"""', "'''", "[", "]", "{", "}", "true", "1e999",
+             '"30m"', '"env:USER"', '"critical"', '"approve"', '"group:sre"', '"/a/*"']
+    for src in ("src/config/raw.rs", "src/manifest.rs", "src/policy/rule.rs"):
+        text = rd(*src.split("/")).decode()
+        words += re.findall(r"^\s+(?:pub )?(\w+): Option<", text, re.M)
+    return words
+
+
+JSON_WORDS = ["{", "}", "[", "]", ":", ",", '"', "null", "true", "false", "-0", "1e400", "\\u0000", "\\ud800",
+              '"jsonrpc"', '"2.0"', '"id"', '"method"', '"params"', '"result"', '"error"', '"tools/call"',
+              '"initialize"', '"kind"', '"checkpoint"', '"export"', '"seq"', '"frontier"', '"chain_head"',
+              '"keys"', '"kty"', '"kid"', '"RSA"', '"EC"', '"P-256"', "event:", "data:", "\n\n", "\r\n"]
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
+    for target in ("config_toml", "manifest_toml", "policy_toml"):
+        dictionary(target, toml_keys())
+    for target in ("stdio_lines", "sse_stream", "jwks", "audit_export", "audit_stored", "slack_payload"):
+        dictionary(target, JSON_WORDS)
     # TOML: config, manifests, policies.
     for i, f in enumerate(["airlock.toml"] + list(files("examples", ext="airlock.toml"))):
         put("config_toml", f"shipped-{i}", rd(f))
