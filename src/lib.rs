@@ -10,6 +10,9 @@ pub mod cli;
 pub mod config;
 pub mod demo_tools;
 pub mod downstream;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod http;
 pub mod identity;

@@ -26,7 +26,7 @@ mod keys;
 mod merkle;
 mod note;
 mod record;
-mod store;
+pub(crate) mod store;
 mod trusted;
 mod verify;
 mod writer;

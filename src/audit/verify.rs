@@ -163,12 +163,16 @@ impl Verifier {
     /// Hashes the next record; returns the chain hash after it.
     fn record(&mut self, bytes: &[u8]) -> Result<Sha256Digest, VerifyFailure> {
         let seq = self.next_seq;
+        // An export header may start at any seq; the one after u64::MAX does not exist.
+        let next = seq
+            .checked_add(1)
+            .ok_or_else(|| fail(seq, Problem::Malformed, "seq overflows 64 bits"))?;
         self.chain = Sha256Digest::of_parts(&[self.chain.as_bytes(), bytes]);
         self.frontier.push(leaf_hash(bytes));
         if self.finder.find(bytes).is_some() {
             self.note_rotation(seq, bytes)?;
         }
-        self.next_seq += 1;
+        self.next_seq = next;
         Ok(self.chain)
     }
 

@@ -16,7 +16,7 @@ mod handler;
 mod refresh;
 mod resources;
 mod session;
-mod sse_client;
+pub(crate) mod sse_client;
 mod tap;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

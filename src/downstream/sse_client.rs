@@ -104,7 +104,7 @@ async fn read_events(
 }
 
 /// Takes one complete event (`event:`/`data:` lines ended by a blank line) off `buffer`.
-fn take_event(buffer: &mut String) -> Option<(String, String)> {
+pub(crate) fn take_event(buffer: &mut String) -> Option<(String, String)> {
     loop {
         let normalized = buffer.replace("\r\n", "\n");
         if normalized.len() != buffer.len() {

@@ -56,7 +56,7 @@ impl HostGuard {
         }
     }
 
-    fn verdict(&self, headers: &HeaderMap) -> Result<(), &'static str> {
+    pub(crate) fn verdict(&self, headers: &HeaderMap) -> Result<(), &'static str> {
         let mut hosts = headers.get_all(header::HOST).iter();
         let host = match (hosts.next(), hosts.next()) {
             (Some(host), None) => host.to_str().map_err(|_| "Host header is not text")?,

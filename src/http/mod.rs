@@ -8,7 +8,7 @@
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
 mod auth;
-mod guard;
+pub(crate) mod guard;
 mod listen;
 mod sessions;
 mod slack;

@@ -13,7 +13,7 @@
 //! `nbf` optional, both with [`CLOCK_LEEWAY_SECS`] of skew; `sub` required. The principal
 //! is `{issuer}#{sub}`.
 
-mod jwt;
+pub(crate) mod jwt;
 mod oidc;
 mod principal;
 mod throttle;

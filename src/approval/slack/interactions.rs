@@ -30,18 +30,18 @@ pub enum Refused {
 }
 
 /// Signature checks and the Slack user map.
-pub(super) struct Handler {
+pub(crate) struct Handler {
     verifier: Verifier,
     users: BTreeMap<String, Caller>,
 }
 
 impl Handler {
-    pub(super) fn new(secret: &Secret, users: BTreeMap<String, Caller>) -> Handler {
+    pub(crate) fn new(secret: &Secret, users: BTreeMap<String, Caller>) -> Handler {
         Handler { verifier: Verifier::new(secret), users }
     }
 
     /// Verifies, then parses `payload=<json>` out of the form body.
-    pub(super) fn verify(&self, timestamp: Option<&str>, signature: Option<&str>, body: &[u8]) -> Result<Value, Refused> {
+    pub(crate) fn verify(&self, timestamp: Option<&str>, signature: Option<&str>, body: &[u8]) -> Result<Value, Refused> {
         let now = i64::try_from(SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs()).unwrap_or(i64::MAX);
         self.verifier.verify(timestamp, signature, body, now)?;
         let payload = url::form_urlencoded::parse(body)

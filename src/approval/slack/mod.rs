@@ -10,7 +10,7 @@
 //! broker's events, so a Slack outage delays only Slack); log the bot token or the
 //! signing secret; decide for a Slack user who is not in `[approvals.slack] users`.
 
-mod interactions;
+pub(crate) mod interactions;
 pub mod render;
 pub mod signature;
 
