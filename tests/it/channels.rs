@@ -98,7 +98,7 @@ fn setup(fake_url: &str, teams: bool) -> Setup {
     setup
 }
 
-async fn start(setup: &Setup, fake_url: &str) -> HttpGateway {
+pub(crate) async fn start(setup: &Setup, fake_url: &str) -> HttpGateway {
     let teams = format!("{fake_url}/teams");
     setup
         .http_with_env(&[

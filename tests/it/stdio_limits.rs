@@ -2,12 +2,10 @@
 //! bounded memory, and the session keeps serving.
 
 use std::process::Stdio;
-use std::time::Duration;
 
-use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::util::{ALLOW_ALL, Setup};
+use crate::util::{ALLOW_ALL, Setup, next_json};
 
 const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
 
@@ -19,14 +17,6 @@ fn peak_rss(pid: u32) -> u64 {
     kib * 1024
 }
 
-async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
-        .await
-        .expect("an answer")
-        .expect("read")
-        .expect("a line");
-    serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-JSON line {line:?}: {e}"))
-}
 
 #[tokio::test]
 async fn an_oversized_stdio_line_is_refused_in_bounded_memory_and_the_session_keeps_serving() {

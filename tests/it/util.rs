@@ -339,3 +339,13 @@ pub fn shipped_copy() -> tempfile::TempDir {
     }
     dir
 }
+
+/// The next line a raw stdio gateway wrote, as JSON (every stdout line must be JSON-RPC).
+pub async fn next_json(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> serde_json::Value {
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line())
+        .await
+        .expect("an answer within 120 s")
+        .expect("read")
+        .expect("a line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-JSON line {line:?}: {e}"))
+}

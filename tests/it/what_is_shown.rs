@@ -10,7 +10,7 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::channels::{BOT_TOKEN, Fake, SIGNING_SECRET, approval_id, click, interact, kinds, stop_and_export};
+use crate::channels::{Fake, approval_id, click, interact, kinds, start, stop_and_export};
 use crate::util::{ElicitAnswer, HttpGateway, Setup, TestClient, airlock, airlock_log, call, eventually, export, text_of};
 
 const AGENT: &str = "agent-token-what-is-shown";
@@ -39,16 +39,6 @@ fn setup(fake_url: &str, extra: &str) -> Setup {
     setup
 }
 
-async fn start(setup: &Setup, fake_url: &str) -> HttpGateway {
-    let teams = format!("{fake_url}/teams");
-    setup
-        .http_with_env(&[
-            ("TEST_SLACK_BOT_TOKEN", BOT_TOKEN),
-            ("TEST_SLACK_SIGNING_SECRET", SIGNING_SECRET),
-            ("TEST_TEAMS_URL", teams.as_str()),
-        ])
-        .await
-}
 
 /// The agent's call, in the background.
 async fn agent_call(gateway: &HttpGateway, tool: &'static str, args: Value) -> tokio::task::JoinHandle<rmcp::model::CallToolResult> {
