@@ -15,7 +15,7 @@ fn authenticator() -> &'static Authenticator {
     AUTH.get_or_init(|| {
         let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, TOKEN.as_bytes()));
         let config = IdentityConfig {
-            tokens: vec![TokenEntry { name: "alice".into(), sha256, groups: vec!["sre".into()] }],
+            tokens: vec![TokenEntry { name: "alice".into(), sha256, groups: vec!["sre".into()], holder: Default::default(), person: None }],
             ..IdentityConfig::default()
         };
         Authenticator::new(config).expect("a valid identity config")

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use airlock::policy::{CallFacts, PolicySet};
+use airlock::policy::{CallFacts, PolicySet, Subject};
 use airlock::risk::Risk;
 use airlock_fuzz::{ArbJson, word};
 use arbitrary::{Arbitrary, Result, Unstructured};
@@ -132,7 +132,7 @@ impl<'a> Arbitrary<'a> for Input {
 fuzz_target!(|input: Input| {
     let Ok(set) = PolicySet::parse(&input.policy, Path::new("/fuzz/policies/p.toml")) else { return };
     for (tool, risk, args, principal, groups) in &input.calls {
-        let facts = CallFacts { tool, risk: *risk, args: &args.0, principal, groups };
+        let facts = CallFacts { subject: Subject::Tool, tool, risk: *risk, args: &args.0, principal, groups };
         let _ = set.decide(&facts).explain();
     }
 });

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use airlock::policy::{CallFacts, PolicySet};
+use airlock::policy::{CallFacts, PolicySet, Subject};
 use airlock::risk::Risk;
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
@@ -16,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     let args = [json!({}), json!({"bucket": "prod-x", "role": "admin", "n": 3, "nested": {"a": [1, "b"]}})];
     for (tool, risk) in [("demo__delete_bucket", Risk::Critical), ("fs__read_file", Risk::Low)] {
         for args in &args {
-            let facts = CallFacts { tool, risk, args, principal: "alice", groups: &groups };
+            let facts = CallFacts { subject: Subject::Tool, tool, risk, args, principal: "alice", groups: &groups };
             let _ = set.decide(&facts).explain();
         }
     }

@@ -77,7 +77,7 @@ fuzz_target!(|lines: Vec<Line>| {
         input.push(b'\n');
     }
     airlock_fuzz::runtime().block_on(async {
-        let mut transport = LineTransport::new(std::io::Cursor::new(input), tokio::io::sink());
+        let mut transport = LineTransport::new(std::io::Cursor::new(input), tokio::io::sink(), airlock::config::DEFAULT_MAX_MESSAGE_SIZE);
         while Transport::<RoleServer>::receive(&mut transport).await.is_some() {}
     });
 });
