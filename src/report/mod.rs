@@ -383,13 +383,13 @@ impl Gatherer {
         if a.outcome == "approved" || a.outcome == "denied" {
             let lifetime = seconds_between(&a.requested_at, &a.expires_at);
             let left = seconds_between(time, &a.expires_at);
-            if let (Some(lifetime), Some(left)) = (lifetime, left) {
-                if left < lifetime * NEAR_EXPIRY_SHARE {
-                    self.exceptions.decided_near_expiry.push(format!(
-                        "{} ({}): {} with {left:.0} s of {lifetime:.0} s left",
-                        a.approval_id, a.tool, a.outcome
-                    ));
-                }
+            if let (Some(lifetime), Some(left)) = (lifetime, left)
+                && left < lifetime * NEAR_EXPIRY_SHARE
+            {
+                self.exceptions.decided_near_expiry.push(format!(
+                    "{} ({}): {} with {left:.0} s of {lifetime:.0} s left",
+                    a.approval_id, a.tool, a.outcome
+                ));
             }
             let changed = self.policy_seen.iter().any(|(_, since)| since.as_str() > a.requested_at.as_str() && since.as_str() <= time);
             if changed {
