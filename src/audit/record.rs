@@ -41,6 +41,11 @@ pub enum RecordKind {
     UpstreamRequestRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
+    /// The gateway's configuration, manifests and policies as loaded at start or by a
+    /// reload: their digests and what changed.
+    ConfigLoaded,
+    /// A reload refused because a file had problems; the running set stayed in force.
+    ConfigRejected,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -64,6 +69,8 @@ impl RecordKind {
             RecordKind::SessionRefused => "session_refused",
             RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",
+            RecordKind::ConfigLoaded => "config_loaded",
+            RecordKind::ConfigRejected => "config_rejected",
             RecordKind::Checkpoint => "checkpoint",
         }
     }
@@ -127,6 +134,10 @@ pub struct Record {
     /// Anything else, kind-specific (e.g. the new key of `key_rotated`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detail: Option<Value>,
+    /// `decision` records: SHA-256 of the canonical policy set that decided the call
+    /// (the one the last `config_loaded` names).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_sha256: Option<Sha256Digest>,
 }
 
 macro_rules! setters {
@@ -169,6 +180,7 @@ impl Record {
             channel: None,
             comment: None,
             detail: None,
+            policy_sha256: None,
         }
     }
 
@@ -176,7 +188,7 @@ impl Record {
         principal: String, session: String, call_id: String, tool: String, risk: String,
         decision: String, rule: String, reason: String, result_sha256: Sha256Digest,
         is_error: bool, duration_us: u64, approval_id: String, approver: String,
-        channel: String, comment: String, detail: Value,
+        channel: String, comment: String, detail: Value, policy_sha256: Sha256Digest,
     }
 
     /// Sets the keyed argument digest (of the original canonical arguments) and stores a

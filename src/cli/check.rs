@@ -7,8 +7,8 @@
 
 use std::process::ExitCode;
 
-use crate::config::{Config, ConfigErrors};
-use crate::manifest::{self, Manifest};
+use crate::config::Config;
+use crate::manifest;
 use crate::policy::PolicySet;
 
 /// Arguments of `airlock check`.
@@ -18,13 +18,9 @@ pub(crate) struct Args {
     config: super::ConfigArg,
 }
 
-/// What `airlock check` found: everything it could load, and every problem.
-pub(crate) struct Checked {
-    pub(crate) config: Config,
-    pub(crate) manifests: Vec<Manifest>,
-    pub(crate) policies: PolicySet,
-    pub(crate) problems: ConfigErrors,
-}
+/// What `airlock check` found: everything it could load, and every problem (also what a
+/// live reload reads, so it reports the same problems).
+pub(crate) type Checked = crate::gateway::Sources;
 
 /// Loads the config and what it points at, collecting every problem of every file.
 pub(crate) fn load_everything(config: &super::ConfigArg) -> anyhow::Result<Checked> {

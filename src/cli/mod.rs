@@ -21,6 +21,7 @@ mod log_trust;
 mod receipts;
 mod report;
 mod serve;
+mod serve_reload;
 mod tokens;
 mod tools;
 mod wiring;

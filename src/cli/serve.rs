@@ -85,6 +85,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     for warning in checked.policies.warnings() {
         tracing::warn!("{warning}");
     }
+    let started_from = checked.manifests.clone();
     let downstreams = Downstreams::start(checked.manifests, namespacing).await;
     let gateway = Gateway::start(Parts {
         downstreams: downstreams.clone(),
@@ -101,6 +102,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         new_tools: config.gateway.new_tools,
     })
     .await?;
+    let reloader = super::serve_reload::start(&gateway, config.file.as_deref(), &started_from).await?;
     let shutdown = options.shutdown;
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
     let publisher = super::wiring::witness(&config)?
@@ -112,6 +114,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     }
 
     let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(super::serve_reload::on_sighup(reloader.clone()));
     if let Some(listener) = listener {
         let local = listener.local_addr()?;
         // Tests and scripts read this line to find the port.

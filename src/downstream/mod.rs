@@ -68,11 +68,15 @@ pub struct Server {
     progress: ProgressRoutes,
     calls: Arc<CallRelays>,
     resources: resources::ResourceCache,
+    /// Stops this server alone (a reload removed or replaced it); a child of the
+    /// gateway's shutdown.
+    stop: CancellationToken,
 }
 
 impl Server {
-    fn new(manifest: Manifest) -> Self {
+    fn new(manifest: Manifest, stop: CancellationToken) -> Self {
         Self {
+            stop,
             manifest,
             peer: RwLock::new(None),
             health: RwLock::new(Health::Starting),
@@ -133,9 +137,21 @@ impl Server {
     }
 }
 
+/// What `Downstreams::apply` did, by server name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ServerChanges {
+    /// Started: new manifests.
+    pub added: Vec<String>,
+    /// Stopped: manifests gone.
+    pub removed: Vec<String>,
+    /// Stopped and started again: changed manifests.
+    pub restarted: Vec<String>,
+}
+
 /// Every downstream server, supervised, and the catalog built from their tools.
 pub struct Downstreams {
-    servers: Vec<Arc<Server>>,
+    /// In manifest order; replaced whole by `apply` (a reload).
+    servers: RwLock<Vec<Arc<Server>>>,
     namespacing: Namespacing,
     catalog: watch::Sender<Arc<Catalog>>,
     rebuild: Mutex<()>,
@@ -150,38 +166,81 @@ impl Downstreams {
     /// Starts every downstream in parallel and waits until each has connected or failed
     /// once. A server that fails is reported and retried in the background; the others serve.
     pub async fn start(manifests: Vec<Manifest>, namespacing: Namespacing) -> Arc<Self> {
+        let shutdown = CancellationToken::new();
         let servers: Vec<Arc<Server>> =
-            manifests.into_iter().map(|m| Arc::new(Server::new(m))).collect();
+            manifests.into_iter().map(|m| Arc::new(Server::new(m, shutdown.child_token()))).collect();
         let (catalog, _) = watch::channel(Arc::new(Catalog::default()));
         let (refusals, refused) = tokio::sync::mpsc::unbounded_channel();
         let this = Arc::new(Self {
-            servers,
+            servers: RwLock::new(servers.clone()),
             namespacing,
             catalog,
             rebuild: Mutex::new(()),
             resource_updates: tokio::sync::broadcast::channel(64).0,
             refusals,
             refused: Mutex::new(Some(refused)),
-            shutdown: CancellationToken::new(),
+            shutdown,
         });
+        this.launch(&servers).await;
+        this.rebuild_catalog();
+        this
+    }
+
+    /// Starts supervising `servers` and waits until each has connected or failed once.
+    async fn launch(self: &Arc<Self>, servers: &[Arc<Server>]) {
         let mut first_attempts = Vec::new();
-        for server in &this.servers {
+        for server in servers {
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-            tokio::spawn(connect::supervise(
-                server.clone(),
-                Arc::downgrade(&this),
-                this.shutdown.clone(),
-                done_tx,
-            ));
+            tokio::spawn(connect::supervise(server.clone(), Arc::downgrade(self), server.stop.clone(), done_tx));
             first_attempts.push(done_rx);
-            tokio::spawn(refresh::run(server.clone(), Arc::downgrade(&this), this.shutdown.clone()));
+            tokio::spawn(refresh::run(server.clone(), Arc::downgrade(self), server.stop.clone()));
         }
         let waiting = futures::future::join_all(first_attempts);
         if tokio::time::timeout(FIRST_ATTEMPT_TIMEOUT, waiting).await.is_err() {
             tracing::warn!("some downstream servers are still starting; serving the others");
         }
-        this.rebuild_catalog();
-        this
+    }
+
+    /// Brings the servers in line with `manifests` (a reload): a server whose manifest is
+    /// unchanged keeps its connection and its calls in flight; a new one starts; a removed
+    /// one stops; a changed one stops and starts again from its new manifest. Waits for
+    /// the first connection attempt of those started, then publishes the catalog.
+    /// Callers serialise calls (the reloader holds its lock).
+    pub async fn apply(self: &Arc<Self>, manifests: Vec<Manifest>) -> ServerChanges {
+        let current = self.servers();
+        let mut changes = ServerChanges::default();
+        let mut next = Vec::new();
+        let mut started = Vec::new();
+        for manifest in manifests {
+            let name = manifest.name.as_str().to_owned();
+            match current.iter().find(|s| s.name() == name) {
+                Some(same) if *same.manifest() == manifest => next.push(same.clone()),
+                found => {
+                    if found.is_some() {
+                        changes.restarted.push(name);
+                    } else {
+                        changes.added.push(name);
+                    }
+                    let server = Arc::new(Server::new(manifest, self.shutdown.child_token()));
+                    started.push(server.clone());
+                    next.push(server);
+                }
+            }
+        }
+        for old in &current {
+            let kept = next.iter().any(|s| Arc::ptr_eq(s, old));
+            if !kept {
+                if !next.iter().any(|s| s.name() == old.name()) {
+                    changes.removed.push(old.name().to_owned());
+                }
+                // Its connection drops, which ends a stdio child.
+                old.stop.cancel();
+            }
+        }
+        *self.servers.write().unwrap_or_else(PoisonError::into_inner) = next;
+        self.launch(&started).await;
+        self.rebuild_catalog();
+        changes
     }
 
     /// The current catalog.
@@ -202,7 +261,7 @@ impl Downstreams {
     /// Every connected server with its client, in manifest order (for pass-through of
     /// prompts and resources).
     pub fn connected(&self) -> Vec<(Arc<Server>, Peer<RoleClient>)> {
-        self.servers.iter().filter_map(|s| s.peer().map(|p| (s.clone(), p))).collect()
+        self.servers().iter().filter_map(|s| s.peer().map(|p| (s.clone(), p))).collect()
     }
 
     /// `notifications/resources/updated` from any downstream.
@@ -225,16 +284,16 @@ impl Downstreams {
         SessionChildren::new(Arc::downgrade(self), &self.shutdown)
     }
 
-    /// Every server, in manifest order.
-    pub fn servers(&self) -> &[Arc<Server>] {
-        &self.servers
+    /// Every server now, in manifest order.
+    pub fn servers(&self) -> Vec<Arc<Server>> {
+        self.servers.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Rebuilds the catalog from every server's last known tools; notifies subscribers
     /// only when something a client can see changed.
     fn rebuild_catalog(&self) {
         let _serialized = self.rebuild.lock().unwrap_or_else(PoisonError::into_inner);
-        let next = Catalog::build(&self.servers, &self.namespacing);
+        let next = Catalog::build(&self.servers(), &self.namespacing);
         self.catalog.send_if_modified(|current| {
             if current.same_tools(&next) {
                 false
@@ -248,7 +307,7 @@ impl Downstreams {
     /// Passes a client's `logging/setLevel` to every connected downstream (best effort:
     /// servers without logging answer with an error, which is ignored).
     pub async fn set_level(&self, params: rmcp::model::SetLevelRequestParams) {
-        let peers: Vec<_> = self.servers.iter().filter_map(|s| s.peer().map(|p| (s.name().to_owned(), p))).collect();
+        let peers: Vec<_> = self.servers().iter().filter_map(|s| s.peer().map(|p| (s.name().to_owned(), p))).collect();
         let sets = peers.iter().map(|(name, peer)| {
             let params = params.clone();
             async move {

@@ -42,8 +42,8 @@ impl SessionChildren {
         {
             return Ok(child.clone());
         }
-        let child = Arc::new(Server::new(template.manifest().clone()));
         let stop = self.ended.child_token();
+        let child = Arc::new(Server::new(template.manifest().clone(), stop.clone()));
         connect::start_session_child(&child, &self.downstreams, stop.clone()).await.map_err(|reason| {
             child.set_health(Health::Down { reason: reason.clone() });
             ForwardError::Unavailable { server: template.name().to_owned(), reason }

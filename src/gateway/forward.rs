@@ -54,8 +54,11 @@ pub(super) async fn run(
         .call_id(call_id)
         .tool(request.name.as_ref())
         .with_args(&args, gateway.audit.redactor());
+    // One policy set decides this call, whatever a reload does meanwhile.
+    let policy = gateway.policy();
     let decided = |decision: &str| {
         Record::new(RecordKind::Decision)
+            .policy_sha256(policy.set.digest().set())
             .principal(caller.principal.as_str())
             .call_id(call_id)
             .tool(request.name.as_ref())
@@ -77,9 +80,9 @@ pub(super) async fn run(
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Invalid arguments for {}: {error}. The call was not forwarded.", request.name)));
     }
-    let Verdict { decision, risk, by } = decide(gateway, vetted, &request.name, &args, &caller);
+    let Verdict { decision, risk, by } = decide(&policy, vetted, &request.name, &args, &caller);
     span.record("risk", risk.as_str());
-    if let Some(limited) = over_limit(gateway, &request, &decision, &caller) {
+    if let Some(limited) = over_limit(&policy, &request, &decision, &caller) {
         span.record("decision", "limited");
         let record = decided("limited").risk(risk.as_str()).rule(limited.limit.as_str()).reason(limited.reason());
         record_all(gateway, vec![received, record]).await?;
@@ -134,7 +137,7 @@ pub(super) async fn run(
 /// is refused anyway), nor is the answer to our own confirmation question: that is the
 /// same call, counted when it was first made.
 fn over_limit(
-    gateway: &super::Gateway,
+    policy: &super::ActivePolicy,
     request: &CallToolRequestParams,
     decision: &Decision,
     caller: &Caller,
@@ -142,21 +145,23 @@ fn over_limit(
     if decision.effect == Effect::Deny || request.request_state.as_deref().is_some_and(seal::is_ours) {
         return None;
     }
-    gateway.limits.check(request.name.as_ref(), caller.principal.as_str(), &caller.groups).err()
+    policy.limits.check(request.name.as_ref(), caller.principal.as_str(), &caller.groups).err()
 }
 
 /// What policy, and the fingerprint check, say about one call.
-struct Verdict {
-    decision: Decision,
-    risk: Risk,
+pub(super) struct Verdict {
+    pub(super) decision: Decision,
+    pub(super) risk: Risk,
     /// Who decided, for the caller: a rule, the fingerprint check, or the defaults.
-    by: String,
+    pub(super) by: String,
 }
 
-fn decide(gateway: &super::Gateway, vetted: &VettedTool, tool: &str, args: &Value, caller: &Caller) -> Verdict {
+/// What `policy` and the fingerprint check say about a call (also what a waiting hold is
+/// re-decided with after a reload).
+pub(super) fn decide(policy: &super::ActivePolicy, vetted: &VettedTool, tool: &str, args: &Value, caller: &Caller) -> Verdict {
     let (risk, risk_source) = vetted.risk();
     let facts = CallFacts { subject: Subject::Tool, tool, risk, args, principal: caller.principal.as_str(), groups: &caller.groups };
-    let mut decision = gateway.policies.decide(&facts);
+    let mut decision = policy.set.decide(&facts);
     let unaccepted = matches!(risk_source, RiskSource::FingerprintChanged | RiskSource::NewTool);
     if unaccepted && decision.effect < Effect::Deny {
         // A changed tool is not what any rule was written for: no rule may wave it through,

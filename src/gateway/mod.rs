@@ -14,6 +14,7 @@ pub mod fingerprints;
 mod forward;
 mod hold;
 mod passthrough;
+pub mod reload;
 pub mod stdio;
 pub mod validate;
 mod vetting;
@@ -35,8 +36,9 @@ use crate::approval::Broker;
 use crate::audit::{AuditError, AuditLog, Record, RecordKind};
 use crate::config::NewTools;
 use crate::downstream::{Catalog, Downstreams};
-use crate::policy::{Limiter, PolicySet};
+use crate::policy::PolicySet;
 use fingerprints::Fingerprints;
+pub use reload::{ActivePolicy, Change, Loader, ReloadError, ReloadReport, Reloader, Sources};
 pub use vetting::{Vetted, VettedTool};
 use validate::SchemaCache;
 use crate::identity::{Authenticator, Caller};
@@ -88,9 +90,9 @@ pub struct Gateway {
     downstreams: Arc<Downstreams>,
     authenticator: Arc<Authenticator>,
     audit: AuditLog,
-    policies: PolicySet,
-    /// Counters of the policies' `[[limit]]` entries.
-    limits: Limiter,
+    /// The policy set in force: each call loads it once, so exactly one set decides it;
+    /// a reload replaces it whole (`reload.rs`), and waiting holds watch it.
+    policy: tokio::sync::watch::Sender<Arc<ActivePolicy>>,
     fingerprints: Fingerprints,
     new_tools: NewTools,
     /// The catalog clients are served: vetted before it is published.
@@ -116,8 +118,7 @@ impl Gateway {
             downstreams: parts.downstreams,
             authenticator: parts.authenticator,
             audit: parts.audit,
-            limits: Limiter::new(parts.policies.limits()),
-            policies: parts.policies,
+            policy: tokio::sync::watch::channel(Arc::new(ActivePolicy::new(parts.policies))).0,
             fingerprints: parts.fingerprints,
             new_tools: parts.new_tools,
             catalog: tokio::sync::watch::channel(Arc::new(Vetted::default())).0,
@@ -164,6 +165,11 @@ impl Gateway {
     /// The approval broker (the API, the CLI and the channels decide through it).
     pub fn approvals(&self) -> &Broker {
         &self.approvals
+    }
+
+    /// The policy set in force now. Load it once per call.
+    pub fn policy(&self) -> Arc<ActivePolicy> {
+        self.policy.borrow().clone()
     }
 
     /// The catalog clients are served now.

@@ -274,12 +274,13 @@ impl Session {
             principal: read.caller.principal.as_str(),
             groups: &read.caller.groups,
         };
-        let decision = self.gateway.policies.decide(&facts);
+        let policy = self.gateway.policy();
+        let decision = policy.set.decide(&facts);
         let by = match &decision.winning_rule {
             Some(rule) => format!("rule `{rule}`"),
             None => "the default policy".to_owned(),
         };
-        let mut record = self.record(read, RecordKind::Decision, Some(server)).decision(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
+        let mut record = self.record(read, RecordKind::Decision, Some(server)).policy_sha256(policy.set.digest().set()).decision(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
         if let Some(rule) = &decision.winning_rule {
             record = record.rule(rule.as_str());
         }
@@ -351,6 +352,9 @@ impl Session {
         }
         if read.method == Method::GetPrompt {
             record = record.tool(read.name.as_str());
+        }
+        if kind == RecordKind::Decision {
+            record = record.policy_sha256(self.gateway.policy().set.digest().set());
         }
         record.detail(json!({"method": read.method.as_str(), "server": server}))
     }

@@ -21,6 +21,7 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::audit::{Sha256Digest, canonical};
 use crate::config::{ConfigErrors, Problem};
 
 mod eval;
@@ -42,6 +43,53 @@ pub struct PolicySet {
     rules: Vec<Rule>,
     limits: Vec<Limit>,
     files: Vec<PathBuf>,
+    digest: PolicyDigest,
+}
+
+/// Which policy version this is: SHA-256 of the canonical policy set, and of each file.
+///
+/// Canonical means `audit::canonical` over what the files parse to, not their bytes:
+/// the set is `[{"file": <file name>, "policy": <the file's TOML as JSON>}, …]` in policy
+/// order, so reformatting or editing comments changes no digest, while any change to a
+/// rule, a limit, their order or a file's name does. A file's own digest is `canonical`
+/// of its parsed TOML alone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyDigest {
+    set: Sha256Digest,
+    files: Vec<(String, Sha256Digest)>,
+}
+
+impl Default for PolicyDigest {
+    fn default() -> Self {
+        PolicyDigest::of(Vec::new())
+    }
+}
+
+impl PolicyDigest {
+    /// The digest of parsed files `(file name, document)`, in policy order.
+    fn of(documents: Vec<(String, serde_json::Value)>) -> PolicyDigest {
+        let files = documents.iter().map(|(name, doc)| (name.clone(), Sha256Digest::of(&canonical(doc)))).collect();
+        let set: Vec<serde_json::Value> =
+            documents.into_iter().map(|(file, policy)| serde_json::json!({"file": file, "policy": policy})).collect();
+        PolicyDigest { set: Sha256Digest::of(&canonical(&serde_json::Value::Array(set))), files }
+    }
+
+    /// SHA-256 of the canonical policy set: what `decision` records carry.
+    pub fn set(&self) -> Sha256Digest {
+        self.set
+    }
+
+    /// Each file's name and the SHA-256 of its canonical form, in policy order.
+    pub fn files(&self) -> &[(String, Sha256Digest)] {
+        &self.files
+    }
+}
+
+/// A policy file's parsed form, as the digest sees it. `None` when it does not parse
+/// (then loading has reported the problem and there is no set to digest).
+fn document(file: &Path, text: &str) -> Option<(String, serde_json::Value)> {
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    toml::from_str::<serde_json::Value>(text).ok().map(|doc| (name, doc))
 }
 
 impl PolicySet {
@@ -56,9 +104,11 @@ impl PolicySet {
         let files = crate::manifest::toml_files(dir, &mut errors);
         let mut rules = Vec::new();
         let mut limits = Vec::new();
+        let mut documents = Vec::new();
         for file in &files {
             match std::fs::read_to_string(file) {
                 Ok(text) => {
+                    documents.extend(document(file, &text));
                     // Keep the good rules of a file with problems, so duplicate ids across
                     // files are still reported in the same run.
                     let (good, problems) = rule::parse_file_partial(&text, file);
@@ -72,6 +122,7 @@ impl PolicySet {
         match PolicySet::from_parts(rules, limits) {
             Ok(mut set) if errors.is_empty() => {
                 set.files = files;
+                set.digest = PolicyDigest::of(documents);
                 Ok(set)
             }
             Ok(_) => Err(errors),
@@ -87,6 +138,7 @@ impl PolicySet {
         let parsed = rule::parse_file(text, file)?;
         let mut set = PolicySet::from_parts(parsed.rules, parsed.limits)?;
         set.files = vec![file.to_path_buf()];
+        set.digest = PolicyDigest::of(document(file, text).into_iter().collect());
         Ok(set)
     }
 
@@ -117,6 +169,7 @@ impl PolicySet {
             rules,
             limits,
             files: Vec::new(),
+            digest: PolicyDigest::default(),
         })
     }
 
@@ -128,6 +181,11 @@ impl PolicySet {
     /// The rules, in policy order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Which policy version this is (see `PolicyDigest`).
+    pub fn digest(&self) -> &PolicyDigest {
+        &self.digest
     }
 
     /// The files the rules came from.
@@ -178,5 +236,26 @@ fn split_location(location: &str) -> (PathBuf, Option<usize>) {
     match location.rsplit_once(':') {
         Some((file, line)) => (PathBuf::from(file), line.parse().ok()),
         None => (PathBuf::from(location), None),
+    }
+}
+
+#[cfg(test)]
+mod digest_tests {
+    use std::path::Path;
+
+    use super::PolicySet;
+
+    const RULE: &str = "[[rule]]\nid = \"a\"\ntools = [\"x__*\"]\neffect = \"deny\"\nreason = \"no\"\n";
+
+    #[test]
+    fn comments_and_layout_do_not_change_the_digest_but_a_rule_does() {
+        let file = Path::new("p.toml");
+        let plain = PolicySet::parse(RULE, file).expect("parses");
+        let commented = format!("# a comment\n\n{}", RULE.replace("effect = ", "effect   =   "));
+        let commented = PolicySet::parse(&commented, file).expect("parses");
+        assert_eq!(plain.digest(), commented.digest());
+        let edited = PolicySet::parse(&RULE.replace("deny", "allow"), file).expect("parses");
+        assert_ne!(plain.digest().set(), edited.digest().set());
+        assert_ne!(plain.digest().set(), PolicySet::empty().digest().set());
     }
 }
