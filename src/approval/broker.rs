@@ -274,14 +274,7 @@ impl Broker {
         let fingerprint = request.tool_fingerprint.to_string();
         let spec = request.spec;
         let timeout = spec.and_then(|s| s.timeout).unwrap_or(self.inner.default_timeout);
-        let quorum = match request.kind {
-            Kind::Confirm => 1,
-            Kind::Approve => spec.map_or(1, |s| s.quorum.max(1)),
-        };
-        let mut approvers: Vec<String> = spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default();
-        if request.kind == Kind::Approve && approvers.is_empty() {
-            approvers = self.inner.default_approvers.get().cloned().unwrap_or_default();
-        }
+        let (quorum, approvers) = self.requirements(request.kind, spec);
         let binding = binding(request.kind, request.caller, request.tool, &fingerprint, &args_hmac);
         let guard = self.inner.lock.lock().await;
         let now = now_ms();
@@ -447,6 +440,61 @@ impl Broker {
             return Ok(approval);
         }
         self.settle(approval, State::Cancelled, reason, Vec::new()).await
+    }
+
+    /// The quorum and approvers a hold of `kind` gets from the rule's `spec`.
+    fn requirements(&self, kind: Kind, spec: Option<&ApprovalSpec>) -> (u32, Vec<String>) {
+        let quorum = match kind {
+            Kind::Confirm => 1,
+            Kind::Approve => spec.map_or(1, |s| s.quorum.max(1)),
+        };
+        let mut approvers: Vec<String> = spec.map(|s| s.approvers.iter().map(ToString::to_string).collect()).unwrap_or_default();
+        if kind == Kind::Approve && approvers.is_empty() {
+            approvers = self.inner.default_approvers.get().cloned().unwrap_or_default();
+        }
+        (quorum, approvers)
+    }
+
+    /// A reload changed the policy and it still asks for approval of this pending hold:
+    /// a higher quorum and other approvers apply to it from now on (votes already cast
+    /// still count); a lower quorum keeps the one it was opened with, so a reload never
+    /// loosens a hold. Logs `approval_changed` when anything changed; returns the state.
+    pub async fn tighten(
+        &self,
+        id: &ApprovalId,
+        spec: Option<&ApprovalSpec>,
+        rule: Option<&str>,
+        policy: &str,
+    ) -> Result<Approval, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if !approval.is_pending() || approval.kind != Kind::Approve {
+            return Ok(approval);
+        }
+        let (quorum, approvers) = self.requirements(approval.kind, spec);
+        let quorum = quorum.max(approval.quorum);
+        if quorum == approval.quorum && approvers == approval.approvers {
+            return Ok(approval);
+        }
+        let before = json!({"quorum": approval.quorum, "approvers": approval.approvers, "rule": approval.rule});
+        approval.quorum = quorum;
+        approval.approvers = approvers;
+        approval.rule = rule.map(str::to_owned);
+        let record = Record::new(RecordKind::ApprovalChanged)
+            .call_id(approval.call_id.as_str())
+            .tool(approval.tool.as_str())
+            .approval_id(approval.id.as_str())
+            .reason("the policy changed on reload; the pending approval takes its new requirements")
+            .detail(json!({
+                "before": before,
+                "quorum": approval.quorum,
+                "approvers": approval.approvers,
+                "rule": approval.rule,
+                "policy_sha256": policy,
+            }));
+        self.commit(&approval, vec![record]).await?;
+        let _ = self.inner.events.send(Event::Decided(approval.clone()));
+        Ok(approval)
     }
 
     /// Marks a pending hold expired once its time has come; returns the current state.

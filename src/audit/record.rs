@@ -34,6 +34,8 @@ pub enum RecordKind {
     ApprovalRequested,
     ApprovalDecided,
     ApprovalSettled,
+    /// A reload's policy asked more of a pending approval (quorum, approvers).
+    ApprovalChanged,
     /// A request on a streamable-HTTP session by someone other than its owner, refused.
     SessionRefused,
     /// A downstream's request to a client (elicitation, sampling) that Airlock refused
@@ -66,6 +68,7 @@ impl RecordKind {
             RecordKind::ApprovalRequested => "approval_requested",
             RecordKind::ApprovalDecided => "approval_decided",
             RecordKind::ApprovalSettled => "approval_settled",
+            RecordKind::ApprovalChanged => "approval_changed",
             RecordKind::SessionRefused => "session_refused",
             RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",

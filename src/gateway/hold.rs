@@ -158,9 +158,16 @@ async fn wait(
     let mut ticks = tokio::time::interval(gateway.holds.progress_every);
     let settled = broker.settled(&id);
     tokio::pin!(settled);
+    // A reload's new policy set re-decides the waiting call (`reload::redecide`).
+    let mut policy = gateway.policy.subscribe();
+    policy.mark_unchanged();
     let settled = loop {
         tokio::select! {
             settled = &mut settled => break settled.map_err(broker_failed)?,
+            Ok(()) = policy.changed() => {
+                let now = policy.borrow_and_update().clone();
+                super::reload::redecide(gateway, call, &id, &now).await;
+            }
             _ = ticks.tick() => {
                 if let Some(token) = &token
                     && let Some(current) = broker.get(&id)

@@ -29,6 +29,10 @@ use crate::manifest::Manifest;
 use crate::policy::{Limiter, PolicySet};
 
 use super::Gateway;
+use super::forward::Verdict;
+use super::hold::HeldCall;
+use crate::approval::ApprovalId;
+use crate::policy::Effect;
 
 /// Keys of `airlock.toml` a reload applies (everything else needs a restart).
 const LIVE_KEYS: &[&str] = &["gateway.manifests", "gateway.policies"];
@@ -200,6 +204,31 @@ impl Reloader {
             tracing::error!(%error, "could not record config_rejected");
         }
         ReloadError::Invalid(problems)
+    }
+}
+
+/// Re-decides a call waiting on approval `id` against the policy set a reload put in
+/// force: a deny now wins (the hold is cancelled, naming the policy change, and the call
+/// answers so); an approval asked for again takes the new quorum and approvers when they
+/// ask more (`Broker::tighten`); a looser outcome (allow, confirm, a lower quorum) keeps
+/// the hold as it is, since people were already asked and a reload must never release a
+/// call nobody approved.
+pub(super) async fn redecide(gateway: &Gateway, call: &HeldCall<'_>, id: &ApprovalId, policy: &ActivePolicy) {
+    let Verdict { decision, by, .. } = super::forward::decide(policy, call.tool, call.request.name.as_ref(), call.args, call.caller);
+    let digest = policy.set.digest().set().to_string();
+    let outcome = match decision.effect {
+        Effect::Deny => {
+            let reason = format!("the policy changed on reload ({digest}) and now denies it: {by}: {}", decision.reason);
+            gateway.approvals().cancel(id, &reason).await
+        }
+        Effect::Approve => {
+            let rule = decision.winning_rule.as_ref().map(|r| r.as_str());
+            gateway.approvals().tighten(id, decision.approval.as_ref(), rule, &digest).await
+        }
+        Effect::Allow | Effect::Confirm => return,
+    };
+    if let Err(error) = outcome {
+        tracing::error!(%error, approval = %id, "could not re-decide the held call after a reload");
     }
 }
 
