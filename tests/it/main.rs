@@ -19,6 +19,7 @@ mod limits;
 mod pipeline;
 mod policy;
 mod protocol;
+mod reload;
 mod report;
 mod resources;
 mod stdio_limits;
