@@ -273,9 +273,10 @@ fn children_serving(parent: u32, name: &str) -> Vec<u32> {
 }
 
 #[tokio::test]
-async fn a_reload_starts_added_stops_removed_and_keeps_unchanged_downstreams() {
+async fn a_reload_starts_added_stops_removed_restarts_changed_and_keeps_unchanged_downstreams() {
     let setup = Setup::with_demo();
     setup.demo("keep");
+    setup.demo("swap");
     let mut cmd = tokio::process::Command::new(airlock());
     cmd.arg("serve").arg("--config").arg(setup.config()).env("AIRLOCK_LOG", "warn");
     let (child, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn airlock");
@@ -297,15 +298,21 @@ async fn a_reload_starts_added_stops_removed_and_keeps_unchanged_downstreams() {
     assert!(tools.iter().any(|t| t == "keep__echo") && tools.iter().any(|t| t == "demo__echo"), "{tools:?}");
     assert!(eventually(PATIENCE, || children_serving(pid, "keep").len() == 1).await);
     let keep_pid = children_serving(pid, "keep");
-    let demo_pid = children_serving(pid, "demo");
-    assert_eq!(demo_pid.len(), 1);
+    assert_eq!(children_serving(pid, "demo").len(), 1);
+    let swap_pid = children_serving(pid, "swap");
+    assert_eq!(swap_pid.len(), 1);
 
     std::fs::remove_file(setup.path().join("tool-manifests/demo.toml")).expect("remove demo");
     setup.demo("extra");
+    let swap = setup.path().join("tool-manifests/swap.toml");
+    let changed = format!("{}default_risk = \"low\"\n", std::fs::read_to_string(&swap).expect("read swap"));
+    std::fs::write(&swap, changed).expect("change swap");
     let outcome = hup(pid, &lines, 1).await;
     assert!(outcome.starts_with("airlock: reloaded"), "{outcome}");
     assert!(outcome.contains("{\"what\":\"server_added\",\"server\":\"extra\"}"), "{outcome}");
     assert!(outcome.contains("{\"what\":\"server_removed\",\"server\":\"demo\"}"), "{outcome}");
+    assert!(outcome.contains("{\"what\":\"server_restarted\",\"server\":\"swap\"}"), "{outcome}");
+    assert!(!outcome.contains("\"server\":\"keep\""), "{outcome}");
     tokio::time::timeout(PATIENCE, client.list_changed.notified()).await.expect("tools/list_changed after the reload");
     let tools = names(&running.list_tools(None).await.expect("list"));
     assert!(tools.iter().any(|t| t == "extra__echo"), "the added server's tools appear: {tools:?}");
@@ -314,6 +321,10 @@ async fn a_reload_starts_added_stops_removed_and_keeps_unchanged_downstreams() {
     let echoed = running.call_tool(call("extra__echo", json!({"text": "hi"}))).await.expect("call extra");
     assert_ne!(echoed.is_error, Some(true), "{}", text_of(&echoed));
     assert_eq!(children_serving(pid, "keep"), keep_pid, "the unchanged server kept its process");
+    assert!(
+        eventually(PATIENCE, || { let now = children_serving(pid, "swap"); now.len() == 1 && now != swap_pid }).await,
+        "the changed server runs in a new process: {swap_pid:?} → {:?}", children_serving(pid, "swap")
+    );
     assert!(eventually(PATIENCE, || children_serving(pid, "demo").is_empty()).await, "the removed server's process stopped");
     running.cancel().await.expect("close");
 
@@ -321,7 +332,8 @@ async fn a_reload_starts_added_stops_removed_and_keeps_unchanged_downstreams() {
     let loaded = of_kind(&records, "config_loaded");
     assert_eq!(loaded.len(), 2);
     let manifests = loaded[1]["detail"]["manifests"].as_object().expect("manifests").keys().cloned().collect::<Vec<_>>();
-    assert_eq!(manifests, vec!["extra", "keep"]);
+    assert_eq!(manifests, vec!["extra", "keep", "swap"]);
+    assert_ne!(loaded[0]["detail"]["manifests"]["swap"], loaded[1]["detail"]["manifests"]["swap"]);
     assert_eq!(loaded[0]["detail"]["manifests"]["keep"], loaded[1]["detail"]["manifests"]["keep"]);
     verify_passes(&setup);
 }
