@@ -6,7 +6,8 @@
 //! `config_rejected` records.
 //! Uses: a loader the CLI hands in (the same code as `airlock check`, so a refused reload
 //! prints the same `file:line: message` problems), `downstream::Downstreams::apply`.
-//! Must not: parse config itself, or change anything when a file has a problem.
+//! Must not: validate config itself (the loader does; this module reads the files only
+//! to digest their parsed TOML), or change anything when a file has a problem.
 //!
 //! Order of a reload: load and validate everything; refuse (logging `config_rejected`) on
 //! any problem; log `config_loaded` durably; only then swap the policy set and start, stop
@@ -114,6 +115,19 @@ impl ReloadError {
             ReloadError::Invalid(problems) => problems.problems(),
             ReloadError::Audit(_) => &[],
         }
+    }
+}
+
+/// As the control socket answers a refused reload:
+/// `{"error": "invalid" | "audit", "message": …, "problems": ["file:line: message", …]}`.
+impl Serialize for ReloadError {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let error = match self {
+            ReloadError::Invalid(_) => "invalid",
+            ReloadError::Audit(_) => "audit",
+        };
+        let problems: Vec<String> = self.problems().iter().map(ToString::to_string).collect();
+        json!({"error": error, "message": self.to_string(), "problems": problems}).serialize(serializer)
     }
 }
 
@@ -315,6 +329,15 @@ fn restart_keys(running: &Value, new: &Value) -> Vec<String> {
 mod tests {
     use super::restart_keys;
     use serde_json::json;
+
+    #[test]
+    fn a_refused_reload_serialises_with_its_problems_as_check_prints_them() {
+        let problem = crate::config::Problem { file: "policies/p.toml".into(), line: Some(4), message: "bad effect".into() };
+        let error = super::ReloadError::Invalid(crate::config::ConfigErrors::from(problem));
+        let value = serde_json::to_value(&error).expect("json");
+        assert_eq!(value["error"], "invalid");
+        assert_eq!(value["problems"], json!(["policies/p.toml:4: bad effect"]));
+    }
 
     #[test]
     fn only_keys_that_apply_live_are_left_out_of_needs_restart() {
