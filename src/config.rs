@@ -161,6 +161,21 @@ pub struct AuditConfig {
     pub key_path: Option<PathBuf>,
     /// `[audit.witness]`: where new checkpoints are published; `None`: nowhere.
     pub witness: Option<WitnessConfig>,
+    /// `[audit.sink]`: an HTTP collector that gets every record; `None`: none.
+    pub sink: Option<SinkConfig>,
+}
+
+/// `[audit.sink]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// Where batches are POSTed.
+    pub url: Url,
+    /// `jsonl` (stored records, the default) or `ocsf`.
+    pub format: crate::feed::Format,
+    /// The variable holding a bearer token for the collector, if it wants one.
+    pub token_env: Option<EnvVarName>,
+    /// Most records per POST (default 500).
+    pub batch: usize,
 }
 
 /// `[audit.witness]`.
@@ -386,6 +401,7 @@ impl Config {
                 redact: crate::audit::DEFAULT_REDACT.iter().map(|p| (*p).to_owned()).collect(),
                 key_path: None,
                 witness: None,
+                sink: None,
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
