@@ -260,7 +260,7 @@ async fn export_as_ocsf_maps_each_record_and_keeps_it_traceable() {
         assert_eq!(ev["metadata"]["uid"].as_str(), Some(sha.as_str()), "metadata.uid is the stored record's SHA-256");
     }
     let deny = events.iter().find(|e| e["unmapped"]["airlock"]["kind"] == "decision" && e["unmapped"]["airlock"]["decision"] == "deny").expect("the deny");
-    assert_eq!((deny["class_uid"].clone(), deny["status_id"].clone(), deny["status_detail"].clone()), (json!(6003), json!(2), json!("not that")));
+    assert_eq!((deny["class_uid"].clone(), deny["status_id"].clone(), deny["status_detail"].clone()), (json!(6003), json!(2), json!("rule \"no-forbidden\" denies this call: not that")));
     let after = export_lines(&setup, &["--format", "ocsf", "--after", "3"]);
     assert_eq!(after.first().map(|e| e["metadata"]["sequence"].clone()), Some(json!(4)));
 }
