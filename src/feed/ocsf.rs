@@ -147,7 +147,10 @@ pub fn to_ocsf(record: &[u8], origin: &str) -> Result<Value, OcsfError> {
     ev.insert("time".into(), epoch_ms(&rec).into());
     ev.insert("message".into(), message(kind, &rec).into());
     ev.insert("metadata".into(), metadata(record, &rec, seq, origin));
-    ev.insert("actor".into(), actor(&rec));
+    if class != Class::ApplicationLifecycle {
+        // Application Lifecycle has no actor: the gateway itself starts.
+        ev.insert("actor".into(), actor(&rec));
+    }
     match class {
         Class::ApiActivity => {
             ev.insert("api".into(), api(kind, &rec));
@@ -193,7 +196,7 @@ fn metadata(bytes: &[u8], rec: &Value, seq: u64, origin: &str) -> Value {
         "product": product(),
         "log_name": "airlock-audit",
         "log_provider": origin,
-        "log_version": rec.get("v").cloned().unwrap_or(Value::Null),
+        "log_version": rec.get("v").and_then(Value::as_u64).map(|v| v.to_string()),
         "sequence": seq,
         // The record's SHA-256: unique per record (it includes seq) and what
         // `airlock log prove SEQ` proves is in the signed tree.
