@@ -214,6 +214,10 @@ async fn a_collector_that_is_down_or_failing_blocks_no_call_and_is_caught_up() {
     assert_eq!((first_gap(&c, size), c.lines.len() as u64), (None, size));
     let first: Value = serde_json::from_slice(&c.lines[&1]).expect("json");
     assert_eq!(first["class_uid"], 6002, "the sink sent OCSF: gateway_started is Application Lifecycle");
+    let exported = airlock_log(&setup.data_dir(), &["export", "--format", "ocsf"]);
+    let exported: Vec<&[u8]> = exported.stdout.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+    let sent: Vec<&[u8]> = c.lines.values().map(Vec::as_slice).collect();
+    assert!(sent == exported, "the sink's OCSF lines are `log export --format ocsf`'s, byte for byte");
 }
 
 /// Runs `log export` with `args` on a stopped data dir; its lines as JSON.
