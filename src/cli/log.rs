@@ -9,12 +9,11 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::audit::{
-    AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, VerifyReport, check_proof,
+    LogPaths, LogReader, PublicKey, Seq, Trust, VerifyReport, check_proof,
     verify_export,
 };
 use crate::cli::{ConfigArg, EXIT_FOUND_PROBLEM};
@@ -303,40 +302,19 @@ pub(crate) fn print_report(report: &VerifyReport) {
 }
 
 fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {
-    let (_, paths) = dir.paths()?;
     let mut next: Option<u64> = None;
-    let mut told_locked = false;
-    loop {
-        match LogReader::open(&paths) {
-            Ok(reader) => {
-                told_locked = false;
-                let from = match next {
-                    Some(n) => n,
-                    None => reader.last_seq()?.get().saturating_sub(lines) + 1,
-                };
-                let mut printed = from;
-                for item in reader.records_from(Seq::new(from)) {
-                    let (seq, bytes) = item?;
-                    print_line(&bytes)?;
-                    printed = seq.get() + 1;
-                }
-                next = Some(printed);
-                // Dropping the reader releases the lock so a gateway can start meanwhile.
-            }
-            Err(AuditError::Locked(path)) if follow => {
-                if !told_locked {
-                    eprintln!(
-                        "airlock: {} is in use by a running gateway; waiting",
-                        path.display()
-                    );
-                    told_locked = true;
-                }
-            }
-            Err(e) => bail!(e),
+    super::log_export::poll_dir(dir, follow, |reader| {
+        let from = match next {
+            Some(n) => n,
+            None => reader.last_seq()?.get().saturating_sub(lines) + 1,
+        };
+        let mut printed = from;
+        for item in reader.records_from(Seq::new(from)) {
+            let (seq, bytes) = item?;
+            print_line(&bytes)?;
+            printed = seq.get() + 1;
         }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        next = Some(printed);
+        Ok(())
+    })
 }

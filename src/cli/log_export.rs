@@ -66,29 +66,41 @@ fn write_records(reader: &LogReader, format: Format, from: Seq, out: &mut dyn Wr
 }
 
 fn follow_dir(dir: &DirArgs, format: Format, mut next: Seq, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    poll_dir(dir, true, |reader| {
+        next = write_records(reader, format, next, out)?.1;
+        out.flush()?;
+        Ok(())
+    })
+}
+
+/// Calls `step` with a reader of the data directory; with `follow`, again every `POLL`,
+/// waiting while a gateway holds the database or no log exists yet. Each reader is dropped
+/// before the wait, which releases the lock so a gateway can start meanwhile.
+pub(super) fn poll_dir(dir: &DirArgs, follow: bool, mut step: impl FnMut(&LogReader) -> anyhow::Result<()>) -> anyhow::Result<ExitCode> {
     let (_, paths) = dir.paths()?;
-    let mut told_locked = false;
+    let mut told = false;
     loop {
         match LogReader::open(&paths) {
             Ok(reader) => {
-                told_locked = false;
-                next = write_records(&reader, format, next, out)?.1;
-                out.flush()?;
-                // Dropping the reader releases the lock so a gateway can start meanwhile.
+                told = false;
+                step(&reader)?;
             }
-            Err(AuditError::Locked(path)) => {
-                if !told_locked {
+            Err(AuditError::Locked(path)) if follow => {
+                if !told {
                     eprintln!("airlock: {} is in use by a running gateway; waiting for it to stop", path.display());
-                    told_locked = true;
+                    told = true;
                 }
             }
-            Err(AuditError::NoLog(path)) => {
-                if !told_locked {
+            Err(AuditError::NoLog(path)) if follow => {
+                if !told {
                     eprintln!("airlock: no audit log at {} yet; waiting", path.display());
-                    told_locked = true;
+                    told = true;
                 }
             }
             Err(e) => bail!(e),
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
         }
         std::thread::sleep(POLL);
     }
