@@ -161,6 +161,21 @@ pub struct AuditConfig {
     pub key_path: Option<PathBuf>,
     /// `[audit.witness]`: where new checkpoints are published; `None`: nowhere.
     pub witness: Option<WitnessConfig>,
+    /// `[audit.sink]`: an HTTP collector that gets every record; `None`: none.
+    pub sink: Option<SinkConfig>,
+}
+
+/// `[audit.sink]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkConfig {
+    /// Where batches are POSTed.
+    pub url: Url,
+    /// `jsonl` (stored records, the default) or `ocsf`.
+    pub format: crate::feed::Format,
+    /// The variable holding a bearer token for the collector, if it wants one.
+    pub token_env: Option<EnvVarName>,
+    /// Most records per POST (default 500).
+    pub batch: usize,
 }
 
 /// `[audit.witness]`.
@@ -386,6 +401,7 @@ impl Config {
                 redact: crate::audit::DEFAULT_REDACT.iter().map(|p| (*p).to_owned()).collect(),
                 key_path: None,
                 witness: None,
+                sink: None,
             },
             identity: IdentityConfig {
                 stdio_principal: StdioPrincipal::Env(EnvVarName("USER".to_string())),
@@ -666,6 +682,23 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
             "{}",
             got[4]
         );
+    }
+
+    #[test]
+    fn audit_sink_keys_are_checked_with_their_lines() {
+        let ok = parse("[audit.sink]\nurl = \"https://siem.example/ingest\"\nformat = \"ocsf\"\ntoken_env = \"SIEM_TOKEN\"\nbatch = 100\n").unwrap();
+        let sink = ok.audit.sink.unwrap();
+        assert_eq!((sink.url.as_str(), sink.format, sink.batch), ("https://siem.example/ingest", crate::feed::Format::Ocsf, 100));
+        assert_eq!(sink.token_env.map(|v| v.as_str().to_owned()), Some("SIEM_TOKEN".to_owned()));
+        let defaults = parse("[audit.sink]\nurl = \"http://127.0.0.1:9/x\"\n").unwrap().audit.sink.unwrap();
+        assert_eq!((defaults.format, defaults.batch, defaults.token_env), (crate::feed::Format::Jsonl, 500, None));
+        let got = parse("[audit.sink]\nurl = \"ftp://x\"\nformat = \"cef\"\ntoken_env = \"1BAD\"\nbatch = 0\n").unwrap_err();
+        assert!(got[0].starts_with("conf/airlock.toml:2: key \"audit.sink.url\""), "{got:?}");
+        assert!(got[1].starts_with("conf/airlock.toml:3: key \"audit.sink.format\""), "{got:?}");
+        assert!(got[2].starts_with("conf/airlock.toml:4: key \"audit.sink.token_env\""), "{got:?}");
+        assert!(got[3].starts_with("conf/airlock.toml:5: key \"audit.sink.batch\""), "{got:?}");
+        let got = parse("[audit.sink]\nformat = \"ocsf\"\n").unwrap_err();
+        assert!(got[0].contains("[audit.sink] needs the key \"url\""), "{got:?}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod demo_tools;
 pub mod downstream;
+pub mod feed;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

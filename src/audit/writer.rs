@@ -17,7 +17,7 @@ use std::thread;
 use std::time::SystemTime;
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::checkpoint::Checkpoint;
 use super::export::LogReader;
@@ -65,6 +65,8 @@ struct Shared {
     /// A read handle on the database for in-process readers (witness publishing); taken
     /// out by `close`, so the database lock goes with the writer.
     read_db: Mutex<Option<sled::Db>>,
+    /// How many records are durable (acknowledged); followers of the log wait on it.
+    durable: watch::Receiver<u64>,
 }
 
 /// A handle to the audit log's writer. Clones share one writer.
@@ -118,6 +120,7 @@ impl AuditLog {
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let read_db = Mutex::new(Some(db.clone()));
+        let (durable_tx, durable) = watch::channel(state.seq);
         let writer = Writer {
             db,
             syncer: DirSyncer::new(&paths.db),
@@ -128,6 +131,7 @@ impl AuditLog {
             origin,
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
+            durable: durable_tx,
         };
         thread::Builder::new()
             .name("airlock-audit".into())
@@ -138,6 +142,7 @@ impl AuditLog {
             signer: RwLock::new(key),
             key_path: paths.key,
             read_db,
+            durable,
         };
         Ok(AuditLog {
             tx,
@@ -236,6 +241,12 @@ impl AuditLog {
     pub fn reader(&self) -> Result<LogReader, AuditError> {
         let guard = self.shared.read_db.lock().map_err(|_| AuditError::Closed)?;
         guard.clone().map(LogReader::from_db).ok_or(AuditError::Closed)
+    }
+
+    /// The number of durable records (the last acknowledged sequence number), updated after
+    /// every committed group: what a follower of the log may read up to.
+    pub fn durable(&self) -> watch::Receiver<u64> {
+        self.shared.durable.clone()
     }
 
     /// Commits what is queued, stops the writer and releases the database.
@@ -351,6 +362,8 @@ struct Writer {
     fsync: bool,
     /// Set after a failed commit: memory and disk may disagree, so nothing more is written.
     failed: Option<String>,
+    /// Told the record count after each durable group.
+    durable: watch::Sender<u64>,
 }
 
 impl Writer {
@@ -413,6 +426,8 @@ impl Writer {
         if let Err(e) = &result {
             tracing::error!(error = %e, "audit commit failed; the log refuses further writes");
             self.failed = Some(e.to_string());
+        } else {
+            self.durable.send_replace(self.state.seq);
         }
         result.map(|()| (first, self.state.seq))
     }

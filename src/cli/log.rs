@@ -6,16 +6,14 @@
 
 #![allow(clippy::print_stdout)] // printing records and results is the point of these commands
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
 use crate::audit::{
-    AuditError, LogPaths, LogReader, PublicKey, Seq, Trust, VerifyReport, check_proof,
+    LogPaths, LogReader, PublicKey, Seq, Trust, VerifyReport, check_proof,
     verify_export,
 };
 use crate::cli::{ConfigArg, EXIT_FOUND_PROBLEM};
@@ -113,16 +111,24 @@ pub(crate) enum Command {
         #[arg(short, long)]
         follow: bool,
     },
-    /// Write records and checkpoints as JSONL, checkable by `log verify --export`.
+    /// Write records and checkpoints as JSONL, checkable by `log verify --export`; or
+    /// records as OCSF events; with --follow keep writing new records as they appear.
     Export {
         #[command(flatten)]
         dir: DirArgs,
-        /// Output format (only jsonl).
-        #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
+        /// `jsonl`: the stored records (with the export header and checkpoints unless
+        /// --follow); `ocsf`: one OCSF 1.7.0 event per record.
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "ocsf"])]
         format: String,
         /// First sequence number to export.
-        #[arg(long, value_name = "SEQ")]
+        #[arg(long, value_name = "SEQ", conflicts_with = "after")]
         since: Option<Seq>,
+        /// Export the records after this sequence number (resume where a reader stopped).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<Seq>,
+        /// Keep writing new records (polls the data directory; waits while a gateway holds it).
+        #[arg(short, long)]
+        follow: bool,
         /// Write to FILE instead of stdout.
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -193,22 +199,14 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Tail { dir, lines, follow } => tail(&dir, lines, follow),
-        Command::Export {
-            dir, since, out, ..
-        } => {
-            let reader = open_reader(&dir)?;
-            let since = since.unwrap_or(Seq::new(1));
-            let mut sink: Box<dyn Write> = match &out {
-                Some(path) => Box::new(
-                    File::create(path).with_context(|| format!("creating {}", path.display()))?,
-                ),
-                None => Box::new(std::io::stdout().lock()),
+        Command::Export { dir, format, since, after, follow, out } => {
+            let format = crate::feed::Format::parse(&format).unwrap_or_default();
+            let from = match (after, since) {
+                (Some(after), _) => Seq::new(after.get() + 1),
+                (None, Some(since)) => since,
+                (None, None) => Seq::new(1),
             };
-            let mut sink = BufWriter::new(&mut sink);
-            let n = reader.export(since, &mut sink)?;
-            sink.flush()?;
-            eprintln!("exported {n} records from seq {since}");
-            Ok(ExitCode::SUCCESS)
+            super::log_export::export(&dir, format, from, follow, out.as_deref())
         }
         Command::Prove { seq, consistency, to, dir } => {
             let reader = open_reader(&dir)?;
@@ -304,40 +302,19 @@ pub(crate) fn print_report(report: &VerifyReport) {
 }
 
 fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {
-    let (_, paths) = dir.paths()?;
     let mut next: Option<u64> = None;
-    let mut told_locked = false;
-    loop {
-        match LogReader::open(&paths) {
-            Ok(reader) => {
-                told_locked = false;
-                let from = match next {
-                    Some(n) => n,
-                    None => reader.last_seq()?.get().saturating_sub(lines) + 1,
-                };
-                let mut printed = from;
-                for item in reader.records_from(Seq::new(from)) {
-                    let (seq, bytes) = item?;
-                    print_line(&bytes)?;
-                    printed = seq.get() + 1;
-                }
-                next = Some(printed);
-                // Dropping the reader releases the lock so a gateway can start meanwhile.
-            }
-            Err(AuditError::Locked(path)) if follow => {
-                if !told_locked {
-                    eprintln!(
-                        "airlock: {} is in use by a running gateway; waiting",
-                        path.display()
-                    );
-                    told_locked = true;
-                }
-            }
-            Err(e) => bail!(e),
+    super::log_export::poll_dir(dir, follow, |reader| {
+        let from = match next {
+            Some(n) => n,
+            None => reader.last_seq()?.get().saturating_sub(lines) + 1,
+        };
+        let mut printed = from;
+        for item in reader.records_from(Seq::new(from)) {
+            let (seq, bytes) = item?;
+            print_line(&bytes)?;
+            printed = seq.get() + 1;
         }
-        if !follow {
-            return Ok(ExitCode::SUCCESS);
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+        next = Some(printed);
+        Ok(())
+    })
 }

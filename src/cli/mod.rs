@@ -17,6 +17,7 @@ mod explain;
 mod explain_reads;
 mod keys;
 mod log;
+mod log_export;
 mod log_trust;
 mod receipts;
 mod report;

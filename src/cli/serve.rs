@@ -107,6 +107,10 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
     let publisher = super::wiring::witness(&config)?
         .map(|settings| crate::witness::publish::Publisher::start(settings, audit.clone()));
+    let sink = match super::wiring::sink(&config)? {
+        Some(settings) => Some(crate::feed::sink::Sink::start(settings, audit.clone(), &state)?),
+        None => None,
+    };
     let mut probes: Vec<crate::http::HealthProbe> = Vec::new();
     if let Some(p) = &publisher {
         let health = p.health();
@@ -172,6 +176,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     drop(gateway);
     if let Some(p) = publisher {
         p.finish().await;
+    }
+    if let Some(sink) = sink {
+        sink.finish().await;
     }
     if let Err(error) = audit.close().await {
         tracing::warn!(%error, "closing the audit log");

@@ -204,3 +204,15 @@ pub(crate) fn witness(config: &Config) -> anyhow::Result<Option<crate::witness::
         witnessed: audit::witnessed_dir(&paths),
     }))
 }
+
+/// `[audit.sink]` as the sink takes it; the token is read from its variable now.
+pub(crate) fn sink(config: &Config) -> anyhow::Result<Option<crate::feed::sink::Settings>> {
+    let Some(s) = &config.audit.sink else { return Ok(None) };
+    let token = match &s.token_env {
+        Some(var) => Some(crate::approval::outbound::Secret::new(var.get().ok_or_else(|| {
+            anyhow::anyhow!("[audit.sink] token_env names {}, which is not set", var.as_str())
+        })?)),
+        None => None,
+    };
+    Ok(Some(crate::feed::sink::Settings { url: s.url.clone(), format: s.format, token, batch: s.batch }))
+}

@@ -16,7 +16,7 @@ use url::Url;
 
 use super::diag::{ConfigErrors, Source};
 use super::{
-    ApprovalsConfig, AuditConfig, Durability, EnvVarName, GatewayConfig, HttpConfig, NewTools,
+    ApprovalsConfig, AuditConfig, Durability, SinkConfig, EnvVarName, GatewayConfig, HttpConfig, NewTools,
     HttpWitnessConfig, IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
     WebConfig, WebOidcConfig, WitnessConfig, parse_duration,
 };
@@ -85,6 +85,16 @@ pub(super) struct RawAudit {
     redact: Option<Vec<Spanned<String>>>,
     witness: Option<RawWitness>,
     key_path: Option<Spanned<String>>,
+    sink: Option<Spanned<RawSink>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSink {
+    url: Option<Spanned<String>>,
+    format: Option<Spanned<String>>,
+    token_env: Option<Spanned<String>>,
+    batch: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -300,6 +310,9 @@ impl Validator<'_, '_> {
         if let Some(witness) = raw.witness {
             out.witness = Some(self.witness(witness));
         }
+        if let Some(sink) = raw.sink {
+            out.sink = self.sink(sink);
+        }
         if let Some(pointers) = raw.redact {
             // Set, the list replaces the default (`**/password` and friends).
             out.redact.clear();
@@ -339,6 +352,29 @@ impl Validator<'_, '_> {
             }
         }
         out
+    }
+
+    fn sink(&mut self, raw: Spanned<RawSink>) -> Option<SinkConfig> {
+        let span = raw.span();
+        let raw = raw.into_inner();
+        let url = self.required(raw.url, span, "audit.sink", "url");
+        let url = url.and_then(|u| self.http_url(&u, "audit.sink.url"));
+        let mut format = crate::feed::Format::Jsonl;
+        if let Some(f) = &raw.format {
+            match crate::feed::Format::parse(f.get_ref()) {
+                Some(parsed) => format = parsed,
+                None => self.problem(f.span(), format!("key \"audit.sink.format\": \"{}\" is not \"jsonl\" or \"ocsf\"", f.get_ref())),
+            }
+        }
+        let token_env = raw.token_env.and_then(|v| self.env_name(&v, "audit.sink.token_env"));
+        let mut batch = 500;
+        if let Some(b) = &raw.batch {
+            match usize::try_from(*b.get_ref()) {
+                Ok(n @ 1..=10_000) => batch = n,
+                _ => self.problem(b.span(), "key \"audit.sink.batch\": must be 1 to 10000 records".into()),
+            }
+        }
+        Some(SinkConfig { url: url?, format, token_env, batch })
     }
 
     pub(super) fn identity(&mut self, raw: RawIdentity, out: &mut IdentityConfig) {

@@ -11,6 +11,7 @@ mod demo;
 mod demo_tools;
 mod durability;
 mod enforcement;
+mod feed;
 mod fuzz_regressions;
 mod http_isolation;
 mod identities;

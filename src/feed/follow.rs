@@ -1,0 +1,92 @@
+//! Following the log inside a running gateway: records after a sequence number, as they
+//! become durable.
+//!
+//! Owns: `Follower`.
+//! Uses: `AuditLog::durable` (a watch of the acknowledged record count) and
+//! `AuditLog::reader`.
+//! Must not: hand out a record the writer has not acknowledged (sled shows a group's
+//! records before its fsync; the watch moves only after it).
+//!
+//! This is the seam for `airlock log export --follow` over the control socket: the op
+//! makes a `Follower::new(audit, after)` and writes each batch `next_batch` returns until
+//! the client leaves. The `[audit.sink]` task uses the same.
+
+use tokio::sync::watch;
+
+use crate::audit::{AuditError, AuditLog, Seq};
+
+/// Reads records after a position, waiting for new ones.
+pub struct Follower {
+    audit: AuditLog,
+    durable: watch::Receiver<u64>,
+    /// The last record handed out.
+    after: u64,
+}
+
+impl Follower {
+    /// Follows `audit` from the record after `after` (0: from the first).
+    pub fn new(audit: AuditLog, after: Seq) -> Follower {
+        let durable = audit.durable();
+        Follower { audit, durable, after: after.get() }
+    }
+
+    /// The last record handed out (or the starting point).
+    pub fn position(&self) -> Seq {
+        Seq::new(self.after)
+    }
+
+    /// How many records are durable now.
+    pub fn durable(&self) -> u64 {
+        *self.durable.borrow()
+    }
+
+    /// Up to `max` (at least 1) durable records after the position, waiting until there is
+    /// one; advances the position past them. `AuditError::Closed` once the log closes.
+    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<(Seq, Vec<u8>)>, AuditError> {
+        let durable = *self
+            .durable
+            .wait_for(|&n| n > self.after)
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        let batch = self.peek(max, durable)?;
+        if let Some((last, _)) = batch.last() {
+            self.after = last.get();
+        }
+        Ok(batch)
+    }
+
+    /// Up to `max` durable records after the position without advancing it (the sink
+    /// reads the same batch again when a delivery fails).
+    pub fn peek(&self, max: usize, durable: u64) -> Result<Vec<(Seq, Vec<u8>)>, AuditError> {
+        let reader = self.audit.reader()?;
+        let mut out = Vec::new();
+        for item in reader.records_from(Seq::new(self.after + 1)) {
+            let (seq, bytes) = item?;
+            if seq.get() > durable || out.len() >= max.max(1) {
+                break;
+            }
+            if seq.get() != self.after + 1 + out.len() as u64 {
+                return Err(AuditError::Corrupt(format!("record {} is missing", self.after + 1 + out.len() as u64)));
+            }
+            out.push((seq, bytes));
+        }
+        Ok(out)
+    }
+
+    /// Waits until a record after the position is durable; returns the durable count.
+    pub async fn wait(&mut self) -> Result<u64, AuditError> {
+        let after = self.after;
+        let n = *self.durable.wait_for(|&n| n > after).await.map_err(|_| AuditError::Closed)?;
+        Ok(n)
+    }
+
+    /// Moves the position to `seq` (the sink, after the collector acknowledged it).
+    pub fn advance(&mut self, seq: Seq) {
+        self.after = self.after.max(seq.get());
+    }
+
+    /// The log's origin (from its latest checkpoint), as OCSF events and sink headers name it.
+    pub fn origin(&self) -> Result<String, AuditError> {
+        Ok(self.audit.reader()?.latest_checkpoint()?.origin)
+    }
+}
