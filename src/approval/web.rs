@@ -507,7 +507,7 @@ fn html(status: StatusCode, title: &str, viewer: Option<&Viewer>, body: impl FnO
     // An empty nonce (RNG failure) makes the CSP refuse the inline style and script:
     // the page degrades, it does not open up.
     let nonce = session::random_text().unwrap_or_default();
-    let header = Header { principal: viewer.map(|v| v.caller.principal.as_str()) };
+    let header = Header { who: viewer.map(|v| (v.caller.shown_name(), v.caller.principal.as_str())) };
     let document = page::layout(title, &nonce, &header, &body(&nonce));
     let csp = format!(
         "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'; \
