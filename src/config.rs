@@ -315,6 +315,9 @@ pub struct WebConfig {
     pub session_lifetime: Duration,
     /// A sign-in unused this long ends. Default 30 minutes.
     pub idle_timeout: Duration,
+    /// Who may open the audit view at `/audit` (`group:NAME` / `user:NAME`, checked).
+    /// Default: nobody.
+    pub auditors: Vec<String>,
 }
 
 /// The OpenID Connect client the approver page signs people in with.
@@ -404,6 +407,7 @@ impl Config {
                     oidc: None,
                     session_lifetime: Duration::from_secs(8 * 3600),
                     idle_timeout: Duration::from_secs(30 * 60),
+                    auditors: Vec::new(),
                 },
             },
         }

@@ -41,6 +41,8 @@ pub enum RecordKind {
     UpstreamRequestRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
+    /// An auditor opened the audit view: who, and which filter, call or report (no secrets).
+    AuditViewed,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -64,6 +66,7 @@ impl RecordKind {
             RecordKind::SessionRefused => "session_refused",
             RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",
+            RecordKind::AuditViewed => "audit_viewed",
             RecordKind::Checkpoint => "checkpoint",
         }
     }

@@ -5,13 +5,16 @@
 //! from the log's records, and its renderings (`html.rs`).
 //! Uses: records as exported JSON (`serde_json::Value`, so that record kinds a newer
 //! gateway writes are carried, not refused), and the verification result it is handed.
-//! Must not: read or write the data directory itself (the CLI does), or decide anything:
-//! every figure is counted from records, each traceable to its sequence number.
+//! Must not: open or write the data directory itself (the CLI or the audit view hands it a
+//! reader), or decide anything: every figure is counted from records, each traceable to
+//! its sequence number.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::audit::{AuditError, LogReader, Seq, VerifyFailure, VerifyReport};
 
 mod html;
 
@@ -71,6 +74,64 @@ pub struct Verification {
     pub warnings: Vec<String>,
     /// The command that re-checks this.
     pub reverify: String,
+}
+
+impl Verification {
+    /// The report's account of a verification result (`audit::verify_dir`, or
+    /// `audit::verify_live` on a running gateway); `reverify` is the command that re-checks it.
+    pub fn of(result: Result<Result<VerifyReport, VerifyFailure>, AuditError>, reverify: String) -> Verification {
+        let mut v = Verification {
+            status: "unreadable",
+            summary: String::new(),
+            first_seq: 0,
+            last_seq: 0,
+            checkpoints: 0,
+            keys: Vec::new(),
+            warnings: Vec::new(),
+            reverify,
+        };
+        match result {
+            Ok(Ok(report)) => {
+                v.status = "intact";
+                v.first_seq = report.first.get();
+                v.last_seq = report.last.get();
+                v.checkpoints = report.checkpoints;
+                v.keys = report.keys.iter().map(ToString::to_string).collect();
+                v.warnings = report.warnings;
+                v.summary = format!(
+                    "Records {}–{} are intact: every record is hash-chained and covered by {} checkpoints signed by the trusted key; the latest root is {}.",
+                    v.first_seq, v.last_seq, v.checkpoints, report.root
+                );
+            }
+            Ok(Err(failure)) => {
+                v.status = "failed";
+                v.summary = format!("Verification failed at {failure}. Figures below come from records that can no longer be trusted.");
+            }
+            Err(error) => v.summary = format!("The log could not be read for verification: {error}."),
+        }
+        v
+    }
+
+    /// True when the log verified.
+    pub fn is_intact(&self) -> bool {
+        self.status == "intact"
+    }
+}
+
+/// Every record of a log, parsed, in order: the records the report is gathered from, read
+/// through whichever reader the caller has (a stopped data dir's `LogReader::open`, or a
+/// running gateway's `AuditLog::reader`). Records from elsewhere (the control socket) go
+/// straight to [`gather`]. A record that does not parse is left out (verification shows it).
+pub fn records_of(reader: &LogReader) -> Result<Vec<Value>, AuditError> {
+    let mut records = Vec::new();
+    for item in reader.records_from(Seq::new(1)) {
+        let (seq, bytes) = item?;
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => records.push(value),
+            Err(e) => tracing::warn!(%seq, error = %e, "record does not parse; left out of the report"),
+        }
+    }
+    Ok(records)
 }
 
 /// One call, as the report refers to it.
@@ -233,8 +294,9 @@ fn seconds_between(from: &str, to: &str) -> Option<f64> {
 
 /// Gathers the evidence of `period` from every record of the log, in order (records
 /// before the period still count for context: tool changes, policy versions, holds opened
-/// earlier and settled inside it).
-pub fn gather(records: &[Value], period: Period, verification: Verification, data_dir: String) -> Evidence {
+/// earlier and settled inside it). The records may come from any source: a data dir, a
+/// running gateway's reader, or an export sent over the control socket.
+pub fn gather<'a>(records: impl IntoIterator<Item = &'a Value>, period: Period, verification: Verification, data_dir: String) -> Evidence {
     let mut gathered = Gatherer::default();
     for record in records {
         gathered.see(record, &period);
