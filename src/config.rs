@@ -690,6 +690,17 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
     }
 
     #[test]
+    fn auditors_are_groups_or_users_and_default_to_nobody() {
+        assert!(parse("").unwrap().approvals.web.auditors.is_empty());
+        let ok = parse("[approvals.web]\nauditors = [\"group:auditors\", \"user:erin\"]\n").unwrap();
+        assert_eq!(ok.approvals.web.auditors, vec!["group:auditors", "user:erin"]);
+        let got = parse("[approvals.web]\nauditors = [\"erin\", \"group:\"]\n").unwrap_err();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(got[0].starts_with("conf/airlock.toml:2: approvals.web.auditors:") && got[0].contains("group:NAME"), "{}", got[0]);
+        assert!(got[1].contains("names nobody"), "{}", got[1]);
+    }
+
+    #[test]
     fn default_approvers_are_groups_or_users() {
         let ok = parse("[approvals]\ndefault_approvers = [\"group:approvers\", \"user:zoe\"]\n").unwrap();
         assert_eq!(ok.approvals.default_approvers, vec!["group:approvers", "user:zoe"]);
