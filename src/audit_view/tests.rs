@@ -58,3 +58,36 @@ fn the_recorded_filter_names_only_what_was_given() {
     let f = CallFilter { tool: Some("demo__x".into()), ..CallFilter::default() };
     assert_eq!(f.to_value(), json!({"tool": "demo__x"}));
 }
+
+/// The view verifies the log the gateway is writing, while it writes: groups committed
+/// during the check are left for the next one, never reported as tampering.
+#[tokio::test]
+async fn a_running_log_verifies_through_its_reader_while_records_are_appended() {
+    use crate::audit::{AuditConfig, AuditLog, Durability, LogPaths, Record, RecordKind, Trust, verify_live};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = AuditConfig::new(dir.path());
+    cfg.durability = Durability::None;
+    let audit = AuditLog::open(cfg).expect("open");
+    let paths = LogPaths::new(dir.path(), None);
+    let writer = {
+        let audit = audit.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let record = Record::new(RecordKind::AuditViewed).principal("erin").detail(json!({"view": "calls", "i": i}));
+                audit.append(record).await.expect("append");
+            }
+        })
+    };
+    let mut checked = 0;
+    while !writer.is_finished() || checked == 0 {
+        let reader = audit.reader().expect("reader");
+        let outcome = verify_live(&reader, &paths, Trust { anchor: audit.public_key() }).expect("readable");
+        assert!(outcome.is_ok(), "a live log read as tampered: {:?}", outcome.err());
+        checked += 1;
+        tokio::task::yield_now().await;
+    }
+    writer.await.expect("writer");
+    let reader = audit.reader().expect("reader");
+    let report = verify_live(&reader, &paths, Trust { anchor: audit.public_key() }).expect("readable").expect("intact");
+    assert!(report.last.get() >= 60, "{report:?}");
+}
