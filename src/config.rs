@@ -330,6 +330,9 @@ pub struct WebConfig {
     pub session_lifetime: Duration,
     /// A sign-in unused this long ends. Default 30 minutes.
     pub idle_timeout: Duration,
+    /// Who may open the audit view at `/audit` (`group:NAME` / `user:NAME`, checked).
+    /// Default: nobody.
+    pub auditors: Vec<String>,
 }
 
 /// The OpenID Connect client the approver page signs people in with.
@@ -420,6 +423,7 @@ impl Config {
                     oidc: None,
                     session_lifetime: Duration::from_secs(8 * 3600),
                     idle_timeout: Duration::from_secs(30 * 60),
+                    auditors: Vec::new(),
                 },
             },
         }
@@ -716,6 +720,17 @@ workflow_url_env = "TEAMS_WORKFLOW_URL"
         assert!(got[0].starts_with("conf/airlock.toml:2: key \"audit.witness.interval\""), "{got:?}");
         assert!(got[1].starts_with("conf/airlock.toml:4: key \"audit.witness.http.url\""), "{got:?}");
         assert!(got[2].starts_with("conf/airlock.toml:5: key \"audit.witness.http.key\""), "{got:?}");
+    }
+
+    #[test]
+    fn auditors_are_groups_or_users_and_default_to_nobody() {
+        assert!(parse("").unwrap().approvals.web.auditors.is_empty());
+        let ok = parse("[approvals.web]\nauditors = [\"group:auditors\", \"user:erin\"]\n").unwrap();
+        assert_eq!(ok.approvals.web.auditors, vec!["group:auditors", "user:erin"]);
+        let got = parse("[approvals.web]\nauditors = [\"erin\", \"group:\"]\n").unwrap_err();
+        assert_eq!(got.len(), 2, "{got:#?}");
+        assert!(got[0].starts_with("conf/airlock.toml:2: approvals.web.auditors:") && got[0].contains("group:NAME"), "{}", got[0]);
+        assert!(got[1].contains("names nobody"), "{}", got[1]);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 pub mod approval;
 pub mod audit;
+pub mod audit_view;
 pub mod cli;
 pub mod config;
 pub mod demo_tools;

@@ -77,3 +77,9 @@ fn approval_never_reaches_into_gateway_http_or_the_cli() {
     let violations: Vec<_> = check("approval", &["audit", "identity", "policy", "risk", "text"]);
     assert!(violations.is_empty(), "channels depend on the broker, and approval on no transport: {violations:#?}");
 }
+
+#[test]
+fn the_audit_view_reads_and_renders_but_reaches_no_pipeline() {
+    let violations: Vec<_> = check("audit_view", &["approval", "audit", "identity", "policy", "report", "text"]);
+    assert!(violations.is_empty(), "the audit view uses the page's sessions, the log and the report only: {violations:#?}");
+}

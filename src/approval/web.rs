@@ -139,6 +139,15 @@ impl Web {
             .map(|Session { caller, sid }| Viewer { caller, sid }))
     }
 
+    /// Who is signed in, for a page served beside this one (the audit view): the same
+    /// sessions and rules. `Err` is the response to send instead: the sign-in page (401,
+    /// then back to `next`), or the refusal of a bad credential.
+    // The error is the page to send, built once per refused request.
+    #[allow(clippy::result_large_err)]
+    pub async fn signed_in_caller(&self, client: ClientAddr, headers: &HeaderMap, next: &str) -> Result<Caller, Response> {
+        signed_in(self, client, headers, next).await.map(|viewer| viewer.caller)
+    }
+
     fn oidc_issuer(&self) -> Option<&str> {
         self.inner.oidc.as_ref().map(OidcClient::issuer)
     }
@@ -438,7 +447,7 @@ async fn sign_out(AxumState(web): AxumState<Web>, headers: HeaderMap) -> Respons
         tracing::info!(principal = %session.caller.principal, "signed out of the approver page");
     }
     let mut response = see_other("/approvals/sign-in");
-    if let Some(value) = web.cookie(SESSION_COOKIE, None, "/approvals", 0) {
+    if let Some(value) = web.cookie(SESSION_COOKIE, None, "/", 0) {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
     response
@@ -452,7 +461,9 @@ fn start_session(web: &Web, caller: &Caller, next: &str, clear_login: bool) -> R
     tracing::info!(principal = %caller.principal, "signed in to the approver page");
     let mut response = see_other(next);
     let headers = response.headers_mut();
-    if let Some(value) = web.cookie(SESSION_COOKIE, Some(&cookie), "/approvals", max_age) {
+    // Path `/`: the audit view at `/audit` shares the sign-in. Nothing else reads this
+    // cookie (the API and `/mcp` take only `Authorization`), so it credentials nothing more.
+    if let Some(value) = web.cookie(SESSION_COOKIE, Some(&cookie), "/", max_age) {
         headers.append(header::SET_COOKIE, value);
     }
     if clear_login && let Some(value) = web.cookie(LOGIN_COOKIE, None, "/approvals/oidc", 0) {
@@ -502,12 +513,18 @@ fn message(status: StatusCode, title: &str, viewer: Option<&Viewer>, text: &str)
     html(status, title, viewer, |_| format!("<h1>{}</h1>{}", page::esc(title), page::note("error", text)))
 }
 
-/// An HTML response with the page's security headers; `body` gets the CSP nonce.
 fn html(status: StatusCode, title: &str, viewer: Option<&Viewer>, body: impl FnOnce(&str) -> String) -> Response {
+    page_response(status, title, viewer.map(|v| &v.caller), body)
+}
+
+/// An HTML page in the approver page's layout with its security headers (CSP with a
+/// per-response nonce, no caching, no framing); `body` gets the nonce. Pages beside this
+/// one (the audit view) answer through it, so they share one set of rules.
+pub fn page_response(status: StatusCode, title: &str, caller: Option<&Caller>, body: impl FnOnce(&str) -> String) -> Response {
     // An empty nonce (RNG failure) makes the CSP refuse the inline style and script:
     // the page degrades, it does not open up.
     let nonce = session::random_text().unwrap_or_default();
-    let header = Header { principal: viewer.map(|v| v.caller.principal.as_str()) };
+    let header = Header { who: caller.map(|c| (c.shown_name(), c.principal.as_str())) };
     let document = page::layout(title, &nonce, &header, &body(&nonce));
     let csp = format!(
         "default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; connect-src 'self'; \
@@ -551,11 +568,11 @@ fn param(query: Option<&str>, key: &str) -> Option<String> {
     url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == key).map(|(_, v)| v.into_owned())
 }
 
-/// Where to go after signing in: a path under `/approvals`, never another site.
+/// Where to go after signing in: a path under `/approvals` or `/audit`, never another site.
 fn local_next(next: Option<&str>) -> String {
     match next {
         Some(n)
-            if n.starts_with("/approvals")
+            if (n.starts_with("/approvals") || n == "/audit" || n.starts_with("/audit/"))
                 && n.len() <= 200
                 && !n.contains("//")
                 && n.bytes().all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b)) =>
@@ -606,6 +623,8 @@ mod tests {
         assert_eq!(local_next(Some("/approvals//evil.example")), "/approvals");
         assert_eq!(local_next(Some("/approvals/x?y=\"")), "/approvals");
         assert_eq!(local_next(None), "/approvals");
+        assert_eq!(local_next(Some("/audit/calls/c-1")), "/audit/calls/c-1");
+        assert_eq!(local_next(Some("/auditx")), "/approvals");
     }
 
     #[test]

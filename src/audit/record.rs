@@ -48,6 +48,8 @@ pub enum RecordKind {
     ConfigLoaded,
     /// A reload refused because a file had problems; the running set stayed in force.
     ConfigRejected,
+    /// An auditor opened the audit view: who, and which filter, call or report (no secrets).
+    AuditViewed,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -74,6 +76,7 @@ impl RecordKind {
             RecordKind::KeyRotated => "key_rotated",
             RecordKind::ConfigLoaded => "config_loaded",
             RecordKind::ConfigRejected => "config_rejected",
+            RecordKind::AuditViewed => "audit_viewed",
             RecordKind::Checkpoint => "checkpoint",
         }
     }

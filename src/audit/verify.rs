@@ -25,6 +25,7 @@ use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{KeyId, PublicKey};
 use super::merkle::{Frontier, leaf_hash};
+use super::export::LogReader;
 use super::store::{self, LogPaths};
 
 /// What is wrong at the first bad sequence number.
@@ -385,11 +386,37 @@ pub fn verify_dir(
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
     let db = store::open_existing_db(&paths.db)?;
-    let stored = store::load_checkpoints(&db)?;
-    let lines = store::read_checkpoint_lines(&paths.checkpoints)?;
+    verify_db(&db, paths, trust, false)
+}
+
+/// Verifies the log a running gateway is writing, through its reader
+/// (`AuditLog::reader`): everything the checkpoints stored when the check starts cover.
+/// Groups committed meanwhile are left for the next check: records past the last of those
+/// checkpoints, and `checkpoints.log` lines past them (the writer puts a group's line in
+/// the file before the database), are not failures here.
+pub fn verify_live(
+    reader: &LogReader,
+    paths: &LogPaths,
+    trust: Trust,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    verify_db(&reader.db, paths, trust, true)
+}
+
+fn verify_db(
+    db: &sled::Db,
+    paths: &LogPaths,
+    trust: Trust,
+    live: bool,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    // Checkpoints first, then the file: the file can only be ahead of what was read.
+    let stored = store::load_checkpoints(db)?;
+    let mut lines = store::read_checkpoint_lines(&paths.checkpoints)?;
+    if live {
+        lines.truncate(stored.len());
+    }
     let start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
     let mut db_error: Option<AuditError> = None;
-    let outcome = with_verifier(trust, start, |v| walk_db(&db, &stored, v, &mut db_error));
+    let outcome = with_verifier(trust, start, |v| walk_db(db, &stored, v, &mut db_error, live));
     if let Some(e) = db_error {
         return Err(e);
     }
@@ -418,6 +445,7 @@ fn walk_db(
     stored: &Stored,
     v: &mut Verifier,
     db_error: &mut Option<AuditError>,
+    live: bool,
 ) -> Result<u64, VerifyFailure> {
     let mut records = db.scan_prefix([store::RECORD_PREFIX]).peekable();
     let mut last_seen = 0u64;
@@ -453,6 +481,9 @@ fn walk_db(
             check_db_record(v, seq, &value)?;
         }
         v.checkpoint(cp)?;
+    }
+    if live {
+        return Ok(v.next_seq - 1);
     }
     if let Some(Ok((key, _))) = records.peek() {
         let seq = store::key_number(key).unwrap_or(0);

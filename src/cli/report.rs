@@ -15,9 +15,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::audit::{LogPaths, LogReader, PublicKey, Seq, Trust, verify_dir};
+use crate::audit::{LogPaths, LogReader, PublicKey, Trust, verify_dir};
 use crate::cli::EXIT_FOUND_PROBLEM;
-use crate::report::{Evidence, Period, Verification, gather, render_html};
+use crate::report::{Evidence, Period, Verification, gather, records_of, render_html};
 
 /// Output forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -75,50 +75,11 @@ fn verify(paths: &LogPaths, anchor: PublicKey, data_dir: &Path, pubkey: Option<&
         Some(k) => format!("airlock log verify --data-dir {} --pubkey {}", data_dir.display(), k.display()),
         None => format!("airlock log verify --data-dir {}", data_dir.display()),
     };
-    let mut v = Verification {
-        status: "unreadable",
-        summary: String::new(),
-        first_seq: 0,
-        last_seq: 0,
-        checkpoints: 0,
-        keys: Vec::new(),
-        warnings: Vec::new(),
-        reverify,
-    };
-    match verify_dir(paths, Trust { anchor }) {
-        Ok(Ok(report)) => {
-            v.status = "intact";
-            v.first_seq = report.first.get();
-            v.last_seq = report.last.get();
-            v.checkpoints = report.checkpoints;
-            v.keys = report.keys.iter().map(ToString::to_string).collect();
-            v.warnings = report.warnings;
-            v.summary = format!(
-                "Records {}–{} are intact: every record is hash-chained and covered by {} checkpoints signed by the trusted key; the latest root is {}.",
-                v.first_seq, v.last_seq, v.checkpoints, report.root
-            );
-        }
-        Ok(Err(failure)) => {
-            v.status = "failed";
-            v.summary = format!("Verification failed at {failure}. Figures below come from records that can no longer be trusted.");
-        }
-        Err(error) => v.summary = format!("The log could not be read for verification: {error}."),
-    }
-    v
+    Verification::of(verify_dir(paths, Trust { anchor }), reverify)
 }
 
 fn read_records(paths: &LogPaths) -> anyhow::Result<Vec<serde_json::Value>> {
-    let reader = LogReader::open(paths)?;
-    let mut records = Vec::new();
-    for item in reader.records_from(Seq::new(1)) {
-        let (seq, bytes) = item?;
-        // A record that does not parse is shown by verification; the report skips it.
-        match serde_json::from_slice(&bytes) {
-            Ok(value) => records.push(value),
-            Err(e) => tracing::warn!(%seq, error = %e, "record does not parse; left out of the report"),
-        }
-    }
-    Ok(records)
+    Ok(records_of(&LogReader::open(paths)?)?)
 }
 
 fn write_out(evidence: &Evidence, format: Format, out: Option<&Path>) -> anyhow::Result<()> {

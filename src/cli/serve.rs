@@ -130,7 +130,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         let public_url = public_url.unwrap_or_else(|| format!("http://{local}"));
         let guard = super::wiring::host_guard(&config.http);
         let web = super::wiring::web(&config.approvals.web, gateway.approvals().clone(), authenticator.clone(), &public_url)?;
+        let view = super::wiring::audit_view(&config, web.clone(), audit.clone())?;
         let mut router = crate::http::router(gateway.clone(), guard.clone(), public_url, web, &config.http.limits, shutdown.clone(), probes);
+        router = router.merge(crate::http::audit_routes(view, guard.clone(), &config.http.limits));
         if let Some(slack) = slack {
             router = router.merge(crate::http::slack_routes(slack, guard, &config.http.limits));
         }

@@ -189,6 +189,15 @@ pub(crate) fn web(
     Ok(Web::new(broker, authenticator, settings)?)
 }
 
+/// `[approvals.web] auditors` → the audit view over the running log, beside the page.
+pub(crate) fn audit_view(
+    config: &Config,
+    web: crate::approval::web::Web,
+    audit: audit::AuditLog,
+) -> anyhow::Result<crate::audit_view::AuditView> {
+    Ok(crate::audit_view::AuditView::new(web, audit, &config.gateway.data_dir, &config.approvals.web.auditors)?)
+}
+
 /// `[audit.witness]` → where the publisher sends checkpoints (`None`: nowhere).
 pub(crate) fn witness(config: &Config) -> anyhow::Result<Option<crate::witness::publish::Settings>> {
     let Some(w) = &config.audit.witness else { return Ok(None) };

@@ -153,6 +153,7 @@ pub(super) struct RawWeb {
     client_secret_env: Option<Spanned<String>>,
     session_lifetime: Option<Spanned<String>>,
     idle_timeout: Option<Spanned<String>>,
+    auditors: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -535,6 +536,12 @@ impl Validator<'_, '_> {
         }
         if let Some(t) = w.session_lifetime {
             out.session_lifetime = self.duration(&t, "approvals.web.session_lifetime").unwrap_or(out.session_lifetime);
+        }
+        for auditor in w.auditors.unwrap_or_default() {
+            match crate::policy::parse_approver(auditor.get_ref()) {
+                Ok(_) => out.auditors.push(auditor.into_inner()),
+                Err(why) => self.problem(auditor.span(), format!("approvals.web.auditors: {why}")),
+            }
         }
         let secret = w.client_secret_env.and_then(|v| self.env_name(&v, "approvals.web.client_secret_env"));
         if w.oidc_issuer.is_none() && w.client_id.is_none() {

@@ -106,6 +106,14 @@ pub fn slack_routes(slack: Arc<crate::approval::slack::Slack>, guard: HostGuard,
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
 }
 
+/// `/audit`, behind the same Host/Origin guard and body limit; `serve` merges it into
+/// [`router`] beside the approver page, whose sign-in it shares.
+pub fn audit_routes(view: crate::audit_view::AuditView, guard: HostGuard, limits: &HttpLimits) -> Router {
+    view.router()
+        .layer(DefaultBodyLimit::max(limits.max_body))
+        .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
 /// The approvals API authenticates through the gateway's authenticator.
 impl crate::approval::api::Identify for Gateway {
     fn authenticator(&self) -> &crate::identity::Authenticator {

@@ -234,7 +234,9 @@ pub(crate) async fn bind(State(binder): State<Arc<Binder>>, request: Request, ne
             return refuse(&binder, &id, &owner, &holder, request.method().as_str()).await;
         }
         // Unknown ids go on to rmcp, which knows no more of them than this table: 404.
-        return next.run(request).await;
+        let closing = request.method() == axum::http::Method::DELETE;
+        let response = next.run(request).await;
+        return if closing { closed(response) } else { response };
     }
     let response = next.run(request).await;
     let Some(id) = response.headers().get(SESSION_HEADER).and_then(|v| v.to_str().ok()).map(SessionId::from) else {
@@ -257,6 +259,20 @@ pub(crate) async fn bind(State(binder): State<Arc<Binder>>, request: Request, ne
             full.response(&owner)
         }
     }
+}
+
+/// A session closed by `DELETE` answers 204 No Content. rmcp says 202 Accepted, which the
+/// spec leaves open but clients read as a failure: the Python `mcp` SDK accepts only 200
+/// or 204 and warns `Session termination failed: 202` otherwise. Other statuses (404 for
+/// an unknown id, 405) pass unchanged.
+fn closed(mut response: Response) -> Response {
+    if response.status() == StatusCode::ACCEPTED {
+        *response.status_mut() = StatusCode::NO_CONTENT;
+        *response.body_mut() = axum::body::Body::empty();
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        response.headers_mut().remove(header::CONTENT_TYPE);
+    }
+    response
 }
 
 impl Full {

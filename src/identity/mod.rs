@@ -273,6 +273,7 @@ impl Authenticator {
         if let Some(entry) = self.tokens.find(token) {
             return Ok(Caller {
                 person: entry.person.clone(),
+                display_name: entry.person.as_ref().map(|p| p.as_str().to_owned()),
                 holder: entry.holder,
                 ..Caller::new(entry.principal.clone(), entry.groups.clone(), AuthMethod::StaticToken)
             });

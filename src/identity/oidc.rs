@@ -189,6 +189,7 @@ impl OidcVerifier {
             person: issuer.claims.people.get(&identity.subject).cloned(),
             holder: issuer.claims.holder,
             expires_at: u64::try_from(identity.expires_at).ok(),
+            display_name: display_name(&jwt.claims),
             ..Caller::new(principal, issuer.claims.groups(&issuer.issuer, identity.groups), AuthMethod::Oidc)
         };
         Ok((caller, jwt.claims))
@@ -336,4 +337,31 @@ fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Longest display name kept, in characters: a page header is no place for an essay.
+const DISPLAY_NAME_MAX: usize = 80;
+
+/// The `name` claim, else `email`: what a page calls the person (escaped where shown).
+fn display_name(claims: &serde_json::Map<String, Value>) -> Option<String> {
+    ["name", "email"]
+        .iter()
+        .filter_map(|claim| claims.get(*claim).and_then(Value::as_str))
+        .map(|text| text.chars().filter(|c| !c.is_control()).take(DISPLAY_NAME_MAX).collect::<String>())
+        .find(|text| !text.trim().is_empty())
+}
+
+#[cfg(test)]
+mod display_tests {
+    use super::*;
+
+    #[test]
+    fn the_name_claim_wins_over_email_and_blank_names_do_not_count() {
+        let claims = |v: Value| v.as_object().cloned().unwrap_or_default();
+        assert_eq!(display_name(&claims(serde_json::json!({"name": "Dana Scully", "email": "d@x"}))).as_deref(), Some("Dana Scully"));
+        assert_eq!(display_name(&claims(serde_json::json!({"name": "  ", "email": "d@x"}))).as_deref(), Some("d@x"));
+        assert_eq!(display_name(&claims(serde_json::json!({"name": 7}))), None);
+        let long = "x".repeat(200);
+        assert_eq!(display_name(&claims(serde_json::json!({"name": long}))).map(|n| n.chars().count()), Some(DISPLAY_NAME_MAX));
+    }
 }

@@ -155,19 +155,27 @@ pub struct Caller {
     /// When the credential stops being valid (unix seconds; a JWT's `exp`). `None`: only
     /// when the config changes.
     pub expires_at: Option<u64>,
+    /// What to call them on a page: the `name` (else `email`) claim of an OIDC token, or
+    /// the `person` of a token entry. Shown beside the principal, never used to decide.
+    pub display_name: Option<String>,
 }
 
 impl Caller {
     /// A caller with no person link, not known to be human, with a credential that does
     /// not expire by itself.
     pub fn new(principal: Principal, groups: Vec<String>, via: AuthMethod) -> Self {
-        Self { principal, groups, via, person: None, holder: Holder::Unverified, expires_at: None }
+        Self { principal, groups, via, person: None, holder: Holder::Unverified, expires_at: None, display_name: None }
     }
 
     /// The one caller of an HTTP endpoint without identity configured.
     pub(crate) fn anonymous() -> Self {
         // A constant that satisfies every Principal rule, so no validation is needed.
         Self::new(Principal(String::from("anonymous")), Vec::new(), AuthMethod::Anonymous)
+    }
+
+    /// The display name, else the principal.
+    pub fn shown_name(&self) -> &str {
+        self.display_name.as_deref().unwrap_or(self.principal.as_str())
     }
 
     /// True if the caller is a member of `group` (exact, case-sensitive match).

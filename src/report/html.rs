@@ -7,7 +7,7 @@ use std::fmt::Write;
 // The one HTML escape, which also writes bidi overrides and controls visibly.
 use crate::text::html as esc;
 
-use super::{Approval, CallRef, Counts, Day, Event, Evidence};
+use super::{Approval, CallRef, Counts, Day, Event, Evidence, PolicyVersion, short};
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;color:#1b1f24;max-width:60rem;margin:2rem auto;padding:0 1rem}\
 h1{font-size:1.5rem;margin-bottom:.2rem}h2{font-size:1.15rem;margin-top:2rem;border-bottom:1px solid #d0d7de;padding-bottom:.2rem}\
@@ -182,7 +182,7 @@ fn approvals(h: &mut String, approvals: &[Approval]) {
         let took = a.seconds_to_decision.map_or_else(|| "—".to_owned(), |s| format!("{s:.1} s"));
         let _ = write!(
             h,
-            "<tr><td>{}<div class=\"muted\"><code>{}</code></div></td><td><code>{}</code></td><td>{}</td><td>{} ({}), {}</td>\
+            "<tr><td>{}<div class=\"muted\"><code>{}</code></div></td><td><code>{}</code></td><td>{}</td><td>{} ({}), {}{}</td>\
              <td>{}</td><td><b>{}</b><div class=\"muted\">{}</div></td><td class=\"n\">{took}</td></tr>",
             esc(&a.requested_at),
             esc(&a.approval_id),
@@ -191,6 +191,7 @@ fn approvals(h: &mut String, approvals: &[Approval]) {
             esc(&a.rule),
             esc(&a.kind),
             a.quorum,
+            if a.policy_sha256.is_empty() { String::new() } else { format!("<div class=\"muted\">policy <code>{}</code></div>", esc(&short(&a.policy_sha256))) },
             if votes.is_empty() { "nobody".to_owned() } else { votes.join("<br>") },
             esc(&a.outcome),
             esc(&a.reason)
@@ -240,13 +241,31 @@ fn events(h: &mut String, title: &str, events: &[Event]) {
     h.push_str("</table>");
 }
 
-fn policy_versions(h: &mut String, versions: &Counts) {
-    h.push_str("<h2>Policy versions in force</h2>");
+fn policy_versions(h: &mut String, versions: &[PolicyVersion]) {
+    let _ = write!(h, "<h2>Policy versions in force ({})</h2>", versions.len());
     if versions.is_empty() {
-        h.push_str("<p class=\"muted\">The decisions of this period carry no policy digest (gateways before `policy_sha256` was recorded).</p>");
+        h.push_str("<p class=\"muted\">No policy digest is recorded for this period (gateways before <code>config_loaded</code> and <code>policy_sha256</code> were recorded).</p>");
         return;
     }
-    counts_table(h, "policy_sha256", versions);
+    h.push_str("<table><tr><th>policy_sha256</th><th>in force from (seq)</th><th>until</th><th>loaded at</th><th>what changed</th><th>decisions</th></tr>");
+    for v in versions {
+        let files: Vec<String> = v.policies.iter().map(|(file, digest)| format!("{} {}", esc(file), esc(&short(digest)))).collect();
+        let changed = if v.changed.is_empty() { "—".to_owned() } else { esc(&v.changed.join(", ")) };
+        let _ = write!(
+            h,
+            "<tr><td><code title=\"{full}\">{short}</code><div class=\"muted\">{files}</div></td><td>{since} ({seq})</td><td>{until}</td>\
+             <td>{reason}</td><td>{changed}</td><td class=\"n\">{n}</td></tr>",
+            full = esc(&v.policy_sha256),
+            short = esc(&short(&v.policy_sha256)),
+            files = files.join("<br>"),
+            since = esc(&v.since),
+            seq = v.seq,
+            until = if v.until.is_empty() { "end of log".to_owned() } else { esc(&v.until) },
+            reason = esc(&v.reason),
+            n = v.decisions,
+        );
+    }
+    h.push_str("</table>");
 }
 
 fn chains(h: &mut String, approvals: &[Approval]) {

@@ -5,13 +5,16 @@
 //! from the log's records, and its renderings (`html.rs`).
 //! Uses: records as exported JSON (`serde_json::Value`, so that record kinds a newer
 //! gateway writes are carried, not refused), and the verification result it is handed.
-//! Must not: read or write the data directory itself (the CLI does), or decide anything:
-//! every figure is counted from records, each traceable to its sequence number.
+//! Must not: open or write the data directory itself (the CLI or the audit view hands it a
+//! reader), or decide anything: every figure is counted from records, each traceable to
+//! its sequence number.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::audit::{AuditError, LogReader, Seq, VerifyFailure, VerifyReport};
 
 mod html;
 
@@ -73,6 +76,64 @@ pub struct Verification {
     pub reverify: String,
 }
 
+impl Verification {
+    /// The report's account of a verification result (`audit::verify_dir`, or
+    /// `audit::verify_live` on a running gateway); `reverify` is the command that re-checks it.
+    pub fn of(result: Result<Result<VerifyReport, VerifyFailure>, AuditError>, reverify: String) -> Verification {
+        let mut v = Verification {
+            status: "unreadable",
+            summary: String::new(),
+            first_seq: 0,
+            last_seq: 0,
+            checkpoints: 0,
+            keys: Vec::new(),
+            warnings: Vec::new(),
+            reverify,
+        };
+        match result {
+            Ok(Ok(report)) => {
+                v.status = "intact";
+                v.first_seq = report.first.get();
+                v.last_seq = report.last.get();
+                v.checkpoints = report.checkpoints;
+                v.keys = report.keys.iter().map(ToString::to_string).collect();
+                v.warnings = report.warnings;
+                v.summary = format!(
+                    "Records {}–{} are intact: every record is hash-chained and covered by {} checkpoints signed by the trusted key; the latest root is {}.",
+                    v.first_seq, v.last_seq, v.checkpoints, report.root
+                );
+            }
+            Ok(Err(failure)) => {
+                v.status = "failed";
+                v.summary = format!("Verification failed at {failure}. Figures below come from records that can no longer be trusted.");
+            }
+            Err(error) => v.summary = format!("The log could not be read for verification: {error}."),
+        }
+        v
+    }
+
+    /// True when the log verified.
+    pub fn is_intact(&self) -> bool {
+        self.status == "intact"
+    }
+}
+
+/// Every record of a log, parsed, in order: the records the report is gathered from, read
+/// through whichever reader the caller has (a stopped data dir's `LogReader::open`, or a
+/// running gateway's `AuditLog::reader`). Records from elsewhere (the control socket) go
+/// straight to [`gather`]. A record that does not parse is left out (verification shows it).
+pub fn records_of(reader: &LogReader) -> Result<Vec<Value>, AuditError> {
+    let mut records = Vec::new();
+    for item in reader.records_from(Seq::new(1)) {
+        let (seq, bytes) = item?;
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => records.push(value),
+            Err(e) => tracing::warn!(%seq, error = %e, "record does not parse; left out of the report"),
+        }
+    }
+    Ok(records)
+}
+
 /// One call, as the report refers to it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CallRef {
@@ -116,6 +177,8 @@ pub struct Approval {
     /// Seconds from request to outcome.
     pub seconds_to_decision: Option<f64>,
     pub reason: String,
+    /// The policy version in force when it was settled (empty: none recorded).
+    pub policy_sha256: String,
     pub votes: Vec<Vote>,
     /// Every record of the held call, in order: `(seq, kind)`.
     pub chain: Vec<(u64, String)>,
@@ -129,6 +192,29 @@ pub struct Event {
     pub kind: String,
     pub subject: String,
     pub detail: String,
+}
+
+/// One version of the policy set, from the `config_loaded` record that put it in force
+/// (or, for gateways that record no `config_loaded`, the first decision that names it).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PolicyVersion {
+    /// Hex SHA-256 of the canonical policy set, as on each `decision` record.
+    pub policy_sha256: String,
+    /// When and at which record it came into force.
+    pub since: String,
+    pub seq: u64,
+    /// `start`, `reload`, or `decision` when only decisions name it.
+    pub reason: String,
+    /// Digest of the whole configuration loaded with it, when recorded.
+    pub config_sha256: String,
+    /// Digest of each policy file (`config_loaded.detail.policies`).
+    pub policies: BTreeMap<String, String>,
+    /// What the load changed (`config_loaded.detail.changed`), as recorded.
+    pub changed: Vec<String>,
+    /// Until when it was in force (the next version's `since`); empty: still at the end of the log.
+    pub until: String,
+    /// Decisions of the period taken under it.
+    pub decisions: u64,
 }
 
 /// Counts by one dimension, largest first when rendered.
@@ -182,8 +268,9 @@ pub struct Evidence {
     pub tool_changes: Vec<Event>,
     pub restarts: Vec<Event>,
     pub key_rotations: Vec<Event>,
-    /// Policy digests seen on decisions (`policy_sha256`), with how many decisions each.
-    pub policy_versions: Counts,
+    /// The policy versions in force during the period, oldest first, each with when it
+    /// came into force and how many of the period's decisions were taken under it.
+    pub policy_versions: Vec<PolicyVersion>,
     pub daily: Vec<Day>,
 }
 
@@ -207,8 +294,9 @@ fn seconds_between(from: &str, to: &str) -> Option<f64> {
 
 /// Gathers the evidence of `period` from every record of the log, in order (records
 /// before the period still count for context: tool changes, policy versions, holds opened
-/// earlier and settled inside it).
-pub fn gather(records: &[Value], period: Period, verification: Verification, data_dir: String) -> Evidence {
+/// earlier and settled inside it). The records may come from any source: a data dir, a
+/// running gateway's reader, or an export sent over the control socket.
+pub fn gather<'a>(records: impl IntoIterator<Item = &'a Value>, period: Period, verification: Verification, data_dir: String) -> Evidence {
     let mut gathered = Gatherer::default();
     for record in records {
         gathered.see(record, &period);
@@ -225,9 +313,13 @@ struct Gatherer {
     tool_changes: Vec<Event>,
     restarts: Vec<Event>,
     key_rotations: Vec<Event>,
-    policy_versions: Counts,
-    /// Policy digest in force and when it was first seen, to spot holds outliving it.
-    policy_seen: Vec<(String, String)>,
+    /// Every policy version of the log, in the order they came into force.
+    policy_versions: Vec<PolicyVersion>,
+    /// Seqs at which a new policy version replaced another (not the first one), to spot
+    /// holds that outlived the policy they were requested under.
+    policy_changes: Vec<u64>,
+    /// Seq of each hold's `approval_requested`, by approval id.
+    requested_seq: BTreeMap<String, u64>,
     daily: BTreeMap<String, Day>,
     /// Tools flagged changed, and when.
     changed: BTreeMap<String, String>,
@@ -251,13 +343,13 @@ impl Gatherer {
         if let Some(server) = r["detail"]["server"].as_str() {
             self.servers.insert(call_id.clone(), server.to_owned());
         }
-        if let Some(policy) = r["policy_sha256"].as_str().or_else(|| r["detail"]["policy_sha256"].as_str()) {
-            if self.policy_seen.last().is_none_or(|(p, _)| p != policy) {
-                self.policy_seen.push((policy.to_owned(), time.clone()));
-            }
-            if inside && kind == "decision" {
-                *self.policy_versions.entry(policy.to_owned()).or_default() += 1;
-            }
+        if kind == "config_loaded" {
+            self.config_loaded(r);
+        }
+        if kind == "decision"
+            && let Some(policy) = r["policy_sha256"].as_str()
+        {
+            self.decided_under(policy, r, inside);
         }
         let event = |subject: String, detail: String| Event { seq: seq(r), time: time.clone(), kind: kind.clone(), subject, detail };
         match kind.as_str() {
@@ -286,6 +378,58 @@ impl Gatherer {
             "approval_decided" => self.voted(r),
             "approval_settled" => self.settled(r, &time),
             _ => {}
+        }
+    }
+
+    /// A `config_loaded` record: a new version when its policy digest differs from the one
+    /// in force (a start with the same policies is no change).
+    fn config_loaded(&mut self, r: &Value) {
+        let detail = &r["detail"];
+        let Some(policy) = detail["policy_sha256"].as_str() else { return };
+        if self.policy_versions.last().is_some_and(|v| v.policy_sha256 == policy) {
+            return;
+        }
+        let strings = |v: &Value| -> BTreeMap<String, String> {
+            v.as_object().map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned))).collect()).unwrap_or_default()
+        };
+        let changed = match &detail["changed"] {
+            Value::Array(items) => items.iter().map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned)).collect(),
+            _ => Vec::new(),
+        };
+        self.new_version(PolicyVersion {
+            policy_sha256: policy.to_owned(),
+            since: text(r, "time"),
+            seq: seq(r),
+            reason: text(detail, "reason"),
+            config_sha256: text(detail, "config_sha256"),
+            policies: strings(&detail["policies"]),
+            changed,
+            ..PolicyVersion::default()
+        });
+    }
+
+    fn new_version(&mut self, version: PolicyVersion) {
+        if let Some(last) = self.policy_versions.last_mut() {
+            last.until = version.since.clone();
+            self.policy_changes.push(version.seq);
+        }
+        self.policy_versions.push(version);
+    }
+
+    /// A decision names the policy it was taken under; a digest no `config_loaded`
+    /// introduced (a gateway that does not record them) becomes a version of its own.
+    fn decided_under(&mut self, policy: &str, r: &Value, inside: bool) {
+        if self.policy_versions.last().is_none_or(|v| v.policy_sha256 != policy) {
+            self.new_version(PolicyVersion {
+                policy_sha256: policy.to_owned(),
+                since: text(r, "time"),
+                seq: seq(r),
+                reason: "decision".to_owned(),
+                ..PolicyVersion::default()
+            });
+        }
+        if inside && let Some(version) = self.policy_versions.last_mut() {
+            version.decisions += 1;
         }
     }
 
@@ -352,10 +496,12 @@ impl Gatherer {
                 settled_at: String::new(),
                 seconds_to_decision: None,
                 reason: String::new(),
+                policy_sha256: String::new(),
                 votes: Vec::new(),
                 chain: Vec::new(),
             },
         );
+        self.requested_seq.insert(id.clone(), seq(r));
         self.approval_order.push(id);
     }
 
@@ -380,6 +526,7 @@ impl Gatherer {
         a.settled_at = time.to_owned();
         a.reason = text(r, "reason");
         a.seconds_to_decision = seconds_between(&a.requested_at, time);
+        a.policy_sha256 = self.policy_versions.last().map(|v| v.policy_sha256.clone()).unwrap_or_default();
         if a.outcome == "approved" || a.outcome == "denied" {
             let lifetime = seconds_between(&a.requested_at, &a.expires_at);
             let left = seconds_between(time, &a.expires_at);
@@ -391,10 +538,13 @@ impl Gatherer {
                     a.approval_id, a.tool, a.outcome
                 ));
             }
-            let changed = self.policy_seen.iter().any(|(_, since)| since.as_str() > a.requested_at.as_str() && since.as_str() <= time);
-            if changed {
+            // By sequence number: exact even when records share a timestamp.
+            let requested = self.requested_seq.get(&a.approval_id).copied().unwrap_or(0);
+            let settled = seq(r);
+            if let Some(change) = self.policy_changes.iter().find(|&&at| at > requested && at < settled) {
+                let to = self.policy_versions.iter().find(|v| v.seq == *change).map(|v| short(&v.policy_sha256)).unwrap_or_default();
                 self.exceptions.decided_after_policy_change.push(format!(
-                    "{} ({}): requested {}, policy changed before it was {} at {time}",
+                    "{} ({}): requested {} (seq {requested}), the policy changed to {to} at seq {change}, then it was {} at {time} (seq {settled})",
                     a.approval_id, a.tool, a.requested_at, a.outcome
                 ));
             }
@@ -437,6 +587,12 @@ impl Gatherer {
             self.daily.entry(a.requested_at.get(..10).unwrap_or_default().to_owned()).or_default().holds += 1;
             approvals.push(a);
         }
+        let policy_versions = self
+            .policy_versions
+            .into_iter()
+            .filter(|v| v.since.get(..10).is_some_and(|day| day <= period.to.as_str()))
+            .filter(|v| v.until.is_empty() || v.until.get(..10).is_some_and(|day| day >= period.from.as_str()))
+            .collect();
         let daily = self
             .daily
             .into_iter()
@@ -455,10 +611,15 @@ impl Gatherer {
             tool_changes: self.tool_changes,
             restarts: self.restarts,
             key_rotations: self.key_rotations,
-            policy_versions: self.policy_versions,
+            policy_versions,
             daily,
         }
     }
+}
+
+/// The first 12 hex digits of a digest, as people quote one.
+pub fn short(digest: &str) -> String {
+    digest.chars().take(12).collect()
 }
 
 /// Distinct approvers of the period, for the summary line.

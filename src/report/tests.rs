@@ -108,3 +108,74 @@ fn periods_are_checked() {
     assert!(Period::new("12/01/2026", "2026-12-31").is_err());
     assert!(Period::new("2026-13-01", "2026-12-31").is_err());
 }
+
+/// `config_loaded` as the reload helper records it (preamble format), at `seq`.
+fn loaded(seq: u64, time: &str, reason: &str, policy: &str, changed: &[&str]) -> Value {
+    rec(seq, time, "config_loaded", json!({"detail": {
+        "reason": reason, "policy_sha256": policy, "config_sha256": format!("cfg-{seq}"),
+        "manifests": {"demo": "m1"}, "policies": {"default.toml": format!("{policy}-file")}, "changed": changed,
+    }}))
+}
+
+fn decided(seq: u64, time: &str, call: &str, policy: &str) -> Value {
+    rec(seq, time, "decision", json!({"call_id": call, "tool": "demo__export_customers", "decision": "approve", "risk": "high", "principal": "agent", "policy_sha256": policy}))
+}
+
+fn hold(seq: u64, time: &str, call: &str, id: &str) -> Value {
+    rec(seq, time, "approval_requested", json!({"call_id": call, "approval_id": id, "tool": "demo__export_customers", "principal": "agent", "decision": "approve", "detail": {"quorum": 1, "expires_at": "2026-12-03T23:00:00Z"}}))
+}
+
+fn settled(seq: u64, time: &str, call: &str, id: &str) -> Value {
+    rec(seq, time, "approval_settled", json!({"approval_id": id, "call_id": call, "decision": "approved", "reason": "1 of 1 approvals"}))
+}
+
+/// A start under policy A the day before, a hold opened under A, a reload that changes only
+/// a manifest (same policy: no new version), a reload to policy B while the hold waits, the
+/// hold approved under B, a second hold opened and settled under B, and a restart under B.
+fn reloaded_log() -> Vec<Value> {
+    vec![
+        loaded(1, "2026-12-02T08:00:00.000000Z", "start", "aaaa1111", &[]),
+        decided(2, "2026-12-03T09:00:00.000000Z", "c1", "aaaa1111"),
+        hold(3, "2026-12-03T09:00:00.000000Z", "c1", "ap-1"),
+        loaded(4, "2026-12-03T09:00:10.000000Z", "reload", "aaaa1111", &["tool-manifests/demo.toml"]),
+        loaded(5, "2026-12-03T09:00:20.000000Z", "reload", "bbbb2222", &["policies/default.toml"]),
+        settled(6, "2026-12-03T09:00:30.000000Z", "c1", "ap-1"),
+        decided(7, "2026-12-03T09:01:00.000000Z", "c2", "bbbb2222"),
+        hold(8, "2026-12-03T09:01:00.000000Z", "c2", "ap-2"),
+        settled(9, "2026-12-03T09:01:30.000000Z", "c2", "ap-2"),
+        loaded(10, "2026-12-03T10:00:00.000000Z", "start", "bbbb2222", &[]),
+    ]
+}
+
+#[test]
+fn policy_versions_come_from_config_loaded_with_when_they_changed() {
+    let e = gather(&reloaded_log(), Period::new("2026-12-03", "2026-12-03").expect("period"), verified(), "data".into());
+    let v = &e.policy_versions;
+    assert_eq!(v.len(), 2, "a reload with the same policy or a restart is no new version: {v:#?}");
+    assert_eq!((v[0].policy_sha256.as_str(), v[0].reason.as_str(), v[0].seq), ("aaaa1111", "start", 1));
+    assert_eq!((v[0].until.as_str(), v[0].decisions), ("2026-12-03T09:00:20.000000Z", 1), "in force from before the period");
+    assert_eq!((v[1].policy_sha256.as_str(), v[1].reason.as_str(), v[1].seq, v[1].decisions), ("bbbb2222", "reload", 5, 1));
+    assert_eq!(v[1].changed, ["policies/default.toml"]);
+    assert_eq!(v[1].policies.get("default.toml").map(String::as_str), Some("bbbb2222-file"));
+    assert_eq!((v[1].config_sha256.as_str(), v[1].until.as_str()), ("cfg-5", ""));
+    let by_id = |id: &str| e.approvals.iter().find(|a| a.approval_id == id).map(|a| a.policy_sha256.clone());
+    assert_eq!(by_id("ap-1").as_deref(), Some("bbbb2222"), "settled under the new policy");
+}
+
+#[test]
+fn a_hold_decided_after_a_policy_change_is_an_exception_and_one_opened_after_it_is_not() {
+    let e = gather(&reloaded_log(), Period::new("2026-12-03", "2026-12-03").expect("period"), verified(), "data".into());
+    let x = &e.exceptions.decided_after_policy_change;
+    assert_eq!(x.len(), 1, "{x:?}");
+    assert!(x[0].starts_with("ap-1 ") && x[0].contains("seq 5") && x[0].contains("bbbb2222"), "{x:?}");
+    let html = render_html(&e);
+    assert!(html.contains("Policy versions in force (2)") && html.contains("policies/default.toml"), "policy table");
+}
+
+#[test]
+fn a_period_after_the_last_change_shows_only_the_version_in_force() {
+    let e = gather(&reloaded_log(), Period::new("2026-12-04", "2026-12-05").expect("period"), verified(), "data".into());
+    let shas: Vec<&str> = e.policy_versions.iter().map(|v| v.policy_sha256.as_str()).collect();
+    assert_eq!(shas, ["bbbb2222"]);
+    assert_eq!(e.policy_versions[0].decisions, 0);
+}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import logging
 import sys
 import traceback
 from collections.abc import Awaitable, Callable
@@ -149,6 +150,18 @@ async def session(opts: argparse.Namespace, checks: Checks) -> None:
         await checks.run("unknown tool is refused", unknown)
 
 
+class Termination(logging.Handler):
+    """Collects the SDK's warnings about closing the session."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.failures: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "Session termination failed" in record.getMessage():
+            self.failures.append(record.getMessage())
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mode", required=True, choices=["legacy", "2026-07-28", "auto"])
@@ -166,12 +179,23 @@ def main() -> int:
     if opts.fs is not None and not opts.fs_root:
         ap.error("--fs needs --fs-root")
     checks = Checks(opts.label)
+    termination = Termination()
+    logging.getLogger("mcp.client.streamable_http").addHandler(termination)
     try:
         anyio.run(session, opts, checks)
     except Exception as exc:
         print(f"FAIL {checks.label} session: {type(exc).__name__}: {exc}", flush=True)
         traceback.print_exc(file=sys.stderr)
         return 2
+    if opts.url and opts.mode != "2026-07-28":
+        # The SDK closes a streamable-HTTP session with DELETE on leaving `Client` and
+        # accepts only 200 or 204 (issue 19: Airlock used to answer 202).
+        if termination.failures:
+            checks.failed += 1
+            print(f"FAIL {checks.label} session closed with DELETE: {termination.failures[0]}", flush=True)
+        else:
+            checks.passed += 1
+            print(f"PASS {checks.label} session closed with DELETE", flush=True)
     print(f"INFO {checks.label} {checks.passed} passed, {checks.failed} failed", flush=True)
     return 1 if checks.failed else 0
 

@@ -7,7 +7,8 @@
 // Checks: the sign-in goes through the provider (code + PKCE); the held call shows on the
 // list; a GET of the decision URL decides nothing; a POST without the CSRF token is
 // refused; a second window refreshes itself when the approval settles; Approve releases
-// the held call, which completes. Screenshots (desktop and phone) go to --screenshots DIR.
+// the held call, which completes; then the audit view as an auditor. Screenshots (desktop and
+// phone) go to --screenshots DIR.
 //
 // Usage: node web_approval.mjs --airlock BIN --work DIR [--screenshots DIR]
 // Prints PASS/FAIL/INFO lines; exits non-zero on the first failure.
@@ -68,10 +69,14 @@ const provider = new Provider(ISSUER, {
     response_types: ['code'],
   }],
   pkce: { required: () => true },
+  // The `name` claim in the ID token itself (Airlock reads no userinfo endpoint).
+  claims: { openid: ['sub'], profile: ['name'] },
+  conformIdTokenClaims: false,
   // One user; the provider's development login form asks for it.
   async findAccount(ctx, id) {
     if (id !== USER) return undefined;
-    return { accountId: id, async claims() { return { sub: id }; } };
+    // `name` is what the page shows; the principal (issuer#sub) goes beside it in small type.
+    return { accountId: id, async claims() { return { sub: id, name: 'Riley Reviewer' }; } };
   },
   cookies: { keys: ['interop-only-not-a-secret'] },
   ttl: { Interaction: 600, Session: 3600, Grant: 3600, AccessToken: 600, IdToken: 600, AuthorizationCode: 60 },
@@ -98,6 +103,7 @@ audience = "airlock"
 [approvals.web]
 oidc_issuer = "${ISSUER}"
 client_id = "airlock"
+auditors = ["user:${ISSUER}#${USER}"]
 `);
 fs.writeFileSync(path.join(WORK, 'tool-manifests', 'demo.toml'),
   `name = "demo"\ncommand = ${JSON.stringify(AIRLOCK_BIN)}\nargs = ["demo-tools", "--sandbox", ${JSON.stringify(path.join(WORK, 'sandbox'))}]\n`);
@@ -218,6 +224,19 @@ try {
   const result = await held;
   const text = (result.content ?? []).map((c) => c.text ?? '').join('\n');
   check(!result.isError && text.includes(MESSAGE), `the held call completed: ${JSON.stringify(text)}`);
+  check((await page.locator('#display-name').innerText()).trim() === 'Riley Reviewer', 'the header shows the name claim');
+
+  // The audit view, as the same signed-in person (an auditor here): the running log
+  // verifies, the call is listed, and its chain holds every record of the hold.
+  await page.goto(`${AIRLOCK}/audit`);
+  check((await page.locator('#verification').getAttribute('data-status')) === 'intact', 'the audit view says the log is intact');
+  check((await page.locator('tr.call').count()) >= 1, 'the audit view lists the call');
+  await shot(page, 'audit');
+  await Promise.all([page.waitForURL(/\/audit\/calls\//), page.locator('tr.call a').first().click()]);
+  const kinds = await page.locator('tr.record').evaluateAll((rows) => rows.map((r) => r.dataset.kind));
+  check(['approval_requested', 'approval_decided', 'approval_settled', 'call_completed'].every((k) => kinds.includes(k)),
+    `the call's chain has every record of its hold: ${kinds.join(', ')}`);
+  await shot(page, 'audit-call');
 } finally {
   await context.close().catch(() => {});
   await mcp.close().catch(() => {});

@@ -161,7 +161,7 @@ async fn another_principal_cannot_use_answer_stream_or_delete_a_session() {
     let result = next_message(&mut call, &mut buffer).await;
     assert_eq!(result["id"], 1, "{result}");
     assert_ne!(result["result"]["isError"], true, "{result}");
-    assert_eq!(mcp.delete("carol", &session).await, 202);
+    assert_eq!(mcp.delete("carol", &session).await, 204, "a closed session answers 204, as the Python SDK expects");
 
     let records = stop_and_export(gateway, &setup).await;
     let opened: Vec<&Value> = records.iter().filter(|r| r["kind"] == "session_opened").collect();
@@ -242,7 +242,7 @@ async fn sessions_are_capped_per_principal_and_in_all() {
     assert_eq!(status, 503, "{body}");
     assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("max_sessions")), "{body}");
     // Closing one of carol's frees her slot (and one of the total).
-    assert_eq!(mcp.delete("carol", &first).await, 202);
+    assert_eq!(mcp.delete("carol", &first).await, 204);
     let again = mcp.open("carol").await.expect("a slot after the DELETE");
     let list = mcp.post("carol", Some(&again), &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})).await;
     assert_eq!(list.status().as_u16(), 200);

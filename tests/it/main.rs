@@ -5,6 +5,7 @@
 mod approvals;
 mod approvals_api;
 mod audit;
+mod audit_view;
 mod channels;
 mod config_errors;
 mod demo;

@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 
 use crate::util::{ElicitAnswer, HttpGateway, Setup, TestClient, airlock, call, text_of};
 
-const AGENT: &str = "agent-token-0123";
-const ALICE: &str = "alice-token-4567";
-const BOB: &str = "bob-token-89ab";
+pub(crate) const AGENT: &str = "agent-token-0123";
+pub(crate) const ALICE: &str = "alice-token-4567";
+pub(crate) const BOB: &str = "bob-token-89ab";
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
 }
 
@@ -39,12 +39,12 @@ fn setup() -> Setup {
 }
 
 /// A browser-like HTTP client that follows no redirects (the tests look at each answer).
-fn browser() -> reqwest::Client {
+pub(crate) fn browser() -> reqwest::Client {
     reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client")
 }
 
 /// Signs in with a token through the page's form; returns the `Cookie` header value.
-async fn sign_in(gateway: &HttpGateway, token: &str) -> String {
+pub(crate) async fn sign_in(gateway: &HttpGateway, token: &str) -> String {
     let response = browser()
         .post(format!("{}/approvals/sign-in", gateway.url))
         .header("content-type", "application/x-www-form-urlencoded")
@@ -60,7 +60,7 @@ async fn sign_in(gateway: &HttpGateway, token: &str) -> String {
     set_cookie.split(';').next().expect("name=value").to_owned()
 }
 
-async fn get(gateway: &HttpGateway, path: &str, cookie: Option<&str>) -> (u16, String) {
+pub(crate) async fn get(gateway: &HttpGateway, path: &str, cookie: Option<&str>) -> (u16, String) {
     let mut request = browser().get(format!("{}{path}", gateway.url));
     if let Some(cookie) = cookie {
         request = request.header("cookie", cookie);
@@ -88,14 +88,14 @@ fn listed_ids(html: &str) -> Vec<String> {
     html.split("href=\"/approvals/ap-").skip(1).filter_map(|rest| rest.split('"').next()).map(|id| format!("ap-{id}")).collect()
 }
 
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let rest = html.split("name=\"csrf\" value=\"").nth(1).expect("the page has a CSRF field");
     rest.split('"').next().expect("value").to_owned()
 }
 
 /// Makes the held call in the background as the agent; returns its task and the id of
 /// the approval it opened (as alice's list shows it).
-async fn held_call(
+pub(crate) async fn held_call(
     gateway: &HttpGateway,
     alice: &str,
     message: &str,

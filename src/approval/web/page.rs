@@ -9,7 +9,7 @@
 
 use std::fmt::Write;
 
-use crate::approval::{Approval, State, rfc3339};
+use crate::approval::{Approval, State, now_ms, rfc3339};
 
 /// HTML-escapes text for element content and quoted attribute values, after writing the
 /// characters that would reorder or break what a person reads as `\uXXXX`.
@@ -28,6 +28,7 @@ header{display:flex;flex-wrap:wrap;gap:.5rem;align-items:center;justify-content:
 padding:.75rem 1rem;border-bottom:1px solid var(--line);background:var(--card)}
 header a.brand{font-weight:700;color:var(--text);text-decoration:none}
 header .who{color:var(--muted);font-size:.875rem;overflow-wrap:anywhere}
+header .who small{font-size:.75rem;font-family:ui-monospace,SFMono-Regular,Menlo,monospace}
 header form{display:inline;margin:0}
 main{max-width:46rem;margin:0 auto;padding:1rem}
 h1{font-size:1.375rem;margin:.25rem 0 1rem;overflow-wrap:anywhere}
@@ -66,17 +67,19 @@ hr{border:0;border-top:1px solid var(--line);margin:1rem 0}
 "#;
 
 /// Who is signed in, for the header.
-pub(super) struct Header<'a> {
-    pub(super) principal: Option<&'a str>,
+pub(crate) struct Header<'a> {
+    /// `(display name, principal)`; the principal is shown in small type beside the name.
+    pub(crate) who: Option<(&'a str, &'a str)>,
 }
 
 /// A whole document.
 pub(super) fn layout(title: &str, nonce: &str, header: &Header<'_>, body: &str) -> String {
-    let who = match header.principal {
-        Some(p) => format!(
-            "<span class=\"who\">Signed in as <strong>{}</strong></span> \
+    let who = match header.who {
+        Some((name, principal)) => format!(
+            "<span class=\"who\">Signed in as <strong id=\"display-name\">{}</strong>{}</span> \
              <form method=\"post\" action=\"/approvals/sign-out\"><button class=\"link\" type=\"submit\">Sign out</button></form>",
-            esc(p)
+            esc(name),
+            if name == principal { String::new() } else { format!(" <small id=\"principal\">{}</small>", esc(principal)) },
         ),
         None => String::new(),
     };
@@ -159,7 +162,7 @@ pub(super) fn list(approvals: &[Approval]) -> String {
             caller = esc(&a.caller),
             reason = esc(&a.reason),
             votes = esc(&progress(a)),
-            expires = esc(&a.expires_at()),
+            expires = expiry(a, now_ms()),
         );
     }
     body
@@ -208,7 +211,7 @@ pub(super) fn detail(a: &Approval, d: &Detail<'_>) -> String {
         rule = esc(rule),
         reason = esc(&a.reason),
         needs = esc(&needs(a)),
-        expires = esc(&a.expires_at()),
+        expires = expiry(a, now_ms()),
         digest = esc(&a.args_hmac),
         id = esc(a.id.as_str()),
         args = esc(&serde_json::to_string_pretty(&a.args).unwrap_or_default()),
@@ -281,6 +284,25 @@ fn votes(a: &Approval) -> String {
     out
 }
 
+/// The absolute expiry with how far off it is (`in 4 min`, `2 h ago`), as HTML: both are
+/// rendered on the server, so a page needs no script to read it.
+fn expiry(a: &Approval, now: u64) -> String {
+    format!("{} <span class=\"muted\">({})</span>", esc(&a.expires_at()), esc(&relative(a.expires_ms, now)))
+}
+
+/// How far `at` is from `now` (both unix milliseconds), in the largest two units.
+pub(crate) fn relative(at: u64, now: u64) -> String {
+    let (secs, future) = if at >= now { ((at - now) / 1000, true) } else { ((now - at) / 1000, false) };
+    let span = match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", secs / 60),
+        3600..86_400 if secs % 3600 / 60 == 0 => format!("{} h", secs / 3600),
+        3600..86_400 => format!("{} h {} min", secs / 3600, secs % 3600 / 60),
+        _ => format!("{} d {} h", secs / 86_400, secs % 86_400 / 3600),
+    };
+    if future { format!("in {span}") } else { format!("{span} ago") }
+}
+
 fn progress(a: &Approval) -> String {
     format!("{} of {} approvals", a.approvals(), a.quorum)
 }
@@ -329,6 +351,28 @@ mod tests {
     fn escaping_covers_markup_and_both_quotes() {
         assert_eq!(esc(r#"<img src=x onerror='a()'>&"#), "&lt;img src=x onerror=&#39;a()&#39;&gt;&amp;");
         assert_eq!(esc("\"x\""), "&quot;x&quot;");
+    }
+
+    #[test]
+    fn expiry_is_said_relative_to_now_too() {
+        let now = 1_800_000_000_000;
+        assert_eq!(relative(now + 45_000, now), "in 45 s");
+        assert_eq!(relative(now + 299_000, now), "in 4 min");
+        assert_eq!(relative(now + 7_200_000, now), "in 2 h");
+        assert_eq!(relative(now + 7_500_000, now), "in 2 h 5 min");
+        assert_eq!(relative(now + 90_000_000, now), "in 1 d 1 h");
+        assert_eq!(relative(now - 120_000, now), "2 min ago");
+        let a = crate::approval::sample_approval(serde_json::json!({}), None, "r");
+        let shown = expiry(&a, a.expires_ms - 60_000);
+        assert!(shown.starts_with(&a.expires_at()) && shown.contains("(in 1 min)"), "{shown}");
+    }
+
+    #[test]
+    fn the_header_shows_the_display_name_and_the_principal_small() {
+        let page = layout("t", "n", &Header { who: Some(("Dana <Scully>", "https://idp#42")) }, "");
+        assert!(page.contains("<strong id=\"display-name\">Dana &lt;Scully&gt;</strong> <small id=\"principal\">https://idp#42</small>"), "{page}");
+        let page = layout("t", "n", &Header { who: Some(("dana", "dana")) }, "");
+        assert!(!page.contains("<small"), "the principal is not repeated");
     }
 
     #[test]

@@ -105,6 +105,7 @@ impl Keys {
             via: caller.via,
             human: caller.holder == Holder::Human,
             person: caller.person.as_ref().map(|p| p.as_str().to_owned()),
+            name: caller.display_name.clone(),
             sid: random_text()?,
             exp,
         };
@@ -138,7 +139,13 @@ impl Keys {
         let principal = Principal::new(data.principal).ok()?;
         let person = data.person.map(Person::new).transpose().ok()?;
         let holder = if data.human { Holder::Human } else { Holder::Unverified };
-        let caller = Caller { person, holder, expires_at: Some(data.exp), ..Caller::new(principal, data.groups, data.via) };
+        let caller = Caller {
+            person,
+            holder,
+            expires_at: Some(data.exp),
+            display_name: data.name,
+            ..Caller::new(principal, data.groups, data.via)
+        };
         Some(Session { caller, sid: data.sid })
     }
 
@@ -186,6 +193,9 @@ struct SessionData {
     human: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     person: Option<String>,
+    /// The display name (`Caller::display_name`).
+    #[serde(rename = "n", default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
     sid: String,
     exp: u64,
 }

@@ -86,7 +86,8 @@ impl OidcClient {
             .append_pair("response_type", "code")
             .append_pair("client_id", &self.settings.client_id)
             .append_pair("redirect_uri", &self.redirect_uri)
-            .append_pair("scope", "openid")
+            // `profile email`: the `name` / `email` claims the page greets the person with.
+            .append_pair("scope", "openid profile email")
             .append_pair("state", &login.state)
             .append_pair("nonce", &login.nonce)
             .append_pair("code_challenge", &login.challenge())
