@@ -1,0 +1,255 @@
+//! The journal: the log's durability point, one append and (with `fsync`) one `fdatasync`
+//! per group commit.
+//!
+//! Owns: `<data_dir>/audit.journal`, its entry format, replaying it into sled on open.
+//! Uses: sled (as the store the entries are replayed into), `digest` for entry checksums.
+//! Must not: decide what a group holds (the writer does) or acknowledge anything.
+//!
+//! Why our own file: sled 0.34's `flush` issues `sync_file_range(WAIT_AFTER)` per buffer and
+//! its files need a separate fsync, so a durable sled batch costs several syncing calls. The
+//! writer applies each group to sled without flushing it and makes the same group durable
+//! here instead; sled stays the store every reader reads. sled is flushed and fsynced only
+//! when the journal is reset (when it grows past `RESET_AT`, and on close), and whatever sled
+//! lost in a crash is replayed from here when the database is next opened.
+//!
+//! Layout: a 64-byte header (`MAGIC`, then `base`: how many checkpoints sled held, durably,
+//! when the journal was reset, then a SHA-256 of both), then entries from offset 64:
+//! `ENTRY` ‖ payload length (u32 BE) ‖ checkpoints after this group (u64 BE) ‖
+//! SHA-256(count ‖ payload) ‖ payload, the payload being the group's sled batch as
+//! (u16 BE key length ‖ key ‖ u32 BE value length ‖ value)*. Only the entries numbered
+//! `base + 1, base + 2, …` in a row count: the first torn or stale entry ends the journal,
+//! so the file is reused from offset 64 after a reset without being zeroed. The file grows
+//! in zero-filled chunks so a per-group `fdatasync` never changes its size (no ext4 journal
+//! commit).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::AuditError;
+use super::digest::Sha256Digest;
+use super::keys::sync_parent;
+
+const MAGIC: &[u8; 16] = b"airlock-journal1";
+const ENTRY: &[u8; 4] = b"AJE1";
+const HEADER: u64 = 64;
+/// Bytes before an entry's payload: tag, length, count, checksum.
+const ENTRY_HEAD: usize = 4 + 4 + 8 + 32;
+/// Zero-filled space added at a time.
+const CHUNK: u64 = 4 << 20;
+/// Journal length at which the writer flushes sled and starts the journal over.
+pub(crate) const RESET_AT: u64 = 64 << 20;
+
+/// The journal path for the sled directory `db_dir` (`<data_dir>/audit.journal`).
+pub(crate) fn path_for(db_dir: &Path) -> PathBuf {
+    db_dir.with_extension("journal")
+}
+
+/// One key/value pair of a group's sled batch.
+pub(crate) type Pair = (Vec<u8>, Vec<u8>);
+
+/// The open journal of a writer.
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Where the next entry goes.
+    end: u64,
+    /// Current file length (end of the zero-filled space).
+    cap: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal. Call `replay` first: a fresh `Journal` starts empty.
+    pub(crate) fn open(path: &Path, base: u64) -> Result<Journal, AuditError> {
+        let io = |e| AuditError::io(path, e);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        let cap = file.metadata().map_err(io)?.len();
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            end: HEADER,
+            cap,
+        };
+        journal.reserve(HEADER)?;
+        journal.reset(base, true)?;
+        if !existed {
+            sync_parent(path)?;
+        }
+        Ok(journal)
+    }
+
+    /// Bytes in use (header and entries).
+    pub(crate) fn len(&self) -> u64 {
+        self.end
+    }
+
+    /// Starts the journal over: everything in it is durable in sled, which holds `base`
+    /// checkpoints. `sync`: make the new header durable now.
+    pub(crate) fn reset(&mut self, base: u64, sync: bool) -> Result<(), AuditError> {
+        let io = |e| AuditError::io(&self.path, e);
+        let mut header = [0u8; HEADER as usize];
+        header[..16].copy_from_slice(MAGIC);
+        header[16..24].copy_from_slice(&base.to_be_bytes());
+        let sum = Sha256Digest::of(&header[..24]);
+        header[24..56].copy_from_slice(sum.as_bytes());
+        self.file.write_all_at(&header, 0).map_err(io)?;
+        if sync {
+            self.file.sync_data().map_err(io)?;
+        }
+        self.end = HEADER;
+        Ok(())
+    }
+
+    /// Writes one group (`count`: checkpoints in sled once it is applied). Not durable
+    /// until `sync`.
+    pub(crate) fn append(&mut self, count: u64, pairs: &[Pair]) -> Result<(), AuditError> {
+        let size: usize = pairs.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+        let mut entry = Vec::with_capacity(ENTRY_HEAD + size);
+        entry.extend_from_slice(ENTRY);
+        let len = u32::try_from(size)
+            .map_err(|_| AuditError::Corrupt("a group too large for the journal".into()))?;
+        entry.extend_from_slice(&len.to_be_bytes());
+        entry.extend_from_slice(&count.to_be_bytes());
+        entry.extend_from_slice(&[0u8; 32]);
+        for (k, v) in pairs {
+            let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u32::try_from(v.len())) else {
+                return Err(AuditError::Corrupt("a record too large for the journal".into()));
+            };
+            entry.extend_from_slice(&kl.to_be_bytes());
+            entry.extend_from_slice(k);
+            entry.extend_from_slice(&vl.to_be_bytes());
+            entry.extend_from_slice(v);
+        }
+        let sum = Sha256Digest::of_parts(&[&count.to_be_bytes(), &entry[ENTRY_HEAD..]]);
+        entry[16..48].copy_from_slice(sum.as_bytes());
+        let needed = self.end + entry.len() as u64;
+        self.reserve(needed)?;
+        self.file
+            .write_all_at(&entry, self.end)
+            .map_err(|e| AuditError::io(&self.path, e))?;
+        self.end = needed;
+        Ok(())
+    }
+
+    /// Makes the appended entries durable: the one `fdatasync` of a group commit.
+    pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
+        self.file
+            .sync_data()
+            .map_err(|e| AuditError::io(&self.path, e))
+    }
+
+    /// Grows the file in zero-filled chunks to at least `needed` bytes.
+    fn reserve(&mut self, needed: u64) -> Result<(), AuditError> {
+        if needed <= self.cap {
+            return Ok(());
+        }
+        let io = |e| AuditError::io(&self.path, e);
+        let grow = (needed - self.cap).div_ceil(CHUNK) * CHUNK;
+        let zeros = vec![0u8; usize::try_from(grow).unwrap_or(0)];
+        self.file.write_all_at(&zeros, self.cap).map_err(io)?;
+        self.file.sync_all().map_err(io)?;
+        self.cap += grow;
+        Ok(())
+    }
+}
+
+/// What replaying found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Groups applied to sled (it had lost them).
+    pub(crate) applied: usize,
+}
+
+/// Applies to `db` the journal's groups that sled lost (those past `stored` checkpoints),
+/// in order, and flushes sled when it applied any. A missing journal replays nothing.
+/// Entries that do not continue the database (the database is behind the journal's base,
+/// or a numbering gap) are left alone with a warning: the checks against
+/// `checkpoints.log` then report the loss; the journal never papers over it.
+pub(crate) fn replay(path: &Path, db: &sled::Db, stored: u64) -> Result<Replayed, AuditError> {
+    let io = |e| AuditError::io(path, e);
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+        Err(e) => return Err(io(e)),
+    };
+    let Some(base) = header_base(&bytes) else {
+        if bytes.iter().any(|&b| b != 0) {
+            return Err(AuditError::Corrupt(format!(
+                "{}: not an Airlock journal (bad header)",
+                path.display()
+            )));
+        }
+        return Ok(Replayed::default()); // created, header never written: empty
+    };
+    let mut at = HEADER as usize;
+    let mut next = base + 1;
+    let mut in_db = stored;
+    let mut applied = 0;
+    while let Some((count, pairs, len)) = entry_at(&bytes, at) {
+        if count != next {
+            break; // a stale entry from before the last reset
+        }
+        if count > in_db {
+            if count != in_db + 1 {
+                tracing::warn!(path = %path.display(), stored, journal = count, "the audit database is behind its journal; not replaying");
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            for (k, v) in pairs {
+                batch.insert(k, v);
+            }
+            db.apply_batch(batch)?;
+            in_db = count;
+            applied += 1;
+        }
+        next += 1;
+        at += len;
+    }
+    if applied > 0 {
+        tracing::warn!(path = %path.display(), groups = applied, "replayed groups the audit database lost in a crash from its journal");
+        db.flush()?;
+    }
+    Ok(Replayed { applied })
+}
+
+fn header_base(bytes: &[u8]) -> Option<u64> {
+    let header = bytes.get(..HEADER as usize)?;
+    if &header[..16] != MAGIC || Sha256Digest::of(&header[..24]).as_bytes()[..] != header[24..56] {
+        return None;
+    }
+    Some(u64::from_be_bytes(header[16..24].try_into().ok()?))
+}
+
+/// The entry at `at`: its count, its pairs and its length in bytes, if it is whole.
+fn entry_at(bytes: &[u8], at: usize) -> Option<(u64, Vec<(&[u8], &[u8])>, usize)> {
+    let head = bytes.get(at..at.checked_add(ENTRY_HEAD)?)?;
+    if &head[..4] != ENTRY {
+        return None;
+    }
+    let len = u32::from_be_bytes(head[4..8].try_into().ok()?) as usize;
+    let count = u64::from_be_bytes(head[8..16].try_into().ok()?);
+    let start = at + ENTRY_HEAD;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    if Sha256Digest::of_parts(&[&head[8..16], payload]).as_bytes()[..] != head[16..48] {
+        return None;
+    }
+    let mut pairs = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let kl = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let key = rest.get(2..2 + kl)?;
+        let rest2 = &rest[2 + kl..];
+        let vl = u32::from_be_bytes(rest2.get(..4)?.try_into().ok()?) as usize;
+        let value = rest2.get(4..4 + vl)?;
+        pairs.push((key, value));
+        rest = &rest2[4 + vl..];
+    }
+    Some((count, pairs, ENTRY_HEAD + len))
+}
