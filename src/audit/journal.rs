@@ -253,3 +253,87 @@ fn entry_at(bytes: &[u8], at: usize) -> Option<(u64, Vec<(&[u8], &[u8])>, usize)
     }
     Some((count, pairs, ENTRY_HEAD + len))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::store::{checkpoint_key, stored_checkpoints};
+
+    /// A group as the writer makes it: one checkpoint key and a value naming the group.
+    fn group(n: u64) -> Vec<Pair> {
+        vec![(checkpoint_key(n - 1).to_vec(), format!("cp{n}").into_bytes())]
+    }
+
+    fn db(dir: &Path) -> sled::Db {
+        sled::Config::new().path(dir.join("audit")).temporary(false).open().unwrap()
+    }
+
+    #[test]
+    fn replays_exactly_the_groups_the_database_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        let mut j = Journal::open(&path, 0).unwrap();
+        for n in 1..=3 {
+            j.append(n, &group(n)).unwrap();
+        }
+        j.sync().unwrap();
+        // The database kept group 1 only.
+        db.insert(checkpoint_key(0), b"cp1".as_slice()).unwrap();
+        let r = replay(&path, &db, stored_checkpoints(&db).unwrap()).unwrap();
+        assert_eq!(r.applied, 2);
+        assert_eq!(stored_checkpoints(&db).unwrap(), 3);
+        assert_eq!(&*db.get(checkpoint_key(2)).unwrap().unwrap(), b"cp3");
+        // Replaying again changes nothing.
+        assert_eq!(replay(&path, &db, 3).unwrap().applied, 0);
+    }
+
+    #[test]
+    fn a_torn_entry_ends_the_journal_and_stale_entries_after_a_reset_count_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        let mut j = Journal::open(&path, 0).unwrap();
+        for n in 1..=4 {
+            j.append(n, &group(n)).unwrap();
+        }
+        // Start over at base 4 and write group 5 over the first old entry: the old groups
+        // 2..4 behind it must not be read as the continuation.
+        j.reset(4, true).unwrap();
+        j.append(5, &group(5)).unwrap();
+        let end = j.len();
+        for n in 1..=4 {
+            db.insert(checkpoint_key(n - 1), format!("cp{n}").into_bytes()).unwrap();
+        }
+        assert_eq!(replay(&path, &db, 4).unwrap().applied, 1);
+        // A torn group 6 (its last byte missing) is not applied.
+        j.append(6, &group(6)).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let torn_at = j.len() - 1;
+        file.write_all_at(&[0xff], torn_at).unwrap();
+        assert!(end < torn_at);
+        assert_eq!(replay(&path, &db, 5).unwrap().applied, 0);
+        assert_eq!(stored_checkpoints(&db).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_database_behind_the_journal_base_is_not_papered_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        let mut j = Journal::open(&path, 2).unwrap();
+        j.append(3, &group(3)).unwrap();
+        // The database has none of the two checkpoints it held at the reset.
+        assert_eq!(replay(&path, &db, 0).unwrap().applied, 0);
+        assert_eq!(stored_checkpoints(&db).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        std::fs::write(&path, b"something else entirely, not a journal header at all, 64+ bytes long").unwrap();
+        let db = db(dir.path());
+        assert!(matches!(replay(&path, &db, 0), Err(AuditError::Corrupt(_))));
+    }
+}
