@@ -59,8 +59,10 @@ pub(crate) struct Journal {
 }
 
 impl Journal {
-    /// Opens (or creates) the journal. Call `replay` first: a fresh `Journal` starts empty.
-    pub(crate) fn open(path: &Path, base: u64) -> Result<Journal, AuditError> {
+    /// Opens (or creates) the journal, started over at `base` checkpoints. Call `replay`
+    /// (and make sled durable) first. `clean` (see `Replayed`): the header already says
+    /// `base` and nothing follows it, so it is kept as it is, without a write or a sync.
+    pub(crate) fn open(path: &Path, base: u64, clean: bool) -> Result<Journal, AuditError> {
         let io = |e| AuditError::io(path, e);
         let existed = path.exists();
         let file = OpenOptions::new()
@@ -77,8 +79,11 @@ impl Journal {
             end: HEADER,
             cap,
         };
+        let empty = journal.cap == 0;
         journal.reserve(HEADER)?;
-        journal.reset(base, true)?;
+        if !clean || empty {
+            journal.reset(base, true)?;
+        }
         if !existed {
             sync_parent(path)?;
         }
@@ -165,6 +170,9 @@ impl Journal {
 pub(crate) struct Replayed {
     /// Groups applied to sled (it had lost them).
     pub(crate) applied: usize,
+    /// The journal holds nothing past what sled held durably at its last reset (a clean
+    /// close, or no journal): the writer may append to it without settling sled first.
+    pub(crate) clean: bool,
 }
 
 /// Applies to `db` the journal's groups that sled lost (those past `stored` checkpoints),
@@ -174,28 +182,37 @@ pub(crate) struct Replayed {
 /// `checkpoints.log` then report the loss; the journal never papers over it.
 pub(crate) fn replay(path: &Path, db: &sled::Db, stored: u64) -> Result<Replayed, AuditError> {
     let io = |e| AuditError::io(path, e);
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Replayed::default()),
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Replayed { applied: 0, clean: true });
+        }
         Err(e) => return Err(io(e)),
     };
-    let Some(base) = header_base(&bytes) else {
-        if bytes.iter().any(|&b| b != 0) {
+    let mut header = [0u8; HEADER as usize];
+    let Some(base) = read_at(&file, &mut header, 0).map_err(io)?.then(|| header_base(&header)).flatten()
+    else {
+        let len = file.metadata().map_err(io)?.len();
+        let mut head = vec![0u8; usize::try_from(len.min(HEADER)).unwrap_or(0)];
+        file.read_exact_at(&mut head, 0).map_err(io)?;
+        if head.iter().any(|&b| b != 0) {
             return Err(AuditError::Corrupt(format!(
                 "{}: not an Airlock journal (bad header)",
                 path.display()
             )));
         }
-        return Ok(Replayed::default()); // created, header never written: empty
+        return Ok(Replayed { applied: 0, clean: true }); // created, header never written
     };
-    let mut at = HEADER as usize;
+    let mut at = HEADER;
     let mut next = base + 1;
     let mut in_db = stored;
     let mut applied = 0;
-    while let Some((count, pairs, len)) = entry_at(&bytes, at) {
+    let mut entries = 0;
+    while let Some((count, pairs, len)) = entry_at(&file, at).map_err(io)? {
         if count != next {
             break; // a stale entry from before the last reset
         }
+        entries += 1;
         if count > in_db {
             if count != in_db + 1 {
                 tracing::warn!(path = %path.display(), stored, journal = count, "the audit database is behind its journal; not replaying");
@@ -216,11 +233,19 @@ pub(crate) fn replay(path: &Path, db: &sled::Db, stored: u64) -> Result<Replayed
         tracing::warn!(path = %path.display(), groups = applied, "replayed groups the audit database lost in a crash from its journal");
         db.flush()?;
     }
-    Ok(Replayed { applied })
+    Ok(Replayed { applied, clean: entries == 0 && base == stored })
 }
 
-fn header_base(bytes: &[u8]) -> Option<u64> {
-    let header = bytes.get(..HEADER as usize)?;
+/// Fills `buf` from `at`; false when the file ends first.
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<bool> {
+    match file.read_exact_at(buf, at) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn header_base(header: &[u8]) -> Option<u64> {
     if &header[..16] != MAGIC || Sha256Digest::of(&header[..24]).as_bytes()[..] != header[24..56] {
         return None;
     }
@@ -228,30 +253,38 @@ fn header_base(bytes: &[u8]) -> Option<u64> {
 }
 
 /// The entry at `at`: its count, its pairs and its length in bytes, if it is whole.
-fn entry_at(bytes: &[u8], at: usize) -> Option<(u64, Vec<(&[u8], &[u8])>, usize)> {
-    let head = bytes.get(at..at.checked_add(ENTRY_HEAD)?)?;
-    if &head[..4] != ENTRY {
-        return None;
+fn entry_at(file: &File, at: u64) -> std::io::Result<Option<(u64, Vec<Pair>, u64)>> {
+    let mut head = [0u8; ENTRY_HEAD];
+    if !read_at(file, &mut head, at)? || &head[..4] != ENTRY {
+        return Ok(None);
     }
-    let len = u32::from_be_bytes(head[4..8].try_into().ok()?) as usize;
-    let count = u64::from_be_bytes(head[8..16].try_into().ok()?);
-    let start = at + ENTRY_HEAD;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
-    if Sha256Digest::of_parts(&[&head[8..16], payload]).as_bytes()[..] != head[16..48] {
-        return None;
+    let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&head[8..16]);
+    let mut payload = vec![0u8; len];
+    if !read_at(file, &mut payload, at + ENTRY_HEAD as u64)? {
+        return Ok(None);
     }
+    if Sha256Digest::of_parts(&[&count, &payload]).as_bytes()[..] != head[16..48] {
+        return Ok(None);
+    }
+    Ok(pairs_of(&payload).map(|pairs| (u64::from_be_bytes(count), pairs, (ENTRY_HEAD + len) as u64)))
+}
+
+/// Splits a checksummed payload into its pairs (`None`: malformed).
+fn pairs_of(payload: &[u8]) -> Option<Vec<Pair>> {
     let mut pairs = Vec::new();
     let mut rest = payload;
     while !rest.is_empty() {
         let kl = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
-        let key = rest.get(2..2 + kl)?;
-        let rest2 = &rest[2 + kl..];
-        let vl = u32::from_be_bytes(rest2.get(..4)?.try_into().ok()?) as usize;
-        let value = rest2.get(4..4 + vl)?;
+        let key = rest.get(2..2 + kl)?.to_vec();
+        rest = &rest[2 + kl..];
+        let vl = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let value = rest.get(4..4 + vl)?.to_vec();
+        rest = &rest[4 + vl..];
         pairs.push((key, value));
-        rest = &rest2[4 + vl..];
     }
-    Some((count, pairs, ENTRY_HEAD + len))
+    Some(pairs)
 }
 
 #[cfg(test)]
@@ -273,7 +306,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 0).unwrap();
+        let mut j = Journal::open(&path, 0, false).unwrap();
         for n in 1..=3 {
             j.append(n, &group(n)).unwrap();
         }
@@ -293,7 +326,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 0).unwrap();
+        let mut j = Journal::open(&path, 0, false).unwrap();
         for n in 1..=4 {
             j.append(n, &group(n)).unwrap();
         }
@@ -321,11 +354,31 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 2).unwrap();
+        let mut j = Journal::open(&path, 2, false).unwrap();
         j.append(3, &group(3)).unwrap();
         // The database has none of the two checkpoints it held at the reset.
         assert_eq!(replay(&path, &db, 0).unwrap().applied, 0);
         assert_eq!(stored_checkpoints(&db).unwrap(), 0);
+    }
+
+    #[test]
+    fn only_a_journal_with_nothing_past_its_base_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        assert!(replay(&path, &db, 0).unwrap().clean, "no journal yet");
+        let mut j = Journal::open(&path, 0, false).unwrap();
+        assert!(replay(&path, &db, 0).unwrap().clean);
+        j.append(1, &group(1)).unwrap();
+        let r = replay(&path, &db, 0).unwrap();
+        assert_eq!((r.applied, r.clean), (1, false));
+        // Reopened clean, the header stays and the next group is read after it.
+        let mut j = Journal::open(&path, 1, false).unwrap();
+        assert!(replay(&path, &db, 1).unwrap().clean);
+        drop(j);
+        j = Journal::open(&path, 1, true).unwrap();
+        j.append(2, &group(2)).unwrap();
+        assert_eq!(replay(&path, &db, 1).unwrap().applied, 1);
     }
 
     #[test]

@@ -78,6 +78,11 @@ pub(crate) fn key_number(key: &[u8]) -> Option<u64> {
 /// Opens the sled database, naming the lock when another process holds it, and replays
 /// into it the groups of the journal that it lost in a crash (see `journal`).
 pub(crate) fn open_db(path: &Path) -> Result<sled::Db, AuditError> {
+    open_and_replay(path).map(|(db, _)| db)
+}
+
+/// `open_db`, also saying what the journal replay found.
+pub(crate) fn open_and_replay(path: &Path) -> Result<(sled::Db, journal::Replayed), AuditError> {
     let result = sled::Config::new().path(path).flush_every_ms(None).open();
     let db = result.map_err(|e| match e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
@@ -85,8 +90,8 @@ pub(crate) fn open_db(path: &Path) -> Result<sled::Db, AuditError> {
         }
         other => AuditError::Db(other),
     })?;
-    journal::replay(&journal::path_for(path), &db, stored_checkpoints(&db)?)?;
-    Ok(db)
+    let replayed = journal::replay(&journal::path_for(path), &db, stored_checkpoints(&db)?)?;
+    Ok((db, replayed))
 }
 
 /// How many checkpoints the database holds (the last checkpoint key's index + 1).

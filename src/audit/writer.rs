@@ -94,7 +94,7 @@ impl AuditLog {
         let args_key = ArgsKey::load_or_create(&cfg.data_dir.join(ARGS_KEY_FILE))?;
         let redactor = Redactor::new(&cfg.redact, args_key)?;
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
-        let db = store::open_db(&paths.db)?;
+        let (db, replayed) = store::open_and_replay(&paths.db)?;
         let stored = match db.get(store::STATE_KEY)? {
             Some(bytes) => Some(
                 State::decode(&bytes)
@@ -123,12 +123,15 @@ impl AuditLog {
             }
             logged
         });
-        // Whatever the journal held is in sled now (replayed by `open_db`): make sled durable
-        // before the journal starts over.
-        db.flush()?;
+        // Whatever the journal held is in sled now (replayed on open): make sled durable
+        // before the journal starts over. After a clean close there is nothing to settle,
+        // which keeps syncs off the start-up path.
         let mut syncer = DirSyncer::new(&paths.db);
-        syncer.sync()?;
-        let journal = Journal::open(&journal::path_for(&paths.db), state.checkpoints)?;
+        if !replayed.clean {
+            db.flush()?;
+            syncer.sync()?;
+        }
+        let journal = Journal::open(&journal::path_for(&paths.db), state.checkpoints, replayed.clean)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let read_db = Mutex::new(Some(db.clone()));
         let writer = Writer {
