@@ -90,7 +90,13 @@ pub(crate) fn open_and_replay(path: &Path) -> Result<(sled::Db, journal::Replaye
         }
         other => AuditError::Db(other),
     })?;
-    let replayed = journal::replay(&journal::path_for(path), &db, stored_checkpoints(&db)?)?;
+    // Counted by the state key, the last key of a group written: a group sled kept only
+    // part of is replayed whole.
+    let stored = match db.get(STATE_KEY)? {
+        Some(bytes) => State::decode(&bytes).map_or(stored_checkpoints(&db)?, |s| s.checkpoints),
+        None => 0,
+    };
+    let replayed = journal::replay(&journal::path_for(path), &db, stored)?;
     Ok((db, replayed))
 }
 

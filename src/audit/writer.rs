@@ -5,11 +5,12 @@
 //! Uses: `store` for the layout, `keys` for signing.
 //! Must not: acknowledge a record before its group (records, checkpoint, state) is in the
 //! journal and (with `Durability::Fsync`) the journal is fdatasynced, and its checkpoint
-//! line is written to `checkpoints.log`.
+//! line is written to `checkpoints.log`; put the state key into sled before the group's
+//! other keys.
 //!
 //! One group commit: sign the checkpoint, write its line to `checkpoints.log` (no sync), write
-//! the group to the journal, one `fdatasync` of the journal (`fsync` only), apply the group
-//! to sled without flushing, acknowledge. sled is flushed and fsynced, and `checkpoints.log`
+//! the group to the journal, one `fdatasync` of the journal (`fsync` only), insert the group
+//! into sled (state key last) without flushing, acknowledge. sled is flushed and fsynced, and `checkpoints.log`
 //! fsynced, only when the journal starts over (every `journal::RESET_AT` bytes) and on close.
 //!
 //! The writer is an OS thread rather than a tokio task because it spends its time in
@@ -475,11 +476,13 @@ impl Writer {
         if self.fsync {
             self.journal.sync()?;
         }
-        let mut batch = sled::Batch::default();
+        // Plain inserts, not a sled batch: a batch rolls sled's IO buffer, that is one write
+        // and one `sync_file_range(WAIT_AFTER)` per group. The state key goes last, so a crash
+        // can leave sled with part of a group but with the state of the group before, and the
+        // journal (already durable) replays the whole group on open.
         for (k, v) in pairs {
-            batch.insert(k, v);
+            self.db.insert(k, v)?;
         }
-        self.db.apply_batch(batch)?;
         if self.journal.len() >= journal::RESET_AT {
             self.settle()?;
         }
