@@ -14,6 +14,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod disk;
 mod floor;
 mod report;
 mod stats;
@@ -92,6 +93,7 @@ async fn run() -> anyhow::Result<()> {
         latency: Vec::new(),
         throughput: Vec::new(),
         cold: Vec::new(),
+        fdatasync: disk::fdatasync_floor(env.scratch.path(), 500).map_err(|e| format!("failed: {e}")),
     };
     let mut targets = vec![
         Target::Direct,
@@ -125,7 +127,6 @@ async fn run() -> anyhow::Result<()> {
             Some(why) => Err(why.to_owned()),
             None => workloads::cold_start(&env, target, downstreams, knobs.cold_runs, want_tools * downstreams)
                 .await
-                .map(|(s, _)| s)
                 .map_err(|e| format!("failed: {e:#}")),
         };
         report.cold.push(ColdRow { target, downstreams, result });
@@ -142,7 +143,7 @@ async fn run() -> anyhow::Result<()> {
 /// Latency (and, for HTTP targets and the floor, throughput) of one target on one session.
 async fn measure(env: &Env, knobs: &Knobs, target: Target) -> (LatencyRow, Option<Vec<Result<workloads::Throughput, String>>>) {
     let mut row = LatencyRow { target, result: Err(String::new()), rss_idle_kib: None, rss_after_kib: None, wrote_data: None };
-    let measures_throughput = !matches!(target, Target::AirlockStdio(_));
+    let measures_throughput = true;
     if let Some(why) = env.missing(target) {
         row.result = Err(why.to_owned());
         let cells = measures_throughput.then(|| CALLERS.iter().map(|_| Err(why.to_owned())).collect());

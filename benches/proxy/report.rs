@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crate::stats::{Samples, added_us, ms, ratio, us};
 use crate::targets::{Audit, Target};
+use crate::workloads;
 use crate::workloads::Throughput;
 
 /// Concurrency levels of the throughput table.
@@ -33,13 +34,15 @@ pub(crate) struct ThroughputRow {
 pub(crate) struct ColdRow {
     pub(crate) target: Target,
     pub(crate) downstreams: usize,
-    pub(crate) result: Result<Samples, String>,
+    pub(crate) result: Result<workloads::Cold, String>,
 }
 
 pub(crate) struct Report {
     pub(crate) machine: String,
     pub(crate) calls: usize,
     pub(crate) window: Duration,
+    /// The bare `fdatasync` p50 on the data dir's disk.
+    pub(crate) fdatasync: Result<Samples, String>,
     pub(crate) latency: Vec<LatencyRow>,
     pub(crate) throughput: Vec<ThroughputRow>,
     pub(crate) cold: Vec<ColdRow>,
@@ -61,6 +64,10 @@ fn label(target: Target, wrote_data: Option<bool>) -> String {
         }
         (Some(a), _) => format!("{base}, `durability = \"{}\"`", a.key()),
     }
+}
+
+fn kib_text(v: u64) -> String {
+    kib(Some(v))
 }
 
 fn kib(v: Option<u64>) -> String {
@@ -155,14 +162,25 @@ impl Report {
     }
 
     fn render_cold(&self, out: &mut String) {
-        let _ = writeln!(out, "## 3. Cold start (launch → initialized → complete `tools/list`)\n");
-        let _ = writeln!(out, "| target | downstreams | runs | p50 ms | max ms |");
-        let _ = writeln!(out, "|---|---:|---:|---:|---:|");
+        let _ = writeln!(out, "## 3. Cold start (launch → `initialize` answered; launch → complete `tools/list`)\n");
+        let _ = writeln!(out, "| target | downstreams | runs | initialize p50 ms | list p50 ms | list max ms | first list incomplete |");
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
         for row in &self.cold {
             let name = label(row.target, None);
             match &row.result {
-                Ok(s) => {
-                    let _ = writeln!(out, "| {name} ({}) | {} | {} | {} | {} |", row.target.transport(), row.downstreams, s.len(), ms(s.p50()), ms(s.max()));
+                Ok(c) => {
+                    let s = &c.listed;
+                    let _ = writeln!(
+                        out,
+                        "| {name} ({}) | {} | {} | {} | {} | {} | {} |",
+                        row.target.transport(),
+                        row.downstreams,
+                        s.len(),
+                        ms(c.initialized.p50()),
+                        ms(s.p50()),
+                        ms(s.max()),
+                        c.partial_first_lists
+                    );
                 }
                 Err(e) => {
                     let _ = writeln!(out, "| {name} | {} | – | {e} | |", row.downstreams);
@@ -187,53 +205,102 @@ impl Report {
     fn render_targets(&self, out: &mut String) {
         let _ = writeln!(out, "## 5. Against the issue's targets (figures only; nothing here is asserted)\n");
         let find = |t: Target| self.latency.iter().find(|r| r.target == t).and_then(|r| r.result.as_ref().ok());
-        if let (Some(d), Some(s)) = (self.direct(), find(Target::AirlockStdio(Audit::Fsync))) {
+        let sync = self.fdatasync.as_ref().ok().map(Samples::p50);
+        match &self.fdatasync {
+            Ok(s) => {
+                let _ = writeln!(out, "Bare `fdatasync` of a 256-byte write on the data dir's disk: p50 {} µs, p99 {} µs ({} samples).\n", us(s.p50()), us(s.p99()), s.len());
+            }
+            Err(e) => {
+                let _ = writeln!(out, "Bare `fdatasync`: {e}\n");
+            }
+        }
+        let _ = writeln!(out, "| mode | transport | added p50 µs | over | target µs | met |");
+        let _ = writeln!(out, "|---|---|---:|---|---:|---|");
+        for target in [
+            Target::AirlockStdio(Audit::None),
+            Target::AirlockStdio(Audit::Fsync),
+            Target::AirlockHttp(Audit::None),
+            Target::AirlockHttp(Audit::Fsync),
+        ] {
+            let (floor_name, floor) = match target {
+                Target::AirlockHttp(_) => ("HTTP floor", find(Target::HttpFloor)),
+                _ => ("direct stdio", self.direct()),
+            };
+            let budget = match (target.audit(), sync) {
+                (Some(Audit::Fsync), Some(s)) => Some(Duration::from_micros(100) + 2 * s),
+                (Some(Audit::Fsync), None) => None,
+                _ => Some(Duration::from_micros(100)),
+            };
+            let (added, met) = match (find(target), floor) {
+                (Some(s), Some(f)) => {
+                    let added = s.p50().saturating_sub(f.p50());
+                    let met = budget.map_or("no fdatasync figure", |b| if added <= b { "met" } else { "MISSED" });
+                    (added_us(s.p50(), f.p50()), met)
+                }
+                _ => ("–".to_owned(), "not measured"),
+            };
             let _ = writeln!(
                 out,
-                "- Added p50, stdio, `durability = \"fsync\"`: {} µs (target: < 100 µs + one fsync).",
-                added_us(s.p50(), d.p50())
+                "| {} | {} | {added} | {floor_name} | {} | {met} |",
+                target.audit().map_or("", Audit::key),
+                target.transport(),
+                budget.map_or("–".to_owned(), |b| format!("{:.0}", b.as_secs_f64() * 1e6)),
             );
         }
-        if let (Some(d), Some(s)) = (find(Target::AirlockHttp(Audit::None)), find(Target::AirlockHttp(Audit::Fsync))) {
-            let _ = writeln!(out, "- HTTP p50, fsync vs none: {} vs {} µs.", us(s.p50()), us(d.p50()));
-        }
+        out.push('\n');
         let cell = |t: Target, i: usize| {
             self.throughput.iter().find(|r| r.target == t).and_then(|r| r.cells.get(i)).and_then(|c| c.as_ref().ok())
         };
-        if let (Some(on), Some(off)) = (cell(Target::AirlockHttp(Audit::Fsync), 2), cell(Target::AirlockHttp(Audit::None), 2)) {
-            let _ = writeln!(
-                out,
-                "- Throughput at 32 callers, fsync / none: {:.0}% (target: ≥ 80%).",
-                100.0 * on.per_sec() / off.per_sec().max(1e-9)
-            );
+        let _ = writeln!(out, "Calls/s against the best peer at each concurrency (target with `fsync`: ≥ 1.00×):\n");
+        let head: Vec<String> = CALLERS.iter().map(|c| format!("{c} callers")).collect();
+        let _ = writeln!(out, "| mode | transport | {} |", head.join(" | "));
+        let _ = writeln!(out, "|---|---|{}", "---:|".repeat(CALLERS.len()));
+        for target in [
+            Target::AirlockStdio(Audit::None),
+            Target::AirlockStdio(Audit::Fsync),
+            Target::AirlockHttp(Audit::None),
+            Target::AirlockHttp(Audit::Fsync),
+        ] {
+            let cells: Vec<String> = (0..CALLERS.len())
+                .map(|i| {
+                    let best = self
+                        .throughput
+                        .iter()
+                        .filter(|r| matches!(r.target, Target::Peer(_)))
+                        .filter_map(|r| r.cells.get(i).and_then(|c| c.as_ref().ok()).map(|t| (r.target, t.per_sec())))
+                        .max_by(|a, b| a.1.total_cmp(&b.1));
+                    match (cell(target, i), best) {
+                        (Some(ours), Some((peer, rate))) => {
+                            let r = ours.per_sec() / rate.max(1e-9);
+                            let mark = if target.audit() == Some(Audit::Fsync) && r < 1.0 { " MISSED" } else { "" };
+                            format!("{:.0} vs {} {:.0} = {r:.2}×{mark}", ours.per_sec(), peer.key(), rate)
+                        }
+                        (Some(ours), None) => format!("{:.0} (no peer)", ours.per_sec()),
+                        _ => "–".to_owned(),
+                    }
+                })
+                .collect();
+            let _ = writeln!(out, "| {} | {} | {} |", target.audit().map_or("", Audit::key), target.transport(), cells.join(" | "));
         }
-        for (i, callers) in CALLERS.iter().enumerate() {
-            let Some(ours) = cell(Target::AirlockHttp(Audit::Fsync), i) else { continue };
-            let best = self
-                .throughput
-                .iter()
-                .filter(|r| matches!(r.target, Target::Peer(_)))
-                .filter_map(|r| r.cells.get(i).and_then(|c| c.as_ref().ok()).map(|t| (r.target, t.per_sec())))
-                .max_by(|a, b| a.1.total_cmp(&b.1));
-            if let Some((peer, rate)) = best {
-                let _ = writeln!(
-                    out,
-                    "- {callers} callers: Airlock HTTP (fsync row) {:.0} calls/s vs best peer {} {:.0} calls/s ({:.2}×).",
-                    ours.per_sec(),
-                    peer.key(),
-                    rate,
-                    ours.per_sec() / rate.max(1e-9)
-                );
-            }
-        }
+        out.push('\n');
         let cold = |n: usize| {
             self.cold
                 .iter()
                 .find(|r| r.target == Target::AirlockStdio(Audit::None) && r.downstreams == n)
                 .and_then(|r| r.result.as_ref().ok())
         };
+        if let Some(one) = cold(1) {
+            let met = if one.initialized.p50() <= Duration::from_millis(20) { "met" } else { "MISSED" };
+            let _ = writeln!(out, "- Start-up, stdio, 1 downstream, launch to `initialize` answered: p50 {} ms (target: ≤ 20 ms: {met}); first `tools/list` incomplete in {} of {} runs (target: 0).", ms(one.initialized.p50()), one.partial_first_lists, one.listed.len());
+        }
+        for row in self.latency.iter().filter(|r| r.target.audit().is_some()) {
+            if let Some(kib) = row.rss_idle_kib {
+                let met = if kib <= 20 * 1024 { "met" } else { "MISSED" };
+                let _ = writeln!(out, "- Idle RSS {}: {} (target: ≤ 20 MB: {met}).", row.target.key(), kib_text(kib));
+            }
+        }
         if let (Some(one), Some(eight)) = (cold(1), cold(8)) {
-            let _ = writeln!(out, "- Cold start, 8 downstreams / 1: {} (target: < 1.5×).", ratio(eight.p50(), one.p50()));
+            let _ = writeln!(out, "- Cold start, 8 downstreams / 1: {} (target: < 1.5×).", ratio(eight.listed.p50(), one.listed.p50()));
         }
         out.push('\n');
     }

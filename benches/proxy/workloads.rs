@@ -105,18 +105,36 @@ async fn run_callers(peer: &Peer<RoleClient>, tool: &'static str, callers: usize
     Ok(Throughput { calls: all.len(), errors, elapsed, samples: Samples::new(all) })
 }
 
-/// Launch → initialized session → `tools/list` returning every downstream's tools,
-/// `runs` times; returns the samples and the number of tools listed.
-pub(crate) async fn cold_start(env: &Env, target: Target, downstreams: usize, runs: usize, want_tools: usize) -> anyhow::Result<(Samples, usize)> {
+/// What `cold_start` measured.
+pub(crate) struct Cold {
+    /// Launch → `initialize` answered.
+    pub(crate) initialized: Samples,
+    /// Launch → a `tools/list` listing every downstream's tools.
+    pub(crate) listed: Samples,
+    /// Runs whose first `tools/list` lacked tools (a gateway must not answer before its
+    /// catalog is complete).
+    pub(crate) partial_first_lists: usize,
+}
+
+/// Launch → initialized session → `tools/list` returning every downstream's tools, `runs`
+/// times.
+pub(crate) async fn cold_start(env: &Env, target: Target, downstreams: usize, runs: usize, want_tools: usize) -> anyhow::Result<Cold> {
     let mut times = Vec::with_capacity(runs);
-    let mut listed = 0;
+    let mut inits = Vec::with_capacity(runs);
+    let mut partial = 0;
     for _ in 0..runs {
         let start = Instant::now();
         let running = targets::start(env, target, downstreams, 16).await?;
-        // A gateway that answers before every downstream is up lists fewer tools: the
-        // clock runs until the list is complete.
+        inits.push(start.elapsed());
+        // The clock runs until the list is complete; an incomplete first list is counted.
+        let mut first = true;
+        let mut listed;
         let complete = loop {
             listed = running.client.peer().list_all_tools().await?.len();
+            if first && listed < want_tools {
+                partial += 1;
+            }
+            first = false;
             if listed >= want_tools || start.elapsed() > Duration::from_secs(30) {
                 break listed >= want_tools;
             }
@@ -129,5 +147,5 @@ pub(crate) async fn cold_start(env: &Env, target: Target, downstreams: usize, ru
         }
         times.push(elapsed);
     }
-    Ok((Samples::new(times), listed))
+    Ok(Cold { initialized: Samples::new(inits), listed: Samples::new(times), partial_first_lists: partial })
 }

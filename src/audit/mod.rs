@@ -22,6 +22,7 @@ mod canonical;
 mod checkpoint;
 mod digest;
 mod export;
+mod journal;
 mod keys;
 mod merkle;
 mod note;

@@ -9,6 +9,9 @@
 //! - `r` ‖ seq (u64 big-endian) → chain hash after this record (32 bytes) ‖ canonical record
 //! - `c` ‖ index (u64 big-endian) → canonical checkpoint
 //! - `s` → canonical JSON of `State`, rewritten with every group
+//!
+//! Each group is made durable in `<data_dir>/audit.journal` first (see `journal`); sled is
+//! flushed and fsynced only when the journal starts over.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -19,6 +22,7 @@ use serde_json::{Value, json};
 
 use super::AuditError;
 use super::canonical::canonical;
+use super::journal;
 use super::checkpoint::Checkpoint;
 use super::digest::Sha256Digest;
 use super::keys::PublicKey;
@@ -71,15 +75,40 @@ pub(crate) fn key_number(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(bytes))
 }
 
-/// Opens the sled database, naming the lock when another process holds it.
+/// Opens the sled database, naming the lock when another process holds it, and replays
+/// into it the groups of the journal that it lost in a crash (see `journal`).
 pub(crate) fn open_db(path: &Path) -> Result<sled::Db, AuditError> {
+    open_and_replay(path).map(|(db, _)| db)
+}
+
+/// `open_db`, also saying what the journal replay found.
+pub(crate) fn open_and_replay(path: &Path) -> Result<(sled::Db, journal::Replayed), AuditError> {
     let result = sled::Config::new().path(path).flush_every_ms(None).open();
-    result.map_err(|e| match e {
+    let db = result.map_err(|e| match e {
         sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
             AuditError::Locked(path.to_path_buf())
         }
         other => AuditError::Db(other),
-    })
+    })?;
+    // Counted by the state key, the last key of a group written: a group sled kept only
+    // part of is replayed whole.
+    let stored = match db.get(STATE_KEY)? {
+        Some(bytes) => State::decode(&bytes).map_or(stored_checkpoints(&db)?, |s| s.checkpoints),
+        None => 0,
+    };
+    let replayed = journal::replay(&journal::path_for(path), &db, stored)?;
+    Ok((db, replayed))
+}
+
+/// How many checkpoints the database holds (the last checkpoint key's index + 1).
+pub(crate) fn stored_checkpoints(db: &sled::Db) -> Result<u64, AuditError> {
+    Ok(db
+        .scan_prefix([CHECKPOINT_PREFIX])
+        .keys()
+        .next_back()
+        .transpose()?
+        .and_then(|k| key_number(&k))
+        .map_or(0, |i| i + 1))
 }
 
 /// Opens an existing database for reading commands; never creates one.
@@ -352,7 +381,8 @@ impl CheckpointFile {
         Ok(Some(body[from..].to_vec()))
     }
 
-    /// Makes appended lines durable.
+    /// Makes appended lines durable (when the journal starts over and on close; each line
+    /// is also in the journal, which is synced per group).
     pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
         self.file.sync_data().map_err(|e| AuditError::io(&self.path, e))
     }

@@ -3,8 +3,15 @@
 //! Owns: `AuditLog` (the cheap handle), `Recorded` (the proof token), sequence numbers,
 //! record times, the chain, the Merkle frontier and checkpoint signing.
 //! Uses: `store` for the layout, `keys` for signing.
-//! Must not: acknowledge a record before its group's checkpoint is written and (with
-//! `Durability::Fsync`) fsynced, both in sled and in `checkpoints.log`.
+//! Must not: acknowledge a record before its group (records, checkpoint, state) is in the
+//! journal and (with `Durability::Fsync`) the journal is fdatasynced, and its checkpoint
+//! line is written to `checkpoints.log`; put the state key into sled before the group's
+//! other keys.
+//!
+//! One group commit: sign the checkpoint, write its line to `checkpoints.log` (no sync), write
+//! the group to the journal, one `fdatasync` of the journal (`fsync` only), insert the group
+//! into sled (state key last) without flushing, acknowledge. sled is flushed and fsynced, and `checkpoints.log`
+//! fsynced, only when the journal starts over (every `journal::RESET_AT` bytes) and on close.
 //!
 //! The writer is an OS thread rather than a tokio task because it spends its time in
 //! blocking `fsync`, which must not stall the runtime's workers. Callers talk to it over a
@@ -26,6 +33,7 @@ use super::keys::{PublicKey, Signature, SigningKey, sync_parent};
 use super::merkle::{Frontier, leaf_hash};
 use super::arguments::{ARGS_KEY_FILE, ArgsKey, Redactor};
 use super::record::{Prepared, Record, RecordKind};
+use super::journal::{self, Journal, Pair};
 use super::store::{self, CheckpointFile, DirSyncer, LogPaths, State};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -89,7 +97,7 @@ impl AuditLog {
         let args_key = ArgsKey::load_or_create(&cfg.data_dir.join(ARGS_KEY_FILE))?;
         let redactor = Redactor::new(&cfg.redact, args_key)?;
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
-        let db = store::open_db(&paths.db)?;
+        let (db, replayed) = store::open_and_replay(&paths.db)?;
         let stored = match db.get(store::STATE_KEY)? {
             Some(bytes) => Some(
                 State::decode(&bytes)
@@ -118,12 +126,22 @@ impl AuditLog {
             }
             logged
         });
+        // Whatever the journal held is in sled now (replayed on open): make sled durable
+        // before the journal starts over. After a clean close there is nothing to settle,
+        // which keeps syncs off the start-up path.
+        let mut syncer = DirSyncer::new(&paths.db);
+        if !replayed.clean {
+            db.flush()?;
+            syncer.sync()?;
+        }
+        let journal = Journal::open(&journal::path_for(&paths.db), state.checkpoints, replayed.clean)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let read_db = Mutex::new(Some(db.clone()));
         let (durable_tx, durable) = watch::channel(state.seq);
         let writer = Writer {
             db,
-            syncer: DirSyncer::new(&paths.db),
+            syncer,
+            journal,
             db_dir: paths.db.clone(),
             checkpoints,
             state,
@@ -355,6 +373,7 @@ struct Writer {
     db: sled::Db,
     db_dir: PathBuf,
     syncer: DirSyncer,
+    journal: Journal,
     checkpoints: CheckpointFile,
     state: State,
     key: Arc<SigningKey>,
@@ -398,6 +417,11 @@ impl Writer {
         // Release the database (and its lock) before telling `close` we are done. sled's IO
         // threads may hold the file a moment longer, so wait until its lock is free.
         let lock_file = self.db_dir.join("db");
+        if self.failed.is_none() {
+            if let Err(e) = self.settle() {
+                tracing::error!(error = %e, "could not flush the audit database on close; its journal keeps the groups");
+            }
+        }
         drop(self);
         wait_for_unlock(&lock_file);
         if let Some(done) = closing {
@@ -434,7 +458,7 @@ impl Writer {
 
     fn write_group(&mut self, records: Vec<Prepared>) -> Result<(), AuditError> {
         let time = now_rfc3339();
-        let mut batch = sled::Batch::default();
+        let mut pairs: Vec<Pair> = Vec::with_capacity(records.len() + 2);
         for rec in records {
             self.state.seq += 1;
             let bytes = rec.finish(Seq::new(self.state.seq), &time);
@@ -444,7 +468,7 @@ impl Writer {
             let mut value = Vec::with_capacity(32 + bytes.len());
             value.extend_from_slice(self.state.chain_head.as_bytes());
             value.extend_from_slice(&bytes);
-            batch.insert(&store::record_key(self.state.seq), value);
+            pairs.push((store::record_key(self.state.seq).to_vec(), value));
         }
         let cp = Checkpoint::sign(
             &self.key,
@@ -455,24 +479,39 @@ impl Writer {
             time,
         );
         let cp_bytes = cp.to_canonical();
-        batch.insert(
-            &store::checkpoint_key(self.state.checkpoints),
-            cp_bytes.clone(),
-        );
+        // The line goes into checkpoints.log before the group is durable anywhere, so after
+        // a kill the file is at most one unacknowledged group ahead of the log (dropped on
+        // the next start) and never behind it: a line missing from the file is a removed line.
+        self.checkpoints.append(&cp_bytes, false)?;
+        pairs.push((store::checkpoint_key(self.state.checkpoints).to_vec(), cp_bytes));
         self.state.checkpoints += 1;
         self.state.key = self.key.public_key();
-        batch.insert(store::STATE_KEY, self.state.encode());
-        // The line goes into checkpoints.log first (and is synced first), so a crash can
-        // leave the file one unacknowledged group ahead of the database (dropped on the
-        // next start) but never behind it: a line missing from the file is a removed line.
-        self.checkpoints.append(&cp_bytes, false)?;
-        self.db.apply_batch(batch)?;
-        self.db.flush()?;
+        pairs.push((store::STATE_KEY.to_vec(), self.state.encode()));
+        self.journal.append(self.state.checkpoints, &pairs)?;
         if self.fsync {
-            self.checkpoints.sync()?;
-            self.syncer.sync()?;
+            self.journal.sync()?;
+        }
+        // Plain inserts, not a sled batch: a batch rolls sled's IO buffer, that is one write
+        // and one `sync_file_range(WAIT_AFTER)` per group. The state key goes last, so a crash
+        // can leave sled with part of a group but with the state of the group before, and the
+        // journal (already durable) replays the whole group on open.
+        for (k, v) in pairs {
+            self.db.insert(k, v)?;
+        }
+        if self.journal.len() >= journal::RESET_AT {
+            self.settle()?;
         }
         Ok(())
+    }
+
+    /// Makes sled and `checkpoints.log` durable on their own, then starts the journal over.
+    fn settle(&mut self) -> Result<(), AuditError> {
+        self.db.flush()?;
+        if self.fsync {
+            self.syncer.sync()?;
+            self.checkpoints.sync()?;
+        }
+        self.journal.reset(self.state.checkpoints, self.fsync)
     }
 
     /// Logs the rotation under the old key, then a checkpoint under the new key, so the new

@@ -1,0 +1,392 @@
+//! The journal: the log's durability point, one append and (with `fsync`) one `fdatasync`
+//! per group commit.
+//!
+//! Owns: `<data_dir>/audit.journal`, its entry format, replaying it into sled on open.
+//! Uses: sled (as the store the entries are replayed into), `digest` for entry checksums.
+//! Must not: decide what a group holds (the writer does) or acknowledge anything.
+//!
+//! Why our own file: sled 0.34's `flush` issues `sync_file_range(WAIT_AFTER)` per buffer and
+//! its files need a separate fsync, so a durable sled batch costs several syncing calls. The
+//! writer applies each group to sled without flushing it and makes the same group durable
+//! here instead; sled stays the store every reader reads. sled is flushed and fsynced only
+//! when the journal is reset (when it grows past `RESET_AT`, and on close), and whatever sled
+//! lost in a crash is replayed from here when the database is next opened.
+//!
+//! Layout: a 64-byte header (`MAGIC`, then `base`: how many checkpoints sled held, durably,
+//! when the journal was reset, then a SHA-256 of both), then entries from offset 64:
+//! `ENTRY` ‖ payload length (u32 BE) ‖ checkpoints after this group (u64 BE) ‖
+//! SHA-256(count ‖ payload) ‖ payload, the payload being the group's sled batch as
+//! (u16 BE key length ‖ key ‖ u32 BE value length ‖ value)*. Only the entries numbered
+//! `base + 1, base + 2, …` in a row count: the first torn or stale entry ends the journal,
+//! so the file is reused from offset 64 after a reset without being zeroed. The file grows
+//! in zero-filled chunks so a per-group `fdatasync` never changes its size (no ext4 journal
+//! commit).
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::AuditError;
+use super::digest::Sha256Digest;
+use super::keys::sync_parent;
+
+const MAGIC: &[u8; 16] = b"airlock-journal1";
+const ENTRY: &[u8; 4] = b"AJE1";
+const HEADER: u64 = 64;
+/// Bytes before an entry's payload: tag, length, count, checksum.
+const ENTRY_HEAD: usize = 4 + 4 + 8 + 32;
+/// Zero-filled space added at a time.
+const CHUNK: u64 = 4 << 20;
+/// Journal length at which the writer flushes sled and starts the journal over.
+pub(crate) const RESET_AT: u64 = 64 << 20;
+
+/// The journal path for the sled directory `db_dir` (`<data_dir>/audit.journal`).
+pub(crate) fn path_for(db_dir: &Path) -> PathBuf {
+    db_dir.with_extension("journal")
+}
+
+/// One key/value pair of a group's sled batch.
+pub(crate) type Pair = (Vec<u8>, Vec<u8>);
+
+/// The open journal of a writer.
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Where the next entry goes.
+    end: u64,
+    /// Current file length (end of the zero-filled space).
+    cap: u64,
+}
+
+impl Journal {
+    /// Opens (or creates) the journal, started over at `base` checkpoints. Call `replay`
+    /// (and make sled durable) first. `clean` (see `Replayed`): the header already says
+    /// `base` and nothing follows it, so it is kept as it is, without a write or a sync.
+    pub(crate) fn open(path: &Path, base: u64, clean: bool) -> Result<Journal, AuditError> {
+        let io = |e| AuditError::io(path, e);
+        let existed = path.exists();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io)?;
+        let cap = file.metadata().map_err(io)?.len();
+        let mut journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            end: HEADER,
+            cap,
+        };
+        let empty = journal.cap == 0;
+        journal.reserve(HEADER)?;
+        if !clean || empty {
+            journal.reset(base, true)?;
+        }
+        if !existed {
+            sync_parent(path)?;
+        }
+        Ok(journal)
+    }
+
+    /// Bytes in use (header and entries).
+    pub(crate) fn len(&self) -> u64 {
+        self.end
+    }
+
+    /// Starts the journal over: everything in it is durable in sled, which holds `base`
+    /// checkpoints. `sync`: make the new header durable now.
+    pub(crate) fn reset(&mut self, base: u64, sync: bool) -> Result<(), AuditError> {
+        let io = |e| AuditError::io(&self.path, e);
+        let mut header = [0u8; HEADER as usize];
+        header[..16].copy_from_slice(MAGIC);
+        header[16..24].copy_from_slice(&base.to_be_bytes());
+        let sum = Sha256Digest::of(&header[..24]);
+        header[24..56].copy_from_slice(sum.as_bytes());
+        self.file.write_all_at(&header, 0).map_err(io)?;
+        if sync {
+            self.file.sync_data().map_err(io)?;
+        }
+        self.end = HEADER;
+        Ok(())
+    }
+
+    /// Writes one group (`count`: checkpoints in sled once it is applied). Not durable
+    /// until `sync`.
+    pub(crate) fn append(&mut self, count: u64, pairs: &[Pair]) -> Result<(), AuditError> {
+        let size: usize = pairs.iter().map(|(k, v)| 6 + k.len() + v.len()).sum();
+        let mut entry = Vec::with_capacity(ENTRY_HEAD + size);
+        entry.extend_from_slice(ENTRY);
+        let len = u32::try_from(size)
+            .map_err(|_| AuditError::Corrupt("a group too large for the journal".into()))?;
+        entry.extend_from_slice(&len.to_be_bytes());
+        entry.extend_from_slice(&count.to_be_bytes());
+        entry.extend_from_slice(&[0u8; 32]);
+        for (k, v) in pairs {
+            let (Ok(kl), Ok(vl)) = (u16::try_from(k.len()), u32::try_from(v.len())) else {
+                return Err(AuditError::Corrupt("a record too large for the journal".into()));
+            };
+            entry.extend_from_slice(&kl.to_be_bytes());
+            entry.extend_from_slice(k);
+            entry.extend_from_slice(&vl.to_be_bytes());
+            entry.extend_from_slice(v);
+        }
+        let sum = Sha256Digest::of_parts(&[&count.to_be_bytes(), &entry[ENTRY_HEAD..]]);
+        entry[16..48].copy_from_slice(sum.as_bytes());
+        let needed = self.end + entry.len() as u64;
+        self.reserve(needed)?;
+        self.file
+            .write_all_at(&entry, self.end)
+            .map_err(|e| AuditError::io(&self.path, e))?;
+        self.end = needed;
+        Ok(())
+    }
+
+    /// Makes the appended entries durable: the one `fdatasync` of a group commit.
+    pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
+        self.file
+            .sync_data()
+            .map_err(|e| AuditError::io(&self.path, e))
+    }
+
+    /// Grows the file in zero-filled chunks to at least `needed` bytes.
+    fn reserve(&mut self, needed: u64) -> Result<(), AuditError> {
+        if needed <= self.cap {
+            return Ok(());
+        }
+        let io = |e| AuditError::io(&self.path, e);
+        let grow = (needed - self.cap).div_ceil(CHUNK) * CHUNK;
+        let zeros = vec![0u8; usize::try_from(grow).unwrap_or(0)];
+        self.file.write_all_at(&zeros, self.cap).map_err(io)?;
+        self.file.sync_all().map_err(io)?;
+        self.cap += grow;
+        Ok(())
+    }
+}
+
+/// What replaying found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Replayed {
+    /// Groups applied to sled (it had lost them).
+    pub(crate) applied: usize,
+    /// The journal holds nothing past what sled held durably at its last reset (a clean
+    /// close, or no journal): the writer may append to it without settling sled first.
+    pub(crate) clean: bool,
+}
+
+/// Applies to `db` the journal's groups that sled lost (those past `stored` checkpoints),
+/// in order, and flushes sled when it applied any. A missing journal replays nothing.
+/// Entries that do not continue the database (the database is behind the journal's base,
+/// or a numbering gap) are left alone with a warning: the checks against
+/// `checkpoints.log` then report the loss; the journal never papers over it.
+pub(crate) fn replay(path: &Path, db: &sled::Db, stored: u64) -> Result<Replayed, AuditError> {
+    let io = |e| AuditError::io(path, e);
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(Replayed { applied: 0, clean: true });
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let mut header = [0u8; HEADER as usize];
+    let Some(base) = read_at(&file, &mut header, 0).map_err(io)?.then(|| header_base(&header)).flatten()
+    else {
+        let len = file.metadata().map_err(io)?.len();
+        let mut head = vec![0u8; usize::try_from(len.min(HEADER)).unwrap_or(0)];
+        file.read_exact_at(&mut head, 0).map_err(io)?;
+        if head.iter().any(|&b| b != 0) {
+            return Err(AuditError::Corrupt(format!(
+                "{}: not an Airlock journal (bad header)",
+                path.display()
+            )));
+        }
+        return Ok(Replayed { applied: 0, clean: true }); // created, header never written
+    };
+    let mut at = HEADER;
+    let mut next = base + 1;
+    let mut in_db = stored;
+    let mut applied = 0;
+    let mut entries = 0;
+    while let Some((count, pairs, len)) = entry_at(&file, at).map_err(io)? {
+        if count != next {
+            break; // a stale entry from before the last reset
+        }
+        entries += 1;
+        if count > in_db {
+            if count != in_db + 1 {
+                tracing::warn!(path = %path.display(), stored, journal = count, "the audit database is behind its journal; not replaying");
+                break;
+            }
+            let mut batch = sled::Batch::default();
+            for (k, v) in pairs {
+                batch.insert(k, v);
+            }
+            db.apply_batch(batch)?;
+            in_db = count;
+            applied += 1;
+        }
+        next += 1;
+        at += len;
+    }
+    if applied > 0 {
+        tracing::warn!(path = %path.display(), groups = applied, "replayed groups the audit database lost in a crash from its journal");
+        db.flush()?;
+    }
+    Ok(Replayed { applied, clean: entries == 0 && base == stored })
+}
+
+/// Fills `buf` from `at`; false when the file ends first.
+fn read_at(file: &File, buf: &mut [u8], at: u64) -> std::io::Result<bool> {
+    match file.read_exact_at(buf, at) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+fn header_base(header: &[u8]) -> Option<u64> {
+    if &header[..16] != MAGIC || Sha256Digest::of(&header[..24]).as_bytes()[..] != header[24..56] {
+        return None;
+    }
+    Some(u64::from_be_bytes(header[16..24].try_into().ok()?))
+}
+
+/// The entry at `at`: its count, its pairs and its length in bytes, if it is whole.
+fn entry_at(file: &File, at: u64) -> std::io::Result<Option<(u64, Vec<Pair>, u64)>> {
+    let mut head = [0u8; ENTRY_HEAD];
+    if !read_at(file, &mut head, at)? || &head[..4] != ENTRY {
+        return Ok(None);
+    }
+    let len = u32::from_be_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    let mut count = [0u8; 8];
+    count.copy_from_slice(&head[8..16]);
+    let mut payload = vec![0u8; len];
+    if !read_at(file, &mut payload, at + ENTRY_HEAD as u64)? {
+        return Ok(None);
+    }
+    if Sha256Digest::of_parts(&[&count, &payload]).as_bytes()[..] != head[16..48] {
+        return Ok(None);
+    }
+    Ok(pairs_of(&payload).map(|pairs| (u64::from_be_bytes(count), pairs, (ENTRY_HEAD + len) as u64)))
+}
+
+/// Splits a checksummed payload into its pairs (`None`: malformed).
+fn pairs_of(payload: &[u8]) -> Option<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    let mut rest = payload;
+    while !rest.is_empty() {
+        let kl = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize;
+        let key = rest.get(2..2 + kl)?.to_vec();
+        rest = &rest[2 + kl..];
+        let vl = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let value = rest.get(4..4 + vl)?.to_vec();
+        rest = &rest[4 + vl..];
+        pairs.push((key, value));
+    }
+    Some(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::store::{checkpoint_key, stored_checkpoints};
+
+    /// A group as the writer makes it: one checkpoint key and a value naming the group.
+    fn group(n: u64) -> Vec<Pair> {
+        vec![(checkpoint_key(n - 1).to_vec(), format!("cp{n}").into_bytes())]
+    }
+
+    fn db(dir: &Path) -> sled::Db {
+        sled::Config::new().path(dir.join("audit")).temporary(false).open().unwrap()
+    }
+
+    #[test]
+    fn replays_exactly_the_groups_the_database_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        let mut j = Journal::open(&path, 0, false).unwrap();
+        for n in 1..=3 {
+            j.append(n, &group(n)).unwrap();
+        }
+        j.sync().unwrap();
+        // The database kept group 1 only.
+        db.insert(checkpoint_key(0), b"cp1".as_slice()).unwrap();
+        let r = replay(&path, &db, stored_checkpoints(&db).unwrap()).unwrap();
+        assert_eq!(r.applied, 2);
+        assert_eq!(stored_checkpoints(&db).unwrap(), 3);
+        assert_eq!(&*db.get(checkpoint_key(2)).unwrap().unwrap(), b"cp3");
+        // Replaying again changes nothing.
+        assert_eq!(replay(&path, &db, 3).unwrap().applied, 0);
+    }
+
+    #[test]
+    fn a_torn_entry_ends_the_journal_and_stale_entries_after_a_reset_count_for_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        let mut j = Journal::open(&path, 0, false).unwrap();
+        for n in 1..=4 {
+            j.append(n, &group(n)).unwrap();
+        }
+        // Start over at base 4 and write group 5 over the first old entry: the old groups
+        // 2..4 behind it must not be read as the continuation.
+        j.reset(4, true).unwrap();
+        j.append(5, &group(5)).unwrap();
+        let end = j.len();
+        for n in 1..=4 {
+            db.insert(checkpoint_key(n - 1), format!("cp{n}").into_bytes()).unwrap();
+        }
+        assert_eq!(replay(&path, &db, 4).unwrap().applied, 1);
+        // A torn group 6 (its last byte missing) is not applied.
+        j.append(6, &group(6)).unwrap();
+        let file = OpenOptions::new().write(true).open(&path).unwrap();
+        let torn_at = j.len() - 1;
+        file.write_all_at(&[0xff], torn_at).unwrap();
+        assert!(end < torn_at);
+        assert_eq!(replay(&path, &db, 5).unwrap().applied, 0);
+        assert_eq!(stored_checkpoints(&db).unwrap(), 5);
+    }
+
+    #[test]
+    fn a_database_behind_the_journal_base_is_not_papered_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        let mut j = Journal::open(&path, 2, false).unwrap();
+        j.append(3, &group(3)).unwrap();
+        // The database has none of the two checkpoints it held at the reset.
+        assert_eq!(replay(&path, &db, 0).unwrap().applied, 0);
+        assert_eq!(stored_checkpoints(&db).unwrap(), 0);
+    }
+
+    #[test]
+    fn only_a_journal_with_nothing_past_its_base_is_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        let db = db(dir.path());
+        assert!(replay(&path, &db, 0).unwrap().clean, "no journal yet");
+        let mut j = Journal::open(&path, 0, false).unwrap();
+        assert!(replay(&path, &db, 0).unwrap().clean);
+        j.append(1, &group(1)).unwrap();
+        let r = replay(&path, &db, 0).unwrap();
+        assert_eq!((r.applied, r.clean), (1, false));
+        // Reopened clean, the header stays and the next group is read after it.
+        let mut j = Journal::open(&path, 1, false).unwrap();
+        assert!(replay(&path, &db, 1).unwrap().clean);
+        drop(j);
+        j = Journal::open(&path, 1, true).unwrap();
+        j.append(2, &group(2)).unwrap();
+        assert_eq!(replay(&path, &db, 1).unwrap().applied, 1);
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_journal_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.journal");
+        std::fs::write(&path, b"something else entirely, not a journal header at all, 64+ bytes long").unwrap();
+        let db = db(dir.path());
+        assert!(matches!(replay(&path, &db, 0), Err(AuditError::Corrupt(_))));
+    }
+}
