@@ -8,6 +8,7 @@ pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo_tools;
 pub mod downstream;
 #[cfg(feature = "fuzzing")]

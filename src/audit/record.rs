@@ -41,6 +41,9 @@ pub enum RecordKind {
     UpstreamRequestRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
+    /// A control-socket peer that was not admitted, or asked for an operator command it
+    /// may not run.
+    ControlRefused,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -64,6 +67,7 @@ impl RecordKind {
             RecordKind::SessionRefused => "session_refused",
             RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",
+            RecordKind::ControlRefused => "control_refused",
             RecordKind::Checkpoint => "checkpoint",
         }
     }
