@@ -77,6 +77,25 @@ pub(crate) fn launch(config: &Config) -> anyhow::Result<control::Launch> {
     })
 }
 
+/// `airlock serve` on stdio: relays this process's stdin/stdout to the data dir's
+/// gateway, starting one when none runs.
+pub(crate) fn bridge(config: &Config) -> anyhow::Result<ExitCode> {
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        // Someone ran `airlock serve` by hand: say what it is waiting for.
+        eprintln!(
+            "airlock: serving MCP on stdin/stdout and waiting for an MCP client; configure your client to launch `{} serve --config <airlock.toml>` (README: Client configuration), or use --http ADDR",
+            std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "airlock".into())
+        );
+    }
+    let settings = control::BridgeSettings { launch: launch(config)?, max_message: config.gateway.max_message_size };
+    let runtime = small_runtime()?;
+    let result = runtime.block_on(control::run_bridge(settings, tokio::io::stdin(), tokio::io::stdout()));
+    // A read of stdin may still be pending on the blocking pool; it must not hold the exit.
+    runtime.shutdown_background();
+    result?;
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn start(config: &Config) -> anyhow::Result<ExitCode> {
     let data_dir = &config.gateway.data_dir;
     match launch(config)?.ensure_running().await? {

@@ -38,6 +38,14 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let standalone = args.standalone || std::env::var_os("AIRLOCK_STANDALONE").is_some_and(|v| v == "1");
+    if args.http.is_none() && !standalone {
+        // The bridge's path stays cheap: airlock.toml only, no manifests, no database.
+        let config = super::gateway::load_config(&args.config)?;
+        if config.http.listen.is_none() {
+            return super::gateway::bridge(&config);
+        }
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let checked = super::check::load_everything(&args.config)?;
     if !checked.problems.is_empty() {

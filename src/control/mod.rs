@@ -33,6 +33,7 @@
 //!    ([`Request::needs_operator`]) are answered `not_operator` (and recorded
 //!    `control_refused`) unless the peer is the gateway's own uid or in `operators`.
 
+mod bridge;
 mod client;
 mod launch;
 mod ops;
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub use bridge::{BridgeError, BridgeSettings, run_bridge};
 pub use client::{Connection, OpLine, OpStream, attach, connect, connect_op};
 pub use launch::{Launch, LaunchError};
 pub use ops::{DownstreamStatus, OpContext, Request, StatusReport};
