@@ -1,6 +1,7 @@
 //! `airlock gateway run|start|stop|status`: the gateway that owns a data dir, and its
 //! operators' view of it over the control socket.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -20,15 +21,38 @@ pub(crate) enum Command {
     /// Start the data dir's gateway in the background unless one runs; print its pid.
     Start(super::ConfigArg),
     /// Stop the running gateway gracefully (operators only) and wait until it has exited.
-    Stop(super::ConfigArg),
+    Stop(Target),
     /// Pid, uptime, sessions, held calls, downstreams and log size of the running gateway.
     Status {
         #[command(flatten)]
-        config: super::ConfigArg,
+        target: Target,
         /// Print the status as JSON.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Which gateway: the one of `--config`'s data dir, or of `--data-dir`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Target {
+    #[command(flatten)]
+    config: super::ConfigArg,
+    /// The data dir whose gateway to reach (instead of reading --config).
+    #[arg(long, value_name = "DIR", conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+}
+
+impl Target {
+    /// The data dir, and the configuration to name in the hello (none with --data-dir).
+    fn resolve(&self) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+        match &self.data_dir {
+            Some(dir) => Ok((dir.clone(), None)),
+            None => {
+                let config = load_config(&self.config)?;
+                Ok((config.gateway.data_dir.clone(), super::serve::canonical_config(&config)))
+            }
+        }
+    }
 }
 
 /// How long `stop` waits for the gateway to exit.
@@ -39,8 +63,14 @@ pub(crate) fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Run(config) => run_gateway(&config),
         Command::Start(config) => small_runtime()?.block_on(start(&load_config(&config)?)),
-        Command::Stop(config) => small_runtime()?.block_on(stop(&load_config(&config)?)),
-        Command::Status { config, json } => small_runtime()?.block_on(status(&load_config(&config)?, json)),
+        Command::Stop(target) => {
+            let (data_dir, config) = target.resolve()?;
+            small_runtime()?.block_on(stop(&data_dir, config))
+        }
+        Command::Status { target, json } => {
+            let (data_dir, config) = target.resolve()?;
+            small_runtime()?.block_on(status(&data_dir, config, json))
+        }
     }
 }
 
@@ -103,14 +133,13 @@ async fn start(config: &Config) -> anyhow::Result<ExitCode> {
         None => eprintln!("airlock: the gateway of {} is already running", data_dir.display()),
     }
     // Says which gateway answers, and that it has this configuration.
-    let status = fetch_status(config).await?;
+    let status = fetch_status(data_dir, super::serve::canonical_config(config)).await?;
     eprintln!("airlock: gateway pid {}", status.pid);
     Ok(ExitCode::SUCCESS)
 }
 
-async fn stop(config: &Config) -> anyhow::Result<ExitCode> {
-    let data_dir = &config.gateway.data_dir;
-    let mut connection = match control::connect_op(data_dir, super::serve::canonical_config(config)).await {
+async fn stop(data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut connection = match control::connect_op(data_dir, config).await {
         Ok(connection) => connection,
         Err(control::ControlError::NotRunning(_)) => {
             eprintln!("airlock: no gateway is running for {}", data_dir.display());
@@ -127,15 +156,14 @@ async fn stop(config: &Config) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn fetch_status(config: &Config) -> anyhow::Result<StatusReport> {
-    let data_dir = &config.gateway.data_dir;
-    let mut connection = control::connect_op(data_dir, super::serve::canonical_config(config)).await?;
+async fn fetch_status(data_dir: &Path, config: Option<PathBuf>) -> anyhow::Result<StatusReport> {
+    let mut connection = control::connect_op(data_dir, config).await?;
     let value = connection.call(&Request::Status).await?;
     serde_json::from_value(value).context("the gateway's status is unreadable")
 }
 
-async fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
-    let status = match fetch_status(config).await {
+async fn status(data_dir: &Path, config: Option<PathBuf>, json: bool) -> anyhow::Result<ExitCode> {
+    let status = match fetch_status(data_dir, config).await {
         Ok(status) => status,
         Err(error) if matches!(error.downcast_ref(), Some(control::ControlError::NotRunning(_))) => {
             eprintln!("airlock: {error}");

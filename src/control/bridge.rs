@@ -64,6 +64,18 @@ struct Peek {
     id: Option<Value>,
     #[serde(default)]
     method: Option<String>,
+    #[serde(default)]
+    result: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    error: Option<serde::de::IgnoredAny>,
+}
+
+impl Peek {
+    /// A response (has `result` or `error`), as opposed to an invalid message the
+    /// gateway must answer.
+    fn is_response(&self) -> bool {
+        self.method.is_none() && (self.result.is_some() || self.error.is_some())
+    }
 }
 
 /// The messages in a line (a batch has several); none if it is not JSON-RPC-shaped.
@@ -239,8 +251,10 @@ impl Bridge {
                     }
                 }
                 // A response: only for a request of the gateway that is there now.
-                (Some(id), None) => forward |= self.session.from_gateway.remove(&key(id)).is_some() && link.is_some(),
-                (None, None) => forward = true,
+                (Some(id), None) if message.is_response() => {
+                    forward |= self.session.from_gateway.remove(&key(id)).is_some() && link.is_some();
+                }
+                _ => forward = true,
             }
         }
         if !forward {

@@ -21,6 +21,7 @@ mod policy;
 mod protocol;
 mod report;
 mod resources;
+mod shared_gateway;
 mod stdio_limits;
 mod tool_integrity;
 mod util;
