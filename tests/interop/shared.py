@@ -82,8 +82,10 @@ def main() -> int:
     records = [json.loads(line) for line in export.stdout.splitlines() if line.strip()]
     started = sum(1 for r in records if r.get("kind") == "gateway_started")
     report("one gateway started for simultaneous launches", started == 1, f"{started} gateway_started records")
-    sessions = {r.get("session") for r in records if r.get("kind") == "call_completed" and r.get("tool") == f"{opts.prefix}echo"}
+    sessions = {r.get("session") for r in records if r.get("kind") == "call_received" and r.get("tool") == f"{opts.prefix}echo"}
     report("every client's call is in the one log, each its own session", len(sessions) == opts.clients, f"{len(sessions)} sessions")
+    completed = sum(1 for r in records if r.get("kind") == "call_completed" and r.get("tool") == f"{opts.prefix}echo")
+    report("every call completed in the log", completed == opts.clients, f"{completed} call_completed")
     return 1 if failed else 0
 
 
