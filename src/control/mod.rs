@@ -81,8 +81,8 @@ pub fn log_path(data_dir: &Path) -> PathBuf {
 }
 
 /// The first line a client sends.
+/// Unknown fields are ignored, so a later client may add some.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Hello {
     /// [`PROTOCOL`].
     pub airlock: u32,

@@ -189,4 +189,20 @@ mod tests {
         assert!(!Standing::Client.is_operator() && Standing::Operator.is_operator() && Standing::Owner.is_operator());
         assert_eq!(admission.socket_group(), Some("agents"));
     }
+
+    #[test]
+    fn the_socket_keys_parse_and_a_bad_entry_names_its_line() {
+        use crate::config::{Config, IdleExit};
+        let path = std::path::Path::new("conf/airlock.toml");
+        let text = "[gateway]\nsocket_clients = [\"group:agents\", \"user:bob\"]\noperators = [\"user:carol\"]\nidle_exit = \"never\"\n";
+        let config = Config::parse(text, path).expect("valid");
+        assert_eq!(config.gateway.socket_clients, vec![PeerRule::Group("agents".into()), PeerRule::User("bob".into())]);
+        assert_eq!(config.gateway.idle_exit, IdleExit::Never);
+        let config = Config::parse("[gateway]\nidle_exit = \"30s\"\n", path).expect("valid");
+        assert_eq!(config.gateway.idle_exit, IdleExit::After(std::time::Duration::from_secs(30)));
+        let problems = Config::parse("[gateway]\nsocket_clients = [\"alice\"]\nidle_exit = \"soon\"\n", path).expect_err("invalid");
+        let problems: Vec<String> = problems.problems().iter().map(ToString::to_string).collect();
+        assert!(problems.iter().any(|p| p.starts_with("conf/airlock.toml:2: key \"gateway.socket_clients\"") && p.contains("user:<name>")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.starts_with("conf/airlock.toml:3:") && p.contains("gateway.idle_exit")), "{problems:?}");
+    }
 }
