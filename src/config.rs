@@ -64,7 +64,56 @@ pub struct GatewayConfig {
     pub max_message_size: usize,
     /// What a tool a downstream adds while the gateway runs is. Default `Trust`.
     pub new_tools: NewTools,
+    /// Local users and groups, besides the gateway's own user, admitted to the control
+    /// socket (`socket_clients`). Default none: the socket is 0600.
+    pub socket_clients: Vec<PeerRule>,
+    /// Local users and groups, besides the gateway's own user, allowed operator commands
+    /// on the control socket (`operators`). Default none.
+    pub operators: Vec<PeerRule>,
+    /// How long the gateway stays up with no attached client and no held call
+    /// (`idle_exit`). Default [`DEFAULT_IDLE_EXIT`].
+    pub idle_exit: IdleExit,
 }
+
+/// One entry of `[gateway] socket_clients` or `operators`: a local user or group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerRule {
+    /// `user:<name>`.
+    User(String),
+    /// `group:<name>`: every user whose primary or supplementary group it is.
+    Group(String),
+}
+
+impl PeerRule {
+    /// Parses `user:<name>` or `group:<name>`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let (kind, name) = text.split_once(':').ok_or_else(|| format!("\"{text}\" must be \"user:<name>\" or \"group:<name>\""))?;
+        let valid = !name.is_empty()
+            && name.len() <= 256
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c));
+        if !valid {
+            return Err(format!("\"{text}\": \"{name}\" is not a local user or group name"));
+        }
+        match kind {
+            "user" => Ok(Self::User(name.to_owned())),
+            "group" => Ok(Self::Group(name.to_owned())),
+            _ => Err(format!("\"{text}\" must be \"user:<name>\" or \"group:<name>\"")),
+        }
+    }
+}
+
+/// `[gateway] idle_exit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdleExit {
+    /// Exit after this long with no attached client and no held call.
+    After(Duration),
+    /// `"never"`: run until stopped (a permanent gateway, e.g. under systemd).
+    Never,
+}
+
+/// Default `[gateway] idle_exit`: five minutes, so a client that restarts finds the
+/// gateway (and its downstreams) still warm.
+pub const DEFAULT_IDLE_EXIT: Duration = Duration::from_secs(300);
 
 /// `[gateway] new_tools`: how a tool added at run time (after its server's first tool
 /// list) comes in. Either way it is logged (`tool_added`).
@@ -384,6 +433,9 @@ impl Config {
                 prefix_tools: true,
                 new_tools: NewTools::Trust,
                 max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+                socket_clients: Vec::new(),
+                operators: Vec::new(),
+                idle_exit: IdleExit::After(DEFAULT_IDLE_EXIT),
             },
             http: HttpConfig {
                 listen: None,

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod audit_view;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo_tools;
 pub mod downstream;
 pub mod feed;

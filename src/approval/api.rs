@@ -194,7 +194,7 @@ async fn caller(state: &ApiState, client: ClientAddr, headers: &HeaderMap) -> Re
     match caller.via {
         AuthMethod::Anonymous => Err(ApiError::Anonymous),
         // `Slack` never comes from a bearer token; it is listed so the match stays exhaustive.
-        AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::OidcSignIn | AuthMethod::Slack => {
+        AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::OidcSignIn | AuthMethod::Slack | AuthMethod::UnixPeer => {
             Ok(caller)
         }
     }

@@ -50,6 +50,9 @@ pub enum RecordKind {
     ConfigRejected,
     /// An auditor opened the audit view: who, and which filter, call or report (no secrets).
     AuditViewed,
+    /// A control-socket peer that was not admitted, or asked for an operator command it
+    /// may not run.
+    ControlRefused,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -77,6 +80,7 @@ impl RecordKind {
             RecordKind::ConfigLoaded => "config_loaded",
             RecordKind::ConfigRejected => "config_rejected",
             RecordKind::AuditViewed => "audit_viewed",
+            RecordKind::ControlRefused => "control_refused",
             RecordKind::Checkpoint => "checkpoint",
         }
     }

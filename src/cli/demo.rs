@@ -102,6 +102,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             stdio: false,
             shutdown: shutdown.clone(),
             listening: Some(listening),
+            control: false,
         };
         let gateway = tokio::spawn(super::serve::serve(checked, options));
         let address = address.await.context("the gateway stopped before it listened")?;

@@ -15,6 +15,7 @@ mod demo;
 mod demo_tools;
 mod explain;
 mod explain_reads;
+mod gateway;
 mod keys;
 mod log;
 mod log_export;
@@ -54,6 +55,9 @@ pub struct ConfigArg {
 enum Command {
     /// Run the gateway (stdio by default; --http ADDR for HTTP).
     Serve(serve::Args),
+    /// The gateway that owns the data dir: run, start, stop, status.
+    #[command(subcommand)]
+    Gateway(gateway::Command),
     /// Validate airlock.toml, tool manifests and policies.
     Check(check::Args),
     /// Explain the policy decision for a call, without calling anything.
@@ -96,6 +100,7 @@ pub fn main() -> ExitCode {
     init_tracing(if matches!(cli.command, Command::Demo(_)) { "warn,rmcp=error" } else { "info,rmcp=warn" });
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Gateway(cmd) => gateway::run(cmd),
         Command::Check(args) => check::run(args),
         Command::Explain(args) => explain::run(args),
         Command::Tools(cmd) => tools::run(cmd),

@@ -1,6 +1,8 @@
-//! `airlock serve`.
+//! `airlock serve`: the stdio bridge to the data dir's gateway (the default), or a gateway
+//! in this process (`--http`, `[http] listen`, `--standalone`).
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -29,16 +31,34 @@ pub(crate) struct Args {
     /// Serve MCP over HTTP on ADDR (e.g. 127.0.0.1:8787; port 0 picks one).
     #[arg(long, value_name = "ADDR")]
     http: Option<SocketAddr>,
+    /// Run the gateway in this process and serve only this stdio client (the single-process
+    /// mode: no bridge; exits when the client leaves). Also AIRLOCK_STANDALONE=1.
+    #[arg(long)]
+    standalone: bool,
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let standalone = args.standalone || std::env::var_os("AIRLOCK_STANDALONE").is_some_and(|v| v == "1");
+    if args.http.is_none() && !standalone {
+        // The bridge's path stays cheap: airlock.toml only, no manifests, no database.
+        let config = super::gateway::load_config(&args.config)?;
+        if config.http.listen.is_none() {
+            return super::gateway::bridge(&config);
+        }
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let checked = super::check::load_everything(&args.config)?;
     if !checked.problems.is_empty() {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let options = Options { http: args.http, stdio: args.stdio, shutdown: CancellationToken::new(), listening: None };
+    let options = Options {
+        http: args.http,
+        stdio: args.stdio || (args.http.is_none() && checked.config.http.listen.is_none()),
+        shutdown: CancellationToken::new(),
+        listening: None,
+        control: true,
+    };
     runtime.block_on(serve(checked, options))
 }
 
@@ -46,12 +66,15 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
 pub(crate) struct Options {
     /// Overrides `http.listen`.
     pub http: Option<SocketAddr>,
-    /// Serve stdio too (it is served anyway when there is no HTTP).
+    /// Serve this process's stdin/stdout as one session; the gateway stops when it ends.
     pub stdio: bool,
     /// Stops the gateway when cancelled (signals cancel it too).
     pub shutdown: CancellationToken,
     /// Told the HTTP address once it listens.
     pub listening: Option<tokio::sync::oneshot::Sender<SocketAddr>>,
+    /// Own the data dir: take its liveness lock and serve the control socket (off only in
+    /// `airlock demo`, whose configuration is changed in memory).
+    pub control: bool,
 }
 
 /// Runs a gateway until `options.shutdown` fires, a signal arrives, or (stdio only) the
@@ -61,10 +84,11 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     let authenticator = Arc::new(Authenticator::new(super::wiring::identity(&config.identity))?);
     let namespacing = super::wiring::namespacing(&config.gateway);
     let http_addr = options.http.or(config.http.listen);
-    let use_stdio = options.stdio || http_addr.is_none();
-    let stdio_caller = if use_stdio { Some(authenticator.stdio_caller()?) } else { None };
+    let stdio_caller = if options.stdio { Some(authenticator.stdio_caller()?) } else { None };
     let data_dir = &config.gateway.data_dir;
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
+    // Taken before the database, so a second gateway is told who holds the data dir.
+    let mut liveness = if options.control { Some(crate::control::Liveness::take(data_dir)?) } else { None };
     let audit = AuditLog::open(super::wiring::audit(&config))?;
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
     let fingerprints = Fingerprints::in_db(&state)?;
@@ -117,6 +141,10 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         probes.push(("witness", Arc::new(move || health.snapshot())));
     }
 
+    let _control = match liveness.as_mut() {
+        Some(liveness) => Some(start_control(&config, gateway.clone(), liveness, shutdown.clone())?),
+        None => None,
+    };
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(super::serve_reload::on_sighup(reloader.clone()));
     if let Some(listener) = listener {
@@ -154,7 +182,6 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         }
         let session = gateway.session(Channel::Stdio, Some(caller));
         let shutdown = shutdown.clone();
-        let only_stdio = http_addr.is_none();
         let max_message = config.gateway.max_message_size;
         tasks.spawn(async move {
             match session.serve(LineTransport::stdio(max_message)).await {
@@ -163,9 +190,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
                 }
                 Err(error) => tracing::error!(%error, "stdio session ended before initialize"),
             }
-            if only_stdio {
-                shutdown.cancel();
-            }
+            shutdown.cancel();
         });
     }
     tokio::select! {
@@ -185,7 +210,34 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     if let Err(error) = audit.close().await {
         tracing::warn!(%error, "closing the audit log");
     }
+    // Last: whoever waits for the lock (`gateway stop`, a starting gateway) finds the log closed.
+    drop(liveness);
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds the control socket and serves it for `gateway`.
+fn start_control(
+    config: &crate::config::Config,
+    gateway: Arc<Gateway>,
+    liveness: &mut crate::control::Liveness,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Arc<crate::control::Control>> {
+    let g = &config.gateway;
+    let admission = crate::control::Admission::for_this_process(g.socket_clients.clone(), g.operators.clone());
+    let listener = crate::control::bind(liveness, &admission)?;
+    let settings = crate::control::ControlSettings {
+        data_dir: g.data_dir.clone(),
+        config: canonical_config(config),
+        admission,
+        max_message: g.max_message_size,
+        idle_exit: g.idle_exit,
+    };
+    Ok(crate::control::Control::start(gateway, settings, listener, shutdown))
+}
+
+/// The identity of a configuration on the control socket: its file, canonicalised.
+pub(crate) fn canonical_config(config: &crate::config::Config) -> Option<PathBuf> {
+    config.file.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()))
 }
 
 /// Starts the Slack and Teams workers that are configured; they live on the broker's

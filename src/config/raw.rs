@@ -18,7 +18,7 @@ use super::diag::{ConfigErrors, Source};
 use super::{
     ApprovalsConfig, AuditConfig, Durability, SinkConfig, EnvVarName, GatewayConfig, HttpConfig, NewTools,
     HttpWitnessConfig, IdentityConfig, OidcConfig, SlackConfig, StdioPrincipal, TeamsConfig, TokenConfig,
-    WebConfig, WebOidcConfig, WitnessConfig, parse_duration,
+    WebConfig, WebOidcConfig, WitnessConfig, parse_duration, IdleExit, PeerRule,
 };
 // ---- raw, as written -------------------------------------------------------------------
 
@@ -42,6 +42,9 @@ pub(super) struct RawGateway {
     prefix_tools: Option<bool>,
     new_tools: Option<NewTools>,
     max_message_size: Option<Spanned<i64>>,
+    socket_clients: Option<Vec<Spanned<String>>>,
+    operators: Option<Vec<Spanned<String>>>,
+    idle_exit: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +238,24 @@ impl Validator<'_, '_> {
                     );
                     self.problem(size.span(), msg);
                 }
+            }
+        }
+        self.peer_rules(raw.socket_clients, "gateway.socket_clients", &mut out.socket_clients);
+        self.peer_rules(raw.operators, "gateway.operators", &mut out.operators);
+        if let Some(idle) = raw.idle_exit {
+            if idle.get_ref() == "never" {
+                out.idle_exit = IdleExit::Never;
+            } else if let Some(after) = self.duration(&idle, "gateway.idle_exit") {
+                out.idle_exit = IdleExit::After(after);
+            }
+        }
+    }
+
+    fn peer_rules(&mut self, raw: Option<Vec<Spanned<String>>>, key: &str, out: &mut Vec<PeerRule>) {
+        for entry in raw.into_iter().flatten() {
+            match PeerRule::parse(entry.get_ref()) {
+                Ok(rule) => out.push(rule),
+                Err(problem) => self.problem(entry.span(), format!("key \"{key}\": {problem}")),
             }
         }
     }

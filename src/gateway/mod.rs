@@ -52,6 +52,9 @@ pub enum Channel {
     StreamableHttp,
     /// Legacy HTTP+SSE at `/sse` + `/message`.
     LegacySse,
+    /// The control socket (`<data_dir>/airlock.sock`): a stdio client relayed by
+    /// `airlock serve`, or another local peer.
+    Socket,
 }
 
 /// What a gateway is built from.
@@ -108,6 +111,8 @@ pub struct Gateway {
     boot: String,
     next_session: AtomicU64,
     next_call: AtomicU64,
+    /// Sessions alive now, of every channel (the control socket's idle exit and status).
+    live_sessions: Arc<AtomicU64>,
 }
 
 impl Gateway {
@@ -130,6 +135,7 @@ impl Gateway {
             boot: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
+            live_sessions: Arc::new(AtomicU64::new(0)),
         });
         // Subscribed before the first vetting, so no change between the two is missed.
         let mut changes = gateway.downstreams.subscribe();
@@ -213,7 +219,13 @@ impl Gateway {
     pub fn session(self: &Arc<Self>, channel: Channel, caller: Option<Caller>) -> Session {
         let n = self.next_session.fetch_add(1, Ordering::Relaxed);
         let children = Arc::new(self.downstreams.session_children());
-        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller, children }
+        let live = Arc::new(LiveSession::new(self.live_sessions.clone()));
+        Session { gateway: self.clone(), id: format!("{}-s{n}", self.boot), channel, caller, children, _live: live }
+    }
+
+    /// How many sessions (of every channel) are alive now.
+    pub fn live_sessions(&self) -> u64 {
+        self.live_sessions.load(Ordering::Relaxed)
     }
 
     /// Call ids are unique across restarts: a per-start prefix and a counter.
@@ -306,6 +318,24 @@ pub struct Session {
     /// This session's own connections to `scope = "session"` servers; they stop when the
     /// last clone of the session (rmcp's handler) is dropped.
     children: Arc<crate::downstream::SessionChildren>,
+    /// Counts this session in [`Gateway::live_sessions`] until its last clone is dropped.
+    _live: Arc<LiveSession>,
+}
+
+/// One count in [`Gateway::live_sessions`], taken back on drop.
+struct LiveSession(Arc<AtomicU64>);
+
+impl LiveSession {
+    fn new(count: Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Session {

@@ -45,7 +45,7 @@ where
 
 /// What one bounded read of a line found.
 #[derive(Debug, PartialEq, Eq)]
-enum Line {
+pub(crate) enum Line {
     /// A whole line (or the last bytes before end of input) is in the buffer.
     Complete,
     /// The line passed the limit; `line` was cleared and the rest must be skipped.
@@ -55,7 +55,7 @@ enum Line {
 }
 
 /// Reads one line into `line` unless it grows past `max` bytes (newline not counted).
-async fn read_bounded<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
+pub(crate) async fn read_bounded<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8>, max: usize) -> std::io::Result<Line> {
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {
@@ -78,7 +78,7 @@ async fn read_bounded<R: AsyncBufRead + Unpin>(reader: &mut R, line: &mut Vec<u8
 
 /// Discards input up to and including the next newline, one read buffer at a time.
 /// Returns `false` at end of input.
-async fn skip_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<bool> {
+pub(crate) async fn skip_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<bool> {
     loop {
         let chunk = reader.fill_buf().await?;
         if chunk.is_empty() {

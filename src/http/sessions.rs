@@ -65,7 +65,7 @@ impl Owner {
         match caller.via {
             // No address, no binding: refused rather than shared.
             AuthMethod::Anonymous => peer.map(|addr| Owner::Anonymous(addr.ip())),
-            AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::OidcSignIn | AuthMethod::Slack => {
+            AuthMethod::Stdio | AuthMethod::StaticToken | AuthMethod::Oidc | AuthMethod::OidcSignIn | AuthMethod::Slack | AuthMethod::UnixPeer => {
                 Some(Owner::Principal(caller.principal.clone()))
             }
         }

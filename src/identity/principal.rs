@@ -85,6 +85,9 @@ pub enum AuthMethod {
     /// A Slack user listed in `[approvals.slack] users`, vouched for by Slack's request
     /// signature (an approver, never a tool caller).
     Slack,
+    /// Another local user on the control socket, admitted by `[gateway] socket_clients`
+    /// and named by its peer uid (SO_PEERCRED): principal `unix:<name>`.
+    UnixPeer,
 }
 
 impl AuthMethod {
@@ -97,6 +100,7 @@ impl AuthMethod {
             Self::OidcSignIn => "OIDC sign-in",
             Self::Anonymous => "anonymous",
             Self::Slack => "Slack",
+            Self::UnixPeer => "unix socket peer",
         }
     }
 }

@@ -389,6 +389,8 @@ async fn version_1_fingerprints_are_upgraded_without_flagging_unchanged_tools() 
     let client = setup.stdio(TestClient::new()).await;
     let tools = client.list_all_tools().await.expect("list");
     client.cancel().await.expect("close");
+    // The gateway `serve` started outlives its client: stop it to open its database.
+    crate::util::stop_gateway(&setup.data_dir());
     let state = setup.data_dir().join("state");
     let db = (0..100)
         .find_map(|_| sled::open(&state).ok().or_else(|| {

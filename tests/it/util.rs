@@ -28,6 +28,24 @@ pub struct Setup {
     pub dir: tempfile::TempDir,
 }
 
+impl Drop for Setup {
+    /// A gateway that `airlock serve` started in the background for this setup stops with
+    /// it (it would otherwise wait out `idle_exit` on a deleted data dir).
+    fn drop(&mut self) {
+        stop_gateway(&self.data_dir());
+    }
+}
+
+/// Stops the gateway of `data_dir`, if one runs, and waits until it has exited.
+pub fn stop_gateway(data_dir: &Path) {
+    if data_dir.join("airlock.sock").exists() {
+        let out = Command::new(airlock()).args(["gateway", "stop", "--data-dir"]).arg(data_dir).output().expect("run airlock gateway stop");
+        if !out.status.success() {
+            eprintln!("airlock gateway stop: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
 impl Setup {
     /// An empty setup; add downstreams with [`Setup::demo`] / [`Setup::manifest`].
     pub fn new(config: &str) -> Self {
@@ -305,6 +323,7 @@ pub fn text_of(result: &rmcp::model::CallToolResult) -> String {
 /// Runs `airlock log …` against a stopped gateway, retrying while the database is still
 /// locked by the exiting process.
 pub fn airlock_log(data_dir: &Path, args: &[&str]) -> std::process::Output {
+    stop_gateway(data_dir);
     for _ in 0..100 {
         let out = Command::new(airlock()).arg("log").args(args).arg("--data-dir").arg(data_dir).output().expect("run airlock log");
         if !String::from_utf8_lossy(&out.stderr).contains("locked") {
