@@ -37,6 +37,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !checked.problems.is_empty() {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
+    // Before the runtime: the trace exporter's blocking client lives outside it, and the
+    // guard (declared first, dropped last) flushes spans after the runtime is gone.
+    let _telemetry = crate::telemetry::install(&checked.config.telemetry, "info,rmcp=warn")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = Options { http: args.http, stdio: args.stdio, shutdown: CancellationToken::new(), listening: None };
     runtime.block_on(serve(checked, options))
@@ -111,6 +114,11 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         probes.push(("witness", Arc::new(move || health.snapshot())));
     }
 
+    crate::telemetry::watch_approvals(gateway.approvals());
+    if let Some(addr) = config.telemetry.metrics_listen {
+        let local = crate::telemetry::serve_metrics(addr, shutdown.clone()).await?;
+        eprintln!("airlock: metrics on http://{local}/metrics");
+    }
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(listener) = listener {
         let local = listener.local_addr()?;
