@@ -269,6 +269,7 @@ async fn forward(
         }
         Ok(_) => {}
     }
+    tracing::debug!(elapsed_us = started.elapsed().as_micros(), "call completed");
     let completed = completed_record(call_id, &entry.exposed.name, &response, started);
     // The client gets nothing the log does not hold.
     record_all(gateway, vec![completed]).await?;

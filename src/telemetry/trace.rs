@@ -101,7 +101,11 @@ pub fn downstream(server: &str, tool: &str) -> Span {
 pub fn resolved(call: &Span, server: &str, tool: &str) {
     call.record("airlock.server", server);
     call.record("gen_ai.tool.name", tool);
-    call.record("otel.name", format!("tools/call {tool}"));
+    if EXPORTING.load(Ordering::Acquire) {
+        // Once the OpenTelemetry span exists (a client's `traceparent` made it), a recorded
+        // `otel.name` no longer renames it; rename it directly.
+        opentelemetry::trace::TraceContextExt::span(&call.context()).update_name(format!("tools/call {tool}"));
+    }
 }
 
 struct MetaCarrier<'a>(&'a Map<String, Value>);
