@@ -187,7 +187,7 @@ impl Metrics {
         r.register("chat_posts", "Slack and Teams posts, by channel and outcome (ok, failed)", m.chat_posts.clone());
         r.register("downstream_up", "1 while the downstream server is connected, else 0", m.downstream_up.clone());
         r.register("downstream_restarts", "Reconnections of a downstream server after it went down", m.downstream_restarts.clone());
-        r.register("http_sessions", "Open streamable-HTTP and SSE sessions", m.http_sessions.clone());
+        r.register("http_sessions", "Open streamable-HTTP sessions (bound to a principal)", m.http_sessions.clone());
         r.register("rejected_requests", "Requests refused before the pipeline ran, by reason", m.rejected.clone());
         m
     }

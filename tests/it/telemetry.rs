@@ -106,6 +106,8 @@ async fn metrics_count_calls_by_tool_and_decision_on_their_own_listener() {
     let invalid = client.call_tool(call("demo__echo", json!({"text": 5}))).await.expect("refusal");
     assert_eq!(invalid.is_error, Some(true));
     let http = reqwest::Client::new();
+    let foreign = http.post(format!("{}/mcp", gateway.url)).header("Host", "evil.example").body("{}").send().await.expect("POST");
+    assert_eq!(foreign.status(), 403);
     let text = http.get(&metrics).send().await.expect("GET /metrics").text().await.expect("body");
     let echo = ["server=\"demo\"", "tool=\"demo__echo\""];
     assert_eq!(sample(&text, "airlock_calls_total", &[echo[0], echo[1], "decision=\"allow\""]), Some(3.0), "{text}");
@@ -121,6 +123,8 @@ async fn metrics_count_calls_by_tool_and_decision_on_their_own_listener() {
     let records = sample(&text, "airlock_audit_records_total", &[]).expect("records counted");
     assert!(records >= 16.0, "{records}\n{text}");
     assert_eq!(sample(&text, "airlock_downstream_up", &["server=\"demo\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "airlock_rejected_requests_total", &["reason=\"host_origin\""]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "airlock_http_sessions", &[]), Some(1.0), "{text}");
     // The MCP listener does not serve metrics.
     let main = http.get(format!("{}/metrics", gateway.url)).send().await.expect("GET main /metrics");
     assert_eq!(main.status(), 404);
