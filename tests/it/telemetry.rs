@@ -125,6 +125,18 @@ async fn metrics_count_calls_by_tool_and_decision_on_their_own_listener() {
     assert_eq!(sample(&text, "airlock_downstream_up", &["server=\"demo\""]), Some(1.0), "{text}");
     assert_eq!(sample(&text, "airlock_rejected_requests_total", &["reason=\"host_origin\""]), Some(1.0), "{text}");
     assert_eq!(sample(&text, "airlock_http_sessions", &[]), Some(1.0), "{text}");
+    // Every metric the shipped Grafana dashboard queries is exported (families with no
+    // sample yet, such as holds in this run, are checked against the registry's source).
+    let dashboard = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/grafana-dashboard.json")).expect("dashboard");
+    let registry = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/telemetry/metrics.rs")).expect("metrics.rs");
+    let names = regex::Regex::new(r"airlock_[a-z_]+").expect("regex");
+    for name in names.find_iter(&dashboard).map(|m| m.as_str()) {
+        let family = ["_total", "_bucket", "_count", "_sum"].iter().fold(name, |n, suffix| n.strip_suffix(suffix).unwrap_or(n));
+        let registered = family.strip_prefix("airlock_").map(|f| f.strip_suffix("_seconds").unwrap_or(f)).is_some_and(|f| {
+            registry.contains(&format!("register(\"{f}\"")) || registry.contains(&format!("register_with_unit(\"{f}\"")) || registry.contains(&format!("\"{f}\",\n"))
+        });
+        assert!(text.contains(&format!("# TYPE {family} ")) || registered, "the dashboard queries {name}, which is not exported");
+    }
     // The MCP listener does not serve metrics.
     let main = http.get(format!("{}/metrics", gateway.url)).send().await.expect("GET main /metrics");
     assert_eq!(main.status(), 404);
