@@ -114,7 +114,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         probes.push(("witness", Arc::new(move || health.snapshot())));
     }
 
-    crate::telemetry::watch_approvals(gateway.approvals());
+    crate::approval::metrics::watch(gateway.approvals());
     if let Some(addr) = config.telemetry.metrics_listen {
         let local = crate::telemetry::serve_metrics(addr, shutdown.clone()).await?;
         eprintln!("airlock: metrics on http://{local}/metrics");

@@ -16,8 +16,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::approval::{Broker, Event, State};
-
 /// `airlock_calls_total` labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(super) struct CallLabels {
@@ -250,43 +248,26 @@ pub fn http_session_closed() {
     }
 }
 
-/// Follows the broker's events for the hold metrics, off the call path. Does nothing
-/// while metrics are off.
-pub fn watch_approvals(broker: &Broker) {
-    if get().is_none() {
-        return;
-    }
-    let mut events = broker.subscribe();
-    tokio::spawn(async move {
-        loop {
-            match events.recv().await {
-                Ok(event) => held(&event),
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "hold metrics missed broker events");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
-        }
-    });
+/// Whether metrics are on (so callers can skip work that only feeds them).
+pub fn metrics_on() -> bool {
+    get().is_some()
 }
 
-fn held(event: &Event) {
-    let Some(m) = get() else { return };
-    match event {
-        Event::Requested(a) => {
-            let kind = KindLabel { kind: a.kind.as_str() };
-            m.holds_opened.get_or_create(&kind).inc();
-            m.holds_open.get_or_create(&kind).inc();
-        }
-        Event::Decided(_) => {}
-        Event::Settled(a) if a.state != State::Pending => {
-            m.holds_open.get_or_create(&KindLabel { kind: a.kind.as_str() }).dec();
-            let labels = HoldLabels { kind: a.kind.as_str(), state: a.state.as_str() };
-            m.holds_settled.get_or_create(&labels).inc();
-            let settled = a.settled_ms.unwrap_or(a.created_ms);
-            let took = Duration::from_millis(settled.saturating_sub(a.created_ms));
-            m.hold_decision_seconds.get_or_create(&labels).observe(took.as_secs_f64());
-        }
-        Event::Settled(_) => {}
+/// A hold of `kind` (`confirm`, `approve`) was opened.
+pub fn hold_opened(kind: &'static str) {
+    if let Some(m) = get() {
+        let kind = KindLabel { kind };
+        m.holds_opened.get_or_create(&kind).inc();
+        m.holds_open.get_or_create(&kind).inc();
+    }
+}
+
+/// A hold of `kind` left pending for `state` after `took`.
+pub fn hold_settled(kind: &'static str, state: &'static str, took: Duration) {
+    if let Some(m) = get() {
+        m.holds_open.get_or_create(&KindLabel { kind }).dec();
+        let labels = HoldLabels { kind, state };
+        m.holds_settled.get_or_create(&labels).inc();
+        m.hold_decision_seconds.get_or_create(&labels).observe(took.as_secs_f64());
     }
 }

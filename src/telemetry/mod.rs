@@ -22,8 +22,8 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
 pub use metrics::{
-    Rejected, chat_post, downstream_restarted, downstream_up, http_session_closed, http_session_opened,
-    rejected, render, watch_approvals,
+    Rejected, chat_post, downstream_restarted, downstream_up, hold_opened, hold_settled, http_session_closed,
+    http_session_opened, metrics_on, rejected, render,
 };
 pub use trace::{Stage, continue_trace, inject_downstream, resolved, stage};
 
