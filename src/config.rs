@@ -21,6 +21,7 @@ mod diag;
 mod limits;
 mod names;
 mod raw;
+mod telemetry;
 pub use diag::{ConfigErrors, Problem, Source, deserialize_all, suggestion};
 
 /// The file looked for in the current directory when `--config` is not given.
@@ -43,6 +44,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// `[approvals]`.
     pub approvals: ApprovalsConfig,
+    /// `[telemetry]`.
+    pub telemetry: crate::telemetry::TelemetryConfig,
 }
 
 /// `[gateway]`: where things live and how tools are named.
@@ -478,6 +481,7 @@ impl Config {
                     auditors: Vec::new(),
                 },
             },
+            telemetry: crate::telemetry::TelemetryConfig::default(),
         }
     }
 
@@ -536,6 +540,7 @@ impl Config {
             let web = approvals.web.take();
             v.approvals(approvals, &mut config.approvals);
             v.approvals_web(web, &config.identity, &mut config.approvals.web);
+            v.telemetry(raw.telemetry.unwrap_or_default(), &mut config.telemetry);
         }
         errors.sort_by_line();
         (config, errors)

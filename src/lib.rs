@@ -23,5 +23,6 @@ pub mod manifest;
 pub mod policy;
 pub mod report;
 pub mod risk;
+pub mod telemetry;
 pub mod text;
 pub mod witness;

@@ -67,14 +67,21 @@ fn pipeline_modules_never_use_the_cli() {
 }
 
 #[test]
+fn telemetry_imports_only_the_audit_observer() {
+    let violations: Vec<_> = check("telemetry", &["audit"]);
+    assert!(violations.is_empty(), "telemetry is a sink the other modules call: {violations:#?}");
+}
+
+#[test]
 fn downstream_does_not_decide_or_record() {
-    let violations: Vec<_> = check("downstream", &["manifest", "risk"]);
+    // `telemetry` only counts (its hooks take names and closed sets, and it imports no module but `audit`).
+    let violations: Vec<_> = check("downstream", &["manifest", "risk", "telemetry"]);
     assert!(violations.is_empty(), "downstream must not reach policy, audit or gateway: {violations:#?}");
 }
 
 #[test]
 fn approval_never_reaches_into_gateway_http_or_the_cli() {
-    let violations: Vec<_> = check("approval", &["audit", "identity", "policy", "risk", "text"]);
+    let violations: Vec<_> = check("approval", &["audit", "identity", "policy", "risk", "text", "telemetry"]);
     assert!(violations.is_empty(), "channels depend on the broker, and approval on no transport: {violations:#?}");
 }
 

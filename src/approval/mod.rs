@@ -25,6 +25,7 @@ use serde_json::Value;
 
 use crate::identity::{AuthMethod, Caller, Holder, counts_as, fold_name};
 
+pub mod metrics;
 pub mod api;
 mod broker;
 pub mod elicitation;

@@ -88,7 +88,9 @@ impl Teams {
     }
 
     async fn post(&self, card: &Value) -> Result<(), PostError> {
-        self.outbound.post_json("Teams workflow", self.settings.workflow_url.expose(), None, &message(card)).await.map(|_| ())
+        let posted = self.outbound.post_json("Teams workflow", self.settings.workflow_url.expose(), None, &message(card)).await;
+        crate::telemetry::chat_post("teams", posted.is_ok());
+        posted.map(|_| ())
     }
 }
 

@@ -27,6 +27,7 @@ mod keys;
 mod merkle;
 mod note;
 mod record;
+mod stats;
 pub(crate) mod store;
 mod trusted;
 mod verify;
@@ -44,6 +45,7 @@ pub use merkle::{
 };
 pub use note::{CheckpointText, KeyName, MAX_NOTE_BYTES, Note, NoteError, NoteSignature, VerifierKey, cosign};
 pub use record::{RECORD_VERSION, Record, RecordKind};
+pub use stats::{GroupCommitted, observe_commits};
 pub use store::LogPaths;
 pub use trusted::{
     ConsistencyProof, Provable, check_consistency, check_trusted, cosignatures, provable,

@@ -434,10 +434,13 @@ impl Writer {
             return;
         }
         let (records, acks): (Vec<_>, Vec<_>) = group.drain(..).unzip();
+        let (size, started) = (records.len(), std::time::Instant::now());
         let result = self.commit(records);
+        let elapsed = started.elapsed();
         for (ack, seq) in acks.into_iter().zip(seq_range(&result)) {
             let _ = ack.send(seq.map(|seq| Recorded { seq }));
         }
+        super::stats::committed(super::stats::GroupCommitted { records: size, elapsed, ok: result.is_ok() });
     }
 
     /// Writes `records` and one checkpoint; returns the first and last sequence numbers.

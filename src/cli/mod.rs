@@ -97,7 +97,12 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo's narrative is on stdout; keep the gateway's own logs to warnings.
-    init_tracing(if matches!(cli.command, Command::Demo(_)) { "warn,rmcp=error" } else { "info,rmcp=warn" });
+    // `serve` installs its subscriber once its `[telemetry]` is read (serve::run).
+    let _logs = match &cli.command {
+        Command::Serve(_) => None,
+        Command::Demo(_) => init_tracing("warn,rmcp=error"),
+        _ => init_tracing("info,rmcp=warn"),
+    };
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Gateway(cmd) => gateway::run(cmd),
@@ -124,13 +129,12 @@ pub fn main() -> ExitCode {
 }
 
 /// Logs go to stderr, always: in stdio mode stdout is the protocol.
-fn init_tracing(default_filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
-        // rmcp logs every notification at info; keep it to warnings unless asked.
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(false)
-        .init();
+fn init_tracing(default_filter: &str) -> Option<crate::telemetry::Guard> {
+    match crate::telemetry::install_logs(default_filter) {
+        Ok(guard) => Some(guard),
+        Err(error) => {
+            eprintln!("airlock: {error}");
+            None
+        }
+    }
 }

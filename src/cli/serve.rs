@@ -51,6 +51,9 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     if !checked.problems.is_empty() {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
+    // Before the runtime: the trace exporter's blocking client lives outside it, and the
+    // guard (declared first, dropped last) flushes spans after the runtime is gone.
+    let _telemetry = crate::telemetry::install(&checked.config.telemetry, "info,rmcp=warn")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = Options {
         http: args.http,
@@ -145,6 +148,11 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         Some(liveness) => Some(start_control(&config, gateway.clone(), liveness, shutdown.clone())?),
         None => None,
     };
+    crate::approval::metrics::watch(gateway.approvals());
+    if let Some(addr) = config.telemetry.metrics_listen {
+        let local = crate::telemetry::serve_metrics(addr, shutdown.clone()).await?;
+        eprintln!("airlock: metrics on http://{local}/metrics");
+    }
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(super::serve_reload::on_sighup(reloader.clone()));
     if let Some(listener) = listener {

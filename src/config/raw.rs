@@ -30,6 +30,7 @@ pub(super) struct RawConfig {
     pub(super) audit: Option<RawAudit>,
     pub(super) identity: Option<RawIdentity>,
     pub(super) approvals: Option<RawApprovals>,
+    pub(super) telemetry: Option<super::telemetry::RawTelemetry>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -627,7 +628,7 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn http_url(&mut self, value: &Spanned<String>, key: &str) -> Option<Url> {
+    pub(super) fn http_url(&mut self, value: &Spanned<String>, key: &str) -> Option<Url> {
         match Url::parse(value.get_ref()) {
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() => Some(u),
             _ => {

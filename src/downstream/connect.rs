@@ -51,6 +51,7 @@ pub(super) async fn supervise(
                 let Some(reason) = reason else { return };
                 tracing::warn!(server = server.name(), %reason, "downstream disconnected; restarting");
                 server.set_health(Health::Down { reason });
+                crate::telemetry::downstream_restarted(server.name());
             }
             Err(reason) => {
                 tracing::error!(
@@ -60,6 +61,8 @@ pub(super) async fn supervise(
                     "downstream failed to start"
                 );
                 server.set_health(Health::Down { reason });
+                crate::telemetry::downstream_up(server.name(), false);
+                crate::telemetry::downstream_restarted(server.name());
                 if let Some(done) = first_done.take() {
                     let _ = done.send(());
                 }
@@ -92,6 +95,7 @@ async fn serve_until_closed(
     }
     server.set_peer(Some(peer));
     server.set_health(Health::Ready);
+    crate::telemetry::downstream_up(server.name(), true);
     if let Some(downstreams) = downstreams.upgrade() {
         downstreams.rebuild_catalog();
     }
@@ -104,6 +108,7 @@ async fn serve_until_closed(
         () = shutdown.cancelled() => None,
     };
     server.set_peer(None);
+    crate::telemetry::downstream_up(server.name(), false);
     ended
 }
 

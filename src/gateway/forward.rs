@@ -13,6 +13,8 @@ use rmcp::service::RequestContext;
 use serde_json::{Value, json};
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use crate::audit::{Record, RecordKind, canonical_value};
 use crate::downstream::CatalogEntry;
 use super::VettedTool;
@@ -20,6 +22,7 @@ use crate::identity::Caller;
 use crate::policy::{ApprovalSpec, CallFacts, Decision, Effect, Subject, default_quorum};
 use crate::risk::Risk;
 use crate::risk::RiskSource;
+use crate::telemetry::{self, Stage};
 
 use super::Session;
 use super::hold::{self, Cleared, Held, HeldCall};
@@ -69,26 +72,33 @@ pub(super) async fn run(
     // whose fingerprint status gave the risk.
     let catalog = gateway.catalog();
     let Some(vetted) = catalog.get(&request.name) else {
+        span.record("airlock.decision", "unknown_tool");
         record_all(gateway, vec![received, decided("unknown_tool")]).await?;
         // Hidden tools read the same as tools that do not exist.
         return Err(ErrorData::invalid_params(format!("unknown tool: {}", request.name), None));
     };
     let entry = &vetted.entry;
-    if let Err(error) = gateway.schemas.validate(&request.name, &entry.tool.input_schema, &args) {
-        span.record("decision", "invalid_arguments");
+    telemetry::resolved(&span, entry.server.name(), entry.exposed.name.as_ref());
+    let valid = telemetry::stage(Stage::Validate).in_scope(|| gateway.schemas.validate(&request.name, &entry.tool.input_schema, &args));
+    if let Err(error) = valid {
+        span.record("airlock.decision", "invalid_arguments");
         let record = decided("invalid_arguments").reason(error.to_string());
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Invalid arguments for {}: {error}. The call was not forwarded.", request.name)));
     }
-    let Verdict { decision, risk, by } = decide(&policy, vetted, &request.name, &args, &caller);
-    span.record("risk", risk.as_str());
-    if let Some(limited) = over_limit(&policy, &request, &decision, &caller) {
-        span.record("decision", "limited");
+    let (Verdict { decision, risk, by }, limited) = telemetry::stage(Stage::Decide).in_scope(|| {
+        let verdict = decide(&policy, vetted, &request.name, &args, &caller);
+        let limited = over_limit(&policy, &request, &verdict.decision, &caller);
+        (verdict, limited)
+    });
+    span.record("airlock.risk", risk.as_str());
+    if let Some(limited) = limited {
+        span.record("airlock.decision", "limited");
         let record = decided("limited").risk(risk.as_str()).rule(limited.limit.as_str()).reason(limited.reason());
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Refused by {}. The call was not forwarded.", limited.reason())));
     }
-    span.record("decision", decision.effect.as_str());
+    span.record("airlock.decision", decision.effect.as_str());
     let mut record = decided(decision.effect.as_str()).risk(risk.as_str()).reason(decision.reason.clone());
     if let Some(rule) = &decision.winning_rule {
         record = record.rule(rule.as_str());
@@ -117,12 +127,13 @@ pub(super) async fn run(
                 by: &by,
                 forwarded,
             };
-            match hold::hold(gateway, held, &context).await? {
+            match hold::hold(gateway, held, &context).instrument(telemetry::stage(Stage::Hold)).await? {
                 Held::Answer(answer) => return Ok(answer),
                 // The broker logged `call_forwarded` as it released the call.
                 // Forwarded to the tool as the catalog has it now, whose fingerprint is
                 // the one the approval was bound to (`hold::clear` checked).
                 Held::Cleared(cleared) => {
+                    span.record("airlock.approval.id", cleared.receipt.receipt.approval_id.as_str());
                     let now = cleared.tool.clone();
                     return forward(gateway, &now.entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, Some(cleared)).await;
                 }
@@ -219,6 +230,8 @@ async fn forward(
     if let Some(cleared) = &cleared {
         meta.0.0.insert(RECEIPT_KEY.to_owned(), cleared.receipt.to_value());
     }
+    let downstream_span = telemetry::trace::downstream(entry.server.name(), entry.tool.name.as_ref());
+    telemetry::inject_downstream(&downstream_span, &mut meta.0.0);
     downstream_request.meta = Some(meta);
     // Our own confirmation state and answer are for us, not for the downstream.
     if downstream_request.request_state.as_deref().is_some_and(seal::is_ours) {
@@ -232,13 +245,17 @@ async fn forward(
     }
     let Owned { session, children, call_id } = owned;
     let owner = CallOwner::new(session);
-    let outcome = match session_server(entry, children).await {
-        Ok(server) => match server.start_call(downstream_request, owner).await {
-            Ok(pending) => relay(pending, client_token, &context).await,
+    let outcome = async {
+        match session_server(entry, children).await {
+            Ok(server) => match server.start_call(downstream_request, owner).await {
+                Ok(pending) => relay(pending, client_token, &context).await,
+                Err(error) => Relayed::Done(Err(error)),
+            },
             Err(error) => Relayed::Done(Err(error)),
-        },
-        Err(error) => Relayed::Done(Err(error)),
-    };
+        }
+    }
+    .instrument(downstream_span)
+    .await;
     let response = match outcome {
         Relayed::Done(Ok(CallToolResponse::InputRequired(asked))) if let Some(cleared) = &cleared => {
             hold::continue_later(gateway, &cleared.receipt, asked).await.map(CallToolResponse::InputRequired)
@@ -247,6 +264,17 @@ async fn forward(
         Relayed::Done(Err(error)) => forward_error(error),
         Relayed::Cancelled => Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)),
     };
+    // The conventions' `error.type`: `tool_error` for an `isError` result, else the JSON-RPC code.
+    match &response {
+        Ok(CallToolResponse::Complete(result)) if result.is_error == Some(true) => {
+            tracing::Span::current().record("error.type", "tool_error");
+        }
+        Err(error) => {
+            tracing::Span::current().record("error.type", error.code.0);
+        }
+        Ok(_) => {}
+    }
+    tracing::debug!(elapsed_us = started.elapsed().as_micros(), "call completed");
     let completed = completed_record(call_id, &entry.exposed.name, &response, started);
     // The client gets nothing the log does not hold.
     record_all(gateway, vec![completed]).await?;
@@ -293,7 +321,7 @@ fn completed_record(
 /// Appends `records` in order and waits until all are durable. If the log cannot take
 /// them the call stops here: nothing runs that the log does not hold.
 async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
-    if let Err(error) = gateway.audit.append_all(records).await {
+    if let Err(error) = gateway.audit.append_all(records).instrument(telemetry::stage(Stage::AuditCommit)).await {
         tracing::error!(%error, "audit log append failed; refusing the call");
         return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the call was not run", None));
     }

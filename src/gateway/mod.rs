@@ -389,15 +389,25 @@ impl ServerHandler for Session {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let call_id = self.gateway.next_call_id();
+        // Field names after the OpenTelemetry MCP/GenAI conventions where they have one.
         let span = tracing::info_span!(
             "call",
             call_id = %call_id,
             session = %self.id,
             principal = tracing::field::Empty,
             tool = %request.name,
-            risk = tracing::field::Empty,
-            decision = tracing::field::Empty,
+            otel.name = "tools/call",
+            otel.kind = "server",
+            "mcp.method.name" = "tools/call",
+            "gen_ai.operation.name" = "execute_tool",
+            "gen_ai.tool.name" = tracing::field::Empty,
+            "airlock.server" = tracing::field::Empty,
+            "airlock.risk" = tracing::field::Empty,
+            "airlock.decision" = tracing::field::Empty,
+            "airlock.approval.id" = tracing::field::Empty,
+            "error.type" = tracing::field::Empty,
         );
+        crate::telemetry::continue_trace(&span, &context.meta.0.0);
         forward::run(self, &call_id, request, context).instrument(span).await
     }
 

@@ -152,6 +152,7 @@ where
                 Line::TooLong => {
                     let message = format!("Invalid Request: message longer than {} bytes; discarded", self.max_message);
                     tracing::warn!(limit = self.max_message, "discarding an oversized stdin message");
+                    crate::telemetry::rejected(crate::telemetry::Rejected::Malformed);
                     reply_error(&self.writer, Value::Null, -32600, message).await;
                     match skip_line(&mut self.reader).await {
                         Ok(true) => continue,
@@ -170,6 +171,7 @@ where
             let value: Value = match serde_json::from_slice(text) {
                 Ok(value) => value,
                 Err(error) => {
+                    crate::telemetry::rejected(crate::telemetry::Rejected::Malformed);
                     reply_error(&self.writer, Value::Null, -32700, format!("Parse error: {error}")).await;
                     continue;
                 }

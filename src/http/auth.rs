@@ -32,6 +32,7 @@ pub(crate) async fn require_caller(State(state): State<AppState>, mut request: R
 /// that points at the protected-resource metadata (RFC 9728), or 503 when the issuer's
 /// keys cannot be fetched (the token cannot be checked, so it does not count).
 fn refuse(public_url: &str, error: &AuthError) -> Response {
+    crate::telemetry::rejected(crate::telemetry::Rejected::Auth);
     let status = match error {
         AuthError::MissingCredentials | AuthError::InvalidToken(_) => StatusCode::UNAUTHORIZED,
         AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,

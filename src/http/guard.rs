@@ -87,6 +87,7 @@ pub(crate) async fn check(State(guard): State<Arc<HostGuard>>, request: Request,
         Ok(()) => next.run(request).await,
         Err(reason) => {
             tracing::warn!(reason, "request refused by the Host/Origin guard");
+            crate::telemetry::rejected(crate::telemetry::Rejected::HostOrigin);
             (StatusCode::FORBIDDEN, reason).into_response()
         }
     }

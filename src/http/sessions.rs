@@ -117,12 +117,14 @@ impl Bindings {
         }
         *count += 1;
         table.owners.insert(id, owner);
+        crate::telemetry::http_session_opened();
         Ok(())
     }
 
     fn release(&self, id: &str) {
         let mut table = self.lock();
         let Some(owner) = table.owners.remove(id) else { return };
+        crate::telemetry::http_session_closed();
         if let Some(count) = table.counts.get_mut(&owner) {
             *count = count.saturating_sub(1);
             if *count == 0 {

@@ -26,6 +26,7 @@ mod report;
 mod resources;
 mod shared_gateway;
 mod stdio_limits;
+mod telemetry;
 mod tool_integrity;
 mod util;
 mod web;

@@ -66,7 +66,9 @@ impl WebApi {
     /// answers HTTP 200 for most failures).
     async fn call(&self, method: &'static str, body: &Value) -> Result<Value, SlackError> {
         let url = format!("{}/{method}", self.base);
-        let answer = self.outbound.post_json(&format!("Slack {method}"), &url, Some(&self.token), body).await?;
+        let answer = self.outbound.post_json(&format!("Slack {method}"), &url, Some(&self.token), body).await;
+        crate::telemetry::chat_post("slack", answer.is_ok());
+        let answer = answer?;
         if answer.body["ok"] == Value::Bool(true) {
             Ok(answer.body)
         } else {
