@@ -41,6 +41,8 @@ pub enum RecordKind {
     UpstreamRequestRefused,
     /// Written only by key rotation: names the new key, signed by the old one.
     KeyRotated,
+    /// A held call's MCP task changed status (created, completed, failed, cancelled).
+    TaskStatus,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -64,6 +66,7 @@ impl RecordKind {
             RecordKind::SessionRefused => "session_refused",
             RecordKind::UpstreamRequestRefused => "upstream_request_refused",
             RecordKind::KeyRotated => "key_rotated",
+            RecordKind::TaskStatus => "task_status",
             RecordKind::Checkpoint => "checkpoint",
         }
     }
