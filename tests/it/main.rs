@@ -22,6 +22,7 @@ mod protocol;
 mod report;
 mod resources;
 mod stdio_limits;
+mod tasks;
 mod tool_integrity;
 mod util;
 mod web;
