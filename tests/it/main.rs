@@ -12,6 +12,7 @@ mod demo_tools;
 mod durability;
 mod enforcement;
 mod fuzz_regressions;
+mod headers;
 mod http_isolation;
 mod identities;
 mod isolation_routing;
