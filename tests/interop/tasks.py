@@ -11,7 +11,11 @@ Starts Airlock ($AIRLOCK_BIN) in front of `airlock demo-tools` with a policy tha
   bob approves over `/api/v1/approvals/{id}/decision`; polling then reports `completed` with the
       downstream's real result, and roles.json holds exactly one grant.
 
-  tasks.py [--work DIR] [--wait SECONDS]   (--wait: how long nobody decides; default 5)
+  and then the same with the official requester, @modelcontextprotocol/ext-tasks (ext_tasks.mjs,
+  needs --node): its session creates the task, settles it by polling while bob approves after
+  --wait seconds, and ends `completed` with the real result (one more grant).
+
+  tasks.py [--work DIR] [--wait SECONDS] [--node PATH]   (--wait: how long nobody decides; default 5)
 
 Prints one "PASS|FAIL tasks <check>" line per check; exits 1 if any failed, 2 on a setup error.
 """
@@ -210,10 +214,44 @@ def run(root: Path, url: str, wait: float) -> None:
     check("the call ran exactly once", len(grants(root, "tess")) == 1, grants(root, "tess"))
 
 
+def ext_tasks(root: Path, url: str, node: str, wait: float) -> None:
+    """The official requester settles a task while bob approves it `wait` seconds later."""
+    script = Path(__file__).resolve().parent / "ext_tasks.mjs"
+    proc = subprocess.Popen([node, str(script), url, PEOPLE["carol"][0], "uma"], cwd=script.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    held: list[Any] = []
+    for _ in range(600):  # a hang guard, not a timing check
+        status, listed = api(url, "bob", "GET", "/api/v1/approvals?state=pending")
+        held = [a for a in listed.get("approvals", []) if a.get("tool") == TOOL] if status == 200 else []
+        if held or proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    check("ext-tasks: the call is held", len(held) == 1, held)
+    time.sleep(wait)
+    check("ext-tasks: nothing ran while nobody decided", grants(root, "uma") == [] and proc.poll() is None,
+          grants(root, "uma"))
+    if held:
+        status, decided = api(url, "bob", "POST", f"/api/v1/approvals/{held[0]['id']}/decision", {"decision": "approve"})
+        check("ext-tasks: bob approves over the API", status == 200, decided)
+    out, err = proc.communicate(timeout=120)
+    sys.stderr.write(err)
+    lines = [line for line in out.splitlines() if line.startswith("{")]
+    report = json.loads(lines[-1]) if proc.returncode == 0 and lines else {}
+    outcome = report.get("outcome", {})
+    text = " ".join(c.get("text", "") for c in outcome.get("result", {}).get("content", []))
+    check("ext-tasks: the task settles completed with the real result", outcome.get("status") == "completed"
+          and 'granted role "admin" to "uma"' in text and str(report.get("taskId", "")).startswith("tk-"),
+          {"rc": proc.returncode, "out": out[-2000:], "err": err[-2000:]})
+    check(f"ext-tasks: settled by polling ({report.get('polls')} tasks/get, statuses {sorted(set(report.get('statuses', [])))})",
+          report.get("polls", 0) >= 1 and "working" in report.get("statuses", []), report)
+    check("ext-tasks: the call ran exactly once", len(grants(root, "uma")) == 1, grants(root, "uma"))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", type=Path, help="directory for configs, data and sandboxes (default: a temp dir)")
     ap.add_argument("--wait", type=float, default=5.0, help="seconds nobody decides while the client polls")
+    ap.add_argument("--node", help="node binary, for the @modelcontextprotocol/ext-tasks requester")
     opts = ap.parse_args()
     if not os.access(airlock_bin(), os.X_OK):
         print(f"FAIL tasks setup: no airlock binary at {airlock_bin()}", flush=True)
@@ -224,6 +262,10 @@ def main() -> int:
     proc, url = start(write_site(root))
     try:
         run(root, url, opts.wait)
+        if opts.node:
+            ext_tasks(root, url, opts.node, opts.wait)
+        else:
+            print("INFO tasks SKIPPED the @modelcontextprotocol/ext-tasks requester: no --node", flush=True)
     except Exception as exc:  # report, then the summary
         check("session", False, f"{type(exc).__name__}: {exc}")
     finally:
