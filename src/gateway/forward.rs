@@ -129,7 +129,7 @@ pub(super) async fn run(
                         by,
                         forwarded: held_forwarded,
                     };
-                    return super::tasks::defer(session, call, approval, guard, context).await;
+                    return super::tasks::defer(session, call, *approval, guard, context).await;
                 }
                 // The broker logged `call_forwarded` as it released the call.
                 // Forwarded to the tool as the catalog has it now, whose fingerprint is

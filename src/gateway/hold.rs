@@ -37,7 +37,7 @@ pub(super) enum Held {
     /// Not run: the answer says why (or asks the 2026-07-28 client for a confirmation).
     Answer(CallToolResponse),
     /// Still pending, for a client that takes a task: the task waits instead of the request.
-    Deferred(Approval, WaitGuard),
+    Deferred(Box<Approval>, WaitGuard),
 }
 
 /// What a released call carries downstream.
@@ -140,7 +140,7 @@ pub(super) async fn hold(
             reason = call.decision.reason,
             how = crate::approval::confirm_out_of_band(&approval, gateway.holds.public_url.as_deref()),
         )))),
-        Kind::Approve if super::tasks::wanted(context) => Ok(Held::Deferred(approval, waiting)),
+        Kind::Approve if super::tasks::wanted(context) => Ok(Held::Deferred(Box::new(approval), waiting)),
         Kind::Approve => wait(gateway, &call, approval, waiting, context).await,
     }
 }

@@ -10,6 +10,9 @@ use crate::util::{HttpGateway, Setup, export};
 
 const VERSION: &str = "2026-07-28";
 
+/// Headers given, the body's method, its params.
+type Case = (&'static [(&'static str, &'static str)], &'static str, Value);
+
 /// A stateless 2026-07-28 request: its own `_meta`, the standard headers as given.
 async fn post(gateway: &HttpGateway, headers: &[(&str, &str)], method: &str, params: Value) -> (u16, Value) {
     let mut params = params;
@@ -54,7 +57,7 @@ async fn a_name_or_method_header_that_disagrees_with_the_body_is_refused_and_not
     let setup = Setup::with_demo();
     let gateway = setup.http().await;
     let args = json!({"name": "demo__grant_role", "arguments": {"user": "eve", "role": "admin"}});
-    let cases: [(&[(&str, &str)], &str, Value); 5] = [
+    let cases: [Case; 5] = [
         // The header names a harmless tool; the body calls another.
         (&[("mcp-method", "tools/call"), ("mcp-name", "demo__echo")], "tools/call", args.clone()),
         // The header calls it a list.
