@@ -53,6 +53,8 @@ pub enum RecordKind {
     /// A control-socket peer that was not admitted, or asked for an operator command it
     /// may not run.
     ControlRefused,
+    /// A held call's MCP task changed status (created, completed, failed, cancelled).
+    TaskStatus,
     /// Not a record: the `kind` of checkpoint lines in exports. `append` refuses it.
     Checkpoint,
 }
@@ -81,6 +83,7 @@ impl RecordKind {
             RecordKind::ConfigRejected => "config_rejected",
             RecordKind::AuditViewed => "audit_viewed",
             RecordKind::ControlRefused => "control_refused",
+            RecordKind::TaskStatus => "task_status",
             RecordKind::Checkpoint => "checkpoint",
         }
     }

@@ -95,6 +95,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     let audit = AuditLog::open(super::wiring::audit(&config))?;
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
     let fingerprints = Fingerprints::in_db(&state)?;
+    let tasks = crate::gateway::tasks::TaskStore::in_db(&state)?;
     let approvals = Broker::open(&state, audit.clone(), config.approvals.timeout)
         .await?
         .with_default_approvers(config.approvals.default_approvers.clone());
@@ -127,6 +128,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
             public_url: public_url.clone(),
         },
         new_tools: config.gateway.new_tools,
+        tasks,
     })
     .await?;
     let reloader = super::serve_reload::start(&gateway, config.file.as_deref(), &started_from).await?;

@@ -125,10 +125,25 @@ pub(super) async fn run(
                 decision: &decision,
                 risk,
                 by: &by,
-                forwarded,
+                forwarded: forwarded.clone(),
             };
+            let held_forwarded = forwarded;
             match hold::hold(gateway, held, &context).instrument(telemetry::stage(Stage::Hold)).await? {
                 Held::Answer(answer) => return Ok(answer),
+                Held::Deferred(approval, guard) => {
+                    let call = super::tasks::Deferred {
+                        call_id: call_id.to_owned(),
+                        tool: vetted.clone(),
+                        request,
+                        args,
+                        caller,
+                        decision,
+                        risk,
+                        by,
+                        forwarded: held_forwarded,
+                    };
+                    return super::tasks::defer(session, call, *approval, guard, context).await;
+                }
                 // The broker logged `call_forwarded` as it released the call.
                 // Forwarded to the tool as the catalog has it now, whose fingerprint is
                 // the one the approval was bound to (`hold::clear` checked).
@@ -203,15 +218,15 @@ pub(super) fn decide(policy: &super::ActivePolicy, vetted: &VettedTool, tool: &s
 }
 
 /// Which session's call this is.
-struct Owned<'a> {
-    session: &'a str,
-    children: &'a crate::downstream::SessionChildren,
-    call_id: &'a str,
+pub(super) struct Owned<'a> {
+    pub session: &'a str,
+    pub children: &'a crate::downstream::SessionChildren,
+    pub call_id: &'a str,
 }
 
 /// Forwards an allowed call, relays what comes back, and records `call_completed` before
 /// the client sees the result.
-async fn forward(
+pub(super) async fn forward(
     gateway: &super::Gateway,
     entry: &CatalogEntry,
     owned: Owned<'_>,
@@ -320,7 +335,7 @@ fn completed_record(
 
 /// Appends `records` in order and waits until all are durable. If the log cannot take
 /// them the call stops here: nothing runs that the log does not hold.
-async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
+pub(super) async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
     if let Err(error) = gateway.audit.append_all(records).instrument(telemetry::stage(Stage::AuditCommit)).await {
         tracing::error!(%error, "audit log append failed; refusing the call");
         return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the call was not run", None));

@@ -36,6 +36,8 @@ pub(super) enum Held {
     Cleared(Cleared),
     /// Not run: the answer says why (or asks the 2026-07-28 client for a confirmation).
     Answer(CallToolResponse),
+    /// Still pending, for a client that takes a task: the task waits instead of the request.
+    Deferred(Box<Approval>, WaitGuard),
 }
 
 /// What a released call carries downstream.
@@ -138,6 +140,7 @@ pub(super) async fn hold(
             reason = call.decision.reason,
             how = crate::approval::confirm_out_of_band(&approval, gateway.holds.public_url.as_deref()),
         )))),
+        Kind::Approve if super::tasks::wanted(context) => Ok(Held::Deferred(Box::new(approval), waiting)),
         Kind::Approve => wait(gateway, &call, approval, waiting, context).await,
     }
 }
@@ -305,7 +308,7 @@ async fn settle_answer(broker: &Broker, id: &ApprovalId, caller: &Caller, answer
 }
 
 /// The answer for a settled hold.
-async fn outcome(gateway: &Gateway, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
+pub(super) async fn outcome(gateway: &Gateway, approval: Approval, call: &HeldCall<'_>) -> Result<Held, ErrorData> {
     let id = &approval.id;
     let tool = &approval.tool;
     let text = match approval.state {
@@ -398,7 +401,7 @@ pub(super) async fn continue_later(
 }
 
 /// Where a person can decide, for messages.
-fn how_to_decide(gateway: &Gateway, approval: &Approval) -> String {
+pub(super) fn how_to_decide(gateway: &Gateway, approval: &Approval) -> String {
     let id = &approval.id;
     let mut ways = Vec::new();
     // Only the ways the rule's `channels` allow (the page also serves Teams' links).
@@ -422,7 +425,7 @@ fn how_to_decide(gateway: &Gateway, approval: &Approval) -> String {
 }
 
 /// The broker could not do its job: fail closed.
-fn broker_failed(error: BrokerError) -> ErrorData {
+pub(super) fn broker_failed(error: BrokerError) -> ErrorData {
     tracing::error!(%error, "approval broker failed; refusing the call");
     ErrorData::new(ErrorCode::INTERNAL_ERROR, format!("the approval could not be recorded ({error}); the call was not run"), None)
 }

@@ -16,6 +16,7 @@ mod hold;
 mod passthrough;
 pub mod reload;
 pub mod stdio;
+pub mod tasks;
 pub mod validate;
 mod vetting;
 
@@ -75,6 +76,8 @@ pub struct Parts {
     pub holds: HoldSettings,
     /// How tools added at run time come in (`[gateway] new_tools`).
     pub new_tools: NewTools,
+    /// Held calls that clients took as MCP tasks.
+    pub tasks: tasks::TaskStore,
 }
 
 /// How a held call behaves while it waits.
@@ -102,6 +105,7 @@ pub struct Gateway {
     catalog: tokio::sync::watch::Sender<Arc<Vetted>>,
     approvals: Broker,
     holds: HoldSettings,
+    tasks: tasks::TaskStore,
     schemas: SchemaCache,
     /// Legacy-era peers to tell about tool-list changes.
     listeners: Mutex<Vec<Peer<RoleServer>>>,
@@ -129,6 +133,7 @@ impl Gateway {
             catalog: tokio::sync::watch::channel(Arc::new(Vetted::default())).0,
             approvals: parts.approvals,
             holds: parts.holds,
+            tasks: parts.tasks,
             schemas: SchemaCache::new(),
             listeners: Mutex::new(Vec::new()),
             subscribers: passthrough::Subscribers::default(),
@@ -154,6 +159,7 @@ impl Gateway {
                 "tools": catalog.len(),
             }));
         let _recorded = gateway.audit.append(started).await?;
+        tasks::recover(&gateway).await;
         gateway.refresh_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway), changes));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
@@ -364,6 +370,7 @@ impl ServerHandler for Session {
                 .enable_prompts()
                 .enable_resources()
                 .enable_resources_subscribe()
+                .enable_tasks()
                 .build();
         ServerConfig::new(capabilities)
             .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
@@ -474,6 +481,30 @@ impl ServerHandler for Session {
     ) -> Result<(), ErrorData> {
         self.gateway.downstreams.set_level(request).await;
         Ok(())
+    }
+
+    async fn get_task(
+        &self,
+        request: rmcp::model::GetTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::GetTaskResult, ErrorData> {
+        self.get_task_of(&request, &context)
+    }
+
+    async fn update_task(
+        &self,
+        request: rmcp::model::UpdateTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.update_task_of(&request, &context)
+    }
+
+    async fn cancel_task(
+        &self,
+        request: rmcp::model::CancelTaskParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        self.cancel_task_of(&request, &context).await
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -103,19 +103,31 @@ impl Subscribers {
 impl Gateway {
     pub(super) async fn list_prompts(&self) -> Result<ListPromptsResult, ErrorData> {
         let mut prompts = Vec::new();
+        let mut hints = CacheHints::default();
         for (server, peer) in self.downstreams.connected() {
-            if let Ok(list) = peer.list_all_prompts().await {
-                for mut prompt in list {
+            let mut cursor = None;
+            loop {
+                let Ok(page) = peer.list_prompts(Some(rmcp::model::PaginatedRequestParams::default().with_cursor(cursor))).await else {
+                    break;
+                };
+                hints.add(page.ttl_ms, page.cache_scope);
+                for mut prompt in page.prompts {
                     if server.manifest().prompt_override(&prompt.name).hidden {
                         continue;
                     }
                     prompt.name = self.downstreams.namespacing().expose(server.name(), &prompt.name);
                     prompts.push(prompt);
                 }
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    break;
+                }
             }
         }
         prompts.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(ListPromptsResult::with_all_items(prompts))
+        let mut list = ListPromptsResult::with_all_items(prompts);
+        (list.ttl_ms, list.cache_scope) = hints.aggregate();
+        Ok(list)
     }
 
     pub(super) async fn list_resources(&self) -> Result<ListResourcesResult, ErrorData> {
@@ -413,6 +425,43 @@ fn service_error(error: rmcp::service::ServiceError) -> ErrorData {
     }
 }
 
+/// The cache hints (2026-07-28) of a list Airlock assembles from several downstreams' pages:
+/// the shortest `ttlMs` of any page, and `private` when any page is (one user's answer must
+/// not be served to another). Once any page gives hints, a page without a TTL counts as 0
+/// (not cacheable): Airlock cannot promise a freshness that part never promised.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct CacheHints {
+    pages: u32,
+    hinted: u32,
+    shortest: Option<u64>,
+    untimed: bool,
+    private: bool,
+}
+
+impl CacheHints {
+    pub(super) fn add(&mut self, ttl_ms: Option<u64>, scope: Option<rmcp::model::CacheScope>) {
+        self.pages += 1;
+        if ttl_ms.is_some() || scope.is_some() {
+            self.hinted += 1;
+        }
+        match ttl_ms {
+            Some(ttl) => self.shortest = Some(self.shortest.map_or(ttl, |s| s.min(ttl))),
+            None => self.untimed = true,
+        }
+        self.private |= scope == Some(rmcp::model::CacheScope::Private);
+    }
+
+    /// `(ttlMs, cacheScope)` of the whole list; none when no page gave hints.
+    pub(super) fn aggregate(&self) -> (Option<u64>, Option<rmcp::model::CacheScope>) {
+        if self.hinted == 0 {
+            return (None, None);
+        }
+        let ttl = if self.untimed { 0 } else { self.shortest.unwrap_or(0) };
+        let scope = if self.private { rmcp::model::CacheScope::Private } else { rmcp::model::CacheScope::Public };
+        (Some(ttl), Some(scope))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::loggable_uri;
@@ -424,5 +473,23 @@ mod tests {
         assert!(!logged.contains("hunter2") && !logged.contains("s3cret") && !logged.contains("abc"), "{logged}");
         assert!(logged.contains("token=[redacted]") && logged.contains("page=[redacted]"), "{logged}");
         assert_eq!(loggable_uri("not a uri"), "[redacted]");
+    }
+
+    #[test]
+    fn an_aggregated_list_takes_the_shortest_ttl_and_any_private_scope() {
+        use super::CacheHints;
+        use rmcp::model::CacheScope::{Private, Public};
+        let of = |pages: &[(Option<u64>, Option<rmcp::model::CacheScope>)]| {
+            let mut hints = CacheHints::default();
+            for (ttl, scope) in pages {
+                hints.add(*ttl, *scope);
+            }
+            hints.aggregate()
+        };
+        assert_eq!(of(&[]), (None, None));
+        assert_eq!(of(&[(None, None), (None, None)]), (None, None), "legacy downstreams: no hints");
+        assert_eq!(of(&[(Some(60_000), Some(Public)), (Some(5_000), Some(Public))]), (Some(5_000), Some(Public)));
+        assert_eq!(of(&[(Some(60_000), Some(Public)), (Some(90_000), Some(Private))]), (Some(60_000), Some(Private)));
+        assert_eq!(of(&[(Some(60_000), Some(Public)), (None, None)]), (Some(0), Some(Public)), "an untimed part is not cacheable");
     }
 }

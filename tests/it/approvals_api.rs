@@ -22,7 +22,7 @@ const PEOPLE: [(&str, &str, &str); 4] = [
     ("mallory", "tok-mallory-0123456789", "dev"),
 ];
 
-fn token(name: &str) -> &'static str {
+pub(crate) fn token(name: &str) -> &'static str {
     PEOPLE.iter().find(|p| p.0 == name).map(|p| p.1).expect("known person")
 }
 
@@ -60,7 +60,7 @@ reason = "harmless"
 "#;
 
 /// A demo downstream, the policy above, and the four people's tokens.
-fn setup() -> Setup {
+pub(crate) fn setup() -> Setup {
     let mut config = String::from("[gateway]\ndata_dir = \"data\"\n\n[approvals]\ntimeout = \"10m\"\n");
     for (name, token, group) in PEOPLE {
         let digest = hex::encode(ring::digest::digest(&ring::digest::SHA256, token.as_bytes()));
@@ -79,7 +79,7 @@ async fn mcp_as(gateway: &HttpGateway, name: &str) -> RunningService<RoleClient,
 }
 
 /// One API request; returns the status and the JSON body.
-async fn api(gateway: &HttpGateway, method: &str, path: &str, who: Option<&str>, body: Option<Value>) -> (u16, Value) {
+pub(crate) async fn api(gateway: &HttpGateway, method: &str, path: &str, who: Option<&str>, body: Option<Value>) -> (u16, Value) {
     let client = reqwest::Client::new();
     let url = format!("{}{path}", gateway.url);
     let mut request = match method {
@@ -98,13 +98,13 @@ async fn api(gateway: &HttpGateway, method: &str, path: &str, who: Option<&str>,
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
-async fn decide(gateway: &HttpGateway, id: &str, who: &str, decision: &str, comment: Option<&str>) -> (u16, Value) {
+pub(crate) async fn decide(gateway: &HttpGateway, id: &str, who: &str, decision: &str, comment: Option<&str>) -> (u16, Value) {
     let body = json!({"decision": decision, "comment": comment});
     api(gateway, "POST", &format!("/api/v1/approvals/{id}/decision"), Some(who), Some(body)).await
 }
 
 /// Waits until the API lists a pending approval for `tool`, and returns it.
-async fn pending(gateway: &HttpGateway, tool: &str) -> Value {
+pub(crate) async fn pending(gateway: &HttpGateway, tool: &str) -> Value {
     approval_for(gateway, tool, "/api/v1/approvals?state=pending").await
 }
 

@@ -1,0 +1,438 @@
+//! Held calls as MCP tasks (extension `io.modelcontextprotocol/tasks`, SEP-2663).
+//!
+//! A client that declares the extension and makes a call that policy holds for approval
+//! gets a task handle at once instead of a request held open. A worker waits out the hold
+//! and, on approval, forwards the call through the same one way out of the hold
+//! (`hold::outcome` → `Broker::consume` → `forward::forward`), so the call runs exactly
+//! once with its receipt; the task then holds the downstream's result.
+//!
+//! Owns: the task store (tree `tasks` of the state database), the worker of each task,
+//! the answers to `tasks/get`, `tasks/update` and `tasks/cancel`, `task_status` records.
+//! Uses: `hold` and `forward` for the call itself, the broker for the approval.
+//! Must not: show a task to anyone but its caller (another caller gets the answer an
+//! unknown task gets), or run a call whose approval it did not see settle as approved.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use rmcp::RoleServer;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DetailedTask, ErrorCode, ErrorData,
+    GetTaskParams, GetTaskResult, JsonObject, Task, TaskPayload, TaskStatus, UpdateTaskParams,
+};
+use rmcp::service::RequestContext;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use crate::approval::{Approval, ApprovalId, State, WaitGuard, now_ms, rfc3339};
+use crate::audit::{Record, RecordKind};
+use crate::identity::Caller;
+use crate::policy::Decision;
+use crate::risk::Risk;
+
+use super::forward::{self, Owned};
+use super::hold::{self, Held, HeldCall};
+use super::{Gateway, Session, VettedTool};
+
+/// How long a task stays readable after its approval expires or it ends, whichever is
+/// later: long enough for a client that slept through the decision to fetch the result.
+pub const RETENTION: Duration = Duration::from_secs(3600);
+
+const TREE: &str = "tasks";
+
+/// What can go wrong with the task store.
+#[derive(Debug, thiserror::Error)]
+pub enum TaskError {
+    /// The state database failed.
+    #[error("task store: {0}")]
+    Db(#[from] sled::Error),
+    /// A stored task did not decode (or encode).
+    #[error("task store: {0}")]
+    Codec(#[from] serde_json::Error),
+}
+
+/// A task's id: random, so it cannot be guessed (visibility is checked anyway).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskId(String);
+
+impl TaskId {
+    fn generate() -> TaskId {
+        TaskId(format!("tk-{}", uuid::Uuid::new_v4().simple()))
+    }
+
+    /// The id as the client sees it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// One task as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Stored {
+    /// The caller that created it; nobody else sees it.
+    principal: String,
+    approval: String,
+    tool: String,
+    status: TaskStatus,
+    message: Option<String>,
+    created_ms: u64,
+    updated_ms: u64,
+    /// Forgotten after this.
+    keep_until_ms: u64,
+    /// `completed`: the call's result. `failed`: the JSON-RPC error.
+    outcome: Option<JsonObject>,
+}
+
+/// The tasks of held calls, in the state database, with the workers running now.
+pub struct TaskStore {
+    tree: sled::Tree,
+    /// Cancels the worker of a task whose call was approved and is running.
+    running: Mutex<HashMap<TaskId, CancellationToken>>,
+}
+
+impl TaskStore {
+    /// The store inside an open state database; forgets tasks past their retention.
+    pub fn in_db(db: &sled::Db) -> Result<Self, TaskError> {
+        let tree = db.open_tree(TREE)?;
+        let now = now_ms();
+        for entry in tree.iter() {
+            let (key, value) = entry?;
+            let expired = serde_json::from_slice::<Stored>(&value).map_or(true, |t| t.keep_until_ms < now);
+            if expired {
+                tree.remove(key)?;
+            }
+        }
+        Ok(Self { tree, running: Mutex::new(HashMap::new()) })
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Stored>, TaskError> {
+        let Some(bytes) = self.tree.get(id)? else { return Ok(None) };
+        let task: Stored = serde_json::from_slice(&bytes)?;
+        Ok((task.keep_until_ms >= now_ms()).then_some(task))
+    }
+
+    async fn put(&self, id: &TaskId, task: &Stored) -> Result<(), TaskError> {
+        self.tree.insert(id.as_str(), serde_json::to_vec(task)?)?;
+        self.tree.flush_async().await?;
+        Ok(())
+    }
+
+    /// Tasks left unfinished by an earlier run: their worker is gone.
+    fn unfinished(&self) -> Result<Vec<(TaskId, Stored)>, TaskError> {
+        let mut found = Vec::new();
+        for entry in self.tree.iter() {
+            let (key, value) = entry?;
+            let task: Stored = serde_json::from_slice(&value)?;
+            if !task.status.is_terminal() {
+                found.push((TaskId(String::from_utf8_lossy(&key).into_owned()), task));
+            }
+        }
+        Ok(found)
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
+        self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Whether this request's client takes a task instead of a request held open.
+pub(super) fn wanted(context: &RequestContext<RoleServer>) -> bool {
+    context.client_capabilities().is_some_and(|c| c.supports_tasks())
+}
+
+/// A held call the task's worker owns until it settles.
+pub(super) struct Deferred {
+    pub call_id: String,
+    pub tool: Arc<VettedTool>,
+    pub request: CallToolRequestParams,
+    pub args: Value,
+    pub caller: Caller,
+    pub decision: Decision,
+    pub risk: Risk,
+    pub by: String,
+    pub forwarded: Record,
+}
+
+/// Turns a pending hold into a task: stored and logged before the client learns its id,
+/// then waited out by a worker.
+pub(super) async fn defer(
+    session: &Session,
+    call: Deferred,
+    approval: Approval,
+    guard: WaitGuard,
+    context: RequestContext<RoleServer>,
+) -> Result<CallToolResponse, ErrorData> {
+    let gateway = &session.gateway;
+    let id = TaskId::generate();
+    let now = now_ms();
+    let task = Stored {
+        principal: call.caller.principal.as_str().to_owned(),
+        approval: approval.id.to_string(),
+        tool: approval.tool.clone(),
+        status: TaskStatus::Working,
+        message: Some(waiting(gateway, &approval)),
+        created_ms: now,
+        updated_ms: now,
+        keep_until_ms: approval.expires_ms.max(now).saturating_add(millis(RETENTION)),
+        outcome: None,
+    };
+    gateway.tasks.put(&id, &task).await.map_err(store_failed)?;
+    forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await?;
+    let token = CancellationToken::new();
+    gateway.tasks.running().insert(id.clone(), token.clone());
+    // The worker outlives this request: it gets no progress token (nobody listens) and
+    // its own cancellation, which `tasks/cancel` fires.
+    let mut worker_context = context;
+    worker_context.ct = token;
+    worker_context.meta.0.0.remove("progressToken");
+    let handle = view(gateway, &id, &task);
+    tokio::spawn(work(session.clone(), id, call, approval.id, guard, worker_context));
+    Ok(CallToolResponse::Task(CreateTaskResult::new(handle)))
+}
+
+/// Waits for the hold to settle, runs the call once if it was approved, and stores the end.
+async fn work(
+    session: Session,
+    id: TaskId,
+    call: Deferred,
+    approval: ApprovalId,
+    guard: WaitGuard,
+    context: RequestContext<RoleServer>,
+) {
+    let gateway = &session.gateway;
+    let started = Instant::now();
+    let settled = gateway.approvals().settled(&approval).await;
+    drop(guard);
+    let end = match settled {
+        Ok(settled) => run_settled(&session, &call, settled, context, started).await,
+        Err(error) => End::failed(hold::broker_failed(error)),
+    };
+    gateway.tasks.running().remove(&id);
+    if let Err(error) = finish(gateway, &id, &call.call_id, end).await {
+        tracing::error!(%error, task = id.as_str(), "could not store the end of a task");
+    }
+}
+
+/// How a task ends.
+struct End {
+    status: TaskStatus,
+    message: Option<String>,
+    outcome: Option<JsonObject>,
+}
+
+impl End {
+    fn failed(error: ErrorData) -> End {
+        let message = Some(error.message.to_string());
+        End { status: TaskStatus::Failed, message, outcome: object(serde_json::to_value(&error).unwrap_or(Value::Null)) }
+    }
+}
+
+async fn run_settled(
+    session: &Session,
+    call: &Deferred,
+    settled: Approval,
+    context: RequestContext<RoleServer>,
+    started: Instant,
+) -> End {
+    let gateway = &session.gateway;
+    let state = settled.state;
+    let held = HeldCall {
+        session: session.id.as_str(),
+        call_id: &call.call_id,
+        tool: &call.tool,
+        request: &call.request,
+        args: &call.args,
+        caller: &call.caller,
+        decision: &call.decision,
+        risk: call.risk,
+        by: &call.by,
+        forwarded: call.forwarded.clone(),
+    };
+    let cancelled = context.ct.clone();
+    let response = match hold::outcome(gateway, settled, &held).await {
+        Ok(Held::Answer(answer)) => Ok(answer),
+        Ok(Held::Cleared(cleared)) => {
+            let tool = cleared.tool.clone();
+            let owned = Owned { session: &session.id, children: &session.children, call_id: &call.call_id };
+            forward::forward(gateway, &tool.entry, owned, call.request.clone(), context, started, Some(cleared)).await
+        }
+        Ok(Held::Deferred(..)) => Err(ErrorData::internal_error("the hold deferred a settled approval", None)),
+        Err(error) => Err(error),
+    };
+    match response {
+        Ok(CallToolResponse::Complete(result)) => {
+            let text = result.content.iter().find_map(|c| c.as_text().map(|t| t.text.clone()));
+            let status = if state == State::Cancelled { TaskStatus::Cancelled } else { TaskStatus::Completed };
+            let message = if result.is_error == Some(true) { text } else { Some("completed".to_owned()) };
+            End { status, message, outcome: object(serde_json::to_value(&result).unwrap_or(Value::Null)) }
+        }
+        // Said plainly rather than relayed half-way: a task has no request to carry them.
+        Ok(CallToolResponse::InputRequired(_)) => End::failed(ErrorData::internal_error(
+            "the downstream asked the approved call for input, which Airlock does not relay inside a task yet; \
+             make the call without task support to answer it",
+            None,
+        )),
+        Ok(CallToolResponse::Task(_)) => End::failed(ErrorData::internal_error(
+            "the downstream answered with a task of its own, which Airlock does not relay yet",
+            None,
+        )),
+        Err(_) if cancelled.is_cancelled() => End {
+            status: TaskStatus::Cancelled,
+            message: Some("cancelled by the client while the call ran".to_owned()),
+            outcome: None,
+        },
+        Err(error) => End::failed(error),
+        #[allow(unreachable_patterns)]
+        Ok(_) => End::failed(ErrorData::internal_error("unexpected answer from the downstream", None)),
+    }
+}
+
+/// Stores and logs a task's end.
+async fn finish(gateway: &Gateway, id: &TaskId, call_id: &str, end: End) -> Result<(), ErrorData> {
+    let Some(mut task) = gateway.tasks.get(id.as_str()).map_err(store_failed)? else { return Ok(()) };
+    let now = now_ms();
+    task.status = end.status;
+    task.message = end.message;
+    task.outcome = end.outcome;
+    task.updated_ms = now;
+    task.keep_until_ms = task.keep_until_ms.max(now.saturating_add(millis(RETENTION)));
+    // Logged first: the client reads nothing the log does not hold.
+    forward::record_all(gateway, vec![status_record(id, &task, call_id)]).await?;
+    gateway.tasks.put(id, &task).await.map_err(store_failed)
+}
+
+/// Ends the tasks an earlier run left unfinished: their worker is gone with that process
+/// (the approval itself may still be pending; a new call finds it).
+pub(super) async fn recover(gateway: &Gateway) {
+    let unfinished = match gateway.tasks.unfinished() {
+        Ok(unfinished) => unfinished,
+        Err(error) => return tracing::error!(%error, "could not read unfinished tasks"),
+    };
+    for (id, task) in unfinished {
+        let message = format!(
+            "the gateway restarted while this task waited on approval {}; the call was not forwarded by this task. \
+             Make the call again to wait on the same approval.",
+            task.approval
+        );
+        let end = End::failed(ErrorData::internal_error(message, None));
+        if let Err(error) = finish(gateway, &id, "", end).await {
+            tracing::error!(?error, task = id.as_str(), "could not end an unfinished task");
+        }
+    }
+}
+
+/// `task_status`: which task, its status, and the approval it waits on.
+fn status_record(id: &TaskId, task: &Stored, call_id: &str) -> Record {
+    let mut record = Record::new(RecordKind::TaskStatus)
+        .principal(task.principal.as_str())
+        .tool(task.tool.as_str())
+        .approval_id(task.approval.as_str())
+        .detail(json!({"task_id": id.as_str(), "status": status_name(task.status), "message": task.message}));
+    if !call_id.is_empty() {
+        record = record.call_id(call_id);
+    }
+    record
+}
+
+fn status_name(status: TaskStatus) -> Value {
+    serde_json::to_value(status).unwrap_or(Value::Null)
+}
+
+/// The task as the wire shows it; a waiting task's message is the hold's progress now.
+fn view(gateway: &Gateway, id: &TaskId, task: &Stored) -> Task {
+    let live = match task.status {
+        TaskStatus::Working => ApprovalId::parse(&task.approval)
+            .and_then(|a| gateway.approvals().get(&a))
+            .filter(Approval::is_pending)
+            .map(|a| waiting(gateway, &a)),
+        _ => None,
+    };
+    let mut view = Task::new(id.as_str(), task.status, rfc3339(task.created_ms), rfc3339(task.updated_ms))
+        .with_ttl_ms(task.keep_until_ms.saturating_sub(task.created_ms))
+        .with_poll_interval_ms(millis(gateway.holds.progress_every).max(1));
+    if let Some(message) = live.or_else(|| task.message.clone()) {
+        view = view.with_status_message(message);
+    }
+    view
+}
+
+/// The hold's progress, for the status message.
+fn waiting(gateway: &Gateway, approval: &Approval) -> String {
+    format!(
+        "Waiting for approval {id} of {tool} ({have} of {need}); {how}. It expires at {at}.",
+        id = approval.id,
+        tool = approval.tool,
+        have = approval.approvals(),
+        need = approval.quorum,
+        how = hold::how_to_decide(gateway, approval),
+        at = approval.expires_at(),
+    )
+}
+
+impl Session {
+    /// The caller's own task, or the error an unknown task gets.
+    fn own_task(&self, id: &str, context: &RequestContext<RoleServer>) -> Result<Stored, ErrorData> {
+        let caller = self.caller(context)?;
+        let task = self.gateway.tasks.get(id).map_err(store_failed)?;
+        task.filter(|t| t.principal == caller.principal.as_str())
+            .ok_or_else(|| ErrorData::invalid_params(format!("unknown task: {id}"), None))
+    }
+
+    /// `tasks/get`.
+    pub(super) fn get_task_of(&self, params: &GetTaskParams, context: &RequestContext<RoleServer>) -> Result<GetTaskResult, ErrorData> {
+        let task = self.own_task(&params.task_id, context)?;
+        let id = TaskId(params.task_id.clone());
+        let payload = match (task.status, task.outcome.clone()) {
+            (TaskStatus::Completed, Some(result)) => TaskPayload::Completed { result },
+            (TaskStatus::Failed, Some(error)) => TaskPayload::Failed { error },
+            (TaskStatus::Cancelled, _) => TaskPayload::Cancelled,
+            (TaskStatus::Working, _) => TaskPayload::Working,
+            _ => TaskPayload::Failed { error: object(json!({"code": ErrorCode::INTERNAL_ERROR.0, "message": "the task's outcome was lost"})).unwrap_or_default() },
+        };
+        Ok(GetTaskResult::new(DetailedTask::new(view(&self.gateway, &id, &task), payload)))
+    }
+
+    /// `tasks/update`: Airlock's tasks ask for no input, so answers are ignored (as the
+    /// extension says of answers to requests that are not outstanding).
+    pub(super) fn update_task_of(&self, params: &UpdateTaskParams, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.own_task(&params.task_id, context).map(drop)
+    }
+
+    /// `tasks/cancel`: cancels the hold (or the running call). Acknowledged for any id, as
+    /// the extension requires, so it tells nobody which tasks exist.
+    pub(super) async fn cancel_task_of(&self, params: &CancelTaskParams, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let Ok(task) = self.own_task(&params.task_id, context) else { return Ok(()) };
+        if task.status.is_terminal() {
+            return Ok(());
+        }
+        if let Some(approval) = ApprovalId::parse(&task.approval)
+            && self.gateway.approvals().get(&approval).is_some_and(|a| a.is_pending())
+            && let Err(error) = self.gateway.approvals().cancel(&approval, "the task was cancelled by its caller").await
+        {
+            tracing::warn!(%error, approval = %approval, "could not cancel a task's approval");
+        }
+        if let Some(token) = self.gateway.tasks.running().get(&TaskId(params.task_id.clone())) {
+            token.cancel();
+        }
+        Ok(())
+    }
+}
+
+fn object(value: Value) -> Option<JsonObject> {
+    match value {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The store failed: fail closed.
+fn store_failed(error: TaskError) -> ErrorData {
+    tracing::error!(%error, "task store failed");
+    ErrorData::new(ErrorCode::INTERNAL_ERROR, format!("the task could not be stored ({error}); the call was not run"), None)
+}

@@ -1,0 +1,187 @@
+//! Held calls as MCP tasks (extension `io.modelcontextprotocol/tasks`), through the real
+//! binary with rmcp's client: a call policy holds comes back as a task handle at once, is
+//! polled with `tasks/get`, decided over `/api/v1/approvals`, and completes with the
+//! downstream's real result; denial, expiry and `tasks/cancel` end it plainly; a caller
+//! that reconnects reads its task and nobody else can.
+
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig, GetTaskParams, Implementation,
+    TaskPayload, TaskStatus,
+};
+use rmcp::service::RunningService;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use serde_json::{Value, json};
+
+use crate::approvals_api::{api, decide, pending, setup, token};
+use crate::util::{HttpGateway, call, export};
+
+/// A client that declares the tasks extension and nothing else.
+#[derive(Clone)]
+struct TaskClient;
+
+impl ClientHandler for TaskClient {
+    fn get_info(&self) -> ClientConfig {
+        ClientConfig::new(ClientCapabilities::builder().enable_tasks().build(), Implementation::new("airlock-task-tests", "0"))
+    }
+}
+
+async fn tasks_client_as(gateway: &HttpGateway, name: &str) -> RunningService<RoleClient, TaskClient> {
+    let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gateway.url)).auth_header(token(name));
+    TaskClient.serve(StreamableHttpClientTransport::from_config(config)).await.expect("initialize over HTTP")
+}
+
+/// Makes the call and returns the task handle's JSON (it must be one).
+async fn start(client: &RunningService<RoleClient, TaskClient>, tool: &str, args: Value) -> Value {
+    let response = client.peer().call_tool_once(call(tool, args)).await.expect("tools/call answers");
+    let CallToolResponse::Task(created) = response else { panic!("expected a task handle, got {response:?}") };
+    serde_json::to_value(&created).expect("json")
+}
+
+async fn get(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
+    client.peer().get_task(GetTaskParams::new(id)).await.expect("tasks/get answers")
+}
+
+/// Polls until the task leaves `working`. The limit is a hang guard, not a timing assertion.
+async fn ended(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
+    for _ in 0..600 {
+        let task = get(client, id).await;
+        if task.task.status() != TaskStatus::Working {
+            return task;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("task {id} never ended");
+}
+
+/// Stops the gateway (records are durable before each answer) and reads its log.
+async fn stop_and_export(mut gateway: HttpGateway, setup: &crate::util::Setup) -> Vec<Value> {
+    let _ = gateway.child.kill().await;
+    export(&setup.data_dir())
+}
+
+fn result_text(task: &rmcp::model::GetTaskResult) -> (bool, String) {
+    let TaskPayload::Completed { result } = &task.task.payload else { panic!("not completed: {task:?}") };
+    let text = result["content"][0]["text"].as_str().unwrap_or_default().to_owned();
+    (result.get("isError") == Some(&Value::Bool(true)), text)
+}
+
+fn task_statuses(records: &[Value], id: &str) -> Vec<String> {
+    records
+        .iter()
+        .filter(|r| r["kind"] == "task_status" && r["detail"]["task_id"] == id)
+        .map(|r| r["detail"]["status"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_held_call_becomes_a_task_and_completes_with_the_real_result_once_approved() {
+    let setup = setup();
+    let gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&carol, "demo__grant_role", json!({"user": "erin", "role": "admin"})).await;
+    assert_eq!(handle["resultType"], "task", "{handle}");
+    assert_eq!(handle["status"], "working", "{handle}");
+    assert!(handle["pollIntervalMs"].as_u64().is_some(), "{handle}");
+    assert!(handle["ttlMs"].as_u64().is_some_and(|ttl| ttl > 600_000), "expiry plus retention: {handle}");
+    let approval = pending(&gateway, "demo__grant_role").await;
+    let id = approval["id"].as_str().expect("approval id").to_owned();
+    let message = handle["statusMessage"].as_str().unwrap_or_default();
+    assert!(message.contains(&id) && message.contains("0 of 1") && message.contains("expires at"), "{message}");
+    assert!(message.contains(&format!("/approvals/{id}")), "where to decide: {message}");
+    let task_id = handle["taskId"].as_str().expect("task id").to_owned();
+
+    // No request is held open: polling is all the client does.
+    let polled = get(&carol, &task_id).await;
+    assert_eq!(polled.task.status(), TaskStatus::Working);
+    assert!(!setup.sandbox("demo").join("roles.json").exists() || !std::fs::read_to_string(setup.sandbox("demo").join("roles.json")).unwrap_or_default().contains("erin"));
+
+    let (status, body) = decide(&gateway, &id, "bob", "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+    let done = ended(&carol, &task_id).await;
+    assert_eq!(done.task.status(), TaskStatus::Completed, "{done:?}");
+    let (is_error, text) = result_text(&done);
+    assert!(!is_error && text.contains("granted role \"admin\" to \"erin\""), "{text}");
+    // It ran exactly once, with its receipt, as a call held open would.
+    let roles = std::fs::read_to_string(setup.sandbox("demo").join("roles.json")).expect("roles.json");
+    assert_eq!(roles.matches("erin").count(), 1, "{roles}");
+    let (_, shown) = api(&gateway, "GET", &format!("/api/v1/approvals/{id}"), Some("bob"), None).await;
+    assert_eq!(shown["state"], "approved", "{shown}");
+    let records = stop_and_export(gateway, &setup).await;
+    let forwarded = records.iter().filter(|r| r["kind"] == "call_forwarded" && r["tool"] == "demo__grant_role").count();
+    assert_eq!(forwarded, 1);
+    assert_eq!(task_statuses(&records, &task_id), ["working", "completed"]);
+}
+
+#[tokio::test]
+async fn denied_expired_and_cancelled_tasks_end_plainly_and_nothing_runs() {
+    let setup = setup();
+    let gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+
+    let denied = start(&carol, "demo__grant_role", json!({"user": "erin", "role": "admin"})).await;
+    let approval = pending(&gateway, "demo__grant_role").await;
+    let (status, _) = decide(&gateway, approval["id"].as_str().expect("id"), "bob", "deny", Some("not today")).await;
+    assert_eq!(status, 200);
+    let done = ended(&carol, denied["taskId"].as_str().expect("id")).await;
+    let (is_error, text) = result_text(&done);
+    assert!(is_error && text.starts_with("Denied by bob") && text.contains("not today"), "{text}");
+    assert!(text.contains("the call was not forwarded"), "{text}");
+
+    // `restarts-expire` holds for one second.
+    let expired = start(&carol, "demo__restart_service", json!({"service": "db"})).await;
+    let done = ended(&carol, expired["taskId"].as_str().expect("id")).await;
+    let (is_error, text) = result_text(&done);
+    assert!(is_error && text.contains("expired at") && text.contains("not forwarded"), "{text}");
+
+    let cancelled = start(&carol, "demo__run_migration", json!({"steps": 3})).await;
+    let task_id = cancelled["taskId"].as_str().expect("id").to_owned();
+    let approval = pending(&gateway, "demo__run_migration").await;
+    carol.peer().cancel_task(CancelTaskParams::new(&task_id)).await.expect("tasks/cancel acks");
+    let done = ended(&carol, &task_id).await;
+    assert_eq!(done.task.status(), TaskStatus::Cancelled, "{done:?}");
+    let message = done.task.task.status_message.clone().unwrap_or_default();
+    assert!(message.contains("cancelled") && message.contains("not forwarded"), "{message}");
+    let (_, shown) = api(&gateway, "GET", &format!("/api/v1/approvals/{}", approval["id"].as_str().expect("id")), Some("bob"), None).await;
+    assert_eq!(shown["state"], "cancelled", "the hold is cancelled with its task: {shown}");
+    // A decision after the cancellation runs nothing.
+    let (status, _) = decide(&gateway, approval["id"].as_str().expect("id"), "bob", "approve", None).await;
+    assert_ne!(status, 200);
+
+    let records = stop_and_export(gateway, &setup).await;
+    assert!(!records.iter().any(|r| r["kind"] == "call_forwarded"), "nothing was forwarded");
+    assert!(!setup.sandbox("demo").join("restarts.log").exists());
+    assert!(!setup.sandbox("demo").join("migrations.log").exists());
+    assert_eq!(task_statuses(&records, &task_id), ["working", "cancelled"]);
+}
+
+#[tokio::test]
+async fn a_reconnecting_caller_reads_its_task_and_another_caller_cannot() {
+    let setup = setup();
+    let gateway = setup.http().await;
+    let first = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&first, "demo__grant_role", json!({"user": "frank", "role": "viewer"})).await;
+    let task_id = handle["taskId"].as_str().expect("id").to_owned();
+    first.cancel().await.expect("close the first session");
+
+    // Another caller gets the answer an unknown task gets, and cannot cancel it.
+    let mallory = tasks_client_as(&gateway, "mallory").await;
+    let theirs = mallory.peer().get_task(GetTaskParams::new(&task_id)).await.expect_err("not mallory's");
+    let unknown = mallory.peer().get_task(GetTaskParams::new("tk-00000000000000000000000000000000")).await.expect_err("unknown");
+    let shape = |e: rmcp::ServiceError| e.to_string().replace(&task_id, "ID").replace("tk-00000000000000000000000000000000", "ID");
+    assert_eq!(shape(theirs), shape(unknown));
+    mallory.peer().cancel_task(CancelTaskParams::new(&task_id)).await.expect("acknowledged for any id");
+
+    // A new session of the same caller polls it, and gets the result.
+    let again = tasks_client_as(&gateway, "carol").await;
+    assert_eq!(get(&again, &task_id).await.task.status(), TaskStatus::Working, "mallory's cancel did nothing");
+    let approval = pending(&gateway, "demo__grant_role").await;
+    let (status, _) = decide(&gateway, approval["id"].as_str().expect("id"), "bob", "approve", None).await;
+    assert_eq!(status, 200);
+    let done = ended(&again, &task_id).await;
+    let (is_error, text) = result_text(&done);
+    assert!(!is_error && text.contains("frank"), "{text}");
+}
