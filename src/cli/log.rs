@@ -292,15 +292,7 @@ pub(crate) fn print_report(report: &VerifyReport) {
     for w in &report.warnings {
         eprintln!("airlock: warning: {w}");
     }
-    let keys: Vec<String> = report.keys.iter().map(ToString::to_string).collect();
-    println!(
-        "ok: records {}..={} intact, {} checkpoints, signed by key {}, root {}",
-        report.first,
-        report.last,
-        report.checkpoints,
-        keys.join(" then "),
-        report.root
-    );
+    println!("{}", report.summary());
 }
 
 fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {
