@@ -1,4 +1,5 @@
-//! `airlock log …`: verify, show, tail, export and prove against a stopped gateway's log.
+//! `airlock log …`: verify, show, tail, export and prove: through the running gateway of
+//! the data dir when one runs (`cli::live`), else on its files.
 //!
 //! Owns: the `log` subcommands and where they find the data directory.
 //! Uses: `audit` (reader, verification, proofs).
@@ -49,6 +50,21 @@ impl DirArgs {
 }
 
 impl DirArgs {
+    /// The running gateway of this data dir, or `None`. The hello names the config file
+    /// unless `--data-dir` chose the directory (then any gateway of it answers).
+    pub(crate) async fn live(&self) -> anyhow::Result<Option<crate::control::Connection>> {
+        let (data_dir, _) = self.paths()?;
+        let config = match (&self.data_dir, self.config.config.as_deref()) {
+            (Some(_), _) => None,
+            (None, Some(path)) => Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),
+            (None, None) => {
+                let default = Path::new(crate::config::DEFAULT_FILE);
+                default.exists().then(|| default.canonicalize().unwrap_or_else(|_| default.to_path_buf()))
+            }
+        };
+        super::live::connect(&data_dir, config).await
+    }
+
     /// The witness keys of `[[audit.witness.http]]` in the config, if there is one.
     pub(crate) fn witness_keys(&self) -> anyhow::Result<Vec<String>> {
         let explicit = self.config.config.as_deref();
@@ -121,8 +137,15 @@ pub(crate) enum Command {
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl"])]
         format: String,
         /// First sequence number to export.
-        #[arg(long, value_name = "SEQ")]
+        #[arg(long, value_name = "SEQ", conflicts_with = "after")]
         since: Option<Seq>,
+        /// Export the records after this sequence number (a consumer's last one).
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// Keep writing each new group of records and its checkpoint as it is committed
+        /// (needs the running gateway).
+        #[arg(long)]
+        follow: bool,
         /// Write to FILE instead of stdout.
         #[arg(long, short, value_name = "FILE")]
         out: Option<PathBuf>,
@@ -158,6 +181,11 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = cmd.dir()
+        && let Some(code) = super::live::runtime()?.block_on(super::log_live::run(dir, &cmd))?
+    {
+        return Ok(code);
+    }
     match cmd {
         Command::Verify {
             dir,
@@ -194,10 +222,13 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
         }
         Command::Tail { dir, lines, follow } => tail(&dir, lines, follow),
         Command::Export {
-            dir, since, out, ..
+            dir, since, after, follow, out, ..
         } => {
+            if follow {
+                bail!("no gateway is running for {}: --follow follows a running gateway's log (start one with `airlock gateway start`)", dir.paths()?.0.display());
+            }
             let reader = open_reader(&dir)?;
-            let since = since.unwrap_or(Seq::new(1));
+            let since = export_start(since, after);
             let mut sink: Box<dyn Write> = match &out {
                 Some(path) => Box::new(
                     File::create(path).with_context(|| format!("creating {}", path.display()))?,
@@ -247,6 +278,26 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+impl Command {
+    /// The data dir a command reads (none for `check-proof`, which needs no log).
+    fn dir(&self) -> Option<&DirArgs> {
+        match self {
+            Command::Verify { dir, export: None, .. }
+            | Command::Checkpoint { dir }
+            | Command::Show { dir, .. }
+            | Command::Tail { dir, .. }
+            | Command::Export { dir, .. }
+            | Command::Prove { dir, .. } => Some(dir),
+            Command::Verify { export: Some(_), .. } | Command::CheckProof { .. } => None,
+        }
+    }
+}
+
+/// The first record of an export: `--since`, else the one after `--after`, else 1.
+pub(crate) fn export_start(since: Option<Seq>, after: Option<u64>) -> Seq {
+    since.unwrap_or_else(|| Seq::new(after.map_or(1, |a| a.saturating_add(1))))
+}
+
 pub(crate) fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
     let (_, paths) = dir.paths()?;
     Ok(LogReader::open(&paths)?)
@@ -254,7 +305,7 @@ pub(crate) fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
 
 /// One record as a line for a person: its canonical JSON with bidi overrides, C1 controls
 /// and line separators written `\uXXXX` (still JSON, decoding to the same record).
-fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let text = String::from_utf8_lossy(bytes);
     out.write_all(crate::text::for_people(&text).as_bytes())?;
@@ -263,7 +314,7 @@ fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The trusted key: `--pubkey FILE`, else the local key file.
-fn anchor_key(paths: &LogPaths, pubkey: Option<&Path>) -> anyhow::Result<PublicKey> {
+pub(crate) fn anchor_key(paths: &LogPaths, pubkey: Option<&Path>) -> anyhow::Result<PublicKey> {
     Ok(match pubkey {
         Some(file) => PublicKey::read_file(file)?,
         None => crate::audit::SigningKey::load(&paths.key)
