@@ -15,6 +15,7 @@ mod fuzz_regressions;
 mod http_isolation;
 mod identities;
 mod isolation_routing;
+mod operate;
 mod limits;
 mod pipeline;
 mod policy;
