@@ -98,8 +98,9 @@ struct DecisionBody {
 }
 
 /// Why a request was refused, with its status. Every variant maps in [`ApiError::status`].
+/// The control socket's `approvals` requests answer with the same errors.
 #[derive(Debug, thiserror::Error)]
-enum ApiError {
+pub enum ApiError {
     #[error("{0}")]
     Auth(AuthError),
     #[error(
@@ -146,8 +147,14 @@ impl ApiError {
         }
     }
 
+    /// True for a decision the rules refused (your own call, not an approver, another
+    /// channel, settled or expired), as opposed to a request that could not be served.
+    pub fn is_refused_decision(&self) -> bool {
+        matches!(self.status(), StatusCode::FORBIDDEN | StatusCode::CONFLICT)
+    }
+
     /// The approval a conflict is about, so the client sees its current state.
-    fn approval(&self) -> Option<&Approval> {
+    pub fn approval(&self) -> Option<&Approval> {
         match self {
             ApiError::Decide(DecideError::Expired(a) | DecideError::Settled(a)) => Some(a),
             _ => None,
@@ -189,8 +196,18 @@ fn ok(value: Value) -> Response {
 /// The caller, who must be someone: anonymous (no identity configured) is refused.
 async fn caller(state: &ApiState, client: ClientAddr, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-    let authenticator = state.identify.authenticator();
-    let caller = authenticator.authenticate_from(client.0, "/api/v1/approvals", authorization).await.map_err(ApiError::Auth)?;
+    identify(state.identify.authenticator(), client.0, "/api/v1/approvals", authorization).await
+}
+
+/// Who an `Authorization` header value (`Bearer <token or JWT>`) names, for the API and the
+/// control socket alike; anonymous (no identity configured) is refused.
+pub async fn identify(
+    authenticator: &Authenticator,
+    client: Option<std::net::IpAddr>,
+    route: &str,
+    authorization: Option<&str>,
+) -> Result<Caller, ApiError> {
+    let caller = authenticator.authenticate_from(client, route, authorization).await.map_err(ApiError::Auth)?;
     match caller.via {
         AuthMethod::Anonymous => Err(ApiError::Anonymous),
         // `Slack` never comes from a bearer token; it is listed so the match stays exhaustive.
@@ -200,9 +217,45 @@ async fn caller(state: &ApiState, client: ClientAddr, headers: &HeaderMap) -> Re
     }
 }
 
-fn lookup(state: &ApiState, id: &str) -> Result<Approval, ApiError> {
+fn lookup(broker: &Broker, id: &str) -> Result<Approval, ApiError> {
     // A malformed id cannot name an approval: it reads as unknown, like any other.
-    ApprovalId::parse(id).and_then(|id| state.broker.get(&id)).ok_or_else(|| ApiError::NotFound(id.to_owned()))
+    ApprovalId::parse(id).and_then(|id| broker.get(&id)).ok_or_else(|| ApiError::NotFound(id.to_owned()))
+}
+
+/// The approvals `who` may see, oldest first, in state `state` if given (`GET
+/// /api/v1/approvals` and the control socket's `approvals_list`).
+pub fn visible(broker: &Broker, who: &Caller, state: Option<&str>) -> Result<Vec<Approval>, ApiError> {
+    let filter = match state {
+        None | Some("") => None,
+        Some(text) => Some(ApprovalState::parse(text).ok_or_else(|| ApiError::BadState(text.to_owned()))?),
+    };
+    Ok(broker.list(filter).into_iter().filter(|a| a.may_view(who)).collect())
+}
+
+/// Approval `id` if `who` may see it; one you may not see reads as one that does not exist.
+pub fn visible_one(broker: &Broker, who: &Caller, id: &str) -> Result<Approval, ApiError> {
+    let approval = lookup(broker, id)?;
+    if !approval.may_view(who) {
+        return Err(ApiError::NotFound(id.to_owned()));
+    }
+    Ok(approval)
+}
+
+/// `who`'s decision on approval `id`, on channel [`CHANNEL`] (the API's and the control
+/// socket's: both present a bearer token). As in `show`, one you may not see reads as one
+/// that does not exist, so a refusal never tells an outsider that it exists.
+pub async fn decide_as(
+    broker: &Broker,
+    who: &Caller,
+    id: &str,
+    verdict: Verdict,
+    comment: Option<String>,
+) -> Result<super::Decided, ApiError> {
+    let approval = visible_one(broker, who, id)?;
+    if !approval.announces_on(CHANNEL) {
+        return Err(ApiError::WrongChannel { id: approval.id, channels: approval.channels.join(", ") });
+    }
+    broker.decide(&approval.id, who, verdict, comment, CHANNEL).await.map_err(ApiError::Decide)
 }
 
 /// `GET /api/v1/approvals[?state=S]`: oldest first.
@@ -214,12 +267,7 @@ async fn list(
 ) -> Result<Response, ApiError> {
     let who = caller(&state, client, &headers).await?;
     let Query(query) = query.map_err(|e| ApiError::BadQuery(e.body_text()))?;
-    let filter = match query.state.as_deref() {
-        None | Some("") => None,
-        Some(text) => Some(ApprovalState::parse(text).ok_or_else(|| ApiError::BadState(text.to_owned()))?),
-    };
-    let visible: Vec<Approval> =
-        state.broker.list(filter).into_iter().filter(|a| a.may_view(&who)).collect();
+    let visible = visible(&state.broker, &who, query.state.as_deref())?;
     Ok(ok(json!({"approvals": visible})))
 }
 
@@ -231,11 +279,7 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let who = caller(&state, client, &headers).await?;
-    // One you may not see reads as one that does not exist.
-    let approval = lookup(&state, &id)?;
-    if !approval.may_view(&who) {
-        return Err(ApiError::NotFound(id));
-    }
+    let approval = visible_one(&state.broker, &who, &id)?;
     Ok(ok(serde_json::to_value(approval).unwrap_or(Value::Null)))
 }
 
@@ -249,21 +293,10 @@ async fn decide(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let who = caller(&state, client, &headers).await?;
-    // As in `show`: one you may not see reads as one that does not exist, so a refusal
-    // never tells an outsider that it exists or who may decide it.
-    let approval = lookup(&state, &id)?;
-    if !approval.may_view(&who) {
-        return Err(ApiError::NotFound(id));
-    }
+    // Looked up before the body is read: one you may not see is not found whatever it says.
+    visible_one(&state.broker, &who, &id)?;
     let body: DecisionBody = serde_json::from_slice(&body).map_err(|e| ApiError::BadBody(e.to_string()))?;
-    if !approval.announces_on(CHANNEL) {
-        return Err(ApiError::WrongChannel { id: approval.id, channels: approval.channels.join(", ") });
-    }
-    let decided = state
-        .broker
-        .decide(&approval.id, &who, body.decision, body.comment, CHANNEL)
-        .await
-        .map_err(ApiError::Decide)?;
+    let decided = decide_as(&state.broker, &who, &id, body.decision, body.comment).await?;
     Ok(ok(json!({"approval": decided.approval, "counted": decided.counted})))
 }
 

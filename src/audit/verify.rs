@@ -25,7 +25,6 @@ use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{KeyId, PublicKey};
 use super::merkle::{Frontier, leaf_hash};
-use super::export::LogReader;
 use super::store::{self, LogPaths};
 
 /// What is wrong at the first bad sequence number.
@@ -102,6 +101,21 @@ pub struct VerifyReport {
     pub chain_head: Sha256Digest,
     /// Things worth knowing that are not tampering (e.g. a crash left checkpoints.log short).
     pub warnings: Vec<String>,
+}
+
+impl VerifyReport {
+    /// The one line `airlock log verify` prints for an intact log.
+    pub fn summary(&self) -> String {
+        let keys: Vec<String> = self.keys.iter().map(ToString::to_string).collect();
+        format!(
+            "ok: records {}..={} intact, {} checkpoints, signed by key {}, root {}",
+            self.first,
+            self.last,
+            self.checkpoints,
+            keys.join(" then "),
+            self.root
+        )
+    }
 }
 
 /// The key verification is anchored to.
@@ -386,37 +400,46 @@ pub fn verify_dir(
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
     let db = store::open_existing_db(&paths.db)?;
-    verify_db(&db, paths, trust, false)
+    verify_db(&db, paths, trust, Snapshot::Stopped)
 }
 
-/// Verifies the log a running gateway is writing, through its reader
-/// (`AuditLog::reader`): everything the checkpoints stored when the check starts cover.
-/// Groups committed meanwhile are left for the next check: records past the last of those
-/// checkpoints, and `checkpoints.log` lines past them (the writer puts a group's line in
-/// the file before the database), are not failures here.
+/// Verifies the log of a running gateway through its reader (`AuditLog::reader`): what is
+/// durable when it starts, i.e. every record the checkpoints then stored cover. Groups the
+/// writer commits meanwhile (records, their checkpoint and its `checkpoints.log` line)
+/// are left for the next verification, so the database is never opened a second time.
 pub fn verify_live(
-    reader: &LogReader,
+    reader: &super::LogReader,
     paths: &LogPaths,
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
-    verify_db(&reader.db, paths, trust, true)
+    verify_db(&reader.db, paths, trust, Snapshot::Live)
+}
+
+/// Whether a writer may be appending while the log is verified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Snapshot {
+    /// Nothing writes: every stored record must be covered, every line matched.
+    Stopped,
+    /// The writer runs: the stored checkpoints, read first, bound what is checked.
+    Live,
 }
 
 fn verify_db(
     db: &sled::Db,
     paths: &LogPaths,
     trust: Trust,
-    live: bool,
+    snapshot: Snapshot,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
-    // Checkpoints first, then the file: the file can only be ahead of what was read.
     let stored = store::load_checkpoints(db)?;
     let mut lines = store::read_checkpoint_lines(&paths.checkpoints)?;
-    if live {
+    if snapshot == Snapshot::Live {
+        // The writer syncs a group's line before its database batch, so the file holds
+        // every stored checkpoint and perhaps newer ones: those are not checked yet.
         lines.truncate(stored.len());
     }
     let start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
     let mut db_error: Option<AuditError> = None;
-    let outcome = with_verifier(trust, start, |v| walk_db(db, &stored, v, &mut db_error, live));
+    let outcome = with_verifier(trust, start, |v| walk_db(db, &stored, v, &mut db_error, snapshot));
     if let Some(e) = db_error {
         return Err(e);
     }
@@ -445,7 +468,7 @@ fn walk_db(
     stored: &Stored,
     v: &mut Verifier,
     db_error: &mut Option<AuditError>,
-    live: bool,
+    snapshot: Snapshot,
 ) -> Result<u64, VerifyFailure> {
     let mut records = db.scan_prefix([store::RECORD_PREFIX]).peekable();
     let mut last_seen = 0u64;
@@ -482,10 +505,9 @@ fn walk_db(
         }
         v.checkpoint(cp)?;
     }
-    if live {
-        return Ok(v.next_seq - 1);
-    }
-    if let Some(Ok((key, _))) = records.peek() {
+    if snapshot == Snapshot::Stopped
+        && let Some(Ok((key, _))) = records.peek()
+    {
         let seq = store::key_number(key).unwrap_or(0);
         return Err(fail(
             seq,

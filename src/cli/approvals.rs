@@ -1,11 +1,15 @@
-//! `airlock approvals …`: list, show and decide approvals on a running gateway, over its
-//! HTTP API (`/api/v1/approvals`).
+//! `airlock approvals …`: list, show and decide approvals on a running gateway: over the
+//! control socket of the config's data dir (`approvals_*` requests), or with `--url` or
+//! no gateway on the socket, over its HTTP API (`/api/v1/approvals`). Both run the API's
+//! functions as the identity of the token presented (`--token-env`), never as the local
+//! user.
 //!
 //! Owns: the `approvals` subcommands, where they find the gateway and the token, and how
 //! approvals read in a terminal.
-//! Uses: `approval` (the JSON form, `Approval`), `config` (`[http]` for the default URL).
-//! Must not: open the state database (the gateway holds it); every decision goes through
-//! the gateway, which logs it.
+//! Uses: `approval` (the JSON form, `Approval`), `config` (`[http]` for the default URL),
+//! `cli::live` (the socket).
+//! Must not: open the state database (held calls live in the running gateway); every
+//! decision goes through the gateway, which logs it.
 
 #![allow(clippy::print_stdout)] // printing approvals is the point of these commands
 
@@ -81,12 +85,18 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     runtime.block_on(async {
         match cmd {
             Command::List { target, state, json } => {
-                let client = Client::new(&target)?;
-                let path = match &state {
-                    Some(state) => format!("/api/v1/approvals?state={}", url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()),
-                    None => "/api/v1/approvals".to_owned(),
+                let body = match Gateway::find(&target).await? {
+                    Gateway::Socket(mut connection, token) => {
+                        connection.call(&crate::control::Request::ApprovalsList { token, state }).await?
+                    }
+                    Gateway::Http(client) => {
+                        let path = match &state {
+                            Some(state) => format!("/api/v1/approvals?state={}", url::form_urlencoded::byte_serialize(state.as_bytes()).collect::<String>()),
+                            None => "/api/v1/approvals".to_owned(),
+                        };
+                        client.expect_ok(client.get(&path).await?)?
+                    }
                 };
-                let body = client.expect_ok(client.get(&path).await?)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
@@ -97,8 +107,13 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Show { id, target, json } => {
-                let client = Client::new(&target)?;
-                let body = client.expect_ok(client.get(&format!("/api/v1/approvals/{}", checked_id(&id)?)).await?)?;
+                let id = checked_id(&id)?;
+                let body = match Gateway::find(&target).await? {
+                    Gateway::Socket(mut connection, token) => {
+                        connection.call(&crate::control::Request::ApprovalsShow { token, id: id.to_string() }).await?
+                    }
+                    Gateway::Http(client) => client.expect_ok(client.get(&format!("/api/v1/approvals/{id}")).await?)?,
+                };
                 if json {
                     println!("{}", serde_json::to_string_pretty(&body)?);
                 } else {
@@ -114,18 +129,68 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Where the approvals are: the data dir's gateway on its socket (with the token it will
+/// check), or an HTTP API.
+enum Gateway {
+    Socket(crate::control::Connection, crate::control::Token),
+    Http(Client),
+}
+
+impl Gateway {
+    /// `--url` is HTTP; else the socket of the config's data dir; else, with no gateway
+    /// there, the configured HTTP address; else nothing is possible and this says why.
+    async fn find(target: &Target) -> anyhow::Result<Gateway> {
+        if target.url.is_some() {
+            return Ok(Gateway::Http(Client::new(target)?));
+        }
+        let config = super::gateway::load_config(&target.config)?;
+        let data_dir = &config.gateway.data_dir;
+        if let Some(connection) = super::live::connect(data_dir, super::serve::canonical_config(&config)).await? {
+            return Ok(Gateway::Socket(connection, crate::control::Token::new(token(target)?)));
+        }
+        match default_url(target.config.config.as_deref()) {
+            Ok(_) => Ok(Gateway::Http(Client::new(target)?)),
+            Err(_) => bail!(
+                "no gateway is running for {} and airlock.toml names no HTTP address ([http] listen or public_url; or pass --url): \
+                 held calls exist only while their gateway runs (stopping it cancels them), so there is nothing to list or decide; \
+                 `airlock log` shows past decisions, and `airlock gateway start` starts the gateway",
+                data_dir.display()
+            ),
+        }
+    }
+}
+
+/// The token in `--token-env`.
+fn token(target: &Target) -> anyhow::Result<String> {
+    let token = std::env::var(&target.token_env).map_err(|_| {
+        anyhow::anyhow!(
+            "no API token: set {} to your token (a [[identity.tokens]] token or an OIDC JWT), or name another variable with --token-env",
+            target.token_env
+        )
+    })?;
+    Ok(token.trim().to_owned())
+}
+
 async fn decide(target: &Target, id: &str, verdict: Verdict, comment: Option<String>) -> anyhow::Result<ExitCode> {
-    let path = format!("/api/v1/approvals/{}/decision", checked_id(id)?);
-    let client = Client::new(target)?;
+    let id = checked_id(id)?;
+    let client = match Gateway::find(target).await? {
+        Gateway::Http(client) => client,
+        Gateway::Socket(mut connection, token) => {
+            let request = crate::control::Request::ApprovalsDecide { token, id: id.to_string(), decision: verdict, comment };
+            return match connection.call(&request).await {
+                Ok(body) => decided(&body, verdict),
+                Err(crate::control::ControlError::Refused(refusal)) if refusal.code == crate::control::RefusalCode::DecisionRefused => {
+                    eprintln!("airlock: refused: {}", refusal.message);
+                    Ok(ExitCode::from(EXIT_FOUND_PROBLEM))
+                }
+                Err(error) => Err(error.into()),
+            };
+        }
+    };
+    let path = format!("/api/v1/approvals/{id}/decision");
     let answer = client.post(&path, &json!({"decision": verdict.as_str(), "comment": comment})).await?;
     match answer.status {
-        200 => {
-            let approval: Approval = serde_json::from_value(answer.body["approval"].clone())
-                .context("the gateway answered with an approval this airlock cannot read")?;
-            let counted = answer.body["counted"].as_bool().unwrap_or(false);
-            println!("{}", outcome(&approval, verdict, counted));
-            Ok(ExitCode::SUCCESS)
-        }
+        200 => decided(&answer.body, verdict),
         403 | 409 => {
             eprintln!("airlock: refused: {}", answer.error());
             if let Some(state) = answer.body["approval"]["state"].as_str() {
@@ -135,6 +200,15 @@ async fn decide(target: &Target, id: &str, verdict: Verdict, comment: Option<Str
         }
         _ => bail!(client.failure(&answer)),
     }
+}
+
+/// Prints a counted (or repeated) decision's answer, `{"approval":…,"counted":…}`.
+fn decided(body: &Value, verdict: Verdict) -> anyhow::Result<ExitCode> {
+    let approval: Approval = serde_json::from_value(body["approval"].clone())
+        .context("the gateway answered with an approval this airlock cannot read")?;
+    let counted = body["counted"].as_bool().unwrap_or(false);
+    println!("{}", outcome(&approval, verdict, counted));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One line saying what the decision did.
@@ -256,18 +330,13 @@ impl Client {
             Some(url) => url.trim_end_matches('/').to_owned(),
             None => default_url(target.config.config.as_deref())?,
         };
-        let token = std::env::var(&target.token_env).map_err(|_| {
-            anyhow::anyhow!(
-                "no API token: set {} to your token (a [[identity.tokens]] token or an OIDC JWT), or name another variable with --token-env",
-                target.token_env
-            )
-        })?;
+        let token = token(target)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
             .build()
             .context("could not build the HTTP client")?;
-        Ok(Client { http, base, token: token.trim().to_owned() })
+        Ok(Client { http, base, token })
     }
 
     async fn get(&self, path: &str) -> anyhow::Result<Answer> {

@@ -1,4 +1,5 @@
-//! `airlock log …`: verify, show, tail, export and prove against a stopped gateway's log.
+//! `airlock log …`: verify, show, tail, export and prove: through the running gateway of
+//! the data dir when one runs (`cli::live`), else on its files.
 //!
 //! Owns: the `log` subcommands and where they find the data directory.
 //! Uses: `audit` (reader, verification, proofs).
@@ -47,6 +48,21 @@ impl DirArgs {
 }
 
 impl DirArgs {
+    /// The running gateway of this data dir, or `None`. The hello names the config file
+    /// unless `--data-dir` chose the directory (then any gateway of it answers).
+    pub(crate) async fn live(&self) -> anyhow::Result<Option<crate::control::Connection>> {
+        let (data_dir, _) = self.paths()?;
+        let config = match (&self.data_dir, self.config.config.as_deref()) {
+            (Some(_), _) => None,
+            (None, Some(path)) => Some(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())),
+            (None, None) => {
+                let default = Path::new(crate::config::DEFAULT_FILE);
+                default.exists().then(|| default.canonicalize().unwrap_or_else(|_| default.to_path_buf()))
+            }
+        };
+        super::live::connect(&data_dir, config).await
+    }
+
     /// The witness keys of `[[audit.witness.http]]` in the config, if there is one.
     pub(crate) fn witness_keys(&self) -> anyhow::Result<Vec<String>> {
         let explicit = self.config.config.as_deref();
@@ -164,6 +180,11 @@ pub(crate) enum Command {
 }
 
 pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = cmd.dir()
+        && let Some(code) = super::live::runtime()?.block_on(super::log_live::run(dir, &cmd))?
+    {
+        return Ok(code);
+    }
     match cmd {
         Command::Verify {
             dir,
@@ -245,6 +266,26 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
     }
 }
 
+impl Command {
+    /// The data dir a command reads (none for `check-proof`, which needs no log).
+    fn dir(&self) -> Option<&DirArgs> {
+        match self {
+            Command::Verify { dir, export: None, .. }
+            | Command::Checkpoint { dir }
+            | Command::Show { dir, .. }
+            | Command::Tail { dir, .. }
+            | Command::Export { dir, .. }
+            | Command::Prove { dir, .. } => Some(dir),
+            Command::Verify { export: Some(_), .. } | Command::CheckProof { .. } => None,
+        }
+    }
+}
+
+/// The first record of an export: `--since`, else the one after `--after`, else 1.
+pub(crate) fn export_start(since: Option<Seq>, after: Option<u64>) -> Seq {
+    since.unwrap_or_else(|| Seq::new(after.map_or(1, |a| a.saturating_add(1))))
+}
+
 pub(crate) fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
     let (_, paths) = dir.paths()?;
     Ok(LogReader::open(&paths)?)
@@ -252,7 +293,7 @@ pub(crate) fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
 
 /// One record as a line for a person: its canonical JSON with bidi overrides, C1 controls
 /// and line separators written `\uXXXX` (still JSON, decoding to the same record).
-fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
+pub(crate) fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let text = String::from_utf8_lossy(bytes);
     out.write_all(crate::text::for_people(&text).as_bytes())?;
@@ -261,7 +302,7 @@ fn print_line(bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 /// The trusted key: `--pubkey FILE`, else the local key file.
-fn anchor_key(paths: &LogPaths, pubkey: Option<&Path>) -> anyhow::Result<PublicKey> {
+pub(crate) fn anchor_key(paths: &LogPaths, pubkey: Option<&Path>) -> anyhow::Result<PublicKey> {
     Ok(match pubkey {
         Some(file) => PublicKey::read_file(file)?,
         None => crate::audit::SigningKey::load(&paths.key)
@@ -290,15 +331,7 @@ pub(crate) fn print_report(report: &VerifyReport) {
     for w in &report.warnings {
         eprintln!("airlock: warning: {w}");
     }
-    let keys: Vec<String> = report.keys.iter().map(ToString::to_string).collect();
-    println!(
-        "ok: records {}..={} intact, {} checkpoints, signed by key {}, root {}",
-        report.first,
-        report.last,
-        report.checkpoints,
-        keys.join(" then "),
-        report.root
-    );
+    println!("{}", report.summary());
 }
 
 fn tail(dir: &DirArgs, lines: u64, follow: bool) -> anyhow::Result<ExitCode> {

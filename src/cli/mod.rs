@@ -19,8 +19,11 @@ mod gateway;
 mod keys;
 mod log;
 mod log_export;
+mod live;
+mod log_live;
 mod log_trust;
 mod receipts;
+mod reload;
 mod report;
 mod serve;
 mod serve_reload;
@@ -68,13 +71,15 @@ enum Command {
     /// Inspect and verify the audit log.
     #[command(subcommand)]
     Log(log::Command),
+    /// Ask the running gateway to re-read airlock.toml, manifests and policies (operators).
+    Reload(reload::Args),
     /// Show or rotate the audit signing key.
     #[command(subcommand)]
     Keys(keys::Command),
     /// The quickstart: a scripted agent's allowed, held-and-approved, denied and expired
     /// calls through the shipped configuration, then the verified log.
     Demo(demo::Args),
-    /// List, show, approve and deny held calls on a running gateway (HTTP API).
+    /// List, show, approve and deny held calls on a running gateway (its socket or HTTP API).
     #[command(subcommand)]
     Approvals(approvals::Command),
     /// The evidence of a period for auditors: verification, totals, holds and who decided
@@ -111,6 +116,7 @@ pub fn main() -> ExitCode {
         Command::Tools(cmd) => tools::run(cmd),
         Command::Log(cmd) => log::run(cmd),
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Reload(args) => reload::run(args),
         Command::Demo(args) => demo::run(args),
         Command::DemoTools(args) => demo_tools::run(args),
         Command::Approvals(cmd) => approvals::run(cmd),

@@ -146,10 +146,13 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         probes.push(("witness", Arc::new(move || health.snapshot())));
     }
 
-    let _control = match liveness.as_mut() {
+    let control = match liveness.as_mut() {
         Some(liveness) => Some(start_control(&config, gateway.clone(), liveness, shutdown.clone())?),
         None => None,
     };
+    if let Some(control) = &control {
+        control.set_reload(reloader.clone());
+    }
     crate::approval::metrics::watch(gateway.approvals());
     if let Some(addr) = config.telemetry.metrics_listen {
         let local = crate::telemetry::serve_metrics(addr, shutdown.clone()).await?;

@@ -37,7 +37,11 @@ mod bridge;
 mod client;
 mod launch;
 mod ops;
+mod ops_approvals;
+mod ops_log;
+mod ops_tools;
 mod peer;
+mod reload;
 mod server;
 
 use std::path::{Path, PathBuf};
@@ -47,7 +51,9 @@ use serde::{Deserialize, Serialize};
 pub use bridge::{BridgeError, BridgeSettings, run_bridge};
 pub use client::{Connection, OpLine, OpStream, attach, connect, connect_op};
 pub use launch::{Launch, LaunchError};
-pub use ops::{DownstreamStatus, OpContext, Request, StatusReport};
+pub use ops::{DownstreamStatus, OpContext, Request, Rotated, StatusReport, Token};
+pub use ops_tools::{ToolRow, tool_rows};
+pub use reload::{Reload, ReloadOutcome, ReloadRefused};
 pub use peer::{Admission, PeerUser, Standing};
 pub use server::{Control, ControlSettings, Liveness, ReplyWriter, bind, is_free, wait_until_free};
 
@@ -151,6 +157,12 @@ pub enum RefusalCode {
     BadRequest,
     /// The request was understood but failed.
     Failed,
+    /// An approval decision the rules refused (the caller's own call, not an approver,
+    /// another channel, settled or expired).
+    DecisionRefused,
+    /// A reload found problems; the running configuration stays. The message holds the
+    /// `file:line: message` lines.
+    ReloadRefused,
 }
 
 /// One line of the answer to a [`Request`].

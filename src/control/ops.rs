@@ -7,6 +7,13 @@
 //! called from [`handle`]. A handler streams with `out.item(value)` (stop when it errs:
 //! the client left) and returns the final `done` value or a [`Refusal`]. The operator
 //! check happens before the handler runs; a handler never re-checks the peer.
+//!
+//! The work of each request is the function the offline CLI calls too (a `LogReader`
+//! method, `Fingerprints::accept`, `AuditLog::rotate_key`, the approvals API's functions),
+//! here given the running gateway's open handles: the CLI with no gateway opens them
+//! itself. Reading the log is for operators (the log holds every caller's arguments,
+//! redacted as configured, and the peers `socket_clients` admits are agents); approvals
+//! requests carry the caller's own bearer token, which is who decides, never the peer.
 
 use std::path::Path;
 use std::sync::atomic::Ordering;
@@ -27,6 +34,61 @@ pub enum Request {
     /// Stops the gateway gracefully: held calls are cancelled, the log is closed.
     /// Operators only.
     Stop,
+    /// The served catalog: every tool with its risk and fingerprint status. Any admitted peer.
+    ToolsList,
+    /// Accepts a tool's current definition and re-vets the served catalog. Operators only.
+    ToolsAccept { name: String },
+    /// One record (its stored canonical line). Operators only (so are the other `log_*`).
+    LogShow { seq: u64 },
+    /// The last `lines` records, then with `follow` every record as it becomes durable.
+    LogTail { lines: u64, #[serde(default)] follow: bool },
+    /// Verifies what is durable; `pubkey` (base64 or hex) anchors it, else the gateway's key.
+    LogVerify { #[serde(default)] pubkey: Option<String> },
+    /// The JSONL export from `since`, then with `follow` each new group as it becomes durable.
+    LogExport { #[serde(default)] since: Option<u64>, #[serde(default)] follow: bool },
+    /// An inclusion proof of `seq`, or a consistency proof from `consistency` records.
+    LogProve {
+        #[serde(default)]
+        seq: Option<u64>,
+        #[serde(default)]
+        consistency: Option<u64>,
+        #[serde(default)]
+        to: Option<u64>,
+    },
+    /// The latest checkpoint as a signed note.
+    LogCheckpoint,
+    /// Approvals the token's identity may see. Any admitted peer; the token decides.
+    ApprovalsList { token: Token, #[serde(default)] state: Option<String> },
+    /// One approval, if the token's identity may see it.
+    ApprovalsShow { token: Token, id: String },
+    /// A decision as the token's identity (channel `api`), under the API's rules.
+    ApprovalsDecide { token: Token, id: String, decision: crate::approval::Verdict, #[serde(default)] comment: Option<String> },
+    /// Rotates the audit signing key in the writer's order. Operators only.
+    KeysRotate,
+    /// Re-reads the configuration ([`super::Reload`]). Operators only.
+    Reload,
+}
+
+/// A bearer token or JWT, as `Authorization: Bearer` carries it to the API; never shown.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(text: impl Into<String>) -> Self {
+        Self(text.into())
+    }
+
+    /// The `Authorization` header value the API would have been sent.
+    pub(super) fn authorization(&self) -> String {
+        format!("Bearer {}", self.0.trim())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
 }
 
 impl Request {
@@ -35,14 +97,35 @@ impl Request {
         match self {
             Self::Status => "status",
             Self::Stop => "stop",
+            Self::ToolsList => "tools_list",
+            Self::ToolsAccept { .. } => "tools_accept",
+            Self::LogShow { .. } => "log_show",
+            Self::LogTail { .. } => "log_tail",
+            Self::LogVerify { .. } => "log_verify",
+            Self::LogExport { .. } => "log_export",
+            Self::LogProve { .. } => "log_prove",
+            Self::LogCheckpoint => "log_checkpoint",
+            Self::ApprovalsList { .. } => "approvals_list",
+            Self::ApprovalsShow { .. } => "approvals_show",
+            Self::ApprovalsDecide { .. } => "approvals_decide",
+            Self::KeysRotate => "keys_rotate",
+            Self::Reload => "reload",
         }
     }
 
     /// True for requests only the gateway's own uid and `[gateway] operators` may make.
     pub fn needs_operator(&self) -> bool {
         match self {
-            Self::Status => false,
-            Self::Stop => true,
+            Self::Status | Self::ToolsList => false,
+            // The token presented is checked by the approvals rules themselves.
+            Self::ApprovalsList { .. } | Self::ApprovalsShow { .. } | Self::ApprovalsDecide { .. } => false,
+            Self::Stop | Self::ToolsAccept { .. } | Self::KeysRotate | Self::Reload => true,
+            Self::LogShow { .. }
+            | Self::LogTail { .. }
+            | Self::LogVerify { .. }
+            | Self::LogExport { .. }
+            | Self::LogProve { .. }
+            | Self::LogCheckpoint => true,
         }
     }
 }
@@ -56,11 +139,60 @@ pub struct OpContext<'a> {
 
 /// Runs one request whose peer has already been checked.
 pub(super) async fn handle(request: Request, ctx: &OpContext<'_>, out: &mut ReplyWriter) -> Result<Value, Refusal> {
-    let _ = out;
+    let gateway = &ctx.control.gateway;
     match request {
         Request::Status => status(ctx),
         Request::Stop => stop(ctx),
+        Request::ToolsList => super::ops_tools::list(gateway),
+        Request::ToolsAccept { name } => super::ops_tools::accept(ctx, &name).await,
+        Request::LogShow { seq } => super::ops_log::show(gateway, seq),
+        Request::LogTail { lines, follow } => super::ops_log::tail(ctx, out, lines, follow).await,
+        Request::LogVerify { pubkey } => super::ops_log::verify(ctx, pubkey.as_deref()).await,
+        Request::LogExport { since, follow } => super::ops_log::export(ctx, out, since, follow).await,
+        Request::LogProve { seq, consistency, to } => super::ops_log::prove(gateway, seq, consistency, to).await,
+        Request::LogCheckpoint => super::ops_log::checkpoint(gateway),
+        Request::ApprovalsList { token, state } => super::ops_approvals::list(gateway, &token, state.as_deref()).await,
+        Request::ApprovalsShow { token, id } => super::ops_approvals::show(gateway, &token, &id).await,
+        Request::ApprovalsDecide { token, id, decision, comment } => {
+            super::ops_approvals::decide(gateway, &token, &id, decision, comment).await
+        }
+        Request::KeysRotate => keys_rotate(ctx).await,
+        Request::Reload => super::reload::reload(ctx).await,
     }
+}
+
+/// The answer to `keys_rotate` (and what the offline `airlock keys rotate` prints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rotated {
+    pub old_key_id: String,
+    pub new_key_id: String,
+    /// The new public key, base64.
+    pub public_key: String,
+    /// Sequence number of the `key_rotated` record (signed by the old key).
+    pub seq: u64,
+}
+
+impl Rotated {
+    /// Rotates `audit`'s key: the one function the gateway and the offline CLI both call.
+    pub async fn rotate(audit: &crate::audit::AuditLog) -> Result<Self, crate::audit::AuditError> {
+        let old = audit.public_key();
+        let recorded = audit.rotate_key().await?;
+        let new = audit.public_key();
+        Ok(Self { old_key_id: old.id().to_string(), new_key_id: new.id().to_string(), public_key: new.to_string(), seq: recorded.seq().get() })
+    }
+}
+
+async fn keys_rotate(ctx: &OpContext<'_>) -> Result<Value, Refusal> {
+    let rotated = Rotated::rotate(ctx.control.gateway.audit())
+        .await
+        .map_err(|e| Refusal::new(RefusalCode::Failed, format!("could not rotate the audit key: {e}")))?;
+    tracing::info!(by = %ctx.peer.describe(), old = %rotated.old_key_id, new = %rotated.new_key_id, "audit key rotated over the control socket");
+    to_value(&rotated)
+}
+
+/// A reply value; these types serialise infallibly.
+pub(super) fn to_value<T: Serialize>(value: &T) -> Result<Value, Refusal> {
+    serde_json::to_value(value).map_err(|e| Refusal::new(RefusalCode::Failed, e.to_string()))
 }
 
 /// The answer to `status`.

@@ -172,6 +172,8 @@ pub struct Control {
     pub(super) attached: AtomicUsize,
     /// Last time the gateway had a session or a held call.
     last_busy: Mutex<Instant>,
+    /// The gateway's live reload, once registered ([`Control::set_reload`]).
+    pub(super) reload: std::sync::OnceLock<Arc<dyn super::Reload>>,
 }
 
 impl Control {
@@ -185,12 +187,19 @@ impl Control {
             shutdown,
             attached: AtomicUsize::new(0),
             last_busy: Mutex::new(Instant::now()),
+            reload: std::sync::OnceLock::new(),
         });
         tokio::spawn(accept_loop(control.clone(), listener));
         if let IdleExit::After(after) = control.settings.idle_exit {
             tokio::spawn(idle_watch(Arc::downgrade(&control), after));
         }
         control
+    }
+
+    /// Registers the gateway's reload for the `reload` request (once; later calls are
+    /// ignored and return false).
+    pub fn set_reload(&self, reload: Arc<dyn super::Reload>) -> bool {
+        self.reload.set(reload).is_ok()
     }
 
     /// Sessions and held calls now.

@@ -40,7 +40,7 @@ use crate::downstream::{Catalog, Downstreams};
 use crate::policy::PolicySet;
 use fingerprints::Fingerprints;
 pub use reload::{ActivePolicy, Change, Loader, ReloadError, ReloadReport, Reloader, Sources};
-pub use vetting::{Vetted, VettedTool};
+pub use vetting::{Vetted, VettedTool, vet_stored};
 use validate::SchemaCache;
 use crate::identity::{Authenticator, Caller};
 
@@ -117,6 +117,9 @@ pub struct Gateway {
     next_call: AtomicU64,
     /// Sessions alive now, of every channel (the control socket's idle exit and status).
     live_sessions: Arc<AtomicU64>,
+    /// Held while a catalog is vetted and published: the catalog relay and an operator's
+    /// `tools accept` refresh one at a time.
+    vetting: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
@@ -141,6 +144,7 @@ impl Gateway {
             next_session: AtomicU64::new(1),
             next_call: AtomicU64::new(1),
             live_sessions: Arc::new(AtomicU64::new(0)),
+            vetting: tokio::sync::Mutex::new(()),
         });
         // Subscribed before the first vetting, so no change between the two is missed.
         let mut changes = gateway.downstreams.subscribe();
@@ -191,8 +195,9 @@ impl Gateway {
 
     /// Vets `catalog` (every tool's fingerprint against the accepted one) and publishes
     /// it; only then logs what changed, as one group, and stores the fingerprints seen.
-    /// Called by one task at a time (start, then `relay_catalog_changes`).
+    /// One at a time (start, `relay_catalog_changes`, [`Gateway::accept_tool`]).
     async fn refresh_catalog(&self, catalog: &Catalog) {
+        let _one = self.vetting.lock().await;
         let previous = self.catalog();
         let vetting = vetting::vet(&self.fingerprints, &previous, catalog, self.new_tools);
         // From here on every call sees the new definitions with their checked risk.
@@ -208,6 +213,28 @@ impl Gateway {
         if let Err(error) = self.fingerprints.record(&vetting.observations).await {
             tracing::error!(%error, "could not store tool fingerprints");
         }
+    }
+
+    /// Accepts the last seen definition of `exposed` (`airlock tools accept` on a running
+    /// gateway), then vets and publishes the catalog again, so the tool is served at its
+    /// manifest risk at once, and tells legacy-era clients the list changed.
+    pub async fn accept_tool(&self, exposed: &str) -> Result<String, fingerprints::FingerprintError> {
+        let accepted = self.fingerprints.accept(exposed)?;
+        let catalog = self.downstreams.subscribe().borrow().clone();
+        self.refresh_catalog(&catalog).await;
+        self.notify_list_changed().await;
+        Ok(accepted)
+    }
+
+    /// `notifications/tools/list_changed` to every legacy-era client still connected.
+    async fn notify_list_changed(&self) {
+        let peers: Vec<_> = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        for peer in &peers {
+            if let Err(error) = peer.notify_tool_list_changed().await {
+                tracing::debug!(%error, "client gone; no list_changed for it");
+            }
+        }
+        self.listeners.lock().unwrap_or_else(PoisonError::into_inner).retain(|peer| !peer.is_transport_closed());
     }
 
     /// The downstream servers behind this gateway.
@@ -299,18 +326,7 @@ async fn relay_catalog_changes(
         let Some(gateway) = gateway.upgrade() else { return };
         let catalog = changes.borrow_and_update().clone();
         gateway.refresh_catalog(&catalog).await;
-        let peers: Vec<_> =
-            gateway.listeners.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        for peer in &peers {
-            if let Err(error) = peer.notify_tool_list_changed().await {
-                tracing::debug!(%error, "client gone; no list_changed for it");
-            }
-        }
-        gateway
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .retain(|peer| !peer.is_transport_closed());
+        gateway.notify_list_changed().await;
     }
 }
 

@@ -88,6 +88,12 @@ pub(super) struct Vetting {
     pub observations: Vec<Observation>,
 }
 
+/// The catalog as a gateway starting now would serve it (`airlock tools list` with no
+/// gateway running): every tool checked against the store, nothing stored or logged.
+pub fn vet_stored(store: &Fingerprints, catalog: &Catalog, new_tools: NewTools) -> Vetted {
+    vet(store, &Vetted::default(), catalog, new_tools).catalog
+}
+
 /// Checks every tool of `catalog` against the store. `previous` is the catalog clients
 /// were served until now (it tells additions at run time from a server's first list).
 pub(super) fn vet(store: &Fingerprints, previous: &Vetted, catalog: &Catalog, new_tools: NewTools) -> Vetting {

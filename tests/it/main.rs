@@ -18,6 +18,7 @@ mod headers;
 mod http_isolation;
 mod identities;
 mod isolation_routing;
+mod operate;
 mod limits;
 mod pipeline;
 mod policy;
