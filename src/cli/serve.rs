@@ -43,6 +43,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         // The bridge's path stays cheap: airlock.toml only, no manifests, no database.
         let config = super::gateway::load_config(&args.config)?;
         if config.http.listen.is_none() {
+            crate::telemetry::log_format(config.telemetry.log_format)?;
             return super::gateway::bridge(&config);
         }
     }

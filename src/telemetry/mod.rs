@@ -105,8 +105,10 @@ impl Drop for Guard {
     }
 }
 
-/// The log format asked for: `AIRLOCK_LOG_FORMAT` if set, else `configured`.
-fn log_format(configured: LogFormat) -> Result<LogFormat, TelemetryError> {
+/// The log format asked for: `AIRLOCK_LOG_FORMAT` if set, else `configured`. The stdio
+/// bridge checks it too, so a launch with a bad value fails in the client's face rather
+/// than in a background gateway's log.
+pub fn log_format(configured: LogFormat) -> Result<LogFormat, TelemetryError> {
     match std::env::var("AIRLOCK_LOG_FORMAT") {
         Ok(value) => LogFormat::parse(value.trim()).ok_or(TelemetryError::LogFormat(value)),
         Err(_) => Ok(configured),

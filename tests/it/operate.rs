@@ -120,10 +120,9 @@ async fn log_tail_follow_show_verify_and_export_on_a_live_gateway() {
         .spawn()
         .expect("spawn log tail -f");
     let mut lines = tokio::io::BufReader::new(tail.stdout.take().expect("stdout")).lines();
-    // The follower is attached before the call: wait for the gateway to show it is up.
-    let first = client.call_tool(call("demo__echo", json!({"text": "one"}))).await.expect("call");
-    assert_eq!(text_of(&first), "one");
-    let seen = tokio::time::timeout(LIMIT, async {
+    // `-n 0` prints only what comes after the follower attached, and nothing says when it
+    // has: call until a call's records come through (a correctness wait, not a timing one).
+    let reading = tokio::spawn(async move {
         let mut kinds = Vec::new();
         while let Some(line) = lines.next_line().await.expect("read tail") {
             let record: Value = serde_json::from_str(&line).expect("a record a line");
@@ -135,6 +134,16 @@ async fn log_tail_follow_show_verify_and_export_on_a_live_gateway() {
             }
         }
         panic!("log tail -f ended");
+    });
+    let seen = tokio::time::timeout(LIMIT, async {
+        loop {
+            let echoed = client.call_tool(call("demo__echo", json!({"text": "one"}))).await.expect("call");
+            assert_eq!(text_of(&echoed), "one");
+            if reading.is_finished() {
+                return reading.await.expect("reader");
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
     })
     .await
     .expect("log tail -f printed the call's records");
@@ -337,5 +346,42 @@ async fn an_admitted_non_operator_peer_cannot_reload_accept_rotate_or_read_the_l
         records.iter().filter(|r| r["kind"] == "control_refused").filter_map(|r| r["detail"]["request"].as_str()).collect();
     assert_eq!(refused, ["reload", "tools_accept", "keys_rotate", "log_tail"], "{records:?}");
     assert!(!records.iter().any(|r| r["kind"] == "key_rotated"), "no rotation happened");
+    client.cancel().await.expect("close");
+}
+
+/// `airlock reload` from a terminal: a policy edit takes effect on the next call of a
+/// running stdio client, and a broken policy is refused (exit 1, `file:line`) with the
+/// running set kept.
+#[tokio::test]
+async fn airlock_reload_applies_a_policy_edit_and_refuses_a_broken_one() {
+    let setup = Setup::with_demo();
+    setup.policy("echo", "[[rule]]\nid = \"echo\"\ntools = [\"demo__echo\"]\neffect = \"allow\"\nreason = \"harmless\"\n");
+    let client = setup.stdio(TestClient::new()).await;
+    let before = client.call_tool(call("demo__echo", json!({"text": "one"}))).await.expect("call");
+    assert_ne!(before.is_error, Some(true), "{}", text_of(&before));
+
+    setup.policy("echo", "[[rule]]\nid = \"echo\"\ntools = [\"demo__echo\"]\neffect = \"deny\"\nreason = \"echo is off now\"\n");
+    let out = cli(&setup, &["reload"], &[]).await;
+    let report = ok(&out, "reload");
+    assert!(report.contains("policies"), "the report names what changed: {report}");
+    let after = client.call_tool(call("demo__echo", json!({"text": "two"}))).await.expect("call");
+    assert_eq!(after.is_error, Some(true), "denied by the reloaded set: {}", text_of(&after));
+    assert!(text_of(&after).contains("echo is off now"), "{}", text_of(&after));
+
+    setup.policy("echo", "[[rule]]\nid = \"echo\"\ntools = [\"demo__echo\"]\neffect = \"maybe\"\n");
+    let refused = cli(&setup, &["reload"], &[]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}{}", stdout(&refused), stderr(&refused));
+    let said = format!("{}{}", stdout(&refused), stderr(&refused));
+    assert!(said.contains("echo.toml:4:"), "names file and line: {said}");
+    let still = client.call_tool(call("demo__echo", json!({"text": "three"}))).await.expect("call");
+    assert_eq!(still.is_error, Some(true), "the last good set still decides: {}", text_of(&still));
+
+    let records = live_records(&setup).await;
+    let loaded: Vec<&Value> = records.iter().filter(|r| r["kind"] == "config_loaded").collect();
+    assert_eq!(loaded.len(), 2, "start and one reload");
+    assert_eq!(records.iter().filter(|r| r["kind"] == "config_rejected").count(), 1);
+    let decisions: Vec<&Value> = records.iter().filter(|r| r["kind"] == "decision").collect();
+    assert_eq!(decisions[0]["policy_sha256"], loaded[0]["policy_sha256"]);
+    assert_eq!(decisions[2]["policy_sha256"], loaded[1]["policy_sha256"]);
     client.cancel().await.expect("close");
 }

@@ -278,7 +278,8 @@ async fn a_reload_starts_added_stops_removed_restarts_changed_and_keeps_unchange
     setup.demo("keep");
     setup.demo("swap");
     let mut cmd = tokio::process::Command::new(airlock());
-    cmd.arg("serve").arg("--config").arg(setup.config()).env("AIRLOCK_LOG", "warn");
+    // In-process (no bridge), so SIGHUP and the downstreams' parent are this pid.
+    cmd.arg("serve").arg("--standalone").arg("--config").arg(setup.config()).env("AIRLOCK_LOG", "warn");
     let (child, stderr) = TokioChildProcess::builder(cmd).stderr(Stdio::piped()).spawn().expect("spawn airlock");
     let pid = child.id().expect("pid");
     let lines = Arc::new(Mutex::new(Vec::new()));
