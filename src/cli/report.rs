@@ -17,7 +17,8 @@ use anyhow::{Context, bail};
 
 use crate::audit::{LogPaths, LogReader, PublicKey, Trust, verify_dir};
 use crate::cli::EXIT_FOUND_PROBLEM;
-use crate::report::{Evidence, Period, Verification, gather, records_of, render_html};
+use crate::control::Request;
+use crate::report::{Verification, gather, period_of, records_of, render_html};
 
 /// Output forms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -50,6 +51,9 @@ pub(crate) struct Args {
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(code) = super::live::runtime()?.block_on(live(&args))? {
+        return Ok(code);
+    }
     let (data_dir, paths) = args.dir.paths()?;
     let anchor = match &args.pubkey {
         Some(file) => PublicKey::read_file(file)?,
@@ -59,15 +63,41 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let verification = verify(&paths, anchor, &data_dir, args.pubkey.as_deref());
     let records = read_records(&paths)?;
-    let first_day = records.iter().find_map(|r| r["time"].as_str()).and_then(|t| t.get(..10)).map(str::to_owned);
-    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let from = args.from.or(first_day).unwrap_or_else(|| today[..10].to_owned());
-    let to = args.to.unwrap_or_else(|| today[..10].to_owned());
-    let period = Period::new(&from, &to).map_err(anyhow::Error::msg)?;
+    let period = period_of(&records, args.from, args.to).map_err(anyhow::Error::msg)?;
     let intact = verification.status == "intact";
     let evidence = gather(&records, period, verification, data_dir.display().to_string());
-    write_out(&evidence, args.format, args.out.as_deref())?;
-    Ok(if intact { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FOUND_PROBLEM) })
+    let document = match args.format {
+        Format::Json => {
+            let mut text = serde_json::to_string_pretty(&evidence)?;
+            text.push('\n');
+            text
+        }
+        Format::Html | Format::Pdf => render_html(&evidence),
+    };
+    write_out(&document, args.format, args.out.as_deref())?;
+    Ok(exit(intact))
+}
+
+fn exit(intact: bool) -> ExitCode {
+    if intact { ExitCode::SUCCESS } else { ExitCode::from(EXIT_FOUND_PROBLEM) }
+}
+
+/// The report from the data dir's running gateway (which holds the database), if one runs.
+async fn live(args: &Args) -> anyhow::Result<Option<ExitCode>> {
+    let Some(mut connection) = args.dir.live().await? else { return Ok(None) };
+    let pubkey = match &args.pubkey {
+        Some(file) => Some(PublicKey::read_file(file)?.to_string()),
+        None => None,
+    };
+    let request = Request::Report { from: args.from.clone(), to: args.to.clone(), json: args.format == Format::Json, pubkey };
+    let done = connection.call(&request).await?;
+    let Some(document) = done["document"].as_str() else { bail!("the gateway's report is unreadable") };
+    let mut document = document.to_owned();
+    if args.format == Format::Json {
+        document.push('\n');
+    }
+    write_out(&document, args.format, args.out.as_deref())?;
+    Ok(Some(exit(done["intact"].as_bool() == Some(true))))
 }
 
 fn verify(paths: &LogPaths, anchor: PublicKey, data_dir: &Path, pubkey: Option<&Path>) -> Verification {
@@ -82,19 +112,13 @@ fn read_records(paths: &LogPaths) -> anyhow::Result<Vec<serde_json::Value>> {
     Ok(records_of(&LogReader::open(paths)?)?)
 }
 
-fn write_out(evidence: &Evidence, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
-    let bytes = match format {
-        Format::Json => {
-            let mut text = serde_json::to_string_pretty(evidence)?;
-            text.push('\n');
-            text.into_bytes()
-        }
-        Format::Html => render_html(evidence).into_bytes(),
-        Format::Pdf => {
-            let Some(out) = out else { bail!("--format pdf needs --out FILE") };
-            return print_pdf(&render_html(evidence), out);
-        }
-    };
+/// Writes the rendered report (HTML or JSON text); PDF prints the HTML.
+fn write_out(document: &str, format: Format, out: Option<&Path>) -> anyhow::Result<()> {
+    if format == Format::Pdf {
+        let Some(out) = out else { bail!("--format pdf needs --out FILE") };
+        return print_pdf(document, out);
+    }
+    let bytes = document.as_bytes();
     match out {
         Some(path) => std::fs::write(path, bytes).with_context(|| format!("could not write {}", path.display())),
         None => {

@@ -67,6 +67,18 @@ pub enum Request {
     KeysRotate,
     /// Re-reads the configuration ([`super::Reload`]). Operators only.
     Reload,
+    /// The evidence report of a period (`airlock report`), verified live, as HTML or JSON
+    /// text. Operators only (it holds every caller's records).
+    Report {
+        #[serde(default)]
+        from: Option<String>,
+        #[serde(default)]
+        to: Option<String>,
+        #[serde(default)]
+        json: bool,
+        #[serde(default)]
+        pubkey: Option<String>,
+    },
 }
 
 /// A bearer token or JWT, as `Authorization: Bearer` carries it to the API; never shown.
@@ -110,6 +122,7 @@ impl Request {
             Self::ApprovalsDecide { .. } => "approvals_decide",
             Self::KeysRotate => "keys_rotate",
             Self::Reload => "reload",
+            Self::Report { .. } => "report",
         }
     }
 
@@ -119,7 +132,7 @@ impl Request {
             Self::Status | Self::ToolsList => false,
             // The token presented is checked by the approvals rules themselves.
             Self::ApprovalsList { .. } | Self::ApprovalsShow { .. } | Self::ApprovalsDecide { .. } => false,
-            Self::Stop | Self::ToolsAccept { .. } | Self::KeysRotate | Self::Reload => true,
+            Self::Stop | Self::ToolsAccept { .. } | Self::KeysRotate | Self::Reload | Self::Report { .. } => true,
             Self::LogShow { .. }
             | Self::LogTail { .. }
             | Self::LogVerify { .. }
@@ -158,6 +171,7 @@ pub(super) async fn handle(request: Request, ctx: &OpContext<'_>, out: &mut Repl
         }
         Request::KeysRotate => keys_rotate(ctx).await,
         Request::Reload => super::reload::reload(ctx).await,
+        Request::Report { from, to, json, pubkey } => super::ops_log::report(ctx, from, to, json, pubkey.as_deref()).await,
     }
 }
 

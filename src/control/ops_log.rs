@@ -139,13 +139,18 @@ pub(super) async fn export(ctx: &OpContext<'_>, out: &mut ReplyWriter, since: Op
     }
 }
 
+/// The key a live verification trusts: `pubkey` (base64 or hex), else the gateway's own.
+fn anchor(gateway: &Gateway, pubkey: Option<&str>) -> Result<PublicKey, Refusal> {
+    match pubkey {
+        Some(text) => PublicKey::parse(text.trim())
+            .ok_or_else(|| Refusal::new(RefusalCode::BadRequest, "the trusted key is not a public key (base64 or hex)")),
+        None => Ok(gateway.audit().public_key()),
+    }
+}
+
 pub(super) async fn verify(ctx: &OpContext<'_>, pubkey: Option<&str>) -> Result<Value, Refusal> {
     let gateway = &ctx.control.gateway;
-    let anchor = match pubkey {
-        Some(text) => PublicKey::parse(text.trim())
-            .ok_or_else(|| Refusal::new(RefusalCode::BadRequest, "the trusted key is not a public key (base64 or hex)"))?,
-        None => gateway.audit().public_key(),
-    };
+    let anchor = anchor(gateway, pubkey)?;
     let reader = reader(gateway)?;
     let paths = LogPaths::new(&ctx.control.settings.data_dir, None);
     let outcome = tokio::task::spawn_blocking(move || crate::audit::verify_live(&reader, &paths, Trust { anchor }))
@@ -168,4 +173,34 @@ pub(super) async fn prove(gateway: &Arc<Gateway>, seq: Option<u64>, consistency:
     .await
     .map_err(|e| Refusal::new(RefusalCode::Failed, format!("the proof stopped: {e}")))?
     .map_err(failed("proving"))
+}
+
+/// `airlock report` on a running gateway: the live verification and the records read through
+/// the gateway's reader, gathered and rendered by `report` exactly as offline.
+pub(super) async fn report(ctx: &OpContext<'_>, from: Option<String>, to: Option<String>, json: bool, pubkey: Option<&str>) -> Result<Value, Refusal> {
+    let gateway = &ctx.control.gateway;
+    let anchor = anchor(gateway, pubkey)?;
+    let reader = reader(gateway)?;
+    let data_dir = ctx.control.settings.data_dir.clone();
+    let paths = LogPaths::new(&data_dir, None);
+    let reverify = match pubkey {
+        Some(_) => format!("airlock log verify --data-dir {} --pubkey FILE", data_dir.display()),
+        None => format!("airlock log verify --data-dir {}", data_dir.display()),
+    };
+    tokio::task::spawn_blocking(move || {
+        use crate::report::{Verification, gather, period_of, records_of, render_html};
+        let verification = Verification::of(crate::audit::verify_live(&reader, &paths, Trust { anchor }), reverify);
+        let intact = verification.status == "intact";
+        let records = records_of(&reader).map_err(failed("reading the log"))?;
+        let period = period_of(&records, from, to).map_err(|why| Refusal::new(RefusalCode::BadRequest, why))?;
+        let evidence = gather(&records, period, verification, data_dir.display().to_string());
+        let document = if json {
+            serde_json::to_string_pretty(&evidence).map_err(|e| Refusal::new(RefusalCode::Failed, e.to_string()))?
+        } else {
+            render_html(&evidence)
+        };
+        Ok(json!({"intact": intact, "document": document}))
+    })
+    .await
+    .map_err(|e| Refusal::new(RefusalCode::Failed, format!("the report stopped: {e}")))?
 }

@@ -76,6 +76,16 @@ pub struct Verification {
     pub reverify: String,
 }
 
+/// The period of a report: `from`/`to` (`YYYY-MM-DD`) as given, else from the day of the
+/// first record to today (UTC).
+pub fn period_of(records: &[Value], from: Option<String>, to: Option<String>) -> Result<Period, String> {
+    let first_day = records.iter().find_map(|r| r["time"].as_str()).and_then(|t| t.get(..10)).map(str::to_owned);
+    let today = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let from = from.or(first_day).unwrap_or_else(|| today[..10].to_owned());
+    let to = to.unwrap_or_else(|| today[..10].to_owned());
+    Period::new(&from, &to)
+}
+
 impl Verification {
     /// The report's account of a verification result (`audit::verify_dir`, or
     /// `audit::verify_live` on a running gateway); `reverify` is the command that re-checks it.

@@ -385,3 +385,36 @@ async fn airlock_reload_applies_a_policy_edit_and_refuses_a_broken_one() {
     assert_eq!(decisions[2]["policy_sha256"], loaded[1]["policy_sha256"]);
     client.cancel().await.expect("close");
 }
+
+/// `airlock report` on a running gateway (over the socket, verified live) names both policy
+/// versions of a run with a reload, each with the decisions it took, and the totals match.
+#[tokio::test]
+async fn a_report_from_a_running_gateway_names_the_policy_versions_of_a_reload() {
+    let setup = Setup::with_demo();
+    let client = setup.stdio(TestClient::new()).await;
+    client.call_tool(call("demo__echo", json!({"text": "one"}))).await.expect("call");
+    setup.policy("echo", "[[rule]]\nid = \"echo\"\ntools = [\"demo__echo\"]\neffect = \"deny\"\nreason = \"echo is off now\"\n");
+    ok(&cli(&setup, &["reload"], &[]).await, "reload");
+    client.call_tool(call("demo__echo", json!({"text": "two"}))).await.expect("call");
+    client.call_tool(call("demo__echo", json!({"text": "three"}))).await.expect("call");
+
+    let out = cli(&setup, &["report", "--format", "json"], &[]).await;
+    let e: Value = serde_json::from_str(&ok(&out, "report")).expect("report JSON");
+    assert_eq!(e["verification"]["status"], "intact", "{}", e["verification"]);
+    assert_eq!(e["totals"]["calls"], 3, "{}", e["totals"]);
+    assert_eq!(e["totals"]["by_decision"]["allow"], 1, "{}", e["totals"]);
+    assert_eq!(e["totals"]["by_decision"]["deny"], 2, "{}", e["totals"]);
+    let versions = e["policy_versions"].as_array().expect("policy versions");
+    assert_eq!(versions.len(), 2, "{versions:?}");
+    assert_eq!(versions[0]["reason"], "start");
+    assert_eq!(versions[1]["reason"], "reload");
+    assert_eq!(versions[0]["decisions"], 1, "{versions:?}");
+    assert_eq!(versions[1]["decisions"], 2, "{versions:?}");
+    let records = live_records(&setup).await;
+    let loaded: Vec<&Value> = records.iter().filter(|r| r["kind"] == "config_loaded").collect();
+    assert_eq!(versions[1]["policy_sha256"], loaded[1]["detail"]["policy_sha256"]);
+
+    let html = ok(&cli(&setup, &["report"], &[]).await, "report html");
+    assert!(html.contains("<svg") && html.contains("intact"), "an HTML report with its charts");
+    client.cancel().await.expect("close");
+}
