@@ -148,7 +148,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     }
 
     let control = match liveness.as_mut() {
-        Some(liveness) => Some(start_control(&config, gateway.clone(), liveness, shutdown.clone())?),
+        Some(liveness) => Some(start_control(&config, gateway.clone(), liveness, shutdown.clone(), listener.is_some())?),
         None => None,
     };
     if let Some(control) = &control {
@@ -235,6 +235,7 @@ fn start_control(
     gateway: Arc<Gateway>,
     liveness: &mut crate::control::Liveness,
     shutdown: CancellationToken,
+    serves_http: bool,
 ) -> anyhow::Result<Arc<crate::control::Control>> {
     let g = &config.gateway;
     let admission = crate::control::Admission::for_this_process(g.socket_clients.clone(), g.operators.clone());
@@ -244,7 +245,9 @@ fn start_control(
         config: canonical_config(config),
         admission,
         max_message: g.max_message_size,
-        idle_exit: g.idle_exit,
+        // An HTTP gateway is a server its clients reach when they like: it never exits for
+        // lack of them. Idle exit is for the gateway stdio launches start in the background.
+        idle_exit: if serves_http { crate::config::IdleExit::Never } else { g.idle_exit },
     };
     Ok(crate::control::Control::start(gateway, settings, listener, shutdown))
 }
