@@ -24,6 +24,7 @@ mod protocol;
 mod reload;
 mod report;
 mod resources;
+mod startup;
 mod stdio_limits;
 mod tool_integrity;
 mod util;
