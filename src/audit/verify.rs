@@ -27,8 +27,6 @@ use super::keys::{KeyId, PublicKey};
 use super::merkle::{Frontier, leaf_hash};
 use super::store::{self, LogPaths};
 
-mod prehash;
-
 /// What is wrong at the first bad sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
@@ -177,26 +175,20 @@ impl Verifier {
         }
     }
 
-    /// Hashes the next record into the chain and the tree.
-    fn record(&mut self, bytes: &[u8]) -> Result<(), VerifyFailure> {
-        let chain = Sha256Digest::of_parts(&[self.chain.as_bytes(), bytes]);
-        self.advance(bytes, chain, leaf_hash(bytes))
-    }
-
-    /// Takes the next record with its hashes already computed: `chain` after it, `leaf`.
-    fn advance(&mut self, bytes: &[u8], chain: Sha256Digest, leaf: Sha256Digest) -> Result<(), VerifyFailure> {
+    /// Hashes the next record; returns the chain hash after it.
+    fn record(&mut self, bytes: &[u8]) -> Result<Sha256Digest, VerifyFailure> {
         let seq = self.next_seq;
         // An export header may start at any seq; the one after u64::MAX does not exist.
         let next = seq
             .checked_add(1)
             .ok_or_else(|| fail(seq, Problem::Malformed, "seq overflows 64 bits"))?;
-        self.chain = chain;
-        self.frontier.push(leaf);
+        self.chain = Sha256Digest::of_parts(&[self.chain.as_bytes(), bytes]);
+        self.frontier.push(leaf_hash(bytes));
         if self.finder.find(bytes).is_some() {
             self.note_rotation(seq, bytes)?;
         }
         self.next_seq = next;
-        Ok(())
+        Ok(self.chain)
     }
 
     fn note_rotation(&mut self, seq: u64, bytes: &[u8]) -> Result<(), VerifyFailure> {
@@ -478,7 +470,7 @@ fn walk_db(
     db_error: &mut Option<AuditError>,
     snapshot: Snapshot,
 ) -> Result<u64, VerifyFailure> {
-    let mut records = prehash::Prehashed::new(db.scan_prefix([store::RECORD_PREFIX]), v.chain).peekable();
+    let mut records = db.scan_prefix([store::RECORD_PREFIX]).peekable();
     let mut last_seen = 0u64;
     for (index, (_, cp)) in stored.iter().enumerate() {
         let Some(cp) = cp.clone() else {
@@ -489,7 +481,7 @@ fn walk_db(
             ));
         };
         while v.next_seq <= cp.size {
-            let key = match records.next() {
+            let (key, value) = match records.next() {
                 None => {
                     return Err(fail(
                         v.next_seq,
@@ -505,18 +497,18 @@ fn walk_db(
                     *db_error = Some(e.into());
                     return Err(fail(v.next_seq, Problem::Malformed, "database read failed"));
                 }
-                Some(Ok(hashed)) => hashed,
+                Some(Ok(kv)) => kv,
             };
-            let seq = store::key_number(&key.key).unwrap_or(0);
+            let seq = store::key_number(&key).unwrap_or(0);
             last_seen = seq;
-            check_db_record(v, seq, &key)?;
+            check_db_record(v, seq, &value)?;
         }
         v.checkpoint(cp)?;
     }
     if snapshot == Snapshot::Stopped
-        && let Some(Ok(next)) = records.peek()
+        && let Some(Ok((key, _))) = records.peek()
     {
-        let seq = store::key_number(&next.key).unwrap_or(0);
+        let seq = store::key_number(key).unwrap_or(0);
         return Err(fail(
             seq,
             Problem::Unsigned,
@@ -526,8 +518,7 @@ fn walk_db(
     Ok(last_seen.max(v.next_seq - 1))
 }
 
-fn check_db_record(v: &mut Verifier, seq: u64, record: &prehash::Hashed) -> Result<(), VerifyFailure> {
-    let value = &record.value;
+fn check_db_record(v: &mut Verifier, seq: u64, value: &[u8]) -> Result<(), VerifyFailure> {
     let expected = v.next_seq;
     if seq != expected {
         return Err(if seq > expected {
@@ -548,12 +539,11 @@ fn check_db_record(v: &mut Verifier, seq: u64, record: &prehash::Hashed) -> Resu
         return Err(fail(seq, Problem::Edited, "stored entry is too short"));
     }
     let (stored_hash, bytes) = value.split_at(32);
-    match record.link {
-        // The link was hashed from the stored hash before it; every earlier one matched,
-        // so that is the chain (see `prehash`).
-        Some(link) if link.as_bytes() == stored_hash => v.advance(bytes, link, record.leaf),
-        _ => Err(diagnose(seq, bytes)),
+    let computed = v.record(bytes)?;
+    if computed.as_bytes() != stored_hash {
+        return Err(diagnose(seq, bytes));
     }
+    Ok(())
 }
 
 /// Says why a record's hash is wrong: moved from elsewhere, or changed.
@@ -725,7 +715,7 @@ fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {
     }
     let expected = v.next_seq;
     match value.get("seq").and_then(Value::as_u64) {
-        Some(seq) if seq == expected => v.record(line),
+        Some(seq) if seq == expected => v.record(line).map(|_| ()),
         Some(seq) if seq > expected => Err(fail(
             expected,
             Problem::Missing,
