@@ -74,7 +74,7 @@ async fn a_running_log_verifies_through_its_reader_while_records_are_appended() 
         tokio::spawn(async move {
             for i in 0..60 {
                 let record = Record::new(RecordKind::AuditViewed).principal("erin").detail(json!({"view": "calls", "i": i}));
-                audit.append(record).await.expect("append");
+                let _recorded = audit.append(record).await.expect("append");
             }
         })
     };
