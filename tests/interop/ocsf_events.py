@@ -57,7 +57,9 @@ def airlock(*args: str) -> str:
 
 def run_gateway(config: Path, texts: list[str]) -> None:
     """One stdio session of a client without elicitation calling demo__echo with each text."""
-    proc = subprocess.Popen([AIRLOCK, "serve", "--config", str(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    # --standalone: each run is its own gateway, so the second one is a restart (a held
+    # call left pending is settled "gateway restarted") rather than a bridge to the first.
+    proc = subprocess.Popen([AIRLOCK, "serve", "--standalone", "--config", str(config)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, AIRLOCK_LOG="warn"))
     assert proc.stdin and proc.stdout
 
