@@ -36,7 +36,8 @@ pub(super) enum Held {
     Cleared(Cleared),
     /// Not run: the answer says why (or asks the 2026-07-28 client for a confirmation).
     Answer(CallToolResponse),
-    /// Still pending, for a client that takes a task: the task waits instead of the request.
+    /// Still pending, for a client that takes a task: the task waits instead of the request
+    /// (and, for a `confirm`, asks the caller in its `input_required` status).
     Deferred(Box<Approval>, WaitGuard),
 }
 
@@ -109,6 +110,8 @@ pub(super) async fn hold(
     }
     // Only these two wait; the others answer at once and leave the hold open.
     match kind {
+        // A task carries the question in its `input_required` status; `tasks/update` answers.
+        Kind::Confirm if super::tasks::wanted(context, call.caller) => Ok(Held::Deferred(Box::new(approval), waiting)),
         Kind::Confirm if modern => {
             let nonce = broker.issue_nonce(&approval.id).await.map_err(broker_failed)?;
             let claims = Claims {
@@ -140,7 +143,7 @@ pub(super) async fn hold(
             reason = call.decision.reason,
             how = crate::approval::confirm_out_of_band(&approval, gateway.holds.public_url.as_deref()),
         )))),
-        Kind::Approve if super::tasks::wanted(context) => Ok(Held::Deferred(Box::new(approval), waiting)),
+        Kind::Approve if super::tasks::wanted(context, call.caller) => Ok(Held::Deferred(Box::new(approval), waiting)),
         Kind::Approve => wait(gateway, &call, approval, waiting, context).await,
     }
 }
@@ -290,7 +293,7 @@ async fn sealed_retry(gateway: &Gateway, call: &HeldCall<'_>, kind: Kind, state:
 }
 
 /// Applies the caller's answer to their own confirmation.
-async fn settle_answer(broker: &Broker, id: &ApprovalId, caller: &Caller, answer: Answer) -> Result<(), ErrorData> {
+pub(super) async fn settle_answer(broker: &Broker, id: &ApprovalId, caller: &Caller, answer: Answer) -> Result<(), ErrorData> {
     match answer {
         Answer::Decided { verdict, comment } => {
             match broker.decide(id, caller, verdict, comment, elicitation::CHANNEL).await {

@@ -512,7 +512,7 @@ impl ServerHandler for Session {
         request: rmcp::model::UpdateTaskParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        self.update_task_of(&request, &context)
+        self.update_task_of(&request, &context).await
     }
 
     async fn cancel_task(

@@ -4,13 +4,17 @@
 //! gets a task handle at once instead of a request held open. A worker waits out the hold
 //! and, on approval, forwards the call through the same one way out of the hold
 //! (`hold::outcome` → `Broker::consume` → `forward::forward`), so the call runs exactly
-//! once with its receipt; the task then holds the downstream's result.
+//! once with its receipt; the task then holds the downstream's result. A `confirm` hold
+//! asks its caller through the task instead: status `input_required` with the question
+//! under `inputRequests["airlock_confirm"]`, answered by the caller's `tasks/update`.
 //!
 //! Owns: the task store (tree `tasks` of the state database), the worker of each task,
 //! the answers to `tasks/get`, `tasks/update` and `tasks/cancel`, `task_status` records.
 //! Uses: `hold` and `forward` for the call itself, the broker for the approval.
 //! Must not: show a task to anyone but its caller (another caller gets the answer an
-//! unknown task gets), or run a call whose approval it did not see settle as approved.
+//! unknown task gets), take a confirmation from anyone but its caller, offer tasks to
+//! anonymous callers (they cannot be told apart), or run a call whose approval it did not
+//! see settle as approved.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -18,17 +22,19 @@ use std::time::{Duration, Instant};
 
 use rmcp::RoleServer;
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DetailedTask, ErrorCode, ErrorData,
-    GetTaskParams, GetTaskResult, JsonObject, Task, TaskPayload, TaskStatus, UpdateTaskParams,
+    CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DetailedTask, ElicitRequest, ErrorCode,
+    ErrorData, GetTaskParams, GetTaskResult, InputRequest, InputRequests, JsonObject, Task, TaskPayload, TaskStatus,
+    UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::approval::{Approval, ApprovalId, State, WaitGuard, now_ms, rfc3339};
+use crate::approval::elicitation::{self, INPUT_KEY};
+use crate::approval::{Approval, ApprovalId, Kind, State, WaitGuard, now_ms, rfc3339};
 use crate::audit::{Record, RecordKind};
-use crate::identity::Caller;
+use crate::identity::{AuthMethod, Caller};
 use crate::policy::Decision;
 use crate::risk::Risk;
 
@@ -90,6 +96,9 @@ pub struct TaskStore {
     tree: sled::Tree,
     /// Cancels the worker of a task whose call was approved and is running.
     running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// Held while a task's status is read and rewritten: the caller's answer and the
+    /// worker's end never overwrite each other (an ended task stays ended).
+    writes: tokio::sync::Mutex<()>,
 }
 
 impl TaskStore {
@@ -104,7 +113,7 @@ impl TaskStore {
                 tree.remove(key)?;
             }
         }
-        Ok(Self { tree, running: Mutex::new(HashMap::new()) })
+        Ok(Self { tree, running: Mutex::new(HashMap::new()), writes: tokio::sync::Mutex::new(()) })
     }
 
     fn get(&self, id: &str) -> Result<Option<Stored>, TaskError> {
@@ -137,9 +146,11 @@ impl TaskStore {
     }
 }
 
-/// Whether this request's client takes a task instead of a request held open.
-pub(super) fn wanted(context: &RequestContext<RoleServer>) -> bool {
-    context.client_capabilities().is_some_and(|c| c.supports_tasks())
+/// Whether this request's client takes a task instead of a request held open. Not for
+/// anonymous callers: a task is visible to its principal, and every anonymous caller has
+/// the same one, so their calls stay bound to the request that made them.
+pub(super) fn wanted(context: &RequestContext<RoleServer>, caller: &Caller) -> bool {
+    caller.via != AuthMethod::Anonymous && context.client_capabilities().is_some_and(|c| c.supports_tasks())
 }
 
 /// A held call the task's worker owns until it settles.
@@ -167,11 +178,12 @@ pub(super) async fn defer(
     let gateway = &session.gateway;
     let id = TaskId::generate();
     let now = now_ms();
+    let status = if approval.kind == Kind::Confirm { TaskStatus::InputRequired } else { TaskStatus::Working };
     let task = Stored {
         principal: call.caller.principal.as_str().to_owned(),
         approval: approval.id.to_string(),
         tool: approval.tool.clone(),
-        status: TaskStatus::Working,
+        status,
         message: Some(waiting(gateway, &approval)),
         created_ms: now,
         updated_ms: now,
@@ -291,6 +303,7 @@ async fn run_settled(
 
 /// Stores and logs a task's end.
 async fn finish(gateway: &Gateway, id: &TaskId, call_id: &str, end: End) -> Result<(), ErrorData> {
+    let _one = gateway.tasks.writes.lock().await;
     let Some(mut task) = gateway.tasks.get(id.as_str()).map_err(store_failed)? else { return Ok(()) };
     let now = now_ms();
     task.status = end.status;
@@ -343,7 +356,7 @@ fn status_name(status: TaskStatus) -> Value {
 /// The task as the wire shows it; a waiting task's message is the hold's progress now.
 fn view(gateway: &Gateway, id: &TaskId, task: &Stored) -> Task {
     let live = match task.status {
-        TaskStatus::Working => ApprovalId::parse(&task.approval)
+        TaskStatus::Working | TaskStatus::InputRequired => ApprovalId::parse(&task.approval)
             .and_then(|a| gateway.approvals().get(&a))
             .filter(Approval::is_pending)
             .map(|a| waiting(gateway, &a)),
@@ -360,6 +373,16 @@ fn view(gateway: &Gateway, id: &TaskId, task: &Stored) -> Task {
 
 /// The hold's progress, for the status message.
 fn waiting(gateway: &Gateway, approval: &Approval) -> String {
+    if approval.kind == Kind::Confirm {
+        return format!(
+            "{tool} needs your confirmation (approval {id}): answer inputRequests[\"{INPUT_KEY}\"] with tasks/update. \
+             Out of band, {how}. It expires at {at}.",
+            id = approval.id,
+            tool = approval.tool,
+            how = crate::approval::confirm_out_of_band(approval, gateway.holds.public_url.as_deref()),
+            at = approval.expires_at(),
+        );
+    }
     format!(
         "Waiting for approval {id} of {tool} ({have} of {need}); {how}. It expires at {at}.",
         id = approval.id,
@@ -385,6 +408,11 @@ impl Session {
         let task = self.own_task(&params.task_id, context)?;
         let id = TaskId(params.task_id.clone());
         let payload = match (task.status, task.outcome.clone()) {
+            (TaskStatus::InputRequired, _) => match self.question(&task) {
+                Some(input_requests) => TaskPayload::InputRequired { input_requests },
+                // Answered (or settled out of band) and not ended yet: the call runs.
+                None => TaskPayload::Working,
+            },
             (TaskStatus::Completed, Some(result)) => TaskPayload::Completed { result },
             (TaskStatus::Failed, Some(error)) => TaskPayload::Failed { error },
             (TaskStatus::Cancelled, _) => TaskPayload::Cancelled,
@@ -394,10 +422,45 @@ impl Session {
         Ok(GetTaskResult::new(DetailedTask::new(view(&self.gateway, &id, &task), payload)))
     }
 
-    /// `tasks/update`: Airlock's tasks ask for no input, so answers are ignored (as the
-    /// extension says of answers to requests that are not outstanding).
-    pub(super) fn update_task_of(&self, params: &UpdateTaskParams, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
-        self.own_task(&params.task_id, context).map(drop)
+    /// The confirmation question of a task waiting on its caller, while the hold is open.
+    fn question(&self, task: &Stored) -> Option<InputRequests> {
+        let approval = ApprovalId::parse(&task.approval).and_then(|a| self.gateway.approvals().get(&a))?;
+        (approval.is_pending() && approval.kind == Kind::Confirm).then(|| {
+            let mut requests = InputRequests::new();
+            requests.insert(INPUT_KEY.to_owned(), InputRequest::Elicitation(ElicitRequest::new(elicitation::form(&approval))));
+            requests
+        })
+    }
+
+    /// `tasks/update`: the caller's answer to its confirmation, under `INPUT_KEY`, taken
+    /// as the in-band elicitation answer is (only `accept` with `approve: true` confirms).
+    /// Answers under other keys, or to a task not asking, are ignored, as the extension
+    /// says of answers to requests that are not outstanding.
+    pub(super) async fn update_task_of(&self, params: &UpdateTaskParams, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        let task = self.own_task(&params.task_id, context)?;
+        let Some(value) = params.input_responses.get(INPUT_KEY) else { return Ok(()) };
+        let Some(answer) = elicitation::answer_from_value(value) else {
+            return Err(ErrorData::invalid_params(format!("inputResponses[\"{INPUT_KEY}\"] is not an elicitation result"), None));
+        };
+        if task.status != TaskStatus::InputRequired || self.question(&task).is_none() {
+            return Ok(());
+        }
+        let id = TaskId(params.task_id.clone());
+        let caller = self.caller(context)?;
+        let approval = ApprovalId::parse(&task.approval).ok_or_else(|| ErrorData::internal_error("the task's approval id is unreadable", None))?;
+        // Decided and stored as `working` under the lock the worker's end takes, so that
+        // end is never overwritten; a second answer finds the task no longer asking.
+        let _one = self.gateway.tasks.writes.lock().await;
+        let Some(mut now) = self.gateway.tasks.get(id.as_str()).map_err(store_failed)? else { return Ok(()) };
+        if now.status != TaskStatus::InputRequired {
+            return Ok(());
+        }
+        hold::settle_answer(self.gateway.approvals(), &approval, &caller, answer).await?;
+        now.status = TaskStatus::Working;
+        now.message = Some(format!("answered by {}; the hold settles with the answer", caller.principal.as_str()));
+        now.updated_ms = now_ms();
+        forward::record_all(&self.gateway, vec![status_record(&id, &now, "")]).await?;
+        self.gateway.tasks.put(&id, &now).await.map_err(store_failed)
     }
 
     /// `tasks/cancel`: cancels the hold (or the running call). Acknowledged for any id, as

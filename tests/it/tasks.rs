@@ -2,13 +2,14 @@
 //! binary with rmcp's client: a call policy holds comes back as a task handle at once, is
 //! polled with `tasks/get`, decided over `/api/v1/approvals`, and completes with the
 //! downstream's real result; denial, expiry and `tasks/cancel` end it plainly; a caller
-//! that reconnects reads its task and nobody else can.
+//! that reconnects reads its task and nobody else can. A `confirm` hold asks its caller
+//! through the task's `input_required` status, answered with `tasks/update`.
 
 use std::time::Duration;
 
 use rmcp::model::{
     CallToolResponse, CancelTaskParams, ClientCapabilities, ClientConfig, GetTaskParams, Implementation,
-    TaskPayload, TaskStatus,
+    TaskPayload, TaskStatus, UpdateTaskParams,
 };
 use rmcp::service::RunningService;
 use rmcp::transport::StreamableHttpClientTransport;
@@ -45,11 +46,11 @@ async fn get(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp:
     client.peer().get_task(GetTaskParams::new(id)).await.expect("tasks/get answers")
 }
 
-/// Polls until the task leaves `working`. The limit is a hang guard, not a timing assertion.
+/// Polls until the task ends. The limit is a hang guard, not a timing assertion.
 async fn ended(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
     for _ in 0..600 {
         let task = get(client, id).await;
-        if task.task.status() != TaskStatus::Working {
+        if task.task.status().is_terminal() {
             return task;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -184,4 +185,98 @@ async fn a_reconnecting_caller_reads_its_task_and_another_caller_cannot() {
     let done = ended(&again, &task_id).await;
     let (is_error, text) = result_text(&done);
     assert!(!is_error && text.contains("frank"), "{text}");
+}
+
+/// The approvals setup, plus bucket deletions held for the caller's own confirmation.
+fn confirm_setup() -> crate::util::Setup {
+    let setup = setup();
+    setup.policy(
+        "confirm",
+        "[[rule]]\nid = \"buckets-confirm\"\ntools = [\"demo__delete_bucket\"]\neffect = \"confirm\"\nreason = \"deleting a bucket cannot be undone\"\n",
+    );
+    setup
+}
+
+fn bucket_exists(setup: &crate::util::Setup, bucket: &str) -> bool {
+    setup.sandbox("demo").join("buckets").join(bucket).is_dir()
+}
+
+async fn answer(client: &RunningService<RoleClient, TaskClient>, id: &str, response: Value) -> Result<(), rmcp::ServiceError> {
+    let responses = [("airlock_confirm".to_owned(), response)].into_iter().collect();
+    client.peer().update_task(UpdateTaskParams::new(id, responses)).await
+}
+
+#[tokio::test]
+async fn a_confirm_hold_asks_its_caller_through_the_task_and_runs_once_confirmed() {
+    let setup = confirm_setup();
+    let gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&carol, "demo__delete_bucket", json!({"bucket": "tmp-scratch"})).await;
+    assert_eq!(handle["status"], "input_required", "{handle}");
+    let task_id = handle["taskId"].as_str().expect("task id").to_owned();
+    let message = handle["statusMessage"].as_str().unwrap_or_default();
+    assert!(message.contains("tasks/update") && message.contains("ap-") && message.contains("expires at"), "{message}");
+
+    // The question is the in-band confirmation form, under Airlock's key.
+    let asked = get(&carol, &task_id).await;
+    let TaskPayload::InputRequired { input_requests } = &asked.task.payload else { panic!("not asking: {asked:?}") };
+    let question = serde_json::to_value(&input_requests["airlock_confirm"]).expect("json");
+    assert_eq!(question["method"], "elicitation/create", "{question}");
+    assert!(question["params"]["message"].as_str().unwrap_or_default().contains("tmp-scratch"), "{question}");
+    assert!(bucket_exists(&setup, "tmp-scratch"), "nothing runs before the answer");
+
+    // Nobody else answers it: another caller's update reads as an unknown task's.
+    let mallory = tasks_client_as(&gateway, "mallory").await;
+    let accept = json!({"action": "accept", "content": {"approve": true}});
+    let theirs = answer(&mallory, &task_id, accept.clone()).await.expect_err("not mallory's task");
+    let unknown = answer(&mallory, "tk-00000000000000000000000000000000", accept.clone()).await.expect_err("unknown");
+    let shape = |e: rmcp::ServiceError| e.to_string().replace(&task_id, "ID").replace("tk-00000000000000000000000000000000", "ID");
+    assert_eq!(shape(theirs), shape(unknown));
+    assert_eq!(get(&carol, &task_id).await.task.status(), TaskStatus::InputRequired, "mallory decided nothing");
+
+    answer(&carol, &task_id, accept.clone()).await.expect("tasks/update acks");
+    let done = ended(&carol, &task_id).await;
+    let (is_error, text) = result_text(&done);
+    assert!(!is_error && text.contains("deleted bucket \"tmp-scratch\""), "{text}");
+    assert!(!bucket_exists(&setup, "tmp-scratch"));
+    // A second answer to an ended task changes nothing.
+    answer(&carol, &task_id, accept).await.expect("acknowledged");
+
+    let records = stop_and_export(gateway, &setup).await;
+    assert_eq!(task_statuses(&records, &task_id), ["input_required", "working", "completed"]);
+    let decided: Vec<&Value> = records.iter().filter(|r| r["kind"] == "approval_decided").collect();
+    assert_eq!(decided.len(), 1, "{decided:?}");
+    assert_eq!((decided[0]["approver"].as_str(), decided[0]["channel"].as_str()), (Some("carol"), Some("elicitation")));
+    let forwarded = records.iter().filter(|r| r["kind"] == "call_forwarded" && r["tool"] == "demo__delete_bucket").count();
+    assert_eq!(forwarded, 1);
+}
+
+#[tokio::test]
+async fn a_declined_or_unreadable_confirmation_runs_nothing() {
+    let setup = confirm_setup();
+    let gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&carol, "demo__delete_bucket", json!({"bucket": "staging-assets"})).await;
+    let task_id = handle["taskId"].as_str().expect("task id").to_owned();
+
+    let unreadable = answer(&carol, &task_id, json!({"approve": "yes please"})).await.expect_err("not an elicitation result");
+    assert!(unreadable.to_string().contains("not an elicitation result"), "{unreadable}");
+    assert_eq!(get(&carol, &task_id).await.task.status(), TaskStatus::InputRequired, "still asking");
+
+    answer(&carol, &task_id, json!({"action": "decline"})).await.expect("tasks/update acks");
+    let done = ended(&carol, &task_id).await;
+    let (is_error, text) = result_text(&done);
+    assert!(is_error && text.starts_with("Not confirmed") && text.contains("not forwarded"), "{text}");
+    assert!(bucket_exists(&setup, "staging-assets"));
+
+    // Dismissing the question cancels the hold and the task.
+    let dismissed = start(&carol, "demo__delete_bucket", json!({"bucket": "staging-assets"})).await;
+    let dismissed_id = dismissed["taskId"].as_str().expect("task id").to_owned();
+    answer(&carol, &dismissed_id, json!({"action": "cancel"})).await.expect("tasks/update acks");
+    assert_eq!(ended(&carol, &dismissed_id).await.task.status(), TaskStatus::Cancelled);
+    assert!(bucket_exists(&setup, "staging-assets"));
+
+    let records = stop_and_export(gateway, &setup).await;
+    assert!(!records.iter().any(|r| r["kind"] == "call_forwarded"), "nothing was forwarded");
+    assert_eq!(task_statuses(&records, &task_id), ["input_required", "working", "completed"]);
 }
