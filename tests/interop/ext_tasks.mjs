@@ -2,13 +2,15 @@
 // 2.x pinned to 2026-07-28) calling a held tool through Airlock and settling the task by polling.
 // Driven by tasks.py, which approves the hold over the API while this waits.
 //
-//   node ext_tasks.mjs URL TOKEN USER
+//   node ext_tasks.mjs URL TOKEN USER            grant USER a role (an `approve` hold)
+//   node ext_tasks.mjs URL TOKEN BUCKET confirm  delete BUCKET (a `confirm` hold): the package's
+//                                                onInputRequest answers the task's question
 //
-// Prints one JSON line: {taskId, polls, statuses, outcome}; exits 1 on any error.
+// Prints one JSON line: {taskId, polls, statuses, asked, outcome}; exits 1 on any error.
 import { Client, StreamableHTTPClientTransport } from "@modelcontextprotocol/client";
 import { createTaskSessionFromClient } from "@modelcontextprotocol/ext-tasks/client";
 
-const [url, token, user] = process.argv.slice(2);
+const [url, token, user, mode = "approve"] = process.argv.slice(2);
 const VERSION = "2026-07-28";
 const clientInfo = { name: "airlock-interop-ext-tasks", version: "0" };
 const clientCapabilities = { extensions: { "io.modelcontextprotocol/tasks": {} } };
@@ -38,18 +40,29 @@ async function rawDispatch(unframed) {
   throw new Error(`HTTP ${response.status} without a JSON-RPC message: ${text}`);
 }
 
+// The person at this client confirms: what Airlock asks arrives as the task's input request.
+async function onInputRequest(request, context) {
+  asked.push({ kind: request.kind, delivery: context.delivery, inputId: context.inputId,
+    message: String(request.params?.message ?? "") });
+  return { action: "accept", content: { approve: true } };
+}
+
 const session = createTaskSessionFromClient(client, {
   endpointId: "airlock-interop",
+  onInputRequest,
   rawDispatch,
   v2RequestFraming: { protocolVersion: VERSION, clientInfo, clientCapabilities },
 });
 const statuses = [];
+const asked = [];
 try {
-  const execution = await session.callTool("demo__grant_role", { user, role: "admin" });
+  const execution = mode === "confirm"
+    ? await session.callTool("demo__delete_bucket", { bucket: user })
+    : await session.callTool("demo__grant_role", { user, role: "admin" });
   const { outcome } = await execution.settle({
     onEvent: (event) => { if (event.type === "task") statuses.push(event.task.status); },
   });
-  console.log(JSON.stringify({ taskId: execution.handle?.taskId, polls, statuses, outcome }));
+  console.log(JSON.stringify({ taskId: execution.handle?.taskId, polls, statuses, asked, outcome }));
 } finally {
   await session.close();
   await client.close();

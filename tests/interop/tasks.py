@@ -11,9 +11,16 @@ Starts Airlock ($AIRLOCK_BIN) in front of `airlock demo-tools` with a policy tha
   bob approves over `/api/v1/approvals/{id}/decision`; polling then reports `completed` with the
       downstream's real result, and roles.json holds exactly one grant.
 
+  a `confirm` hold (`demo__delete_bucket`) answers with a task in `input_required` whose
+      `inputRequests["airlock_confirm"]` is the confirmation form; mallory's `tasks/update` reads
+      as an unknown task's and decides nothing; carol's accepting `tasks/update` runs the call
+      once (the bucket is gone) and the task completes with the result;
+
   and then the same with the official requester, @modelcontextprotocol/ext-tasks (ext_tasks.mjs,
   needs --node): its session creates the task, settles it by polling while bob approves after
-  --wait seconds, and ends `completed` with the real result (one more grant).
+  --wait seconds, and ends `completed` with the real result (one more grant); and for a `confirm`
+  hold its `onInputRequest` answers the task's question through `tasks/update` and the task
+  completes with the real result.
 
   tasks.py [--work DIR] [--wait SECONDS] [--node PATH]   (--wait: how long nobody decides; default 5)
 
@@ -51,6 +58,12 @@ effect = "approve"
 approvers = ["group:sre"]
 quorum = 1
 reason = "grants change who can do what"
+
+[[rule]]
+id = "interop-buckets-confirm"
+tools = ["demo__delete_bucket"]
+effect = "confirm"
+reason = "deleting a bucket cannot be undone"
 
 [[rule]]
 id = "interop-allow-rest"
@@ -155,6 +168,18 @@ class Requester:
     def get(self, task_id: str) -> dict[str, Any]:
         return self.request("tasks/get", {"taskId": task_id}, name=task_id)
 
+    def update(self, task_id: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return self.request("tasks/update", {"taskId": task_id, "inputResponses": responses}, name=task_id)
+
+    def settle(self, task_id: str) -> dict[str, Any]:
+        final: dict[str, Any] = {}
+        for _ in range(600):  # a hang guard, not a timing check
+            final = self.get(task_id).get("result", {})
+            if final.get("status") in ("completed", "failed", "cancelled"):
+                break
+            time.sleep(0.1)
+        return final
+
 
 def api(url: str, who: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
     headers = {"authorization": f"Bearer {PEOPLE[who][0]}"}
@@ -214,6 +239,58 @@ def run(root: Path, url: str, wait: float) -> None:
     check("the call ran exactly once", len(grants(root, "tess")) == 1, grants(root, "tess"))
 
 
+def bucket(root: Path, name: str) -> bool:
+    return (root / "sandbox-demo" / "buckets" / name).is_dir()
+
+
+def confirm(root: Path, url: str) -> None:
+    """A `confirm` hold asks its caller through the task; only the caller's answer counts."""
+    carol, mallory = Requester(url, "carol"), Requester(url, "mallory")
+    created = carol.request("tools/call", {"name": "demo__delete_bucket", "arguments": {"bucket": "tmp-scratch"}},
+                            name="demo__delete_bucket").get("result", {})
+    task_id = created.get("taskId", "")
+    check("confirm: the call answers with a task asking for input", created.get("resultType") == "task"
+          and created.get("status") == "input_required" and "tasks/update" in created.get("statusMessage", ""), created)
+    asked = carol.get(task_id).get("result", {})
+    question = asked.get("inputRequests", {}).get("airlock_confirm", {})
+    check("confirm: tasks/get carries the confirmation form", asked.get("status") == "input_required"
+          and question.get("method") == "elicitation/create"
+          and "approve" in question.get("params", {}).get("requestedSchema", {}).get("properties", {}), asked)
+    accept = {"airlock_confirm": {"action": "accept", "content": {"approve": True}}}
+    theirs, unknown = mallory.update(task_id, accept), mallory.update("tk-00000000000000000000000000000000", accept)
+    same = theirs.get("error", {}).get("message", "").replace(task_id, "ID") == \
+        unknown.get("error", {}).get("message", "").replace("tk-00000000000000000000000000000000", "ID")
+    check("confirm: another principal's tasks/update reads as an unknown task and decides nothing",
+          "error" in theirs and same and carol.get(task_id).get("result", {}).get("status") == "input_required"
+          and bucket(root, "tmp-scratch"), (theirs, unknown))
+    acked = carol.update(task_id, accept)
+    check("confirm: the caller's tasks/update is acknowledged", acked.get("result", {}).get("resultType") == "complete", acked)
+    final = carol.settle(task_id)
+    text = " ".join(c.get("text", "") for c in final.get("result", {}).get("content", []))
+    check("confirm: the task completes with the real result and the call ran", final.get("status") == "completed"
+          and 'deleted bucket "tmp-scratch"' in text and not bucket(root, "tmp-scratch"), final)
+
+
+def ext_tasks_confirm(root: Path, url: str, node: str) -> None:
+    """The official requester answers a `confirm` task's question with its onInputRequest."""
+    script = Path(__file__).resolve().parent / "ext_tasks.mjs"
+    done = subprocess.run([node, str(script), url, PEOPLE["carol"][0], "staging-assets", "confirm"], cwd=script.parent,
+                          capture_output=True, text=True, timeout=120)
+    sys.stderr.write(done.stderr)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    report = json.loads(lines[-1]) if done.returncode == 0 and lines else {}
+    outcome = report.get("outcome", {})
+    text = " ".join(c.get("text", "") for c in outcome.get("result", {}).get("content", []))
+    asked = report.get("asked", [])
+    check("ext-tasks confirm: onInputRequest got Airlock's question through the task", len(asked) == 1
+          and asked[0].get("kind") == "elicitation" and asked[0].get("delivery") == "task-update"
+          and asked[0].get("inputId") == "airlock_confirm" and "staging-assets" in asked[0].get("message", ""),
+          {"rc": done.returncode, "out": done.stdout[-2000:], "err": done.stderr[-2000:]})
+    check("ext-tasks confirm: the task settles completed with the real result, the call ran",
+          outcome.get("status") == "completed" and 'deleted bucket "staging-assets"' in text
+          and "input_required" in report.get("statuses", []) and not bucket(root, "staging-assets"), report)
+
+
 def ext_tasks(root: Path, url: str, node: str, wait: float) -> None:
     """The official requester settles a task while bob approves it `wait` seconds later."""
     script = Path(__file__).resolve().parent / "ext_tasks.mjs"
@@ -262,8 +339,10 @@ def main() -> int:
     proc, url = start(write_site(root))
     try:
         run(root, url, opts.wait)
+        confirm(root, url)
         if opts.node:
             ext_tasks(root, url, opts.node, opts.wait)
+            ext_tasks_confirm(root, url, opts.node)
         else:
             print("INFO tasks SKIPPED the @modelcontextprotocol/ext-tasks requester: no --node", flush=True)
     except Exception as exc:  # report, then the summary
