@@ -89,7 +89,7 @@ async fn serve_until_closed(
     shutdown: &CancellationToken,
 ) -> Option<String> {
     let peer = running.peer().clone();
-    match peer.list_all_tools().await {
+    match super::freshness::tools(&peer).await {
         Ok(tools) => server.set_tools(tools),
         Err(error) => tracing::warn!(server = server.name(), %error, "tools/list failed"),
     }
@@ -125,7 +125,7 @@ pub(super) async fn start_session_child(
         () = stop.cancelled() => return Err("the session ended".to_owned()),
     };
     let peer = running.peer().clone();
-    match peer.list_all_tools().await {
+    match super::freshness::tools(&peer).await {
         Ok(tools) => server.set_tools(tools),
         Err(error) => tracing::warn!(server = server.name(), %error, "tools/list failed on a session child"),
     }

@@ -12,6 +12,7 @@
 mod call;
 mod catalog;
 mod connect;
+pub mod freshness;
 mod handler;
 mod refresh;
 mod resources;
@@ -63,6 +64,8 @@ pub struct Server {
     health: RwLock<Health>,
     /// `None` until the first tool list arrives.
     tools: RwLock<Option<Vec<Tool>>>,
+    /// The cache hints of that list, and when it came.
+    tools_fetched: RwLock<Option<freshness::Fetched>>,
     /// Coalesces `tools/list_changed` (see `refresh.rs`).
     refresh: refresh::Refresh,
     progress: ProgressRoutes,
@@ -81,6 +84,7 @@ impl Server {
             peer: RwLock::new(None),
             health: RwLock::new(Health::Starting),
             tools: RwLock::new(None),
+            tools_fetched: RwLock::new(None),
             refresh: refresh::Refresh::default(),
             progress: ProgressRoutes::default(),
             calls: Arc::default(),
@@ -132,8 +136,13 @@ impl Server {
         tools.as_ref().and_then(|tools| tools.iter().find(|t| t.name == name).cloned())
     }
 
-    fn set_tools(&self, tools: Vec<Tool>) {
+    fn set_tools(&self, (tools, fetched): (Vec<Tool>, freshness::Fetched)) {
         *self.tools.write().unwrap_or_else(PoisonError::into_inner) = Some(tools);
+        *self.tools_fetched.write().unwrap_or_else(PoisonError::into_inner) = Some(fetched);
+    }
+
+    fn tools_fetched(&self) -> Option<freshness::Fetched> {
+        *self.tools_fetched.read().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -260,6 +269,22 @@ impl Downstreams {
 
     /// Every connected server with its client, in manifest order (for pass-through of
     /// prompts and resources).
+    /// `(ttlMs, cacheScope)` of the aggregated tool list now, from what each listed
+    /// server said of its own (`freshness`). A server whose promised freshness ran out is
+    /// asked for its list again, so the next listing is fresh.
+    pub fn tools_freshness(&self) -> (Option<u64>, Option<rmcp::model::CacheScope>) {
+        let mut hints = freshness::CacheHints::default();
+        for server in self.servers().iter() {
+            let Some(fetched) = server.tools_fetched() else { continue };
+            if fetched.ran_out() {
+                server.refresh.request();
+            }
+            let (ttl, scope) = fetched.now();
+            hints.add(ttl, scope);
+        }
+        hints.aggregate()
+    }
+
     pub fn connected(&self) -> Vec<(Arc<Server>, Peer<RoleClient>)> {
         self.servers().iter().filter_map(|s| s.peer().map(|p| (s.clone(), p))).collect()
     }

@@ -56,7 +56,7 @@ pub(super) async fn run(server: Arc<Server>, downstreams: Weak<Downstreams>, shu
             continue;
         }
         let Some(peer) = server.peer() else { continue };
-        match peer.list_all_tools().await {
+        match super::freshness::tools(&peer).await {
             Ok(tools) => {
                 server.set_tools(tools);
                 // A session's own child has no catalog of its own (`Weak::new()`): its list

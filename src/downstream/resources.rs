@@ -1,8 +1,9 @@
 //! Which downstream owns a resource URI.
 //!
 //! Owns: each server's resource index (its listed resources and resource templates, minus
-//! those its manifest hides), cached per connection and dropped when the server sends
-//! `notifications/resources/list_changed` or reconnects; `Downstreams::resource_owner`.
+//! those its manifest hides, with the lists' cache hints), cached per connection and
+//! dropped when the server sends `notifications/resources/list_changed`, reconnects, or
+//! the freshness it promised runs out; `Downstreams::resource_owner`.
 //! Uses: the servers' rmcp peers, `manifest` for `hidden` entries, regex for templates.
 //! Must not: decide whether a read may happen, or send the read itself.
 //!
@@ -20,9 +21,10 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use regex::Regex;
 use rmcp::RoleClient;
-use rmcp::model::{Resource, ResourceTemplate};
+use rmcp::model::{PaginatedRequestParams, Resource, ResourceTemplate};
 use rmcp::service::Peer;
 
+use super::freshness::{Fetched, Page, all_pages};
 use super::{Downstreams, Server};
 
 /// What one server serves, as far as reads go.
@@ -32,6 +34,10 @@ pub struct ResourceIndex {
     pub resources: Vec<Resource>,
     /// Listed templates, with their compiled matchers.
     templates: Vec<(ResourceTemplate, Option<Regex>)>,
+    /// The cache hints of the two lists (`None`: the server lists none).
+    pub resources_fetched: Option<Fetched>,
+    /// As above, for the templates.
+    pub templates_fetched: Option<Fetched>,
 }
 
 impl ResourceIndex {
@@ -58,8 +64,11 @@ impl ResourceCache {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
+    /// The index, unless a freshness its server promised ran out.
     fn get(&self) -> Option<Arc<ResourceIndex>> {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+        let index = self.0.read().unwrap_or_else(PoisonError::into_inner).clone()?;
+        let ran_out = [index.resources_fetched, index.templates_fetched].iter().flatten().any(Fetched::ran_out);
+        (!ran_out).then_some(index)
     }
 
     fn set(&self, index: Arc<ResourceIndex>) {
@@ -85,24 +94,32 @@ impl Server {
             return index;
         }
         let manifest = &self.manifest;
-        let resources = match peer.list_all_resources().await {
-            Ok(list) => list.into_iter().filter(|r| !manifest.resource_override(&r.uri).hidden).collect(),
+        let listed = all_pages(|cursor| async move {
+            let page = peer.list_resources(Some(PaginatedRequestParams::default().with_cursor(cursor))).await?;
+            Ok::<_, rmcp::ServiceError>(Page { items: page.resources, next_cursor: page.next_cursor, ttl_ms: page.ttl_ms, cache_scope: page.cache_scope })
+        });
+        let (resources, resources_fetched) = match listed.await {
+            Ok((list, fetched)) => (list.into_iter().filter(|r| !manifest.resource_override(&r.uri).hidden).collect(), Some(fetched)),
             Err(error) => {
                 tracing::debug!(server = self.name(), %error, "no resources listed");
-                Vec::new()
+                (Vec::new(), None)
             }
         };
-        let templates = match peer.list_all_resource_templates().await {
-            Ok(list) => list.into_iter().map(|t| {
+        let listed = all_pages(|cursor| async move {
+            let page = peer.list_resource_templates(Some(PaginatedRequestParams::default().with_cursor(cursor))).await?;
+            Ok::<_, rmcp::ServiceError>(Page { items: page.resource_templates, next_cursor: page.next_cursor, ttl_ms: page.ttl_ms, cache_scope: page.cache_scope })
+        });
+        let (templates, templates_fetched) = match listed.await {
+            Ok((list, fetched)) => (list.into_iter().map(|t| {
                 let re = template_regex(&t.uri_template);
                 if re.is_none() {
                     tracing::warn!(server = self.name(), template = %t.uri_template, "unreadable URI template; no read matches it");
                 }
                 (t, re)
-            }).collect(),
-            Err(_) => Vec::new(),
+            }).collect(), Some(fetched)),
+            Err(_) => (Vec::new(), None),
         };
-        let index = Arc::new(ResourceIndex { resources, templates });
+        let index = Arc::new(ResourceIndex { resources, templates, resources_fetched, templates_fetched });
         self.resources.set(index.clone());
         index
     }

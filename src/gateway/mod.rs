@@ -403,7 +403,10 @@ impl ServerHandler for Session {
     ) -> Result<ListToolsResult, ErrorData> {
         let catalog = self.gateway.catalog();
         let tools = catalog.tools().map(|tool| self.gateway.present(tool)).collect();
-        Ok(ListToolsResult::with_all_items(tools))
+        // In exposed-name order, with the hints of the downstreams' own lists.
+        let mut list = ListToolsResult::with_all_items(tools);
+        (list.ttl_ms, list.cache_scope) = self.gateway.downstreams.tools_freshness();
+        Ok(list)
     }
 
     async fn call_tool(

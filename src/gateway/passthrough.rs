@@ -34,6 +34,7 @@ use serde_json::{Value, json};
 
 use super::{Gateway, Session};
 use crate::audit::{REDACTED, Record, RecordKind};
+use crate::downstream::freshness::CacheHints;
 use crate::downstream::{Namespacing, ResourceOwner, Server};
 use crate::identity::Caller;
 use crate::policy::{CallFacts, Effect, Subject};
@@ -130,20 +131,38 @@ impl Gateway {
         Ok(list)
     }
 
+    /// Every server's listed resources, with the list's cache hints (`freshness`): a
+    /// server that lists none has no part in them.
     pub(super) async fn list_resources(&self) -> Result<ListResourcesResult, ErrorData> {
         let mut resources = Vec::new();
+        let mut hints = CacheHints::default();
         for (server, peer) in self.downstreams.connected() {
-            resources.extend(server.resource_index(&peer).await.resources.iter().cloned());
+            let index = server.resource_index(&peer).await;
+            resources.extend(index.resources.iter().cloned());
+            if let Some(fetched) = index.resources_fetched {
+                let (ttl, scope) = fetched.now();
+                hints.add(ttl, scope);
+            }
         }
-        Ok(ListResourcesResult::with_all_items(resources))
+        let mut list = ListResourcesResult::with_all_items(resources);
+        (list.ttl_ms, list.cache_scope) = hints.aggregate();
+        Ok(list)
     }
 
     pub(super) async fn list_resource_templates(&self) -> Result<ListResourceTemplatesResult, ErrorData> {
         let mut templates = Vec::new();
+        let mut hints = CacheHints::default();
         for (server, peer) in self.downstreams.connected() {
-            templates.extend(server.resource_index(&peer).await.templates().cloned());
+            let index = server.resource_index(&peer).await;
+            templates.extend(index.templates().cloned());
+            if let Some(fetched) = index.templates_fetched {
+                let (ttl, scope) = fetched.now();
+                hints.add(ttl, scope);
+            }
         }
-        Ok(ListResourceTemplatesResult::with_all_items(templates))
+        let mut list = ListResourceTemplatesResult::with_all_items(templates);
+        (list.ttl_ms, list.cache_scope) = hints.aggregate();
+        Ok(list)
     }
 
     /// The server and downstream name of an exposed prompt name, if one serves it and does
@@ -425,43 +444,6 @@ fn service_error(error: rmcp::service::ServiceError) -> ErrorData {
     }
 }
 
-/// The cache hints (2026-07-28) of a list Airlock assembles from several downstreams' pages:
-/// the shortest `ttlMs` of any page, and `private` when any page is (one user's answer must
-/// not be served to another). Once any page gives hints, a page without a TTL counts as 0
-/// (not cacheable): Airlock cannot promise a freshness that part never promised.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct CacheHints {
-    pages: u32,
-    hinted: u32,
-    shortest: Option<u64>,
-    untimed: bool,
-    private: bool,
-}
-
-impl CacheHints {
-    pub(super) fn add(&mut self, ttl_ms: Option<u64>, scope: Option<rmcp::model::CacheScope>) {
-        self.pages += 1;
-        if ttl_ms.is_some() || scope.is_some() {
-            self.hinted += 1;
-        }
-        match ttl_ms {
-            Some(ttl) => self.shortest = Some(self.shortest.map_or(ttl, |s| s.min(ttl))),
-            None => self.untimed = true,
-        }
-        self.private |= scope == Some(rmcp::model::CacheScope::Private);
-    }
-
-    /// `(ttlMs, cacheScope)` of the whole list; none when no page gave hints.
-    pub(super) fn aggregate(&self) -> (Option<u64>, Option<rmcp::model::CacheScope>) {
-        if self.hinted == 0 {
-            return (None, None);
-        }
-        let ttl = if self.untimed { 0 } else { self.shortest.unwrap_or(0) };
-        let scope = if self.private { rmcp::model::CacheScope::Private } else { rmcp::model::CacheScope::Public };
-        (Some(ttl), Some(scope))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::loggable_uri;
@@ -473,23 +455,5 @@ mod tests {
         assert!(!logged.contains("hunter2") && !logged.contains("s3cret") && !logged.contains("abc"), "{logged}");
         assert!(logged.contains("token=[redacted]") && logged.contains("page=[redacted]"), "{logged}");
         assert_eq!(loggable_uri("not a uri"), "[redacted]");
-    }
-
-    #[test]
-    fn an_aggregated_list_takes_the_shortest_ttl_and_any_private_scope() {
-        use super::CacheHints;
-        use rmcp::model::CacheScope::{Private, Public};
-        let of = |pages: &[(Option<u64>, Option<rmcp::model::CacheScope>)]| {
-            let mut hints = CacheHints::default();
-            for (ttl, scope) in pages {
-                hints.add(*ttl, *scope);
-            }
-            hints.aggregate()
-        };
-        assert_eq!(of(&[]), (None, None));
-        assert_eq!(of(&[(None, None), (None, None)]), (None, None), "legacy downstreams: no hints");
-        assert_eq!(of(&[(Some(60_000), Some(Public)), (Some(5_000), Some(Public))]), (Some(5_000), Some(Public)));
-        assert_eq!(of(&[(Some(60_000), Some(Public)), (Some(90_000), Some(Private))]), (Some(60_000), Some(Private)));
-        assert_eq!(of(&[(Some(60_000), Some(Public)), (None, None)]), (Some(0), Some(Public)), "an untimed part is not cacheable");
     }
 }

@@ -14,7 +14,7 @@ const VERSION: &str = "2026-07-28";
 type Case = (&'static [(&'static str, &'static str)], &'static str, Value);
 
 /// A stateless 2026-07-28 request: its own `_meta`, the standard headers as given.
-async fn post(gateway: &HttpGateway, headers: &[(&str, &str)], method: &str, params: Value) -> (u16, Value) {
+pub(crate) async fn post(gateway: &HttpGateway, headers: &[(&str, &str)], method: &str, params: Value) -> (u16, Value) {
     let mut params = params;
     params["_meta"] = json!({
         "io.modelcontextprotocol/protocolVersion": VERSION,

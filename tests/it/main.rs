@@ -20,6 +20,7 @@ mod identities;
 mod isolation_routing;
 mod operate;
 mod limits;
+mod list_caching;
 mod pipeline;
 mod policy;
 mod protocol;
