@@ -3,13 +3,15 @@
 //! Owns: routes (`/mcp` streamable HTTP, legacy `/sse` + `/message`, `/healthz`,
 //! `/slack/interactions`; the approvals API is `approval::api` and the approver pages are
 //! `approval::web`, both mounted here), the
-//! Host/Origin guard in front of all of them, and the listener (with `TCP_NODELAY`).
+//! Host/Origin guard in front of all of them, the `Mcp-Method`/`Mcp-Name` check of MCP
+//! POSTs (`mcp_headers.rs`), and the listener (with `TCP_NODELAY`).
 //! Uses: `gateway` for MCP sessions; the Slack channel for its interactions.
 //! Must not: implement pipeline decisions; it only hands requests to the gateway.
 
 mod auth;
 pub(crate) mod guard;
 mod listen;
+mod mcp_headers;
 mod sessions;
 mod slack;
 mod sse;
@@ -82,6 +84,8 @@ pub fn router(
         .route("/sse", get(sse::connect))
         .route("/message", post(sse::message).layer(DefaultBodyLimit::max(limits.max_body_mcp)))
         .merge(mcp)
+        // Inside `require_caller`: an unauthenticated body is never read.
+        .route_layer(axum::middleware::from_fn_with_state(limits.max_body_mcp, mcp_headers::check))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_caller));
     Router::new()
         .route("/healthz", get(healthz))
