@@ -280,3 +280,59 @@ async fn a_declined_or_unreadable_confirmation_runs_nothing() {
     assert!(!records.iter().any(|r| r["kind"] == "call_forwarded"), "nothing was forwarded");
     assert_eq!(task_statuses(&records, &task_id), ["input_required", "working", "completed"]);
 }
+
+/// A downstream that answers every `tools/call` with a task of its own although Airlock
+/// never declared task support: raw JSON-RPC over streamable HTTP (rmcp's server refuses
+/// to do this, rightly). Counts the calls it got.
+async fn serve_tasker() -> (String, std::sync::Arc<std::sync::atomic::AtomicU32>) {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counted = calls.clone();
+    let answer = move |body: axum::Json<Value>| {
+        let calls = counted.clone();
+        async move {
+            let id = body.0["id"].clone();
+            let result = match body.0["method"].as_str().unwrap_or_default() {
+                _ if id.is_null() => return StatusCode::ACCEPTED.into_response(),
+                "initialize" => json!({"protocolVersion": "2025-11-25", "capabilities": {"tools": {}},
+                    "serverInfo": {"name": "tasker", "version": "0"}}),
+                "tools/list" => json!({"tools": [{"name": "slow", "description": "answers with a task",
+                    "inputSchema": {"type": "object"}}]}),
+                "tools/call" => {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    json!({"resultType": "task", "taskId": "remote-task-1", "status": "working",
+                        "createdAt": "2026-01-01T00:00:00Z", "lastUpdatedAt": "2026-01-01T00:00:00Z", "ttlMs": 60000})
+                }
+                _ => return axum::Json(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": "no"}})).into_response(),
+            };
+            ([("mcp-session-id", "tasker-1")], axum::Json(json!({"jsonrpc": "2.0", "id": id, "result": result}))).into_response()
+        }
+    };
+    let router = axum::Router::new().route(
+        "/mcp",
+        axum::routing::post(answer).get(|| async { StatusCode::METHOD_NOT_ALLOWED }).delete(|| async { StatusCode::OK }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    (format!("http://{address}/mcp"), calls)
+}
+
+#[tokio::test]
+async fn a_downstreams_own_task_is_not_passed_on_as_if_it_were_ours() {
+    let (url, calls) = serve_tasker().await;
+    let setup = setup();
+    setup.manifest("tasker", &format!("name = \"tasker\"\nurl = \"{url}\"\ndefault_risk = \"low\"\n"));
+    setup.policy("tasker", "[[rule]]\nid = \"tasker\"\ntools = [\"tasker__slow\"]\neffect = \"allow\"\nreason = \"test\"\n");
+    let gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let response = carol.peer().call_tool_once(call("tasker__slow", json!({}))).await.expect("tools/call answers");
+    let CallToolResponse::Complete(result) = response else { panic!("expected a plain answer, got {response:?}") };
+    let text = result.content.iter().find_map(|c| c.as_text().map(|t| t.text.clone())).unwrap_or_default();
+    assert!(result.is_error == Some(true) && text.contains("answered with a task of its own"), "{text}");
+    assert!(!text.contains("remote-task-1"), "the downstream's task id is not handed out: {text}");
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the call did reach the downstream");
+    let unknown = carol.peer().get_task(GetTaskParams::new("remote-task-1")).await.expect_err("not a task of Airlock's");
+    assert!(unknown.to_string().contains("unknown task"), "{unknown}");
+}
