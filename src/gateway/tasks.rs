@@ -166,6 +166,24 @@ pub(super) struct Deferred {
     pub forwarded: Record,
 }
 
+impl Deferred {
+    /// The call as the hold sees it.
+    fn held<'a>(&'a self, session: &'a Session) -> HeldCall<'a> {
+        HeldCall {
+            session: session.id.as_str(),
+            call_id: &self.call_id,
+            tool: &self.tool,
+            request: &self.request,
+            args: &self.args,
+            caller: &self.caller,
+            decision: &self.decision,
+            risk: self.risk,
+            by: &self.by,
+            forwarded: self.forwarded.clone(),
+        }
+    }
+}
+
 /// Turns a pending hold into a task: stored and logged before the client learns its id,
 /// then waited out by a worker.
 pub(super) async fn defer(
@@ -215,7 +233,20 @@ async fn work(
 ) {
     let gateway = &session.gateway;
     let started = Instant::now();
-    let settled = gateway.approvals().settled(&approval).await;
+    let settled = gateway.approvals().settled(&approval);
+    tokio::pin!(settled);
+    // As for a call held open, a reload's new policy set re-decides the waiting call.
+    let mut policy = gateway.policy.subscribe();
+    policy.mark_unchanged();
+    let settled = loop {
+        tokio::select! {
+            settled = &mut settled => break settled,
+            Ok(()) = policy.changed() => {
+                let now = policy.borrow_and_update().clone();
+                super::reload::redecide(gateway, &call.held(&session), &approval, &now).await;
+            }
+        }
+    };
     drop(guard);
     let end = match settled {
         Ok(settled) => run_settled(&session, &call, settled, context, started).await,
@@ -250,18 +281,7 @@ async fn run_settled(
 ) -> End {
     let gateway = &session.gateway;
     let state = settled.state;
-    let held = HeldCall {
-        session: session.id.as_str(),
-        call_id: &call.call_id,
-        tool: &call.tool,
-        request: &call.request,
-        args: &call.args,
-        caller: &call.caller,
-        decision: &call.decision,
-        risk: call.risk,
-        by: &call.by,
-        forwarded: call.forwarded.clone(),
-    };
+    let held = call.held(session);
     let cancelled = context.ct.clone();
     let response = match hold::outcome(gateway, settled, &held).await {
         Ok(Held::Answer(answer)) => Ok(answer),

@@ -60,7 +60,7 @@ async fn mcp_as(gateway: &HttpGateway, name: &str) -> RunningService<RoleClient,
 
 /// Sends SIGHUP to `pid` and waits for the gateway's stderr to say how the reload went
 /// (the `n`-th such line); returns that line and what followed it.
-async fn hup(pid: u32, stderr: &Arc<Mutex<Vec<String>>>, n: usize) -> String {
+pub(crate) async fn hup(pid: u32, stderr: &Arc<Mutex<Vec<String>>>, n: usize) -> String {
     let sent = std::process::Command::new("kill").arg("-HUP").arg(pid.to_string()).status().expect("run kill");
     assert!(sent.success(), "kill -HUP {pid}");
     let outcomes = || {

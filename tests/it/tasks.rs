@@ -336,3 +336,27 @@ async fn a_downstreams_own_task_is_not_passed_on_as_if_it_were_ours() {
     let unknown = carol.peer().get_task(GetTaskParams::new("remote-task-1")).await.expect_err("not a task of Airlock's");
     assert!(unknown.to_string().contains("unknown task"), "{unknown}");
 }
+
+#[tokio::test]
+async fn a_waiting_task_is_re_decided_when_a_reload_denies_its_tool() {
+    let setup = setup();
+    let gateway = setup.http().await;
+    let pid = gateway.child.id().expect("pid");
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&carol, "demo__grant_role", json!({"user": "gus", "role": "admin"})).await;
+    let task_id = handle["taskId"].as_str().expect("task id").to_owned();
+    let approval = pending(&gateway, "demo__grant_role").await;
+
+    setup.policy("approvals", "[[rule]]\nid = \"no-grants\"\ntools = [\"demo__grant_role\"]\neffect = \"deny\"\nreason = \"no grants this week\"\n");
+    let outcome = crate::reload::hup(pid, &gateway.stderr, 1).await;
+    assert!(outcome.starts_with("airlock: reloaded"), "{outcome}");
+    let done = ended(&carol, &task_id).await;
+    assert_eq!(done.task.status(), TaskStatus::Cancelled, "{done:?}");
+    let text = done.task.task.status_message.clone().unwrap_or_default();
+    assert!(text.contains("policy changed") && text.contains("no grants this week") && text.contains("not forwarded"), "{text}");
+    // Cancelled by the reload: a decision now runs nothing.
+    let (status, _) = decide(&gateway, approval["id"].as_str().expect("id"), "bob", "approve", None).await;
+    assert_ne!(status, 200);
+    let records = stop_and_export(gateway, &setup).await;
+    assert!(!records.iter().any(|r| r["kind"] == "call_forwarded"), "nothing was forwarded");
+}
