@@ -33,6 +33,7 @@ pub mod outbound;
 pub mod receipt;
 pub mod seal;
 pub(crate) mod shown;
+pub mod store;
 pub mod slack;
 pub mod teams;
 pub mod web;

@@ -63,7 +63,7 @@ impl Teams {
     /// Posts the outcome cards an earlier run owed: holds that settled (a restart cancels
     /// the pending ones) after their request card went out.
     async fn resume(self: Arc<Self>) {
-        for (id, _) in self.broker.notes(CHANNEL) {
+        for (id, _) in self.broker.notes(CHANNEL).await {
             match self.broker.get(&id) {
                 Some(current) if current.is_pending() => {
                     let teams = self.clone();
@@ -74,7 +74,7 @@ impl Teams {
                     });
                 }
                 Some(current) => self.post_outcome(&current).await,
-                None => self.broker.forget(CHANNEL, &id),
+                None => self.broker.forget(CHANNEL, &id).await,
             }
         }
     }
@@ -82,7 +82,7 @@ impl Teams {
     async fn post_outcome(&self, settled: &Approval) {
         let link = format!("{}/approvals/{}", self.settings.public_url, settled.id);
         match self.post(&settled_card(settled, &link)).await {
-            Ok(()) => self.broker.forget(CHANNEL, &settled.id),
+            Ok(()) => self.broker.forget(CHANNEL, &settled.id).await,
             Err(error) => tracing::error!(%error, approval = %settled.id, "could not post the outcome card to Teams"),
         }
     }

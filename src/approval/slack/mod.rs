@@ -116,7 +116,7 @@ impl Slack {
     /// Finishes messages an earlier run posted: their holds settled (a restart cancels the
     /// pending ones) while nobody was there to update them.
     async fn resume(self: Arc<Self>) {
-        for (id, note) in self.broker.notes(CHANNEL) {
+        for (id, note) in self.broker.notes(CHANNEL).await {
             let channel = note["channel"].as_str().unwrap_or(&self.channel).to_owned();
             let ts = note["ts"].as_str().map(str::to_owned);
             match (self.broker.get(&id), ts) {
@@ -126,7 +126,7 @@ impl Slack {
                 }
                 (Some(current), Some(ts)) => {
                     match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
-                        Ok(_) => self.broker.forget(CHANNEL, &id),
+                        Ok(_) => self.broker.forget(CHANNEL, &id).await,
                         Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
                     }
                 }
@@ -138,12 +138,12 @@ impl Slack {
                         fields.remove("ts");
                     }
                     match self.api.call("chat.postMessage", &message).await {
-                        Ok(_) => self.broker.forget(CHANNEL, &id),
+                        Ok(_) => self.broker.forget(CHANNEL, &id).await,
                         Err(error) => tracing::error!(%error, approval = %id, "could not post the outcome to Slack"),
                     }
                 }
                 (Some(_), None) => {}
-                (None, _) => self.broker.forget(CHANNEL, &id),
+                (None, _) => self.broker.forget(CHANNEL, &id).await,
             }
         }
     }
@@ -192,7 +192,7 @@ impl Slack {
             let Some(current) = self.broker.get(&id) else { return };
             if !current.is_pending() {
                 match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
-                    Ok(_) => self.broker.forget(CHANNEL, &id),
+                    Ok(_) => self.broker.forget(CHANNEL, &id).await,
                     Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
                 }
                 return;
