@@ -76,6 +76,9 @@ pub enum Event {
     Decided(Approval),
     /// The hold left `pending`, by any channel or by expiry.
     Settled(Approval),
+    /// Sent after `Settled` when this replica cancelled the hold of a replica that stopped:
+    /// its chat messages are this replica's to finish now.
+    Orphaned(Approval),
 }
 
 /// A call asking to be held.
@@ -169,7 +172,7 @@ impl Broker {
                 tx.remove(&approval.id).await?;
             }
         }
-        if !broker.inner.store.shared() {
+        if broker.inner.store.replica().is_none() {
             for approval in all.into_iter().filter(Approval::is_pending) {
                 broker.settle(&mut *tx, approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
             }
@@ -179,7 +182,29 @@ impl Broker {
         if let Some(changes) = changes {
             tokio::spawn(broker.clone().announce_changes(changes));
         }
+        if broker.inner.store.replica().is_some() {
+            broker.reap_in_background();
+        }
         Ok(broker)
+    }
+
+    /// Every third of a lease, cancels what stopped replicas left pending.
+    fn reap_in_background(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(super::store::LEASE / 3);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                match (Broker { inner }).reap().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "cancelled the holds of a gateway replica that stopped"),
+                    // The database is away: nothing can be decided anywhere; try again.
+                    Err(error) => tracing::debug!(%error, "could not look for holds of stopped replicas"),
+                }
+            }
+        });
     }
 
     /// Turns changes other replicas made into this one's events and wakes its waiters, so
@@ -319,8 +344,18 @@ impl Broker {
                 // Expired but its timer has not fired yet: settle it and open a new one.
                 self.settle(&mut *tx, found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             }
-            Some(found) if found.is_pending() || self.usable(&found) => {
+            Some(mut found) if found.is_pending() || self.usable(&found) => {
                 let waiting = self.wait_guard(&found.id);
+                let here = self.inner.store.replica().map(str::to_owned);
+                if found.is_pending() && found.holder != here {
+                    // A retry on this replica of a call another one held: the hold is ours
+                    // now, so that replica's lease no longer decides its fate.
+                    found.holder = here;
+                    tx.put(&found).await?;
+                    drop(tx);
+                    drop(guard);
+                    self.schedule_expiry(&found);
+                }
                 return Ok((found, waiting));
             }
             _ => {}
@@ -353,6 +388,7 @@ impl Broker {
             settled_reason: None,
             executed_by: None,
             nonce: None,
+            holder: self.inner.store.replica().map(str::to_owned),
         };
         let mut record = Record::new(RecordKind::ApprovalRequested)
             .principal(approval.caller.as_str())
@@ -472,10 +508,51 @@ impl Broker {
         let _guard = self.inner.lock.lock().await;
         let mut tx = self.inner.store.begin().await?;
         let approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
-        if self.waiting_on(id) > 0 || !approval.is_pending() {
+        if self.waiting_on(id) > 0 || !approval.is_pending() || !self.holds_here(&approval) {
             return Ok(approval);
         }
         self.settle(&mut *tx, approval, State::Cancelled, reason, Vec::new()).await
+    }
+
+    /// Whether this gateway holds `approval`'s call (always, where one gateway owns the
+    /// store); a hold another replica took over is that replica's to cancel.
+    pub fn holds_here(&self, approval: &Approval) -> bool {
+        approval.holder.is_none() || approval.holder.as_deref() == self.inner.store.replica()
+    }
+
+    /// Cancels the pending holds of replicas whose lease lapsed ("the holding gateway
+    /// stopped"); under the store's transition, so it happens once whichever replica
+    /// finds them. Returns how many.
+    pub async fn reap(&self) -> Result<usize, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut tx = self.inner.store.begin().await?;
+        let orphans = tx.orphans().await?;
+        let count = orphans.len();
+        for orphan in orphans {
+            let cancelled = self.settle(&mut *tx, orphan, State::Cancelled, "the holding gateway stopped", Vec::new()).await?;
+            let _ = self.inner.events.send(Event::Orphaned(cancelled));
+        }
+        Ok(count)
+    }
+
+    /// Like `follow_new_holds`, for holds a stopped replica left (see [`Event::Orphaned`]).
+    pub fn follow_orphans<F, Fut>(&self, channel: &'static str, follow: F)
+    where
+        F: Fn(Approval) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut events = self.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Orphaned(approval)) if approval.posts_to_chat(channel) => {
+                        tokio::spawn(follow(approval));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     /// The quorum and approvers a hold of `kind` gets from the rule's `spec`.

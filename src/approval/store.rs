@@ -58,6 +58,9 @@ pub trait Transition: Send {
     fn put<'a>(&'a mut self, approval: &'a Approval) -> BoxFuture<'a, Result<(), StoreError>>;
     /// Drops an approval (a settled one past retention).
     fn remove<'a>(&'a mut self, id: &'a ApprovalId) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Pending approvals whose holding replica's lease lapsed (their call is gone); forgets
+    /// those replicas. Always empty where one gateway owns the store.
+    fn orphans(&mut self) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>>;
 }
 
 /// The approvals' storage backend.
@@ -74,11 +77,15 @@ pub trait ApprovalStore: Send + Sync + 'static {
     fn forget<'a>(&'a self, channel: &'a str, id: &'a ApprovalId) -> BoxFuture<'a, Result<(), StoreError>>;
     /// A channel's notes.
     fn notes<'a>(&'a self, channel: &'a str) -> BoxFuture<'a, Result<Vec<(ApprovalId, Value)>, StoreError>>;
-    /// Whether other gateways share this store (then a start must not cancel their holds).
-    fn shared(&self) -> bool;
+    /// This replica's id where several gateways share the store (then a start must not
+    /// cancel others' holds, and each hold names the replica its call waits on).
+    fn replica(&self) -> Option<&str>;
     /// Changes made by other gateways, as they are learnt (None: nobody else writes).
     fn changes(&self) -> Option<mpsc::UnboundedReceiver<Change>>;
 }
+
+/// How long a replica's lease lasts without a heartbeat: then its holds are orphans.
+pub const LEASE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a hold is bound to: the key of the live index.
 pub(crate) fn binding(kind: Kind, caller: &str, tool: &str, fingerprint: &str, args_hmac: &str) -> String {

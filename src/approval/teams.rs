@@ -38,6 +38,16 @@ impl Teams {
         let teams = Arc::new(Teams { outbound: Outbound::new()?, settings, broker });
         let follower = teams.clone();
         teams.broker.follow_new_holds(CHANNEL, move |approval| follower.clone().follow(approval));
+        let adopter = teams.clone();
+        teams.broker.follow_orphans(CHANNEL, move |approval| {
+            let teams = adopter.clone();
+            async move {
+                // A hold whose holding replica stopped: post the outcome card it owed.
+                if teams.broker.notes(CHANNEL).await.iter().any(|(id, _)| *id == approval.id) {
+                    teams.post_outcome(&approval).await;
+                }
+            }
+        });
         tokio::spawn(teams.clone().resume());
         Ok(teams)
     }
@@ -65,6 +75,8 @@ impl Teams {
     async fn resume(self: Arc<Self>) {
         for (id, _) in self.broker.notes(CHANNEL).await {
             match self.broker.get(&id) {
+                // Another replica's hold: it posts its own outcome card.
+                Some(current) if current.is_pending() && !self.broker.holds_here(&current) => {}
                 Some(current) if current.is_pending() => {
                     let teams = self.clone();
                     tokio::spawn(async move {

@@ -92,6 +92,11 @@ impl Transition for SledTransition<'_> {
     fn remove<'a>(&'a mut self, id: &'a ApprovalId) -> BoxFuture<'a, Result<(), StoreError>> {
         std::future::ready(self.store.tree.remove(id.as_str()).map(drop).map_err(StoreError::from)).boxed()
     }
+
+    fn orphans(&mut self) -> BoxFuture<'_, Result<Vec<Approval>, StoreError>> {
+        // One gateway: a start cancels what an earlier run left pending.
+        std::future::ready(Ok(Vec::new())).boxed()
+    }
 }
 
 use sled::Transactional;
@@ -145,8 +150,8 @@ impl ApprovalStore for SledApprovals {
         std::future::ready(Ok(found)).boxed()
     }
 
-    fn shared(&self) -> bool {
-        false
+    fn replica(&self) -> Option<&str> {
+        None
     }
 
     fn changes(&self) -> Option<mpsc::UnboundedReceiver<Change>> {
