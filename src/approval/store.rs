@@ -20,7 +20,12 @@ use tokio::sync::mpsc;
 
 use super::{Approval, ApprovalId, Kind};
 
+pub mod listen;
+pub mod postgres;
 pub mod sled;
+
+#[cfg(test)]
+mod conformance;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use crate::audit::{Sha256Digest, canonical};
 
+pub mod postgres;
 pub mod store;
 
 pub use store::{Entry, FingerprintStore, SledFingerprints};
