@@ -124,15 +124,15 @@ async fn a_retry_on_replica_b_re_attaches_to_the_hold_a_opened_and_it_runs_once(
     let retry = call_in_background(&carol_b, "demo__grant_role", args.clone());
     // The retry waits on the same approval: still one pending, now held by B.
     let id = opened[0]["id"].as_str().expect("id").to_owned();
-    let holder_of = || db.query(&format!("SELECT holder FROM approvals WHERE id = '{id}'"));
-    let first_holder = holder_of().await;
+    let holder_sql = format!("SELECT holder FROM approvals WHERE id = '{id}'");
+    let first_holder = db.query(&holder_sql).await;
     for _ in 0..600 {
-        if holder_of().await != first_holder {
+        if db.query(&holder_sql).await != first_holder {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_ne!(holder_of().await, first_holder, "the retry on B did not take the hold over");
+    assert_ne!(db.query(&holder_sql).await, first_holder, "the retry on B did not take the hold over");
     assert_eq!(db.query("SELECT count(*)::text FROM approvals").await, vec!["1".to_owned()]);
     let (status, body) = decide(a, &id, "dave", "approve", None).await;
     assert_eq!(status, 200, "{body}");
@@ -158,15 +158,16 @@ async fn sigkill_of_the_holding_replica_cancels_its_hold_once_its_lease_lapses()
     let cancelled = approvals_for(&group[1].1, "demo__grant_role", "cancelled").await;
     assert_eq!(cancelled[0]["id"], json!(id));
     assert_eq!(cancelled[0]["settled_reason"], "the holding gateway stopped", "{}", cancelled[0]);
-    // Cancelled once: one approval_settled record across the surviving replica's log.
+    // Deciding it now is refused: it is settled.
+    let (status, body) = decide(&group[1].1, &id, "bob", "approve", None).await;
+    assert_eq!(status, 409, "{body}");
+    // Cancelled once: one approval_settled record in the surviving replica's log (this
+    // stops the replica).
     let settled = crate::util::export(&group[1].0.data_dir())
         .into_iter()
         .filter(|r| r["kind"] == "approval_settled" && r["approval_id"] == json!(id))
         .count();
     assert_eq!(settled, 1);
-    // Deciding it now is refused: it is settled.
-    let (status, body) = decide(&group[1].1, &id, "bob", "approve", None).await;
-    assert_eq!(status, 409, "{body}");
 }
 
 #[tokio::test]
