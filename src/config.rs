@@ -21,6 +21,7 @@ mod diag;
 mod limits;
 mod names;
 mod raw;
+mod storage;
 mod telemetry;
 pub use diag::{ConfigErrors, Problem, Source, deserialize_all, suggestion};
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub approvals: ApprovalsConfig,
     /// `[telemetry]`.
     pub telemetry: crate::telemetry::TelemetryConfig,
+    /// `[storage]`.
+    pub storage: crate::storage::StorageConfig,
 }
 
 /// `[gateway]`: where things live and how tools are named.
@@ -482,6 +485,7 @@ impl Config {
                 },
             },
             telemetry: crate::telemetry::TelemetryConfig::default(),
+            storage: crate::storage::StorageConfig::default(),
         }
     }
 
@@ -541,6 +545,7 @@ impl Config {
             v.approvals(approvals, &mut config.approvals);
             v.approvals_web(web, &config.identity, &mut config.approvals.web);
             v.telemetry(raw.telemetry.unwrap_or_default(), &mut config.telemetry);
+            v.storage(raw.storage, &mut config.storage);
         }
         errors.sort_by_line();
         (config, errors)

@@ -23,6 +23,7 @@ pub mod manifest;
 pub mod policy;
 pub mod report;
 pub mod risk;
+pub mod storage;
 pub mod telemetry;
 pub mod text;
 pub mod witness;

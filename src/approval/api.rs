@@ -26,6 +26,7 @@ use crate::identity::{AuthError, AuthMethod, Authenticator, Caller};
 
 use super::{Approval, ApprovalId, BrokerError, DecideError, State as ApprovalState, Verdict};
 use super::Broker;
+use super::store::StoreError;
 
 /// The channel name recorded with every decision made here.
 pub const CHANNEL: &str = "api";
@@ -138,8 +139,13 @@ impl ApiError {
                 DecideError::NotFound(_) | DecideError::Broker(BrokerError::NotFound(_)) => StatusCode::NOT_FOUND,
                 DecideError::NotEligible(_) => StatusCode::FORBIDDEN,
                 DecideError::Expired(_) | DecideError::Settled(_) => StatusCode::CONFLICT,
+                // The store (the database of a cluster) is away: nothing was decided; try later.
+                DecideError::Broker(BrokerError::Store(StoreError::Unavailable(_))) => StatusCode::SERVICE_UNAVAILABLE,
                 DecideError::Broker(
-                    BrokerError::Audit(_) | BrokerError::Db(_) | BrokerError::NotUsable { .. } | BrokerError::ToolChanged(_),
+                    BrokerError::Audit(_)
+                    | BrokerError::Store(StoreError::Conflict(_))
+                    | BrokerError::NotUsable { .. }
+                    | BrokerError::ToolChanged(_),
                 ) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -1,7 +1,8 @@
 //! The broker: the one place an approval changes state.
 //!
-//! Every transition happens under one async lock, is appended to the audit log (durable)
-//! first, then written to the state database, then announced. A reader therefore never
+//! Every transition happens under one async lock and one store transition (which, on a
+//! shared store, also excludes every other replica), is appended to the audit log
+//! (durable) first, then written to the store, then announced. A reader therefore never
 //! sees a state the log does not hold.
 
 use std::collections::HashMap;
@@ -17,14 +18,9 @@ use crate::policy::ApprovalSpec;
 
 use super::receipt::{Receipt, SignedReceipt};
 use super::seal::Sealer;
+use super::store::{ApprovalStore, StoreError, Transition, binding};
 use super::{Approval, ApprovalId, Kind, NotEligible, State, Verdict, Vote, now_ms, rfc3339};
 
-const TREE: &str = "approvals";
-/// What channels remember about a hold across restarts (e.g. a Slack message's `ts`).
-const NOTES: &str = "approval-channel-notes";
-/// Live holds (pending, or approved and unused) by what they are bound to, so a retry
-/// finds its hold without reading every approval ever made.
-const LIVE: &str = "approvals-live";
 /// How long a settled approval stays in the state database (the API, the page). The audit
 /// log keeps its whole history; this only keeps listing cheap.
 const RETAIN_SETTLED_MS: u64 = 7 * 24 * 3600 * 1000;
@@ -39,8 +35,8 @@ const MAX_COMMENT: usize = 2000;
 pub enum BrokerError {
     #[error("the audit log refused the approval record: {0}")]
     Audit(#[from] AuditError),
-    #[error("gateway state database: {0}")]
-    Db(#[from] sled::Error),
+    #[error("{0}")]
+    Store(#[from] StoreError),
     #[error("no approval {0}")]
     NotFound(ApprovalId),
     #[error("approval {id} is {state}, not approved and unused")]
@@ -48,6 +44,12 @@ pub enum BrokerError {
     /// The tool changed or went away while the call waited: the approval is cancelled.
     #[error("approval {0} was bound to a tool definition that is no longer served")]
     ToolChanged(ApprovalId),
+}
+
+impl From<StoreError> for DecideError {
+    fn from(error: StoreError) -> Self {
+        DecideError::Broker(BrokerError::Store(error))
+    }
 }
 
 /// Why a decision was not taken.
@@ -74,6 +76,9 @@ pub enum Event {
     Decided(Approval),
     /// The hold left `pending`, by any channel or by expiry.
     Settled(Approval),
+    /// Sent after `Settled` when this replica cancelled the hold of a replica that stopped:
+    /// its chat messages are this replica's to finish now.
+    Orphaned(Approval),
 }
 
 /// A call asking to be held.
@@ -111,9 +116,7 @@ pub struct Broker {
 }
 
 struct Inner {
-    tree: sled::Tree,
-    live: sled::Tree,
-    notes: sled::Tree,
+    store: Arc<dyn ApprovalStore>,
     /// When this gateway started: an approval approved before then lost its call.
     boot_ms: u64,
     audit: AuditLog,
@@ -131,16 +134,24 @@ struct Inner {
 }
 
 impl Broker {
-    /// Opens the approvals in the gateway state database. Holds left pending by an
-    /// earlier run lost their call: they become `cancelled` ("gateway restarted").
-    /// Approvals settled more than a week ago are dropped from it (the log keeps them).
+    /// Opens the approvals in the gateway state database (sled, one gateway). Holds left
+    /// pending by an earlier run lost their call: they become `cancelled` ("gateway
+    /// restarted"). Approvals settled more than a week ago are dropped from it (the log
+    /// keeps them).
     pub async fn open(db: &sled::Db, audit: AuditLog, default_timeout: Duration) -> Result<Broker, BrokerError> {
+        let store = super::store::sled::SledApprovals::open(db)?;
+        Broker::open_in(Arc::new(store), audit, default_timeout).await
+    }
+
+    /// Opens the approvals in `store`. On a store no other gateway shares, holds left
+    /// pending lost their call and are cancelled; on a shared one, other replicas' holds
+    /// are theirs, and a replica that died is dealt with through its lease.
+    pub async fn open_in(store: Arc<dyn ApprovalStore>, audit: AuditLog, default_timeout: Duration) -> Result<Broker, BrokerError> {
         let (events, _) = broadcast::channel(256);
+        let changes = store.changes();
         let broker = Broker {
             inner: Arc::new(Inner {
-                tree: db.open_tree(TREE)?,
-                live: db.open_tree(LIVE)?,
-                notes: db.open_tree(NOTES)?,
+                store,
                 boot_ms: now_ms(),
                 audit,
                 lock: tokio::sync::Mutex::new(()),
@@ -152,48 +163,90 @@ impl Broker {
                 waiters: Mutex::default(),
             }),
         };
-        let all = broker.all();
+        let all = broker.inner.store.all()?;
         let cutoff = now_ms().saturating_sub(RETAIN_SETTLED_MS);
+        let _guard = broker.inner.lock.lock().await;
+        let mut tx = broker.inner.store.begin().await?;
         for approval in &all {
             if approval.settled_ms.is_some_and(|at| at < cutoff) {
-                broker.inner.tree.remove(approval.id.as_str())?;
+                tx.remove(&approval.id).await?;
             }
         }
-        for approval in all.into_iter().filter(Approval::is_pending) {
-            let _guard = broker.inner.lock.lock().await;
-            broker.settle(approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
+        if broker.inner.store.replica().is_none() {
+            for approval in all.into_iter().filter(Approval::is_pending) {
+                broker.settle(&mut *tx, approval, State::Cancelled, "gateway restarted", Vec::new()).await?;
+            }
+        }
+        drop(tx);
+        drop(_guard);
+        if let Some(changes) = changes {
+            tokio::spawn(broker.clone().announce_changes(changes));
+        }
+        if broker.inner.store.replica().is_some() {
+            broker.reap_in_background();
         }
         Ok(broker)
+    }
+
+    /// Every third of a lease, cancels what stopped replicas left pending.
+    fn reap_in_background(&self) {
+        let inner = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(super::store::LEASE / 3);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let Some(inner) = inner.upgrade() else { return };
+                match (Broker { inner }).reap().await {
+                    Ok(0) => {}
+                    Ok(count) => tracing::info!(count, "cancelled the holds of a gateway replica that stopped"),
+                    // The database is away: nothing can be decided anywhere; try again.
+                    Err(error) => tracing::debug!(%error, "could not look for holds of stopped replicas"),
+                }
+            }
+        });
+    }
+
+    /// Turns changes other replicas made into this one's events and wakes its waiters, so
+    /// a decision taken anywhere releases the call here.
+    async fn announce_changes(self, mut changes: tokio::sync::mpsc::UnboundedReceiver<super::store::Change>) {
+        let inner = Arc::downgrade(&self.inner);
+        drop(self);
+        while let Some(change) = changes.recv().await {
+            let Some(inner) = inner.upgrade() else { return };
+            inner.version.send_modify(|v| *v = v.wrapping_add(1));
+            let after = change.after;
+            let event = match change.before {
+                Some(before) if before.is_pending() && !after.is_pending() => Event::Settled(after),
+                Some(before) if before.votes.len() != after.votes.len() || before.quorum != after.quorum => Event::Decided(after),
+                _ => continue,
+            };
+            let _ = inner.events.send(event);
+        }
     }
 
     /// Keeps a channel's note about a hold (e.g. where its message is) until `forget`, so a
     /// channel can finish its work after a restart.
     pub async fn remember(&self, channel: &str, id: &ApprovalId, note: &Value) -> Result<(), BrokerError> {
-        self.inner.notes.insert(note_key(channel, id), serde_json::to_vec(note).unwrap_or_default())?;
-        // A crash right after posting is the case this is for.
-        self.inner.notes.flush_async().await?;
-        Ok(())
+        Ok(self.inner.store.remember(channel, id, note).await?)
     }
 
     /// Drops a channel's note about a hold.
-    pub fn forget(&self, channel: &str, id: &ApprovalId) {
-        if let Err(error) = self.inner.notes.remove(note_key(channel, id)) {
+    pub async fn forget(&self, channel: &str, id: &ApprovalId) {
+        if let Err(error) = self.inner.store.forget(channel, id).await {
             tracing::warn!(%error, approval = %id, channel, "could not drop a channel note");
         }
     }
 
     /// A channel's notes, oldest hold first.
-    pub fn notes(&self, channel: &str) -> Vec<(ApprovalId, Value)> {
-        let prefix = note_key(channel, &ApprovalId(String::new()));
-        self.inner
-            .notes
-            .scan_prefix(prefix.as_bytes())
-            .filter_map(Result::ok)
-            .filter_map(|(key, value)| {
-                let id = ApprovalId::parse(std::str::from_utf8(&key[prefix.len()..]).ok()?)?;
-                Some((id, serde_json::from_slice(&value).ok()?))
-            })
-            .collect()
+    pub async fn notes(&self, channel: &str) -> Vec<(ApprovalId, Value)> {
+        match self.inner.store.notes(channel).await {
+            Ok(notes) => notes,
+            Err(error) => {
+                tracing::warn!(%error, channel, "could not read the channel's notes");
+                Vec::new()
+            }
+        }
     }
 
     /// Sets who approves when no matching rule names approvers (once, at start).
@@ -245,8 +298,13 @@ impl Broker {
 
     /// One approval.
     pub fn get(&self, id: &ApprovalId) -> Option<Approval> {
-        let bytes = self.inner.tree.get(id.as_str()).ok()??;
-        serde_json::from_slice(&bytes).ok()
+        match self.inner.store.get(id) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::warn!(%error, approval = %id, "could not read an approval");
+                None
+            }
+        }
     }
 
     /// Every approval, oldest first; with `state`, only those in it.
@@ -257,12 +315,10 @@ impl Broker {
     }
 
     fn all(&self) -> Vec<Approval> {
-        self.inner
-            .tree
-            .iter()
-            .values()
-            .filter_map(|v| v.ok().and_then(|bytes| serde_json::from_slice(&bytes).ok()))
-            .collect()
+        self.inner.store.all().unwrap_or_else(|error| {
+            tracing::warn!(%error, "could not list approvals");
+            Vec::new()
+        })
     }
 
     /// Opens a hold for a call, or re-attaches to the live one bound to the same caller,
@@ -277,18 +333,29 @@ impl Broker {
         let (quorum, approvers) = self.requirements(request.kind, spec);
         let binding = binding(request.kind, request.caller, request.tool, &fingerprint, &args_hmac);
         let guard = self.inner.lock.lock().await;
+        let mut tx = self.inner.store.begin().await?;
         let now = now_ms();
-        let live = self.live_for(&binding)?.filter(|a| {
+        let live = tx.live(&binding).await?.filter(|a| {
             // A retry re-attaches only to a hold the policy would make again.
             a.rule.as_deref() == request.rule && a.quorum == quorum && a.approvers == approvers
         });
         match live {
             Some(found) if found.is_pending() && now >= found.expires_ms => {
                 // Expired but its timer has not fired yet: settle it and open a new one.
-                self.settle(found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
+                self.settle(&mut *tx, found, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             }
-            Some(found) if found.is_pending() || self.usable(&found) => {
+            Some(mut found) if found.is_pending() || self.usable(&found) => {
                 let waiting = self.wait_guard(&found.id);
+                let here = self.inner.store.replica().map(str::to_owned);
+                if found.is_pending() && found.holder != here {
+                    // A retry on this replica of a call another one held: the hold is ours
+                    // now, so that replica's lease no longer decides its fate.
+                    found.holder = here;
+                    tx.put(&found).await?;
+                    drop(tx);
+                    drop(guard);
+                    self.schedule_expiry(&found);
+                }
                 return Ok((found, waiting));
             }
             _ => {}
@@ -321,6 +388,7 @@ impl Broker {
             settled_reason: None,
             executed_by: None,
             nonce: None,
+            holder: self.inner.store.replica().map(str::to_owned),
         };
         let mut record = Record::new(RecordKind::ApprovalRequested)
             .principal(approval.caller.as_str())
@@ -343,8 +411,9 @@ impl Broker {
         if let Some(rule) = &approval.rule {
             record = record.rule(rule.as_str());
         }
-        self.commit(&approval, vec![record]).await?;
+        self.commit(&mut *tx, &approval, vec![record]).await?;
         let waiting = self.wait_guard(&approval.id);
+        drop(tx);
         drop(guard);
         self.schedule_expiry(&approval);
         let _ = self.inner.events.send(Event::Requested(approval.clone()));
@@ -363,7 +432,8 @@ impl Broker {
         channel: &str,
     ) -> Result<Decided, DecideError> {
         let _guard = self.inner.lock.lock().await;
-        let mut approval = self.get(id).ok_or_else(|| DecideError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let mut approval = tx.get(id).await?.ok_or_else(|| DecideError::NotFound(id.clone()))?;
         let principal = who.principal.as_str();
         // With no identity configured, nobody can be told apart: an anonymous caller may
         // only confirm their own call in-band, on the connection that made it.
@@ -373,7 +443,7 @@ impl Broker {
         }
         approval.may_decide(who, channel)?;
         if approval.state == State::Pending && now_ms() >= approval.expires_ms {
-            let expired = self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await?;
+            let expired = self.settle(&mut *tx, approval, State::Expired, "no decision before the approval expired", Vec::new()).await?;
             return Err(DecideError::Expired(Box::new(expired)));
         }
         // A repeated decision returns the current state, pending or settled.
@@ -410,9 +480,9 @@ impl Broker {
             Verdict::Approve => None,
         };
         let approval = match settles {
-            Some((state, reason)) => self.settle(approval, state, &reason, vec![decided]).await?,
+            Some((state, reason)) => self.settle(&mut *tx, approval, state, &reason, vec![decided]).await?,
             None => {
-                self.commit(&approval, vec![decided]).await?;
+                self.commit(&mut *tx, &approval, vec![decided]).await?;
                 let _ = self.inner.events.send(Event::Decided(approval.clone()));
                 approval
             }
@@ -423,11 +493,12 @@ impl Broker {
     /// Cancels a pending hold (a no-op on a settled one); returns the current state.
     pub async fn cancel(&self, id: &ApprovalId, reason: &str) -> Result<Approval, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         if !approval.is_pending() {
             return Ok(approval);
         }
-        self.settle(approval, State::Cancelled, reason, Vec::new()).await
+        self.settle(&mut *tx, approval, State::Cancelled, reason, Vec::new()).await
     }
 
     /// Cancels a pending hold when no call waits on it any more (the client cancelled
@@ -435,11 +506,53 @@ impl Broker {
     pub async fn cancel_if_abandoned(&self, id: &ApprovalId, reason: &str) -> Result<Approval, BrokerError> {
         // Under the lock: `hold` registers a re-attaching retry under it too.
         let _guard = self.inner.lock.lock().await;
-        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
-        if self.waiting_on(id) > 0 || !approval.is_pending() {
+        let mut tx = self.inner.store.begin().await?;
+        let approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        if self.waiting_on(id) > 0 || !approval.is_pending() || !self.holds_here(&approval) {
             return Ok(approval);
         }
-        self.settle(approval, State::Cancelled, reason, Vec::new()).await
+        self.settle(&mut *tx, approval, State::Cancelled, reason, Vec::new()).await
+    }
+
+    /// Whether this gateway holds `approval`'s call (always, where one gateway owns the
+    /// store); a hold another replica took over is that replica's to cancel.
+    pub fn holds_here(&self, approval: &Approval) -> bool {
+        approval.holder.is_none() || approval.holder.as_deref() == self.inner.store.replica()
+    }
+
+    /// Cancels the pending holds of replicas whose lease lapsed ("the holding gateway
+    /// stopped"); under the store's transition, so it happens once whichever replica
+    /// finds them. Returns how many.
+    pub async fn reap(&self) -> Result<usize, BrokerError> {
+        let _guard = self.inner.lock.lock().await;
+        let mut tx = self.inner.store.begin().await?;
+        let orphans = tx.orphans().await?;
+        let count = orphans.len();
+        for orphan in orphans {
+            let cancelled = self.settle(&mut *tx, orphan, State::Cancelled, "the holding gateway stopped", Vec::new()).await?;
+            let _ = self.inner.events.send(Event::Orphaned(cancelled));
+        }
+        Ok(count)
+    }
+
+    /// Like `follow_new_holds`, for holds a stopped replica left (see [`Event::Orphaned`]).
+    pub fn follow_orphans<F, Fut>(&self, channel: &'static str, follow: F)
+    where
+        F: Fn(Approval) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut events = self.subscribe();
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(Event::Orphaned(approval)) if approval.posts_to_chat(channel) => {
+                        tokio::spawn(follow(approval));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return,
+                }
+            }
+        });
     }
 
     /// The quorum and approvers a hold of `kind` gets from the rule's `spec`.
@@ -467,7 +580,8 @@ impl Broker {
         policy: &str,
     ) -> Result<Approval, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let mut approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         if !approval.is_pending() || approval.kind != Kind::Approve {
             return Ok(approval);
         }
@@ -492,7 +606,7 @@ impl Broker {
                 "rule": approval.rule,
                 "policy_sha256": policy,
             }));
-        self.commit(&approval, vec![record]).await?;
+        self.commit(&mut *tx, &approval, vec![record]).await?;
         let _ = self.inner.events.send(Event::Decided(approval.clone()));
         Ok(approval)
     }
@@ -500,11 +614,12 @@ impl Broker {
     /// Marks a pending hold expired once its time has come; returns the current state.
     pub async fn expire(&self, id: &ApprovalId) -> Result<Approval, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         if !approval.is_pending() || now_ms() < approval.expires_ms {
             return Ok(approval);
         }
-        self.settle(approval, State::Expired, "no decision before the approval expired", Vec::new()).await
+        self.settle(&mut *tx, approval, State::Expired, "no decision before the approval expired", Vec::new()).await
     }
 
     /// Uses an approved hold for `call_id`: once only, while it is usable, and only while
@@ -524,10 +639,11 @@ impl Broker {
         args: &Value,
     ) -> Result<SignedReceipt, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let mut approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         if self.usable(&approval) && tool_now.is_none_or(|now| now.to_string() != approval.tool_fingerprint) {
             // Approved, unused, and now for a tool nobody approved: nobody may use it.
-            self.settle(approval, State::Cancelled, changed, Vec::new()).await?;
+            self.settle(&mut *tx, approval, State::Cancelled, changed, Vec::new()).await?;
             return Err(BrokerError::ToolChanged(id.clone()));
         }
         self.same_arguments(&approval, args)?;
@@ -542,7 +658,7 @@ impl Broker {
             return Err(BrokerError::NotUsable { id: id.clone(), state });
         }
         approval.executed_by = Some(call_id.to_owned());
-        self.commit(&approval, vec![forwarded.approval_id(id.as_str())]).await?;
+        self.commit(&mut *tx, &approval, vec![forwarded.approval_id(id.as_str())]).await?;
         Ok(SignedReceipt::sign(receipt_of(&approval, call_id, args), &self.inner.audit))
     }
 
@@ -564,12 +680,6 @@ impl Broker {
             && now_ms() < approval.expires_ms.saturating_add(USE_GRACE_MS)
     }
 
-    fn live_for(&self, binding: &str) -> Result<Option<Approval>, BrokerError> {
-        let Some(id) = self.inner.live.get(binding)? else { return Ok(None) };
-        let id = ApprovalId(String::from_utf8_lossy(&id).into_owned());
-        Ok(self.get(&id))
-    }
-
     /// The receipt for a further round of an execution already under way (a downstream
     /// asked for input): only for the approval that call used.
     pub async fn continuation_receipt(
@@ -580,7 +690,8 @@ impl Broker {
         args: &Value,
     ) -> Result<SignedReceipt, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         self.same_arguments(&approval, args)?;
         if approval.state != State::Approved || approval.executed_by.is_none() {
             return Err(BrokerError::NotUsable { id: id.clone(), state: approval.state.as_str() });
@@ -592,23 +703,24 @@ impl Broker {
     /// A fresh single-use nonce for a sealed state; earlier ones stop working.
     pub async fn issue_nonce(&self, id: &ApprovalId) -> Result<String, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let mut approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         let nonce = ApprovalId::generate().as_str().trim_start_matches("ap-").to_owned();
         approval.nonce = Some(nonce.clone());
-        self.store(&approval)?;
+        tx.put(&approval).await?;
         Ok(nonce)
     }
 
     /// Redeems a nonce: true once for the nonce last issued, false ever after.
     pub async fn redeem_nonce(&self, id: &ApprovalId, nonce: &str) -> Result<bool, BrokerError> {
         let _guard = self.inner.lock.lock().await;
-        let mut approval = self.get(id).ok_or_else(|| BrokerError::NotFound(id.clone()))?;
+        let mut tx = self.inner.store.begin().await?;
+        let mut approval = tx.get(id).await?.ok_or_else(|| BrokerError::NotFound(id.clone()))?;
         // The nonce arrives inside an HMAC-checked state, so a plain comparison leaks nothing.
         let matches = approval.nonce.as_deref() == Some(nonce);
         if matches {
             approval.nonce = None;
-            self.store(&approval)?;
-            self.inner.tree.flush_async().await?;
+            tx.put(&approval).await?;
         }
         Ok(matches)
     }
@@ -641,6 +753,7 @@ impl Broker {
     /// stores and announces the new state.
     async fn settle(
         &self,
+        tx: &mut dyn Transition,
         mut approval: Approval,
         state: State,
         reason: &str,
@@ -661,31 +774,16 @@ impl Broker {
                 .reason(reason)
                 .detail(json!({"approvers": approvers})),
         );
-        self.commit(&approval, records).await?;
+        self.commit(&mut *tx, &approval, records).await?;
         let _ = self.inner.events.send(Event::Settled(approval.clone()));
         Ok(approval)
     }
 
     /// Log first, then state, then wake the waiters.
-    async fn commit(&self, approval: &Approval, records: Vec<Record>) -> Result<(), BrokerError> {
+    async fn commit(&self, tx: &mut dyn Transition, approval: &Approval, records: Vec<Record>) -> Result<(), BrokerError> {
         self.inner.audit.append_all(records).await?;
-        self.store(approval)?;
-        self.inner.tree.flush_async().await?;
+        tx.put(approval).await?;
         self.inner.version.send_modify(|v| *v = v.wrapping_add(1));
-        Ok(())
-    }
-
-    fn store(&self, approval: &Approval) -> Result<(), BrokerError> {
-        // An Approval is plain data; serialising it cannot fail.
-        let bytes = serde_json::to_vec(approval).unwrap_or_default();
-        self.inner.tree.insert(approval.id.as_str(), bytes)?;
-        let key = binding(approval.kind, &approval.caller, &approval.tool, &approval.tool_fingerprint, &approval.args_hmac);
-        let live = approval.is_pending() || (approval.state == State::Approved && approval.executed_by.is_none());
-        if live {
-            self.inner.live.insert(key, approval.id.as_str())?;
-        } else if self.inner.live.get(&key)?.is_some_and(|id| id == approval.id.as_str().as_bytes()) {
-            self.inner.live.remove(key)?;
-        }
         Ok(())
     }
 
@@ -702,16 +800,6 @@ impl Broker {
             }
         });
     }
-}
-
-fn note_key(channel: &str, id: &ApprovalId) -> String {
-    format!("{channel}\u{1f}{id}")
-}
-
-/// What a hold is bound to: the key of the live index.
-fn binding(kind: Kind, caller: &str, tool: &str, fingerprint: &str, args_hmac: &str) -> String {
-    // Unit separators keep the parts apart whatever characters a principal holds.
-    format!("{}\u{1f}{caller}\u{1f}{tool}\u{1f}{fingerprint}\u{1f}{args_hmac}", kind.as_str())
 }
 
 /// The receipt for `approval`'s execution with `args`. It carries the plain SHA-256 of the

@@ -33,6 +33,7 @@ pub mod outbound;
 pub mod receipt;
 pub mod seal;
 pub(crate) mod shown;
+pub mod store;
 pub mod slack;
 pub mod teams;
 pub mod web;
@@ -222,6 +223,10 @@ pub struct Approval {
     /// The single-use nonce of a sealed 2026-07-28 confirmation, until it is redeemed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// The replica whose call waits on it, where replicas share the store; when that
+    /// replica's lease lapses the hold is cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holder: Option<String>,
 }
 
 impl Approval {
@@ -392,5 +397,6 @@ pub(crate) fn sample_approval(args: Value, rule: Option<&str>, reason: &str) -> 
         settled_reason: None,
         executed_by: None,
         nonce: None,
+        holder: None,
     }
 }

@@ -38,6 +38,16 @@ impl Teams {
         let teams = Arc::new(Teams { outbound: Outbound::new()?, settings, broker });
         let follower = teams.clone();
         teams.broker.follow_new_holds(CHANNEL, move |approval| follower.clone().follow(approval));
+        let adopter = teams.clone();
+        teams.broker.follow_orphans(CHANNEL, move |approval| {
+            let teams = adopter.clone();
+            async move {
+                // A hold whose holding replica stopped: post the outcome card it owed.
+                if teams.broker.notes(CHANNEL).await.iter().any(|(id, _)| *id == approval.id) {
+                    teams.post_outcome(&approval).await;
+                }
+            }
+        });
         tokio::spawn(teams.clone().resume());
         Ok(teams)
     }
@@ -63,8 +73,10 @@ impl Teams {
     /// Posts the outcome cards an earlier run owed: holds that settled (a restart cancels
     /// the pending ones) after their request card went out.
     async fn resume(self: Arc<Self>) {
-        for (id, _) in self.broker.notes(CHANNEL) {
+        for (id, _) in self.broker.notes(CHANNEL).await {
             match self.broker.get(&id) {
+                // Another replica's hold: it posts its own outcome card.
+                Some(current) if current.is_pending() && !self.broker.holds_here(&current) => {}
                 Some(current) if current.is_pending() => {
                     let teams = self.clone();
                     tokio::spawn(async move {
@@ -74,7 +86,7 @@ impl Teams {
                     });
                 }
                 Some(current) => self.post_outcome(&current).await,
-                None => self.broker.forget(CHANNEL, &id),
+                None => self.broker.forget(CHANNEL, &id).await,
             }
         }
     }
@@ -82,7 +94,7 @@ impl Teams {
     async fn post_outcome(&self, settled: &Approval) {
         let link = format!("{}/approvals/{}", self.settings.public_url, settled.id);
         match self.post(&settled_card(settled, &link)).await {
-            Ok(()) => self.broker.forget(CHANNEL, &settled.id),
+            Ok(()) => self.broker.forget(CHANNEL, &settled.id).await,
             Err(error) => tracing::error!(%error, approval = %settled.id, "could not post the outcome card to Teams"),
         }
     }

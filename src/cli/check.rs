@@ -3,7 +3,8 @@
 //! Owns: the command's flags and its output (one `file:line: message` per problem, or a
 //! one-line summary).
 //! Uses: `config::Config::load_partial`, `manifest::load_dir`, `policy::PolicySet::load`.
-//! Must not: start servers or open the data directory.
+//! Must not: start servers or open the data directory; change the database (`--connect`
+//! only reads its schema version).
 
 use std::process::ExitCode;
 
@@ -16,6 +17,10 @@ use crate::policy::PolicySet;
 pub(crate) struct Args {
     #[command(flatten)]
     config: super::ConfigArg,
+    /// Also reach the storage backend (`[storage]`): connect to PostgreSQL and read its
+    /// schema version (changes nothing).
+    #[arg(long)]
+    connect: bool,
 }
 
 /// What `airlock check` found: everything it could load, and every problem (also what a
@@ -85,7 +90,41 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
         files,
         plural(files),
     );
-    Ok(ExitCode::SUCCESS)
+    storage(&checked.config.storage, args.connect)
+}
+
+/// Reports the storage backend; with `connect`, reaches PostgreSQL (exit 1 if it cannot).
+#[allow(clippy::print_stdout)]
+fn storage(storage: &crate::storage::StorageConfig, connect: bool) -> anyhow::Result<ExitCode> {
+    let settings = match &storage.backend {
+        crate::storage::Backend::Sled => {
+            if connect {
+                println!("storage: sled, embedded in gateway.data_dir (nothing to connect to)");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        crate::storage::Backend::Postgres(settings) => settings,
+    };
+    if settings.url_env.get().is_none() {
+        eprintln!(
+            "airlock: warning: storage.url_env names {}, which is not set here; the gateway will not start without it",
+            settings.url_env.as_str()
+        );
+    }
+    if !connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = super::live::runtime()?;
+    match runtime.block_on(crate::storage::schema_status(settings)) {
+        Ok(status) => {
+            println!("storage: {status}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            println!("storage: FAILED: {e}");
+            Ok(ExitCode::from(super::EXIT_FOUND_PROBLEM))
+        }
+    }
 }
 
 fn plural(n: usize) -> &'static str {

@@ -27,6 +27,7 @@ mod reload;
 mod report;
 mod serve;
 mod serve_reload;
+mod serve_state;
 mod tokens;
 mod tools;
 mod wiring;

@@ -16,7 +16,7 @@ use crate::audit::AuditLog;
 use crate::approval::Broker;
 use crate::approval::slack::Slack;
 use crate::approval::teams::Teams;
-use crate::gateway::fingerprints::{Fingerprints, open_state};
+use crate::gateway::fingerprints::open_state;
 use crate::gateway::{Channel, Gateway, HoldSettings, Parts};
 use crate::identity::Authenticator;
 
@@ -95,9 +95,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     let mut liveness = if options.control { Some(crate::control::Liveness::take(data_dir)?) } else { None };
     let audit = AuditLog::open(super::wiring::audit(&config))?;
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
-    let fingerprints = Fingerprints::in_db(&state)?;
+    let (fingerprints, approvals) = super::serve_state::open(&config, &state).await?;
     let tasks = crate::gateway::tasks::TaskStore::in_db(&state)?;
-    let approvals = Broker::open(&state, audit.clone(), config.approvals.timeout)
+    let approvals = Broker::open_in(approvals, audit.clone(), config.approvals.timeout)
         .await?
         .with_default_approvers(config.approvals.default_approvers.clone());
     let listener = match http_addr {

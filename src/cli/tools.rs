@@ -108,7 +108,7 @@ fn print_rows(rows: &[ToolRow], json: bool) -> anyhow::Result<ExitCode> {
 fn accept(config: &super::ConfigArg, name: &str) -> anyhow::Result<ExitCode> {
     let checked = super::check::load_everything(config)?;
     let fingerprints = open_fingerprints(&checked)?;
-    let accepted = fingerprints.accept(name)?;
+    let accepted = super::live::runtime()?.block_on(fingerprints.accept(name))?;
     say(&format!("accepted {name} at fingerprint {accepted}"));
     Ok(ExitCode::SUCCESS)
 }

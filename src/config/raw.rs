@@ -31,6 +31,7 @@ pub(super) struct RawConfig {
     pub(super) identity: Option<RawIdentity>,
     pub(super) approvals: Option<RawApprovals>,
     pub(super) telemetry: Option<super::telemetry::RawTelemetry>,
+    pub(super) storage: Option<Spanned<super::storage::RawStorage>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -601,7 +602,7 @@ impl Validator<'_, '_> {
     }
 
     /// A key the table must have; reports it at the table's position when absent.
-    fn required<T>(
+    pub(super) fn required<T>(
         &mut self,
         value: Option<Spanned<T>>,
         table_span: std::ops::Range<usize>,
@@ -642,7 +643,7 @@ impl Validator<'_, '_> {
         }
     }
 
-    fn env_name(&mut self, value: &Spanned<String>, key: &str) -> Option<EnvVarName> {
+    pub(super) fn env_name(&mut self, value: &Spanned<String>, key: &str) -> Option<EnvVarName> {
         match EnvVarName::new(value.get_ref()) {
             Ok(v) => Some(v),
             Err(why) => {

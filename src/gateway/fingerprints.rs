@@ -15,22 +15,27 @@
 
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use rmcp::model::Tool;
 use serde_json::json;
 
 use crate::audit::{Sha256Digest, canonical};
 
-const TREE: &str = "fingerprints";
+pub mod postgres;
+pub mod store;
+
+pub use store::{Entry, FingerprintStore, SledFingerprints};
 /// The prefix of a version-2 fingerprint in its text form.
 const V2: &str = "v2:";
 
 /// Why the fingerprint store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FingerprintError {
-    /// sled failed (or the database is locked by a running gateway).
-    #[error("gateway state database: {0}")]
-    Db(#[from] sled::Error),
+    /// The store failed: sled (or its database is locked by a running gateway), or the
+    /// cluster's database is unreachable.
+    #[error("tool fingerprint store: {0}")]
+    Store(String),
     /// No tool of that name was ever seen.
     #[error("no tool named {0} has been seen by this gateway")]
     Unknown(String),
@@ -139,20 +144,26 @@ pub struct Observation {
     write: Option<Stored>,
 }
 
-/// The store.
+/// The store. Cheap to clone.
+#[derive(Clone)]
 pub struct Fingerprints {
-    tree: sled::Tree,
+    store: Arc<dyn FingerprintStore>,
 }
 
 impl Fingerprints {
     /// Opens (or creates) the state database under `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self, FingerprintError> {
-        Self::in_db(&open_state(data_dir)?)
+        Self::in_db(&open_state(data_dir).map_err(|e| FingerprintError::Store(e.to_string()))?)
     }
 
     /// The store inside an open state database (shared with the approval broker).
     pub fn in_db(db: &sled::Db) -> Result<Self, FingerprintError> {
-        Ok(Self { tree: db.open_tree(TREE)? })
+        Ok(Self::in_store(Arc::new(SledFingerprints::open(db)?)))
+    }
+
+    /// The fingerprints in `store` (sled, or a cluster's database).
+    pub fn in_store(store: Arc<dyn FingerprintStore>) -> Self {
+        Self { store }
     }
 
     /// Compares a tool with what was accepted, without storing anything: the caller
@@ -203,35 +214,23 @@ impl Fingerprints {
 
     /// Stores what `check` found (first sightings, upgrades, the last seen fingerprint).
     pub async fn record(&self, observations: &[Observation]) -> Result<(), FingerprintError> {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for stored in observations.iter().filter_map(|o| o.write.as_ref()) {
-            any = true;
-            batch.insert(stored.key.as_bytes(), serde_json::to_vec(&stored.value()).unwrap_or_default());
-        }
-        if any {
-            self.tree.apply_batch(batch)?;
-            self.tree.flush_async().await?;
-        }
-        Ok(())
+        let entries: Vec<(String, Entry)> =
+            observations.iter().filter_map(|o| o.write.as_ref()).map(|s| (s.key.clone(), s.entry())).collect();
+        self.store.put_all(&entries).await
     }
 
     /// Accepts the last seen fingerprint of `exposed_name` (`airlock tools accept`).
-    pub fn accept(&self, exposed_name: &str) -> Result<String, FingerprintError> {
+    pub async fn accept(&self, exposed_name: &str) -> Result<String, FingerprintError> {
         let stored = self.stored(exposed_name)?.ok_or_else(|| FingerprintError::Unknown(exposed_name.to_owned()))?;
-        let accepted = Stored { key: stored.key.clone(), accepted: Some(stored.seen.clone()), seen: stored.seen.clone() };
-        self.tree.insert(exposed_name, serde_json::to_vec(&accepted.value()).unwrap_or_default())?;
-        self.tree.flush()?;
+        let accepted = Entry { accepted: Some(stored.seen.clone()), seen: stored.seen.clone() };
+        self.store.put_all(&[(exposed_name.to_owned(), accepted)]).await?;
         Ok(shown(&stored.seen))
     }
 
-    /// The stored entry; one that does not parse reads as "never seen" would hide a
-    /// change, so it reads as accepted nothing (critical until accepted).
+    /// The stored entry (one that does not parse reads as accepted nothing).
     fn stored(&self, exposed_name: &str) -> Result<Option<Stored>, FingerprintError> {
-        let Some(bytes) = self.tree.get(exposed_name)? else { return Ok(None) };
-        let value = serde_json::from_slice::<StoredValue>(&bytes)
-            .unwrap_or(StoredValue { accepted: None, seen: String::new() });
-        Ok(Some(Stored { key: exposed_name.to_owned(), accepted: value.accepted, seen: value.seen }))
+        let Some(entry) = self.store.get(exposed_name)? else { return Ok(None) };
+        Ok(Some(Stored { key: exposed_name.to_owned(), accepted: entry.accepted, seen: entry.seen }))
     }
 }
 
@@ -254,17 +253,9 @@ struct Stored {
 }
 
 impl Stored {
-    fn value(&self) -> StoredValue {
-        StoredValue { accepted: self.accepted.clone(), seen: self.seen.clone() }
+    fn entry(&self) -> Entry {
+        Entry { accepted: self.accepted.clone(), seen: self.seen.clone() }
     }
-}
-
-/// The stored form: what an operator accepted (nothing yet, for a held new tool) and what
-/// was last seen. Version-1 entries have the same shape with bare hex strings.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredValue {
-    accepted: Option<String>,
-    seen: String,
 }
 
 #[cfg(test)]
@@ -277,9 +268,11 @@ mod tests {
         Tool::new("t", description.to_owned(), std::sync::Arc::new(schema))
     }
 
-    fn store() -> Fingerprints {
+    fn store() -> (Fingerprints, sled::Tree) {
         let db = sled::Config::new().temporary(true).open().expect("db");
-        Fingerprints::in_db(&db).expect("store")
+        let sled = SledFingerprints::open(&db).expect("store");
+        let tree = sled.tree.clone();
+        (Fingerprints::in_store(Arc::new(sled)), tree)
     }
 
     #[test]
@@ -301,7 +294,7 @@ mod tests {
 
     #[tokio::test]
     async fn first_sight_is_trusted_or_held_and_a_change_is_seen_once() {
-        let store = store();
+        let (store, _) = store();
         let first = store.check("s", "s__t", &tool("d"), FirstSight::Trust).expect("check");
         assert_eq!(first.status, Status::New);
         store.record(&[first]).await.expect("record");
@@ -314,17 +307,17 @@ mod tests {
         let held = store.check("s", "s__u", &tool("d"), FirstSight::Hold).expect("check");
         assert_eq!(held.status, Status::Unaccepted);
         store.record(&[held]).await.expect("record");
-        store.accept("s__u").expect("accept");
+        store.accept("s__u").await.expect("accept");
         assert_eq!(store.check("s", "s__u", &tool("d"), FirstSight::Hold).expect("check").status, Status::Trusted);
     }
 
     #[tokio::test]
     async fn a_matching_version_1_entry_is_upgraded_and_a_stale_one_is_a_change() {
-        let store = store();
+        let (store, tree) = store();
         let v1 = legacy_v1("s__t", &tool("d"));
         let legacy = serde_json::to_vec(&json!({"accepted": v1, "seen": v1})).expect("json");
-        store.tree.insert("s__t", legacy.clone()).expect("insert");
-        store.tree.insert("s__u", legacy).expect("insert");
+        tree.insert("s__t", legacy.clone()).expect("insert");
+        tree.insert("s__u", legacy).expect("insert");
         let upgraded = store.check("s", "s__t", &tool("d"), FirstSight::Trust).expect("check");
         assert_eq!(upgraded.status, Status::Trusted);
         assert_eq!(upgraded.upgraded_from.as_deref(), Some(v1.as_str()));

@@ -219,7 +219,7 @@ impl Gateway {
     /// gateway), then vets and publishes the catalog again, so the tool is served at its
     /// manifest risk at once, and tells legacy-era clients the list changed.
     pub async fn accept_tool(&self, exposed: &str) -> Result<String, fingerprints::FingerprintError> {
-        let accepted = self.fingerprints.accept(exposed)?;
+        let accepted = self.fingerprints.accept(exposed).await?;
         let catalog = self.downstreams.subscribe().borrow().clone();
         self.refresh_catalog(&catalog).await;
         self.notify_list_changed().await;

@@ -7,6 +7,8 @@ mod approvals_api;
 mod audit;
 mod audit_view;
 mod channels;
+mod cluster_approvals;
+mod cluster_log;
 mod config_errors;
 mod demo;
 mod demo_tools;

@@ -368,3 +368,91 @@ pub async fn next_json(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::
         .expect("a line");
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-JSON line {line:?}: {e}"))
 }
+
+/// A fresh database of its own on the test PostgreSQL server (`AIRLOCK_TEST_PG_URL`, set
+/// by `.ci/run`), dropped when this goes away.
+pub struct TestDb {
+    /// The database's URL (what `storage.url_env` names in the test's config).
+    pub url: String,
+    pub name: String,
+    admin: String,
+}
+
+/// The admin URL of the test server; `None` (after printing SKIPPED) when it is not set.
+/// Under CI (`CI` set) a missing server fails the test instead: CI must run them.
+pub fn pg_admin_url(test: &str) -> Option<String> {
+    match std::env::var("AIRLOCK_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => {
+            panic!("{test}: CI is set but AIRLOCK_TEST_PG_URL is not: .ci/run must start PostgreSQL")
+        }
+        _ => {
+            eprintln!("SKIPPED {test}: needs PostgreSQL (set AIRLOCK_TEST_PG_URL, e.g. from `.ci/pg start DIR PORT`)");
+            None
+        }
+    }
+}
+
+impl TestDb {
+    /// Creates the database `airlock_<test>_<random>`; `None` when the server is not set.
+    pub async fn create(test: &str) -> Option<TestDb> {
+        let admin = pg_admin_url(test)?;
+        let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let name = format!("airlock_{}_{suffix}", test.chars().filter(char::is_ascii_alphanumeric).take(30).collect::<String>());
+        pg_admin(&admin, &format!("CREATE DATABASE {name}")).await;
+        let mut url = url::Url::parse(&admin).expect("AIRLOCK_TEST_PG_URL is a URL");
+        url.set_path(&name);
+        Some(TestDb { url: url.to_string(), name, admin })
+    }
+
+    /// Runs SQL on the server's admin database (e.g. copying this database).
+    pub async fn admin(&self, sql: &str) {
+        pg_admin(&self.admin, sql).await;
+    }
+
+    /// Runs SQL in this database and returns the first column of each row as text.
+    pub async fn query(&self, sql: &str) -> Vec<String> {
+        let (client, conn) = tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await.expect("connect to the test database");
+        let task = tokio::spawn(conn);
+        let rows = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+        drop(client);
+        let _ = task.await;
+        rows.iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("").to_owned()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside the test's runtime, which must not block: a thread of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(pg_admin(&admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")));
+        })
+        .join();
+    }
+}
+
+async fn pg_admin(admin: &str, sql: &str) {
+    let (client, conn) = tokio_postgres::connect(admin, tokio_postgres::NoTls).await.expect("connect to AIRLOCK_TEST_PG_URL");
+    let task = tokio::spawn(conn);
+    client.batch_execute(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    drop(client);
+    let _ = task.await;
+}
+
+
+/// Stops, starts or restarts the test server (`.ci/pg ACTION $AIRLOCK_TEST_PG_DIR`);
+/// false when the tests were not given its directory.
+pub fn pg_ctl(action: &str) -> bool {
+    let Some(dir) = std::env::var_os("AIRLOCK_TEST_PG_DIR") else { return false };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg");
+    let out = Command::new("bash").arg(script).arg(action).arg(dir).output().expect("run .ci/pg");
+    assert!(out.status.success(), ".ci/pg {action}: {}", String::from_utf8_lossy(&out.stderr));
+    true
+}

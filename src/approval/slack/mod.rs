@@ -109,6 +109,8 @@ impl Slack {
         let slack = Arc::new(Slack { api, channel: settings.channel, broker, interactions, page });
         let follower = slack.clone();
         slack.broker.follow_new_holds(CHANNEL, move |approval| follower.clone().follow(approval));
+        let adopter = slack.clone();
+        slack.broker.follow_orphans(CHANNEL, move |approval| adopter.clone().adopt(approval));
         tokio::spawn(slack.clone().resume());
         Ok(slack)
     }
@@ -116,35 +118,50 @@ impl Slack {
     /// Finishes messages an earlier run posted: their holds settled (a restart cancels the
     /// pending ones) while nobody was there to update them.
     async fn resume(self: Arc<Self>) {
-        for (id, note) in self.broker.notes(CHANNEL) {
-            let channel = note["channel"].as_str().unwrap_or(&self.channel).to_owned();
-            let ts = note["ts"].as_str().map(str::to_owned);
-            match (self.broker.get(&id), ts) {
-                (Some(current), Some(ts)) if current.is_pending() => {
-                    let events = self.broker.subscribe();
-                    tokio::spawn(self.clone().track(id, channel, ts, events));
-                }
-                (Some(current), Some(ts)) => {
-                    match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
-                        Ok(_) => self.broker.forget(CHANNEL, &id),
-                        Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
-                    }
-                }
-                // The run stopped while posting: the message may or may not exist, so say
-                // how the hold ended in a message of its own.
-                (Some(current), None) if !current.is_pending() => {
-                    let mut message = render::settled_message(&current, &channel, "");
-                    if let Some(fields) = message.as_object_mut() {
-                        fields.remove("ts");
-                    }
-                    match self.api.call("chat.postMessage", &message).await {
-                        Ok(_) => self.broker.forget(CHANNEL, &id),
-                        Err(error) => tracing::error!(%error, approval = %id, "could not post the outcome to Slack"),
-                    }
-                }
-                (Some(_), None) => {}
-                (None, _) => self.broker.forget(CHANNEL, &id),
+        for (id, note) in self.broker.notes(CHANNEL).await {
+            self.clone().resume_one(id, note).await;
+        }
+    }
+
+    /// Finishes the message of a hold whose holding replica stopped (its lease lapsed and
+    /// the hold was cancelled here).
+    async fn adopt(self: Arc<Self>, approval: Approval) {
+        let note = self.broker.notes(CHANNEL).await.into_iter().find(|(id, _)| *id == approval.id);
+        if let Some((id, note)) = note {
+            self.resume_one(id, note).await;
+        }
+    }
+
+    async fn resume_one(self: Arc<Self>, id: crate::approval::ApprovalId, note: Value) {
+        let channel = note["channel"].as_str().unwrap_or(&self.channel).to_owned();
+        let ts = note["ts"].as_str().map(str::to_owned);
+        match (self.broker.get(&id), ts) {
+            // Another replica's hold: it keeps its own message up to date.
+            (Some(current), _) if current.is_pending() && !self.broker.holds_here(&current) => {}
+            (Some(current), Some(ts)) if current.is_pending() => {
+                let events = self.broker.subscribe();
+                tokio::spawn(self.clone().track(id, channel, ts, events));
             }
+            (Some(current), Some(ts)) => {
+                match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
+                    Ok(_) => self.broker.forget(CHANNEL, &id).await,
+                    Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
+                }
+            }
+            // The run stopped while posting: the message may or may not exist, so say
+            // how the hold ended in a message of its own.
+            (Some(current), None) if !current.is_pending() => {
+                let mut message = render::settled_message(&current, &channel, "");
+                if let Some(fields) = message.as_object_mut() {
+                    fields.remove("ts");
+                }
+                match self.api.call("chat.postMessage", &message).await {
+                    Ok(_) => self.broker.forget(CHANNEL, &id).await,
+                    Err(error) => tracing::error!(%error, approval = %id, "could not post the outcome to Slack"),
+                }
+            }
+            (Some(_), None) => {}
+            (None, _) => self.broker.forget(CHANNEL, &id).await,
         }
     }
 
@@ -192,7 +209,7 @@ impl Slack {
             let Some(current) = self.broker.get(&id) else { return };
             if !current.is_pending() {
                 match self.api.call("chat.update", &render::settled_message(&current, &channel, &ts)).await {
-                    Ok(_) => self.broker.forget(CHANNEL, &id),
+                    Ok(_) => self.broker.forget(CHANNEL, &id).await,
                     Err(error) => tracing::error!(%error, approval = %id, "could not update the Slack message with the outcome"),
                 }
                 return;
