@@ -407,8 +407,19 @@ pub fn verify_dir(
     paths: &LogPaths,
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
-    let db = store::open_existing_db(&paths.db)?;
-    verify_db(&db, paths, trust, Snapshot::Stopped)
+    verify_stopped(&super::LogReader::open(paths)?, paths, trust)
+}
+
+/// `verify_dir` through a reader the caller opened (`LogReader::open`) on a stopped log,
+/// for a caller that reads the records too: one open for both. Opening sled again right
+/// after a drop can find the lock still held by sled's IO thread finishing the last
+/// write, which a second `LogReader::open` reports as a locked database.
+pub fn verify_stopped(
+    reader: &super::LogReader,
+    paths: &LogPaths,
+    trust: Trust,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    verify_db(&reader.db, paths, trust, Snapshot::Stopped)
 }
 
 /// Verifies the log of a running gateway through its reader (`AuditLog::reader`): what is
