@@ -114,6 +114,7 @@ fn main() {
     // AIRLOCK_BENCH_ONLY=fsync:64 runs one case (for profiling).
     let only = std::env::var("AIRLOCK_BENCH_ONLY").ok();
     let mut verify_dirs = Vec::new();
+    let mut durable_64 = None;
     for (name, durability) in [("fsync", Durability::Fsync), ("none", Durability::None)] {
         for writers in [1usize, 8, 64] {
             if only
@@ -143,10 +144,16 @@ fn main() {
                     verify_dirs.push((writers, dir));
                 }
             }
-            println!("{name:>10} {writers:>8} {:>14.0}", median(rates));
+            let rate = median(rates);
+            if matches!(durability, Durability::Fsync) && writers == 64 {
+                durable_64 = Some(rate);
+            }
+            println!("{name:>10} {writers:>8} {rate:>14.0}");
         }
     }
     println!("\naudit verify (median of {runs} runs)");
+    // The target is for the largest log (the 1-writer log is one checkpoint per record).
+    let mut verified = None::<(u64, f64)>;
     for (writers, dir) in &verify_dirs {
         let mut rates = Vec::new();
         let mut shape = (0, 0);
@@ -154,6 +161,10 @@ fn main() {
             let (rate, n, cps) = verify_rate(dir.path());
             rates.push(rate);
             shape = (n, cps);
+        }
+        let rate = median(rates.clone());
+        if verified.is_none_or(|(n, _)| shape.0 > n) {
+            verified = Some((shape.0, rate));
         }
         println!(
             "log of {} records in {} checkpoints (written by {writers} writer(s)): {:.0} records/s verified \
@@ -163,5 +174,23 @@ fn main() {
             median(rates),
             scan_rate(dir.path())
         );
+    }
+    println!("\ntargets (issue 14; the machine's load shifts these, so read them with `uptime`)");
+    target_line("durable records/s at 64 writers (fsync)", durable_64, DURABLE_TARGET);
+    target_line("verified records/s (every core, largest log)", verified.map(|(_, r)| r), VERIFIED_TARGET);
+}
+
+/// At least this many records/s appended and durable with 64 writers.
+const DURABLE_TARGET: f64 = 100_000.0;
+/// At least this many records/s verified.
+const VERIFIED_TARGET: f64 = 1_000_000.0;
+
+fn target_line(what: &str, measured: Option<f64>, target: f64) {
+    match measured {
+        Some(rate) => {
+            let verdict = if rate >= target { "met" } else { "MISSED" };
+            println!("  {what}: {rate:.0} (target >= {target:.0}): {verdict}");
+        }
+        None => println!("  {what}: not measured in this run (AIRLOCK_BENCH_ONLY)"),
     }
 }

@@ -270,8 +270,12 @@ fn http_command(env: &Env, target: Target, port: u16, downstream: &[String], dir
 /// their sandboxes; returns the argv of the first downstream (what peers and `Direct` run).
 fn write_setup(env: &Env, dir: &Path, target: Target, downstreams: usize) -> anyhow::Result<Vec<String>> {
     let audit = target.audit().unwrap_or(Audit::None);
+    // The caps that isolate callers (64 connections per address by default) would refuse
+    // the 128-caller run, whose callers all come from 127.0.0.1 and may each hold a
+    // connection: raised here, for the bench only.
     let config = format!(
-        "[gateway]\ndata_dir = \"data\"\nmanifests = \"tool-manifests\"\n\n[audit]\ndurability = \"{}\"\n",
+        "[gateway]\ndata_dir = \"data\"\nmanifests = \"tool-manifests\"\n\n[audit]\ndurability = \"{}\"\n\n\
+         [http]\nmax_connections = 4096\nmax_connections_per_address = 4096\nmax_sessions = 4096\nmax_sessions_per_principal = 4096\n",
         audit.key()
     );
     std::fs::write(dir.join("airlock.toml"), config)?;

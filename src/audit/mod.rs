@@ -51,7 +51,7 @@ pub use trusted::{
     ConsistencyProof, Provable, check_consistency, check_trusted, cosignatures, provable,
     split_notes, witnessed, witnessed_dir,
 };
-pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export, verify_live};
+pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export, verify_live, verify_stopped};
 pub use writer::{AuditLog, Recorded};
 
 /// How the log is opened.

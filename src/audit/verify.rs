@@ -27,6 +27,8 @@ use super::keys::{KeyId, PublicKey};
 use super::merkle::{Frontier, leaf_hash};
 use super::store::{self, LogPaths};
 
+mod prehash;
+
 /// What is wrong at the first bad sequence number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Problem {
@@ -175,20 +177,26 @@ impl Verifier {
         }
     }
 
-    /// Hashes the next record; returns the chain hash after it.
-    fn record(&mut self, bytes: &[u8]) -> Result<Sha256Digest, VerifyFailure> {
+    /// Hashes the next record into the chain and the tree.
+    fn record(&mut self, bytes: &[u8]) -> Result<(), VerifyFailure> {
+        let chain = Sha256Digest::of_parts(&[self.chain.as_bytes(), bytes]);
+        self.advance(bytes, chain, leaf_hash(bytes))
+    }
+
+    /// Takes the next record with its hashes already computed: `chain` after it, `leaf`.
+    fn advance(&mut self, bytes: &[u8], chain: Sha256Digest, leaf: Sha256Digest) -> Result<(), VerifyFailure> {
         let seq = self.next_seq;
         // An export header may start at any seq; the one after u64::MAX does not exist.
         let next = seq
             .checked_add(1)
             .ok_or_else(|| fail(seq, Problem::Malformed, "seq overflows 64 bits"))?;
-        self.chain = Sha256Digest::of_parts(&[self.chain.as_bytes(), bytes]);
-        self.frontier.push(leaf_hash(bytes));
+        self.chain = chain;
+        self.frontier.push(leaf);
         if self.finder.find(bytes).is_some() {
             self.note_rotation(seq, bytes)?;
         }
         self.next_seq = next;
-        Ok(self.chain)
+        Ok(())
     }
 
     fn note_rotation(&mut self, seq: u64, bytes: &[u8]) -> Result<(), VerifyFailure> {
@@ -399,8 +407,19 @@ pub fn verify_dir(
     paths: &LogPaths,
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
-    let db = store::open_existing_db(&paths.db)?;
-    verify_db(&db, paths, trust, Snapshot::Stopped)
+    verify_stopped(&super::LogReader::open(paths)?, paths, trust)
+}
+
+/// `verify_dir` through a reader the caller opened (`LogReader::open`) on a stopped log,
+/// for a caller that reads the records too: one open for both. Opening sled again right
+/// after a drop can find the lock still held by sled's IO thread finishing the last
+/// write, which a second `LogReader::open` reports as a locked database.
+pub fn verify_stopped(
+    reader: &super::LogReader,
+    paths: &LogPaths,
+    trust: Trust,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    verify_db(&reader.db, paths, trust, Snapshot::Stopped)
 }
 
 /// Verifies the log of a running gateway through its reader (`AuditLog::reader`): what is
@@ -470,7 +489,7 @@ fn walk_db(
     db_error: &mut Option<AuditError>,
     snapshot: Snapshot,
 ) -> Result<u64, VerifyFailure> {
-    let mut records = db.scan_prefix([store::RECORD_PREFIX]).peekable();
+    let mut records = prehash::Prehashed::new(db.scan_prefix([store::RECORD_PREFIX]), v.chain).peekable();
     let mut last_seen = 0u64;
     for (index, (_, cp)) in stored.iter().enumerate() {
         let Some(cp) = cp.clone() else {
@@ -481,7 +500,7 @@ fn walk_db(
             ));
         };
         while v.next_seq <= cp.size {
-            let (key, value) = match records.next() {
+            let key = match records.next() {
                 None => {
                     return Err(fail(
                         v.next_seq,
@@ -497,18 +516,18 @@ fn walk_db(
                     *db_error = Some(e.into());
                     return Err(fail(v.next_seq, Problem::Malformed, "database read failed"));
                 }
-                Some(Ok(kv)) => kv,
+                Some(Ok(hashed)) => hashed,
             };
-            let seq = store::key_number(&key).unwrap_or(0);
+            let seq = store::key_number(&key.key).unwrap_or(0);
             last_seen = seq;
-            check_db_record(v, seq, &value)?;
+            check_db_record(v, seq, &key)?;
         }
         v.checkpoint(cp)?;
     }
     if snapshot == Snapshot::Stopped
-        && let Some(Ok((key, _))) = records.peek()
+        && let Some(Ok(next)) = records.peek()
     {
-        let seq = store::key_number(key).unwrap_or(0);
+        let seq = store::key_number(&next.key).unwrap_or(0);
         return Err(fail(
             seq,
             Problem::Unsigned,
@@ -518,7 +537,8 @@ fn walk_db(
     Ok(last_seen.max(v.next_seq - 1))
 }
 
-fn check_db_record(v: &mut Verifier, seq: u64, value: &[u8]) -> Result<(), VerifyFailure> {
+fn check_db_record(v: &mut Verifier, seq: u64, record: &prehash::Hashed) -> Result<(), VerifyFailure> {
+    let value = &record.value;
     let expected = v.next_seq;
     if seq != expected {
         return Err(if seq > expected {
@@ -539,11 +559,12 @@ fn check_db_record(v: &mut Verifier, seq: u64, value: &[u8]) -> Result<(), Verif
         return Err(fail(seq, Problem::Edited, "stored entry is too short"));
     }
     let (stored_hash, bytes) = value.split_at(32);
-    let computed = v.record(bytes)?;
-    if computed.as_bytes() != stored_hash {
-        return Err(diagnose(seq, bytes));
+    match record.link {
+        // The link was hashed from the stored hash before it; every earlier one matched,
+        // so that is the chain (see `prehash`).
+        Some(link) if link.as_bytes() == stored_hash => v.advance(bytes, link, record.leaf),
+        _ => Err(diagnose(seq, bytes)),
     }
-    Ok(())
 }
 
 /// Says why a record's hash is wrong: moved from elsewhere, or changed.
@@ -715,7 +736,7 @@ fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {
     }
     let expected = v.next_seq;
     match value.get("seq").and_then(Value::as_u64) {
-        Some(seq) if seq == expected => v.record(line).map(|_| ()),
+        Some(seq) if seq == expected => v.record(line),
         Some(seq) if seq > expected => Err(fail(
             expected,
             Problem::Missing,

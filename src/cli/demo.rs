@@ -32,7 +32,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::SignedReceipt;
-use crate::audit::{LogPaths, LogReader, Seq, SigningKey, Trust, verify_dir};
+use crate::audit::{LogPaths, LogReader, Seq, SigningKey, Trust, verify_stopped};
 use crate::config::TokenConfig;
 use crate::manifest::Transport;
 
@@ -225,7 +225,9 @@ fn report(data_dir: &Path, key_path: Option<&Path>, sandbox: &Path, played: &[Pl
     let paths = LogPaths::new(data_dir, key_path);
     let anchor = SigningKey::load(&paths.key)?.public_key();
     println!();
-    let verified = verify_dir(&paths, Trust { anchor })?;
+    // One open for the verification and the records (see `audit::verify_stopped`).
+    let reader = LogReader::open(&paths)?;
+    let verified = verify_stopped(&reader, &paths, Trust { anchor })?;
     let intact = match &verified {
         Ok(report) => {
             println!(
@@ -251,7 +253,7 @@ fn report(data_dir: &Path, key_path: Option<&Path>, sandbox: &Path, played: &[Pl
         }
     }
 
-    let records = this_runs_calls(&paths)?;
+    let records = this_runs_calls(&reader)?;
     println!();
     println!("{:<2} {:<24} {:<36} {:<30} audit seq", "#", "tool", "decision", "outcome");
     for (n, (played, call)) in played.iter().zip(records.iter()).enumerate() {
@@ -281,8 +283,7 @@ struct CallRecords {
 
 /// The calls of the last gateway start, in order, with their records (including their
 /// approvals' records, which carry the call id).
-fn this_runs_calls(paths: &LogPaths) -> anyhow::Result<Vec<CallRecords>> {
-    let reader = LogReader::open(paths)?;
+fn this_runs_calls(reader: &LogReader) -> anyhow::Result<Vec<CallRecords>> {
     let mut records = Vec::new();
     for item in reader.records_from(Seq::new(1)) {
         let (seq, bytes) = item?;

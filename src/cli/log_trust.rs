@@ -14,7 +14,7 @@ use anyhow::{Context, bail};
 
 use crate::audit::{
     AuditError, Checkpoint, LogPaths, LogReader, Note, PublicKey, Trust, VerifierKey,
-    check_consistency, check_trusted, cosignatures, provable, split_notes, verify_dir as verify,
+    check_consistency, check_trusted, cosignatures, provable, split_notes, verify_stopped,
     witnessed,
 };
 use crate::cli::EXIT_FOUND_PROBLEM;
@@ -74,10 +74,14 @@ pub(crate) fn verify_dir(
     let kept = read_trusted(trusted)?;
     let witnesses = witness_keys(dir, witness_key)?;
     // sled may panic on some damaged files rather than return an error.
-    let outcome = std::panic::catch_unwind(|| verify(paths, Trust { anchor }))
-        .unwrap_or_else(|_| Err(AuditError::Corrupt("the database reader crashed on damaged data".into())));
-    let report = match outcome {
-        Ok(Ok(report)) => report,
+    // One open for the verification and the trusted checks (see `audit::verify_stopped`).
+    let outcome = std::panic::catch_unwind(|| {
+        let reader = LogReader::open(paths)?;
+        verify_stopped(&reader, paths, Trust { anchor }).map(|verified| verified.map(|report| (report, reader)))
+    })
+    .unwrap_or_else(|_| Err(AuditError::Corrupt("the database reader crashed on damaged data".into())));
+    let (report, reader) = match outcome {
+        Ok(Ok(verified)) => verified,
         Ok(Err(failure)) => {
             println!("FAILED at {failure}");
             print_provable(paths, anchor);
@@ -91,7 +95,6 @@ pub(crate) fn verify_dir(
         }
     };
     print_report(&report);
-    let reader = LogReader::open(paths)?;
     let mut keys: Vec<PublicKey> = reader.checkpoints()?.iter().map(|c| c.key).collect();
     keys.push(anchor);
     keys.dedup();

@@ -15,7 +15,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use crate::audit::{LogPaths, LogReader, PublicKey, Trust, verify_dir};
+use crate::audit::{LogPaths, LogReader, PublicKey, Trust, verify_stopped};
 use crate::cli::EXIT_FOUND_PROBLEM;
 use crate::control::Request;
 use crate::report::{Verification, gather, period_of, records_of, render_html};
@@ -61,8 +61,11 @@ pub(crate) fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_context(|| "no trusted key: pass --pubkey FILE (the output of `airlock keys show`)")?
             .public_key(),
     };
-    let verification = verify(&paths, anchor, &data_dir, args.pubkey.as_deref());
-    let records = read_records(&paths)?;
+    // One open for the verification and the records (see `audit::verify_stopped`).
+    let reader = LogReader::open(&paths)?;
+    let verification = verify(&reader, &paths, anchor, &data_dir, args.pubkey.as_deref());
+    let records = records_of(&reader)?;
+    drop(reader);
     let period = period_of(&records, args.from, args.to).map_err(anyhow::Error::msg)?;
     let intact = verification.status == "intact";
     let evidence = gather(&records, period, verification, data_dir.display().to_string());
@@ -100,16 +103,12 @@ async fn live(args: &Args) -> anyhow::Result<Option<ExitCode>> {
     Ok(Some(exit(done["intact"].as_bool() == Some(true))))
 }
 
-fn verify(paths: &LogPaths, anchor: PublicKey, data_dir: &Path, pubkey: Option<&Path>) -> Verification {
+fn verify(reader: &LogReader, paths: &LogPaths, anchor: PublicKey, data_dir: &Path, pubkey: Option<&Path>) -> Verification {
     let reverify = match pubkey {
         Some(k) => format!("airlock log verify --data-dir {} --pubkey {}", data_dir.display(), k.display()),
         None => format!("airlock log verify --data-dir {}", data_dir.display()),
     };
-    Verification::of(verify_dir(paths, Trust { anchor }), reverify)
-}
-
-fn read_records(paths: &LogPaths) -> anyhow::Result<Vec<serde_json::Value>> {
-    Ok(records_of(&LogReader::open(paths)?)?)
+    Verification::of(verify_stopped(reader, paths, Trust { anchor }), reverify)
 }
 
 /// Writes the rendered report (HTML or JSON text); PDF prints the HTML.

@@ -115,7 +115,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         tracing::warn!("{warning}");
     }
     let started_from = checked.manifests.clone();
-    let downstreams = Downstreams::start(checked.manifests, namespacing).await;
+    let downstreams = Downstreams::start_in_background(checked.manifests, namespacing);
     let gateway = Gateway::start(Parts {
         downstreams: downstreams.clone(),
         authenticator: authenticator.clone(),

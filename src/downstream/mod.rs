@@ -168,6 +168,8 @@ pub struct Downstreams {
     /// Refused downstream requests, for the gateway to record (this module writes no log).
     refusals: tokio::sync::mpsc::UnboundedSender<UpstreamRefusal>,
     refused: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<UpstreamRefusal>>>,
+    /// True once the servers started with the gateway each had their first attempt.
+    ready: watch::Sender<bool>,
     shutdown: CancellationToken,
 }
 
@@ -175,6 +177,15 @@ impl Downstreams {
     /// Starts every downstream in parallel and waits until each has connected or failed
     /// once. A server that fails is reported and retried in the background; the others serve.
     pub async fn start(manifests: Vec<Manifest>, namespacing: Namespacing) -> Arc<Self> {
+        let this = Self::start_in_background(manifests, namespacing);
+        this.ready().await;
+        this
+    }
+
+    /// Starts every downstream in parallel and returns at once: `ready` says when each
+    /// has connected or failed once (what `start` waits for). The gateway answers
+    /// `initialize` meanwhile and holds what needs the catalog until then.
+    pub fn start_in_background(manifests: Vec<Manifest>, namespacing: Namespacing) -> Arc<Self> {
         let shutdown = CancellationToken::new();
         let servers: Vec<Arc<Server>> =
             manifests.into_iter().map(|m| Arc::new(Server::new(m, shutdown.child_token()))).collect();
@@ -188,15 +199,32 @@ impl Downstreams {
             resource_updates: tokio::sync::broadcast::channel(64).0,
             refusals,
             refused: Mutex::new(Some(refused)),
+            ready: watch::channel(false).0,
             shutdown,
         });
-        this.launch(&servers).await;
-        this.rebuild_catalog();
+        let first_attempts = this.launch(&servers);
+        let weak = Arc::downgrade(&this);
+        tokio::spawn(async move {
+            first_attempts.await;
+            if let Some(this) = weak.upgrade() {
+                this.rebuild_catalog();
+                this.ready.send_replace(true);
+            }
+        });
         this
     }
 
-    /// Starts supervising `servers` and waits until each has connected or failed once.
-    async fn launch(self: &Arc<Self>, servers: &[Arc<Server>]) {
+    /// Returns once every downstream started with the gateway has connected or failed
+    /// once (or `FIRST_ATTEMPT_TIMEOUT` passed), with the catalog built from them.
+    pub async fn ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives as long as `self`: `wait_for` cannot fail here.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+
+    /// Starts supervising `servers`; the future returned completes once each has
+    /// connected or failed once (or a shutdown ended its supervisor).
+    fn launch(self: &Arc<Self>, servers: &[Arc<Server>]) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut first_attempts = Vec::new();
         for server in servers {
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -204,9 +232,11 @@ impl Downstreams {
             first_attempts.push(done_rx);
             tokio::spawn(refresh::run(server.clone(), Arc::downgrade(self), server.stop.clone()));
         }
-        let waiting = futures::future::join_all(first_attempts);
-        if tokio::time::timeout(FIRST_ATTEMPT_TIMEOUT, waiting).await.is_err() {
-            tracing::warn!("some downstream servers are still starting; serving the others");
+        async move {
+            let waiting = futures::future::join_all(first_attempts);
+            if tokio::time::timeout(FIRST_ATTEMPT_TIMEOUT, waiting).await.is_err() {
+                tracing::warn!("some downstream servers are still starting; serving the others");
+            }
         }
     }
 

@@ -60,7 +60,8 @@ pub enum Channel {
 
 /// What a gateway is built from.
 pub struct Parts {
-    /// Started downstreams.
+    /// Started downstreams (their first attempts may still be running: the gateway
+    /// holds what needs the catalog until `Downstreams::ready`).
     pub downstreams: Arc<Downstreams>,
     /// Who callers are.
     pub authenticator: Arc<Authenticator>,
@@ -103,6 +104,9 @@ pub struct Gateway {
     new_tools: NewTools,
     /// The catalog clients are served: vetted before it is published.
     catalog: tokio::sync::watch::Sender<Arc<Vetted>>,
+    /// True once the catalog holds every downstream's first tool list, vetted: tool
+    /// lists and calls wait for it (`initialize` does not).
+    ready: tokio::sync::watch::Sender<bool>,
     approvals: Broker,
     holds: HoldSettings,
     tasks: tasks::TaskStore,
@@ -123,8 +127,9 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    /// Builds the gateway, checks the tools' fingerprints, records `gateway_started`,
-    /// and starts relaying catalog changes.
+    /// Builds the gateway, records `gateway_started` (with each server's health as it
+    /// stands, usually `Starting`), and starts the task that vets the catalog once the
+    /// downstreams are ready, opens the gateway, and then relays catalog changes.
     pub async fn start(parts: Parts) -> Result<Arc<Self>, AuditError> {
         let gateway = Arc::new(Self {
             downstreams: parts.downstreams,
@@ -134,6 +139,7 @@ impl Gateway {
             fingerprints: parts.fingerprints,
             new_tools: parts.new_tools,
             catalog: tokio::sync::watch::channel(Arc::new(Vetted::default())).0,
+            ready: tokio::sync::watch::channel(false).0,
             approvals: parts.approvals,
             holds: parts.holds,
             tasks: parts.tasks,
@@ -147,8 +153,8 @@ impl Gateway {
             vetting: tokio::sync::Mutex::new(()),
         });
         // Subscribed before the first vetting, so no change between the two is missed.
-        let mut changes = gateway.downstreams.subscribe();
-        let catalog = changes.borrow_and_update().clone();
+        let changes = gateway.downstreams.subscribe();
+        let catalog = gateway.downstreams.catalog();
         let servers: Vec<serde_json::Value> = gateway
             .downstreams
             .servers()
@@ -164,7 +170,6 @@ impl Gateway {
             }));
         let _recorded = gateway.audit.append(started).await?;
         tasks::recover(&gateway).await;
-        gateway.refresh_catalog(&catalog).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway), changes));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));
         if let Some(refusals) = gateway.downstreams.take_refusals() {
@@ -191,6 +196,17 @@ impl Gateway {
     /// The catalog clients are served now.
     pub fn catalog(&self) -> Arc<Vetted> {
         self.catalog.borrow().clone()
+    }
+
+    /// Returns once the catalog holds every downstream's first tool list, vetted; what
+    /// needs the catalog (lists, calls, reads) awaits it. Refused when the gateway is
+    /// stopping before it got there.
+    pub async fn ready(&self) -> Result<(), ErrorData> {
+        let mut ready = self.ready.subscribe();
+        match ready.wait_for(|ready| *ready).await {
+            Ok(_) => Ok(()),
+            Err(_) => Err(ErrorData::internal_error("the gateway stopped before its downstreams were ready", None)),
+        }
     }
 
     /// Vets `catalog` (every tool's fingerprint against the accepted one) and publishes
@@ -317,11 +333,22 @@ async fn record_refusals(
     }
 }
 
-/// Tells every legacy-era client that the tool list changed, whenever it does.
+/// Once the downstreams are ready, vets their catalog and opens the gateway; then tells
+/// every legacy-era client that the tool list changed, whenever it does.
 async fn relay_catalog_changes(
     gateway: std::sync::Weak<Gateway>,
     mut changes: tokio::sync::watch::Receiver<Arc<Catalog>>,
 ) {
+    let Some(downstreams) = gateway.upgrade().map(|g| g.downstreams.clone()) else { return };
+    downstreams.ready().await;
+    drop(downstreams);
+    {
+        let Some(gateway) = gateway.upgrade() else { return };
+        // The changes seen so far are all in this one vetting.
+        let catalog = changes.borrow_and_update().clone();
+        gateway.refresh_catalog(&catalog).await;
+        gateway.ready.send_replace(true);
+    }
     while changes.changed().await.is_ok() {
         let Some(gateway) = gateway.upgrade() else { return };
         let catalog = changes.borrow_and_update().clone();
@@ -401,6 +428,7 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
+        self.gateway.ready().await?;
         let catalog = self.gateway.catalog();
         let tools = catalog.tools().map(|tool| self.gateway.present(tool)).collect();
         // In exposed-name order, with the hints of the downstreams' own lists.
@@ -414,6 +442,7 @@ impl ServerHandler for Session {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        self.gateway.ready().await?;
         let call_id = self.gateway.next_call_id();
         // Field names after the OpenTelemetry MCP/GenAI conventions where they have one.
         let span = tracing::info_span!(
@@ -442,6 +471,7 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListPromptsResult, ErrorData> {
+        self.gateway.ready().await?;
         self.gateway.list_prompts().await
     }
 
@@ -450,6 +480,7 @@ impl ServerHandler for Session {
         request: rmcp::model::GetPromptRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::GetPromptResponse, ErrorData> {
+        self.gateway.ready().await?;
         self.prompt(request, &context).await
     }
 
@@ -458,6 +489,7 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourcesResult, ErrorData> {
+        self.gateway.ready().await?;
         self.gateway.list_resources().await
     }
 
@@ -466,6 +498,7 @@ impl ServerHandler for Session {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ListResourceTemplatesResult, ErrorData> {
+        self.gateway.ready().await?;
         self.gateway.list_resource_templates().await
     }
 
@@ -474,6 +507,7 @@ impl ServerHandler for Session {
         request: rmcp::model::ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<rmcp::model::ReadResourceResponse, ErrorData> {
+        self.gateway.ready().await?;
         self.read(request, &context).await
     }
 
@@ -482,6 +516,7 @@ impl ServerHandler for Session {
         request: rmcp::model::SubscribeRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        self.gateway.ready().await?;
         self.subscribe_to(request, &context).await
     }
 

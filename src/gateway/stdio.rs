@@ -25,11 +25,83 @@ pub struct LineTransport<R, W> {
     max_message: usize,
 }
 
-impl LineTransport<tokio::io::Stdin, tokio::io::Stdout> {
-    /// The process's stdin and stdout, accepting messages up to `max_message` bytes.
+impl LineTransport<ClientIn, ClientOut> {
+    /// The process's stdin and stdout ([`client_stdio`]), accepting messages up to
+    /// `max_message` bytes. Call it on the runtime that serves it.
     pub fn stdio(max_message: usize) -> Self {
-        Self::new(tokio::io::stdin(), tokio::io::stdout(), max_message)
+        let (input, output) = client_stdio();
+        Self::new(input, output, max_message)
     }
+}
+
+/// The client's end of stdin, as [`client_stdio`] opened it.
+pub type ClientIn = Box<dyn AsyncRead + Unpin + Send>;
+/// The client's end of stdout, as [`client_stdio`] opened it.
+pub type ClientOut = Box<dyn AsyncWrite + Unpin + Send>;
+
+/// Stdin and stdout for a stdio MCP peer. When they are pipes or sockets (how MCP clients
+/// launch servers) they are read and written on the runtime's own reactor; otherwise (a
+/// file, a terminal) through `tokio::io::stdin`/`stdout`, whose every read and write is
+/// a hop to tokio's blocking pool and back: two thread hand-offs per message each way.
+///
+/// Making a descriptor non-blocking changes its open file description, which other
+/// descriptors may share. Stderr stays blocking (`eprintln!` must never see `EAGAIN`), so
+/// a stream on the same file as stderr (`2>&1`) keeps the blocking-pool path.
+/// Must be called inside a Tokio runtime (the reactor registers the descriptors).
+pub fn client_stdio() -> (ClientIn, ClientOut) {
+    use std::os::fd::AsFd as _;
+    let stderr = identity(std::io::stderr().as_fd());
+    let input: ClientIn = match async_stream(std::io::stdin().as_fd(), stderr) {
+        Some(Stream::Pipe(fd)) => match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
+            Ok(pipe) => Box::new(pipe),
+            Err(_) => Box::new(tokio::io::stdin()),
+        },
+        Some(Stream::Socket(socket)) => Box::new(socket),
+        None => Box::new(tokio::io::stdin()),
+    };
+    let output: ClientOut = match async_stream(std::io::stdout().as_fd(), stderr) {
+        Some(Stream::Pipe(fd)) => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
+            Ok(pipe) => Box::new(pipe),
+            Err(_) => Box::new(tokio::io::stdout()),
+        },
+        Some(Stream::Socket(socket)) => Box::new(socket),
+        None => Box::new(tokio::io::stdout()),
+    };
+    (input, output)
+}
+
+/// A standard descriptor that can be served by the reactor: a duplicate of it.
+enum Stream {
+    Pipe(std::os::fd::OwnedFd),
+    Socket(tokio::net::UnixStream),
+}
+
+/// The file a descriptor refers to (device, inode), to tell whether two share one.
+fn identity(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    file.metadata().ok().map(|m| (m.dev(), m.ino()))
+}
+
+fn async_stream(fd: std::os::fd::BorrowedFd<'_>, stderr: Option<(u64, u64)>) -> Option<Stream> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
+    let meta = file.metadata().ok()?;
+    if stderr == Some((meta.dev(), meta.ino())) {
+        return None;
+    }
+    let kind = meta.file_type();
+    if kind.is_fifo() {
+        return Some(Stream::Pipe(file.into()));
+    }
+    if kind.is_socket() {
+        // Read and write are the same calls on any stream socket; a Unix stream is what
+        // clients that use socket pairs for stdio (libuv, so Node) give us.
+        let socket = std::os::unix::net::UnixStream::from(std::os::fd::OwnedFd::from(file));
+        socket.set_nonblocking(true).ok()?;
+        return tokio::net::UnixStream::from_std(socket).ok().map(Stream::Socket);
+    }
+    None
 }
 
 impl<R, W> LineTransport<R, W>
@@ -168,19 +240,19 @@ where
             if text.is_empty() {
                 continue;
             }
-            let value: Value = match serde_json::from_slice(text) {
-                Ok(value) => value,
+            // One parse for a valid message; only a refused one is parsed again, as JSON,
+            // to tell a parse error from an invalid request and to find its id.
+            let error = match serde_json::from_slice::<RxJsonRpcMessage<RoleServer>>(text) {
+                Ok(message) => return Some(message),
+                Err(error) => error,
+            };
+            match serde_json::from_slice::<Value>(text) {
                 Err(error) => {
                     crate::telemetry::rejected(crate::telemetry::Rejected::Malformed);
                     reply_error(&self.writer, Value::Null, -32700, format!("Parse error: {error}")).await;
-                    continue;
                 }
-            };
-            let id = request_id(&value);
-            match serde_json::from_value::<RxJsonRpcMessage<RoleServer>>(value) {
-                Ok(message) => return Some(message),
-                Err(error) => {
-                    reply_error(&self.writer, id, -32600, format!("Invalid Request: {error}")).await;
+                Ok(value) => {
+                    reply_error(&self.writer, request_id(&value), -32600, format!("Invalid Request: {error}")).await;
                 }
             }
         }

@@ -33,14 +33,17 @@ async fn a_denied_call_never_reaches_the_downstream() {
 async fn an_invalid_argument_call_is_refused_naming_the_pointer_and_never_forwarded() {
     let setup = Setup::with_demo();
     let client = setup.stdio(TestClient::new()).await;
+    // `initialize` does not wait for the downstreams; a tool list does, and demo-tools
+    // seeds its sandbox before it answers, so what is read below is the seeded file.
+    client.list_all_tools().await.expect("list");
     let roles = setup.sandbox("demo").join("roles.json");
-    let before = std::fs::read_to_string(&roles).unwrap_or_default();
+    let before = std::fs::read_to_string(&roles).expect("demo-tools seeded roles.json before the gateway was ready");
     let result = client.call_tool(call("demo__grant_role", json!({"user": 42, "role": "viewer"}))).await.expect("call");
     assert_eq!(result.is_error, Some(true));
     let text = text_of(&result);
     assert!(text.contains("/user"), "names the failing pointer: {text}");
     assert!(text.contains("not forwarded"), "{text}");
-    assert_eq!(std::fs::read_to_string(&roles).unwrap_or_default(), before, "the downstream acted on invalid arguments");
+    assert_eq!(std::fs::read_to_string(&roles).expect("roles.json"), before, "the downstream acted on invalid arguments");
     client.cancel().await.expect("close");
 }
 

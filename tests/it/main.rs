@@ -30,6 +30,7 @@ mod reload;
 mod report;
 mod resources;
 mod shared_gateway;
+mod startup;
 mod stdio_limits;
 mod telemetry;
 mod tasks;

@@ -104,7 +104,17 @@ async fn requests_with_a_foreign_host_or_origin_are_refused() {
     let http = reqwest::Client::new();
     let ok = http.get(format!("{}/healthz", gateway.url)).send().await.expect("GET");
     assert_eq!(ok.status(), 200);
-    assert_eq!(ok.json::<Value>().await.expect("json")["downstreams"]["demo"], "Ready");
+    // The gateway listens before its downstreams are up: `demo` is `Starting`, then `Ready`.
+    let mut health = ok.json::<Value>().await.expect("json")["downstreams"]["demo"].clone();
+    for _ in 0..600 {
+        if health == "Ready" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let again = http.get(format!("{}/healthz", gateway.url)).send().await.expect("GET");
+        health = again.json::<Value>().await.expect("json")["downstreams"]["demo"].clone();
+    }
+    assert_eq!(health, "Ready");
     let rebinding = http.get(format!("{}/healthz", gateway.url)).header("host", "attacker.example").send().await.expect("GET");
     assert_eq!(rebinding.status(), 403);
     let origin = http.post(format!("{}/mcp", gateway.url)).header("origin", "https://attacker.example").body(INIT).send().await.expect("POST");
