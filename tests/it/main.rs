@@ -20,6 +20,7 @@ mod identities;
 mod isolation_routing;
 mod operate;
 mod limits;
+mod metrics;
 mod pipeline;
 mod policy;
 mod protocol;
