@@ -181,7 +181,8 @@ async fn refused_http_requests_are_counted_by_reason() {
     let foreign = post(init).bearer_auth(TOKEN).header("Host", "evil.example").send().await.expect("POST");
     assert_eq!(foreign.status(), 403, "a foreign Host");
     let garbage = post("{this is not json").bearer_auth(TOKEN).send().await.expect("POST");
-    assert_eq!(garbage.status(), 400, "not JSON");
+    // rmcp answers a body that is not a JSON-RPC message with 415.
+    assert_eq!(garbage.status(), 415, "not JSON");
     let config = StreamableHttpClientTransportConfig::with_uri(mcp.clone()).auth_header(TOKEN.to_owned());
     let client = TestClient::new().serve(StreamableHttpClientTransport::from_config(config)).await.expect("initialize with the token");
     let invalid = client.call_tool(call("demo__echo", json!({"text": 5}))).await.expect("refusal");
