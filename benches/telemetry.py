@@ -16,7 +16,9 @@ calls. Modes:
 
 The modes run in a rotating order in each round, so drift of the machine spreads over all of
 them. Prints, for each mode, the median over rounds of the per-round p50 (and p99), the
-spread of the per-round p50s, and the difference to `off`. The client is this script
+spread of the per-round p50s, the difference to `off`, and the gateway's own CPU time per
+call (all its threads, from /proc/<pid>/task/*/schedstat; the downstream excluded), which
+other load on the machine disturbs much less than latency. The client is this script
 (JSON-RPC over pipes, the same for every mode): absolute figures include its own cost, the
 differences do not. Standard library only. Never asserts: a benchmark, not a test.
 """
@@ -102,6 +104,19 @@ class Stdio:
             self.proc.wait()
 
 
+def cpu_ns(pid):
+    """Nanoseconds the gateway's threads have run on a CPU (schedstat, all threads): what the
+    call path costs the gateway, much less disturbed by other load than latency is."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
 def measure(airlock, config, warmup, calls):
     gw = Stdio(airlock, config)
     try:
@@ -122,6 +137,7 @@ def measure(airlock, config, warmup, calls):
         for _ in range(warmup):
             gw.request("tools/call", {"name": "demo__echo", "arguments": {"text": "warm"}})
         took = []
+        cpu_before = cpu_ns(gw.proc.pid)
         for i in range(calls):
             params = {"name": "demo__echo", "arguments": {"text": f"call {i}"}}
             start = time.perf_counter_ns()
@@ -129,10 +145,11 @@ def measure(airlock, config, warmup, calls):
             took.append((time.perf_counter_ns() - start) / 1000)
             if "error" in answer or answer.get("result", {}).get("isError"):
                 raise RuntimeError(f"call {i} failed: {answer}")
+        cpu = (cpu_ns(gw.proc.pid) - cpu_before) / 1000 / calls
     finally:
         gw.stop()
     took.sort()
-    return took[len(took) // 2], took[int(len(took) * 0.99)]
+    return took[len(took) // 2], took[int(len(took) * 0.99)], cpu
 
 
 def main():
@@ -151,6 +168,7 @@ def main():
     modes = list(MODES)
     p50s = {m: [] for m in modes}
     p99s = {m: [] for m in modes}
+    cpus = {m: [] for m in modes}
     try:
         with tempfile.TemporaryDirectory(prefix="airlock-bench-telemetry-") as scratch:
             for r in range(args.rounds):
@@ -158,21 +176,26 @@ def main():
                 for mode in order:
                     work = os.path.join(scratch, f"{mode}-{r}")
                     config = setup(work, airlock, mode, otlp)
-                    p50, p99 = measure(airlock, config, args.warmup, args.calls)
+                    p50, p99, cpu = measure(airlock, config, args.warmup, args.calls)
                     p50s[mode].append(p50)
                     p99s[mode].append(p99)
-                    print(f"round {r + 1}/{args.rounds} {mode:8} p50 {p50:7.1f} µs  p99 {p99:7.1f} µs", file=sys.stderr)
+                    cpus[mode].append(cpu)
+                    print(f"round {r + 1}/{args.rounds} {mode:8} p50 {p50:7.1f} µs  p99 {p99:7.1f} µs  "
+                          f"gateway CPU {cpu:6.1f} µs/call", file=sys.stderr)
     finally:
         receiver.kill()
         receiver.wait()
     base = statistics.median(p50s["off"])
+    cpu_base = statistics.median(cpus["off"])
     print(f"\n{args.rounds} rounds × {args.calls} sequential calls (stdio, durability none), µs\n")
-    print("| mode | median p50 | p50 range over rounds | median p99 | p50 vs off |")
-    print("|---|---|---|---|---|")
+    print("| mode | median p50 | p50 range over rounds | median p99 | p50 vs off | gateway CPU/call (range) | CPU vs off |")
+    print("|---|---|---|---|---|---|---|")
     for mode in modes:
         med = statistics.median(p50s[mode])
+        cpu = statistics.median(cpus[mode])
         print(f"| {mode} | {med:.1f} | {min(p50s[mode]):.1f}–{max(p50s[mode]):.1f} | "
-              f"{statistics.median(p99s[mode]):.1f} | {med - base:+.1f} ({(med - base) / base * 100:+.1f} %) |")
+              f"{statistics.median(p99s[mode]):.1f} | {med - base:+.1f} ({(med - base) / base * 100:+.1f} %) | "
+              f"{cpu:.1f} ({min(cpus[mode]):.1f}–{max(cpus[mode]):.1f}) | {cpu - cpu_base:+.1f} |")
 
 
 if __name__ == "__main__":
