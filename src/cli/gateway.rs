@@ -44,7 +44,7 @@ pub(crate) struct Target {
 
 impl Target {
     /// The data dir, and the configuration to name in the hello (none with --data-dir).
-    fn resolve(&self) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
+    pub(super) fn resolve(&self) -> anyhow::Result<(PathBuf, Option<PathBuf>)> {
         match &self.data_dir {
             Some(dir) => Ok((dir.clone(), None)),
             None => {
@@ -93,6 +93,8 @@ fn run_gateway(config: &super::ConfigArg) -> anyhow::Result<ExitCode> {
     if !checked.problems.is_empty() {
         anyhow::bail!("the configuration has problems (run `airlock check`):\n{}", checked.problems);
     }
+    // As in `serve`: before the runtime, the guard dropped after it.
+    let _telemetry = crate::telemetry::install(&checked.config.telemetry, "info,rmcp=warn")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let options = super::serve::Options { http: None, stdio: false, shutdown: CancellationToken::new(), listening: None, control: true };
     runtime.block_on(super::serve::serve(checked, options))

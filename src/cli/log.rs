@@ -132,8 +132,8 @@ pub(crate) enum Command {
     Export {
         #[command(flatten)]
         dir: DirArgs,
-        /// `jsonl`: the stored records (with the export header and checkpoints unless
-        /// --follow); `ocsf`: one OCSF 1.7.0 event per record.
+        /// `jsonl`: the export header, the stored records and their checkpoints (with
+        /// --follow too); `ocsf`: one OCSF 1.7.0 event per record.
         #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "ocsf"])]
         format: String,
         /// First sequence number to export.

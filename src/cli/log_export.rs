@@ -7,7 +7,7 @@
 //! `--follow` reads the data directory, so it sees records while no gateway holds the
 //! database (sled locks it): it prints what is there, then polls, waiting while a gateway
 //! runs. Following a running gateway goes through its control socket, which serves the same
-//! lines from `feed::follow::Follower`.
+//! lines: both write `feed::follow::ExportCursor`'s (header, records, checkpoints).
 
 #![allow(clippy::print_stdout)] // the export is the output
 
@@ -22,6 +22,7 @@ use anyhow::{Context, bail};
 use super::log::DirArgs;
 use crate::audit::{AuditError, LogReader, Seq};
 use crate::feed::Format;
+use crate::feed::follow::ExportCursor;
 
 /// How often `--follow` looks at the data directory again.
 const POLL: Duration = Duration::from_millis(500);
@@ -66,8 +67,19 @@ fn write_records(reader: &LogReader, format: Format, from: Seq, out: &mut dyn Wr
 }
 
 fn follow_dir(dir: &DirArgs, format: Format, mut next: Seq, out: &mut dyn Write) -> anyhow::Result<ExitCode> {
+    // JSONL: the header and checkpoints too, exactly as over the socket, so the output
+    // verifies with `log verify --export` like a one-off export.
+    let mut cursor: Option<ExportCursor> = None;
     poll_dir(dir, true, |reader| {
-        next = write_records(reader, format, next, out)?.1;
+        match (format, cursor.as_mut()) {
+            (Format::Ocsf, _) => next = write_records(reader, format, next, out)?.1,
+            (Format::Jsonl, None) => {
+                let (started, bytes) = ExportCursor::start(reader, next)?;
+                out.write_all(&bytes)?;
+                cursor = Some(started);
+            }
+            (Format::Jsonl, Some(cursor)) => out.write_all(&cursor.more(reader, u64::MAX)?)?,
+        }
         out.flush()?;
         Ok(())
     })

@@ -22,6 +22,7 @@ mod log_export;
 mod live;
 mod log_live;
 mod log_trust;
+mod metrics;
 mod receipts;
 mod reload;
 mod report;
@@ -72,6 +73,8 @@ enum Command {
     /// Inspect and verify the audit log.
     #[command(subcommand)]
     Log(log::Command),
+    /// Print the running gateway's metrics (Prometheus text) over its control socket (operators).
+    Metrics(metrics::Args),
     /// Ask the running gateway to re-read airlock.toml, manifests and policies (operators).
     Reload(reload::Args),
     /// Show or rotate the audit signing key.
@@ -105,7 +108,8 @@ pub fn main() -> ExitCode {
     // The demo's narrative is on stdout; keep the gateway's own logs to warnings.
     // `serve` installs its subscriber once its `[telemetry]` is read (serve::run).
     let _logs = match &cli.command {
-        Command::Serve(_) => None,
+        // Both install their subscriber once their `[telemetry]` is read.
+        Command::Serve(_) | Command::Gateway(gateway::Command::Run(_)) => None,
         Command::Demo(_) => init_tracing("warn,rmcp=error"),
         _ => init_tracing("info,rmcp=warn"),
     };
@@ -116,6 +120,7 @@ pub fn main() -> ExitCode {
         Command::Explain(args) => explain::run(args),
         Command::Tools(cmd) => tools::run(cmd),
         Command::Log(cmd) => log::run(cmd),
+        Command::Metrics(args) => metrics::run(args),
         Command::Keys(cmd) => keys::run(cmd),
         Command::Reload(args) => reload::run(args),
         Command::Demo(args) => demo::run(args),

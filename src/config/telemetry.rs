@@ -10,11 +10,12 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::raw::Validator;
-use crate::telemetry::{LogFormat, TelemetryConfig};
+use crate::telemetry::{LogFormat, MetricsSwitch, TelemetryConfig};
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTelemetry {
+    metrics: Option<Spanned<bool>>,
     metrics_listen: Option<Spanned<String>>,
     otlp_endpoint: Option<Spanned<String>>,
     service_name: Option<Spanned<String>>,
@@ -24,6 +25,13 @@ pub(super) struct RawTelemetry {
 
 impl Validator<'_, '_> {
     pub(super) fn telemetry(&mut self, raw: RawTelemetry, out: &mut TelemetryConfig) {
+        if let Some(on) = &raw.metrics {
+            out.metrics = if *on.get_ref() { MetricsSwitch::On } else { MetricsSwitch::Off };
+        }
+        if let (Some(off), Some(_)) = (raw.metrics.as_ref().filter(|on| !*on.get_ref()), &raw.metrics_listen) {
+            let msg = "key \"telemetry.metrics\": false turns metrics off, but telemetry.metrics_listen asks for them to be served; remove one of the two".to_owned();
+            self.problem(off.span(), msg);
+        }
         if let Some(listen) = raw.metrics_listen {
             match listen.get_ref().parse::<SocketAddr>() {
                 Ok(addr) => out.metrics_listen = Some(addr),

@@ -57,6 +57,10 @@ pub enum Request {
     },
     /// The latest checkpoint as a signed note.
     LogCheckpoint,
+    /// Every metric in the Prometheus/OpenMetrics text format (what `/metrics` serves).
+    /// Operators only: `socket_clients` peers are agents, and the counts describe every
+    /// caller's traffic.
+    Metrics,
     /// Approvals the token's identity may see. Any admitted peer; the token decides.
     ApprovalsList { token: Token, #[serde(default)] state: Option<String> },
     /// One approval, if the token's identity may see it.
@@ -117,6 +121,7 @@ impl Request {
             Self::LogExport { .. } => "log_export",
             Self::LogProve { .. } => "log_prove",
             Self::LogCheckpoint => "log_checkpoint",
+            Self::Metrics => "metrics",
             Self::ApprovalsList { .. } => "approvals_list",
             Self::ApprovalsShow { .. } => "approvals_show",
             Self::ApprovalsDecide { .. } => "approvals_decide",
@@ -132,7 +137,7 @@ impl Request {
             Self::Status | Self::ToolsList => false,
             // The token presented is checked by the approvals rules themselves.
             Self::ApprovalsList { .. } | Self::ApprovalsShow { .. } | Self::ApprovalsDecide { .. } => false,
-            Self::Stop | Self::ToolsAccept { .. } | Self::KeysRotate | Self::Reload | Self::Report { .. } => true,
+            Self::Stop | Self::ToolsAccept { .. } | Self::KeysRotate | Self::Reload | Self::Report { .. } | Self::Metrics => true,
             Self::LogShow { .. }
             | Self::LogTail { .. }
             | Self::LogVerify { .. }
@@ -164,6 +169,7 @@ pub(super) async fn handle(request: Request, ctx: &OpContext<'_>, out: &mut Repl
         Request::LogExport { since, follow } => super::ops_log::export(ctx, out, since, follow).await,
         Request::LogProve { seq, consistency, to } => super::ops_log::prove(gateway, seq, consistency, to).await,
         Request::LogCheckpoint => super::ops_log::checkpoint(gateway),
+        Request::Metrics => metrics(),
         Request::ApprovalsList { token, state } => super::ops_approvals::list(gateway, &token, state.as_deref()).await,
         Request::ApprovalsShow { token, id } => super::ops_approvals::show(gateway, &token, &id).await,
         Request::ApprovalsDecide { token, id, decision, comment } => {
@@ -285,6 +291,17 @@ fn status(ctx: &OpContext<'_>) -> Result<Value, Refusal> {
         },
     };
     serde_json::to_value(report).map_err(|e| Refusal::new(RefusalCode::Failed, e.to_string()))
+}
+
+/// `{"text": …}`: the exposition `/metrics` would serve.
+fn metrics() -> Result<Value, Refusal> {
+    match crate::telemetry::render() {
+        Some(text) => Ok(json!({"text": text})),
+        None => Err(Refusal::new(
+            RefusalCode::Failed,
+            "metrics are off in this gateway ([telemetry] metrics = false); remove that line and restart it",
+        )),
+    }
 }
 
 fn stop(ctx: &OpContext<'_>) -> Result<Value, Refusal> {

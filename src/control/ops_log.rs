@@ -16,6 +16,7 @@ use super::ops::OpContext;
 use super::server::ReplyWriter;
 use super::{Refusal, RefusalCode};
 use crate::audit::{AuditError, LogPaths, LogReader, PublicKey, Seq, Trust};
+use crate::feed::follow::ExportCursor;
 use crate::gateway::Gateway;
 
 fn failed(what: &str) -> impl FnOnce(AuditError) -> Refusal + '_ {
@@ -91,52 +92,40 @@ pub(super) async fn tail(ctx: &OpContext<'_>, out: &mut ReplyWriter, lines: u64,
 }
 
 pub(super) async fn export(ctx: &OpContext<'_>, out: &mut ReplyWriter, since: Option<u64>, follow: bool) -> Result<Value, Refusal> {
-    let reader = reader(&ctx.control.gateway)?;
-    let since = since.unwrap_or(1).max(1);
-    // The export itself is `LogReader::export`, as offline; it walks the whole log, so
-    // off the async threads.
-    let blocking = self::reader(&ctx.control.gateway)?;
-    let bytes = tokio::task::spawn_blocking(move || {
-        let mut bytes = Vec::new();
-        blocking.export(Seq::new(since), &mut bytes).map(|_| bytes)
-    })
-    .await
-    .map_err(|e| Refusal::new(RefusalCode::Failed, format!("the export stopped: {e}")))?
-    .map_err(failed("exporting the log"))?;
-    // Where the export stopped: the next record, and the last checkpoint it carried.
-    let mut next = since;
-    let mut covered = 0;
-    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-        if let Some(cp) = crate::audit::Checkpoint::from_slice(line) {
-            covered = cp.size;
-        } else if let Some(seq) = serde_json::from_slice::<Value>(line).ok().and_then(|v| v.get("seq").and_then(Value::as_u64)) {
-            next = seq + 1;
-        }
-        if out.item(text(line)).await.is_err() {
-            return Ok(json!({"next": next}));
-        }
+    let since = Seq::new(since.unwrap_or(1).max(1));
+    // The lines are `feed::follow::ExportCursor`'s, as in the offline `--follow`; the first
+    // batch walks the whole log, so off the async threads.
+    let blocking = reader(&ctx.control.gateway)?;
+    let (mut cursor, bytes) = tokio::task::spawn_blocking(move || ExportCursor::start(&blocking, since))
+        .await
+        .map_err(|e| Refusal::new(RefusalCode::Failed, format!("the export stopped: {e}")))?
+        .map_err(failed("exporting the log"))?;
+    if !send_lines(out, &bytes).await {
+        return Ok(json!({"next": cursor.next().get()}));
     }
     if !follow {
-        return Ok(json!({"next": next}));
+        return Ok(json!({"next": cursor.next().get()}));
     }
+    let reader = reader(&ctx.control.gateway)?;
     loop {
-        if grown(ctx, next.max(covered + 1) - 1).await?.is_none() {
-            return Ok(json!({"next": next, "stopped": true}));
-        }
-        // Each group is its records, then its checkpoint: the export's order.
-        let checkpoints = reader.checkpoints().map_err(failed("reading the checkpoints"))?;
-        let from = covered;
-        for cp in checkpoints.into_iter().filter(|c| c.size > from) {
-            match send_records(&reader, out, next, cp.size).await? {
-                Some(n) => next = n,
-                None => return Ok(json!({"next": next})),
-            }
-            if out.item(text(&cp.to_canonical())).await.is_err() {
-                return Ok(json!({"next": next}));
-            }
-            covered = cp.size;
+        let Some(durable) = grown(ctx, cursor.next().get() - 1).await? else {
+            return Ok(json!({"next": cursor.next().get(), "stopped": true}));
+        };
+        let bytes = cursor.more(&reader, durable).map_err(failed("reading the log"))?;
+        if !send_lines(out, &bytes).await {
+            return Ok(json!({"next": cursor.next().get()}));
         }
     }
+}
+
+/// Sends each line of `bytes` as an item; false when the client left.
+async fn send_lines(out: &mut ReplyWriter, bytes: &[u8]) -> bool {
+    for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        if out.item(text(line)).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// The key a live verification trusts: `pubkey` (base64 or hex), else the gateway's own.

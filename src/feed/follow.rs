@@ -1,7 +1,8 @@
 //! Following the log inside a running gateway: records after a sequence number, as they
 //! become durable.
 //!
-//! Owns: `Follower`.
+//! Owns: `Follower`, and `ExportCursor` (a followed JSONL export: the same lines whether
+//! they come from a running gateway's socket or a stopped one's data dir).
 //! Uses: `AuditLog::durable` (a watch of the acknowledged record count) and
 //! `AuditLog::reader`.
 //! Must not: hand out a record the writer has not acknowledged (sled shows a group's
@@ -13,7 +14,7 @@
 
 use tokio::sync::watch;
 
-use crate::audit::{AuditError, AuditLog, Seq};
+use crate::audit::{AuditError, AuditLog, Checkpoint, LogReader, Seq};
 
 /// Reads records after a position, waiting for new ones.
 pub struct Follower {
@@ -89,4 +90,80 @@ impl Follower {
     pub fn origin(&self) -> Result<String, AuditError> {
         Ok(self.audit.reader()?.latest_checkpoint()?.origin)
     }
+}
+
+/// Where a followed `log export` (JSONL) stands, so that what it writes over time is one
+/// export `log verify --export` accepts: `LogReader::export`'s header, records and
+/// checkpoints first, then each later group's records with every checkpoint placed before
+/// the first record it does not cover (the order `LogReader::export` writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportCursor {
+    /// The next record to write.
+    next: u64,
+    /// The size of the last checkpoint written (or the record before the export's start).
+    covered: u64,
+}
+
+impl ExportCursor {
+    /// The export from `since` as `LogReader::export` writes it (lines ending in `\n`), and
+    /// the cursor after it.
+    pub fn start(reader: &LogReader, since: Seq) -> Result<(ExportCursor, Vec<u8>), AuditError> {
+        let since = since.get().max(1);
+        let mut bytes = Vec::new();
+        reader.export(Seq::new(since), &mut bytes)?;
+        let mut cursor = ExportCursor { next: since, covered: since - 1 };
+        for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+            if let Some(cp) = Checkpoint::from_slice(line) {
+                cursor.covered = cursor.covered.max(cp.size);
+            } else if let Some(seq) = record_seq(line) {
+                cursor.next = seq + 1;
+            }
+        }
+        Ok((cursor, bytes))
+    }
+
+    /// The next record the export will write.
+    pub fn next(&self) -> Seq {
+        Seq::new(self.next)
+    }
+
+    /// The lines after the cursor: records up to `upto` (the durable count in a running
+    /// gateway, everything in a stopped one's files) and the checkpoints among them; moves
+    /// the cursor past them. Empty when nothing is new.
+    pub fn more(&mut self, reader: &LogReader, upto: u64) -> Result<Vec<u8>, AuditError> {
+        let mut out = Vec::new();
+        let checkpoints = reader.checkpoints()?;
+        let covered = self.covered;
+        let mut cps = checkpoints.iter().filter(|c| c.size > covered).peekable();
+        for item in reader.records_from(Seq::new(self.next)) {
+            let (seq, bytes) = item?;
+            if seq.get() > upto {
+                break;
+            }
+            if seq.get() != self.next {
+                return Err(AuditError::Corrupt(format!("record {} is missing", self.next)));
+            }
+            while let Some(cp) = cps.next_if(|c| c.size < seq.get()) {
+                push_line(&mut out, &cp.to_canonical());
+                self.covered = cp.size;
+            }
+            push_line(&mut out, &bytes);
+            self.next = seq.get() + 1;
+        }
+        // The checkpoint of the last group written (in the same commit as its records).
+        while let Some(cp) = cps.next_if(|c| c.size < self.next) {
+            push_line(&mut out, &cp.to_canonical());
+            self.covered = cp.size;
+        }
+        Ok(out)
+    }
+}
+
+fn record_seq(line: &[u8]) -> Option<u64> {
+    serde_json::from_slice::<serde_json::Value>(line).ok()?.get("seq")?.as_u64()
+}
+
+fn push_line(out: &mut Vec<u8>, line: &[u8]) {
+    out.extend_from_slice(line);
+    out.push(b'\n');
 }

@@ -86,6 +86,7 @@ pub fn router(
         .merge(mcp)
         // Inside `require_caller`: an unauthenticated body is never read.
         .route_layer(axum::middleware::from_fn_with_state(limits.max_body_mcp, mcp_headers::check))
+        .layer(axum::middleware::from_fn(count_malformed))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_caller));
     Router::new()
         .route("/healthz", get(healthz))
@@ -98,6 +99,18 @@ pub fn router(
         .merge(crate::approval::api::router(gateway_for_api.approvals().clone(), gateway_for_api))
         .layer(DefaultBodyLimit::max(limits.max_body))
         .layer(axum::middleware::from_fn_with_state(Arc::new(guard), guard::check))
+}
+
+/// Counts an authenticated MCP request refused as unreadable (rmcp's and `/message`'s 400
+/// for a body that is not JSON-RPC or a bad MCP header, 413 past the size limit, 415 for
+/// another content type) in `airlock_rejected_requests_total{reason="malformed"}`.
+async fn count_malformed(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if matches!(status, http::StatusCode::BAD_REQUEST | http::StatusCode::PAYLOAD_TOO_LARGE | http::StatusCode::UNSUPPORTED_MEDIA_TYPE) {
+        crate::telemetry::rejected(crate::telemetry::Rejected::Malformed);
+    }
+    response
 }
 
 /// `/slack/interactions`, behind the same Host/Origin guard; `serve` merges it into

@@ -8,8 +8,9 @@
 //! Must not: be on the call path when off (no registry, no exporter, stage spans disabled
 //! at their callsite); take principals, arguments or client-sent strings as labels.
 //!
-//! The seam for the control socket: [`render`] is the text exposition of every metric,
-//! `None` while metrics are off.
+//! [`render`] is the text exposition of every metric (`None` while metrics are off): the
+//! `/metrics` listener serves it, and so does the control socket's `metrics` request
+//! (`airlock metrics`), the only way to read a stdio-only gateway's metrics.
 
 mod layer;
 pub mod metrics;
@@ -48,10 +49,22 @@ impl LogFormat {
     }
 }
 
+/// Whether the gateway keeps metrics (`[telemetry] metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricsSwitch {
+    /// Counted, readable with `airlock metrics` over the control socket, and on
+    /// `metrics_listen` when set.
+    On,
+    /// No registry, no metrics layer: the call and stage spans stay disabled.
+    Off,
+}
+
 /// `[telemetry]`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TelemetryConfig {
-    /// Where `/metrics` is served; `None`: metrics are off.
+    /// `[telemetry] metrics`; `metrics_listen` requires `On`.
+    pub metrics: MetricsSwitch,
+    /// Where `/metrics` is also served over HTTP; `None`: only over the control socket.
     pub metrics_listen: Option<SocketAddr>,
     /// OTLP/HTTP traces endpoint (`…/v1/traces` is added to a bare base URL); `None`: off.
     pub otlp_endpoint: Option<url::Url>,
@@ -63,9 +76,15 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
 }
 
+/// Metrics are on unless configured off, so a stdio-only gateway can be read with
+/// `airlock metrics` without a config change. `benches/telemetry.py` measures what that costs
+/// (README, "What telemetry costs"); `[telemetry] metrics = false` is telemetry off.
+pub const DEFAULT_METRICS: MetricsSwitch = MetricsSwitch::On;
+
 impl Default for TelemetryConfig {
     fn default() -> Self {
         TelemetryConfig {
+            metrics: DEFAULT_METRICS,
             metrics_listen: None,
             otlp_endpoint: None,
             service_name: "airlock".to_owned(),
@@ -131,7 +150,7 @@ pub fn install(config: &TelemetryConfig, default_filter: &str) -> Result<Guard, 
             .with_writer(std::io::stderr)
             .boxed(),
     };
-    let metrics = config.metrics_listen.is_some().then(|| {
+    let metrics = (config.metrics == MetricsSwitch::On).then(|| {
         metrics::enable();
         layer::MetricsLayer.with_filter(tracing_subscriber::filter::filter_fn(layer::wanted))
     });
@@ -154,7 +173,8 @@ pub fn install(config: &TelemetryConfig, default_filter: &str) -> Result<Guard, 
 
 /// Logs only, for the commands that serve nothing (`check`, `log`, …).
 pub fn install_logs(default_filter: &str) -> Result<Guard, TelemetryError> {
-    install(&TelemetryConfig::default(), default_filter)
+    let logs_only = TelemetryConfig { metrics: MetricsSwitch::Off, ..TelemetryConfig::default() };
+    install(&logs_only, default_filter)
 }
 
 /// Binds `addr` and serves `GET /metrics` there until `shutdown` fires. Returns the bound

@@ -5,6 +5,7 @@ OTLP traces on, and a local OTLP/HTTP receiver (decoded with the official
 `opentelemetry-proto` package). Makes calls over plain JSON-RPC (streamable HTTP), one with
 a W3C `traceparent` in `params._meta`, then checks:
   - /metrics parsed by prometheus-client's OpenMetrics parser, counts equal to the calls made;
+  - `airlock metrics` (the control socket) parsed the same way, with the same counts;
   - the call span continues the client's trace and has the stage spans as children.
 Prints PASS/FAIL lines; exits 1 on any failure.
 """
@@ -153,6 +154,19 @@ def main():
         check(stage.get("downstream") == 4.0 and stage.get("validate") == 5.0, "stage histograms count the calls", stage)
         records = [s.value for s in families["airlock_audit_records"].samples if s.name.endswith("_total")]
         check(records and records[0] >= 20, "audit records counted (>= 4 per allowed call + 2 per refused)", records)
+
+        # `airlock metrics`: the same registry read over the control socket (how a
+        # stdio-only gateway is read), parsed by the same independent parser.
+        config = os.path.join(args.work, "airlock.toml")
+        out = subprocess.run([args.airlock, "metrics", "--config", config], capture_output=True, text=True, timeout=60)
+        check(out.returncode == 0, "airlock metrics over the control socket", out.stderr)
+        if out.returncode == 0:
+            socket_families = {f.name: f for f in text_string_to_metric_families(out.stdout)}
+            over_socket = {tuple(sorted(s.labels.items())): s.value for s in socket_families["airlock_calls"].samples}
+            check(over_socket == calls, "airlock metrics shows the calls /metrics shows", over_socket)
+            rejected = {s.labels["reason"]: s.value for s in socket_families["airlock_rejected_requests"].samples
+                        if s.name.endswith("_total")}
+            check(rejected.get("schema") == 1.0, "airlock_rejected_requests_total{reason=schema} == 1", rejected)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)

@@ -269,11 +269,6 @@ async fn export_as_ocsf_maps_each_record_and_keeps_it_traceable() {
     assert_eq!(after.first().map(|e| e["metadata"]["sequence"].clone()), Some(json!(4)));
 }
 
-async fn next_record(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> Value {
-    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await.expect("a line in time").expect("read").expect("a line");
-    serde_json::from_str(&line).expect("json")
-}
-
 /// `serve --http` that retries while a follower holds the database for a moment.
 async fn start_retrying(setup: &Setup) -> crate::util::HttpGateway {
     for _ in 0..50 {
@@ -304,6 +299,23 @@ async fn start_retrying(setup: &Setup) -> crate::util::HttpGateway {
     panic!("the gateway never started");
 }
 
+/// The next line a follower printed, raw and parsed.
+async fn next_line(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>) -> (String, Value) {
+    let line = tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await.expect("a line in time").expect("read").expect("a line");
+    let value = serde_json::from_str(&line).expect("json");
+    (line, value)
+}
+
+/// `log verify --export` of `lines` (written to a file in the setup): its stdout on success.
+fn verify_export_lines(setup: &Setup, name: &str, lines: &[String]) -> String {
+    let file = setup.path().join(name);
+    std::fs::write(&file, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).expect("write export");
+    let out = airlock_log(&setup.data_dir(), &["verify", "--export", file.to_str().expect("utf-8")]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{name} does not verify: {said}{}", String::from_utf8_lossy(&out.stderr));
+    said
+}
+
 #[tokio::test]
 async fn export_follow_resumes_after_a_seq_and_prints_records_of_later_runs() {
     let setup = Setup::with_demo();
@@ -319,11 +331,16 @@ async fn export_follow_resumes_after_a_seq_and_prints_records_of_later_runs() {
         .spawn()
         .expect("spawn follow");
     let mut lines = tokio::io::BufReader::new(follow.stdout.take().expect("stdout")).lines();
+    let (first, header) = next_line(&mut lines).await;
+    assert_eq!((header["kind"].clone(), header["since"].clone()), (json!("export"), json!(3)), "the export header first: {header}");
+    let mut kept = vec![first];
     let mut seen = Vec::new();
     while seen.last().copied() != Some(before) {
-        let rec = next_record(&mut lines).await;
-        assert_ne!(rec["kind"], "export", "--follow prints records only");
-        seen.push(rec["seq"].as_u64().expect("seq"));
+        let (line, value) = next_line(&mut lines).await;
+        kept.push(line);
+        if value["kind"] != "checkpoint" {
+            seen.push(value["seq"].as_u64().expect("seq"));
+        }
     }
     // A later run of the gateway: its records follow, once it lets go of the database.
     let gateway = start_retrying(&setup).await;
@@ -331,14 +348,84 @@ async fn export_follow_resumes_after_a_seq_and_prints_records_of_later_runs() {
     client.call_tool(call("demo__echo", json!({"text": "second"}))).await.expect("call");
     let _ = client.cancel().await;
     stop(gateway.child).await;
+    let mut completed = false;
     loop {
-        let rec = next_record(&mut lines).await;
-        seen.push(rec["seq"].as_u64().expect("seq"));
-        if rec["kind"] == "call_completed" {
-            break;
+        let (line, value) = next_line(&mut lines).await;
+        kept.push(line);
+        if value["kind"] == "checkpoint" {
+            // Stop at the checkpoint that covers the later run's call: what a follower
+            // interrupted there has saved is a whole export.
+            if completed && value["size"].as_u64() == seen.last().copied() {
+                break;
+            }
+            continue;
         }
+        seen.push(value["seq"].as_u64().expect("seq"));
+        completed |= value["kind"] == "call_completed";
     }
     let expected: Vec<u64> = (3..=*seen.last().expect("seen")).collect();
     assert_eq!(seen, expected, "every record after 2, once each, in order");
     let _ = follow.kill().await;
+    let _ = follow.wait().await;
+    let said = verify_export_lines(&setup, "followed.jsonl", &kept);
+    assert!(said.starts_with(&format!("ok: records 3..={}", seen.last().expect("seen"))), "{said}");
+}
+
+/// Following a running gateway (through its socket) and its stopped data dir print the same
+/// lines, and both verify as an export.
+#[tokio::test]
+async fn export_follow_prints_the_same_export_live_and_from_the_files() {
+    let setup = Setup::with_demo();
+    setup.policy("deny", DENY_FORBIDDEN);
+    let client = setup.stdio(TestClient::new()).await;
+    client.call_tool(call("demo__echo", json!({"text": "before"}))).await.expect("call");
+    let mut live = tokio::process::Command::new(airlock())
+        .args(["log", "export", "--follow", "--config"])
+        .arg(setup.config())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn a live follower");
+    let mut lines = tokio::io::BufReader::new(live.stdout.take().expect("stdout")).lines();
+    let (first, header) = next_line(&mut lines).await;
+    assert_eq!(header["kind"], "export", "{header}");
+    let mut kept = vec![first];
+    // A call made while following: its group comes through with its checkpoint.
+    client.call_tool(call("demo__echo", json!({"text": "while following"}))).await.expect("call");
+    let (mut last_seq, mut completed) = (0, 0);
+    loop {
+        let (line, value) = next_line(&mut lines).await;
+        kept.push(line);
+        if value["kind"] == "checkpoint" {
+            if completed == 2 && value["size"].as_u64() == Some(last_seq) {
+                break;
+            }
+            continue;
+        }
+        last_seq = value["seq"].as_u64().expect("seq");
+        completed += usize::from(value["kind"] == "call_completed");
+    }
+    live.kill().await.expect("stop the live follower");
+    let said = verify_export_lines(&setup, "live.jsonl", &kept);
+    assert!(said.starts_with(&format!("ok: records 1..={last_seq}")), "{said}");
+    let _ = client.cancel().await;
+    crate::util::stop_gateway(&setup.data_dir());
+
+    // From the files: the same lines, in the same order.
+    let mut offline = tokio::process::Command::new(airlock())
+        .args(["log", "export", "--follow", "--data-dir"])
+        .arg(setup.data_dir())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn an offline follower");
+    let mut lines = tokio::io::BufReader::new(offline.stdout.take().expect("stdout")).lines();
+    let mut again = Vec::new();
+    while again.len() < kept.len() {
+        again.push(next_line(&mut lines).await.0);
+    }
+    offline.kill().await.expect("stop the offline follower");
+    assert_eq!(again, kept, "the offline follower printed what the live one did");
 }

@@ -23,6 +23,7 @@ mod isolation_routing;
 mod operate;
 mod limits;
 mod list_caching;
+mod metrics;
 mod pipeline;
 mod policy;
 mod protocol;

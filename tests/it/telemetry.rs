@@ -85,7 +85,7 @@ fn with_telemetry(table: &str) -> Setup {
 }
 
 /// The value of the one sample named `name` whose labels include all of `labels`.
-fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
     text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
         let (series, value) = line.rsplit_once(' ')?;
         let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
@@ -145,7 +145,7 @@ async fn metrics_count_calls_by_tool_and_decision_on_their_own_listener() {
 }
 
 #[tokio::test]
-async fn metrics_are_off_unless_a_listener_is_configured() {
+async fn without_metrics_listen_no_http_listener_serves_metrics() {
     let setup = with_telemetry("");
     let gateway = start(&setup, &[]).await;
     assert!(gateway.metrics.is_none());
