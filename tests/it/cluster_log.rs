@@ -205,3 +205,92 @@ async fn three_replicas_write_one_log_and_a_sigkill_loses_nothing_acknowledged()
     assert_eq!(records.iter().filter(|r| r["kind"] == "gateway_started").count(), 3, "one start per replica");
     eprintln!("{} acknowledged calls from three replicas, all in one verified log of {} lines", acknowledged.len(), records.len());
 }
+
+/// The text of a refused call (a tool error or a JSON-RPC error), or `None` if it ran.
+async fn refusal(url: &str) -> Option<String> {
+    let transport = rmcp::transport::StreamableHttpClientTransport::from_uri(format!("{url}/mcp"));
+    let client = match rmcp::ServiceExt::serve(TestClient::new(), transport).await {
+        Ok(c) => c,
+        Err(e) => return Some(e.to_string()),
+    };
+    match client.call_tool(call("demo__echo", serde_json::json!({"text": "probe"}))).await {
+        Ok(result) if result.is_error == Some(true) => Some(text_of(&result)),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    }
+}
+
+/// The database stopped mid-load: calls are refused (fail closed) while it is away, the
+/// same replica serves again once it is back, without a restart, and the log is intact
+/// with every acknowledged call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn calls_are_refused_while_the_database_is_away_and_served_when_it_returns() {
+    let Some(pg) = PrivatePg::start("database_restart") else { return };
+    let Some(db) = TestDb::create_on(&pg.url, "database_restart").await else { return };
+    let setup = replica();
+    let mut gateway = setup.http_with_env(&[("AIRLOCK_TEST_DB_URL", db.url.as_str())]).await;
+    let mut acknowledged = load(gateway.url.clone(), "before".into(), 20).await;
+    assert_eq!(acknowledged.len(), 20);
+    let during = tokio::spawn(load(gateway.url.clone(), "during".into(), 100_000));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    pg.ctl("stop");
+    // The load stops at its first refused call; what it got before that was acknowledged.
+    acknowledged.extend(during.await.expect("load"));
+    let refused = refusal(&gateway.url).await.expect("a call is refused while the database is down");
+    eprintln!("refused while the database is down: {refused}");
+    pg.ctl("start");
+    let mut after = Vec::new();
+    for _ in 0..100 {
+        after = load(gateway.url.clone(), "after".into(), 20).await;
+        if !after.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(after.len(), 20, "the same replica serves again once the database is back");
+    acknowledged.extend(after);
+    let _ = gateway.child.kill().await;
+    let records = verified_records(&setup, &db);
+    let lost = missing(&records, &acknowledged);
+    assert!(lost.is_empty(), "{} acknowledged calls are not in the log: {lost:?}", lost.len());
+}
+
+/// A restored older database (a copy taken earlier) is detected by a replica that saw
+/// newer checkpoints: the running one refuses its next call, and a restart refuses to
+/// start, naming both sizes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restored_older_database_is_refused_naming_both_sizes() {
+    let Some(db) = TestDb::create("restored_backup").await else { return };
+    let env = [("AIRLOCK_TEST_DB_URL", db.url.as_str())];
+    let setup = replica();
+    let mut gateway = setup.http_with_env(&env).await;
+    assert_eq!(load(gateway.url.clone(), "old".into(), 3).await.len(), 3);
+    gateway.child.kill().await.expect("stop");
+    let backup = format!("{}_backup", db.name);
+    db.admin(&format!("CREATE DATABASE {backup} TEMPLATE {}", db.name)).await;
+    let old = db.query("SELECT size FROM audit_head").await.remove(0);
+    let mut gateway = setup.http_with_env(&env).await;
+    assert_eq!(load(gateway.url.clone(), "new".into(), 3).await.len(), 3);
+    let new = db.query("SELECT size FROM audit_head").await.remove(0);
+    // Restore the backup under the running replica's feet.
+    db.admin(&format!("DROP DATABASE {0} WITH (FORCE)", db.name)).await;
+    db.admin(&format!("CREATE DATABASE {0} TEMPLATE {backup}", db.name)).await;
+    db.admin(&format!("DROP DATABASE {backup}")).await;
+    let refused = refusal(&gateway.url).await.expect("the running replica refuses to append");
+    eprintln!("running replica refused: {refused}");
+    assert_eq!(db.query("SELECT size FROM audit_head").await, vec![old.clone()], "nothing appended to the restored log");
+    let _ = gateway.child.kill().await;
+    let start = tokio::process::Command::new(airlock())
+        .args(["serve", "--http", "127.0.0.1:0", "--config"])
+        .arg(setup.config())
+        .envs(env)
+        .stdin(std::process::Stdio::null())
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(60), start).await.expect("start ends").expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a replica started on a rolled-back log: {stderr}");
+    assert!(
+        stderr.contains(&format!("holds {old} records")) && stderr.contains(&format!("checkpoint of {new} records")),
+        "the refusal names both sizes: {stderr}"
+    );
+}
