@@ -1,7 +1,8 @@
-//! Reading a stopped log: single records, the tail, JSONL export and inclusion proofs.
+//! Reading a log: single records, the tail, JSONL export and inclusion proofs, from the
+//! sled database of a data dir or from any other store's `LogSource` (PostgreSQL).
 //!
 //! Owns: `LogReader`, the export format, `InclusionProof` and its check.
-//! Uses: `store` to read, `merkle` for proofs.
+//! Uses: `store` to read sled, `log_store::LogSource` for other stores, `merkle` for proofs.
 //! Must not: write to the database.
 //!
 //! Export format (JSONL): a header `{"chain_head":HEX,"frontier":[HEX…],"kind":"export",
@@ -19,69 +20,93 @@ use super::canonical::canonical;
 use super::checkpoint::Checkpoint;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::PublicKey;
+use super::log_store::LogSource;
 use super::merkle::{Frontier, inclusion_proof, leaf_hash, verify_inclusion};
 use super::store::{self, LogPaths};
 
-/// Read access to a log whose writer is not running.
+/// Read access to a log: a data dir's sled database whose writer is not running (or the
+/// running writer's own handle), or another store's source.
 pub struct LogReader {
-    pub(super) db: sled::Db,
+    source: Source,
 }
+
+enum Source {
+    Sled(sled::Db),
+    Other(Box<dyn LogSource>),
+}
+
+/// Records fetched at a time from a `LogSource`.
+const BATCH: usize = 2048;
 
 impl LogReader {
     /// Opens the database; fails with `AuditError::Locked` while a gateway has it open.
     pub fn open(paths: &LogPaths) -> Result<LogReader, AuditError> {
-        Ok(LogReader {
-            db: store::open_existing_db(&paths.db)?,
-        })
+        Ok(LogReader::from_db(store::open_existing_db(&paths.db)?))
     }
 
     pub(super) fn from_db(db: sled::Db) -> LogReader {
-        LogReader { db }
+        LogReader { source: Source::Sled(db) }
+    }
+
+    /// A reader of another store's log.
+    pub fn from_source(source: Box<dyn LogSource>) -> LogReader {
+        LogReader { source: Source::Other(source) }
+    }
+
+    /// The sled database, when this reads one (verification also checks its files).
+    pub(super) fn sled(&self) -> Option<&sled::Db> {
+        match &self.source {
+            Source::Sled(db) => Some(db),
+            Source::Other(_) => None,
+        }
     }
 
     /// The stored canonical bytes of record `seq`.
     pub fn get(&self, seq: Seq) -> Result<Vec<u8>, AuditError> {
-        let value = self
-            .db
-            .get(store::record_key(seq.get()))?
-            .ok_or(AuditError::NotFound(seq))?;
-        Ok(value.get(32..).unwrap_or_default().to_vec())
+        match &self.source {
+            Source::Sled(db) => {
+                let value = db.get(store::record_key(seq.get()))?.ok_or(AuditError::NotFound(seq))?;
+                Ok(value.get(32..).unwrap_or_default().to_vec())
+            }
+            Source::Other(src) => src.get(seq.get())?.ok_or(AuditError::NotFound(seq)),
+        }
     }
 
     /// The highest stored sequence number (0 when empty).
     pub fn last_seq(&self) -> Result<Seq, AuditError> {
-        let last = self
-            .db
-            .scan_prefix([store::RECORD_PREFIX])
-            .keys()
-            .next_back()
-            .transpose()?;
-        Ok(Seq::new(
-            last.and_then(|k| store::key_number(&k)).unwrap_or(0),
-        ))
+        match &self.source {
+            Source::Sled(db) => {
+                let last = db.scan_prefix([store::RECORD_PREFIX]).keys().next_back().transpose()?;
+                Ok(Seq::new(last.and_then(|k| store::key_number(&k)).unwrap_or(0)))
+            }
+            Source::Other(src) => Ok(Seq::new(src.last_seq()?)),
+        }
     }
 
     /// Records with sequence number at least `from`, in order.
     pub fn records_from(
         &self,
         from: Seq,
-    ) -> impl Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + '_ {
-        let end = store::record_key(u64::MAX);
-        self.db
-            .range(store::record_key(from.get())..=end)
-            .map(|kv| {
-                let (k, v) = kv?;
-                let seq = Seq::new(store::key_number(&k).unwrap_or(0));
-                Ok((seq, v.get(32..).unwrap_or_default().to_vec()))
-            })
+    ) -> Box<dyn Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + Send + '_> {
+        match &self.source {
+            Source::Sled(db) => {
+                let end = store::record_key(u64::MAX);
+                Box::new(db.range(store::record_key(from.get())..=end).map(|kv| {
+                    let (k, v) = kv?;
+                    let seq = Seq::new(store::key_number(&k).unwrap_or(0));
+                    Ok((seq, v.get(32..).unwrap_or_default().to_vec()))
+                }))
+            }
+            Source::Other(src) => Box::new(Batches { src: src.as_ref(), next: from.get(), buf: Vec::new().into_iter(), done: false }),
+        }
     }
 
     /// Every stored checkpoint that parses, in order.
     pub fn checkpoints(&self) -> Result<Vec<Checkpoint>, AuditError> {
-        Ok(store::load_checkpoints(&self.db)?
-            .into_iter()
-            .filter_map(|(_, c)| c)
-            .collect())
+        match &self.source {
+            Source::Sled(db) => Ok(store::load_checkpoints(db)?.into_iter().filter_map(|(_, c)| c).collect()),
+            Source::Other(src) => Ok(src.checkpoints()?.iter().filter_map(|c| Checkpoint::from_slice(c)).collect()),
+        }
     }
 
     /// The consistency proof from the tree of `old` records to the tree of `new` records.
@@ -157,6 +182,39 @@ impl LogReader {
             path,
             checkpoint,
         })
+    }
+}
+
+/// Reads a `LogSource` a batch at a time.
+struct Batches<'a> {
+    src: &'a dyn LogSource,
+    next: u64,
+    buf: std::vec::IntoIter<(u64, Vec<u8>)>,
+    done: bool,
+}
+
+impl Iterator for Batches<'_> {
+    type Item = Result<(Seq, Vec<u8>), AuditError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some((seq, bytes)) = self.buf.next() {
+            return Some(Ok((Seq::new(seq), bytes)));
+        }
+        if self.done {
+            return None;
+        }
+        match self.src.records(self.next.max(1), BATCH) {
+            Err(e) => {
+                self.done = true;
+                Some(Err(e))
+            }
+            Ok(batch) => {
+                self.done = batch.len() < BATCH;
+                self.next = batch.last().map_or(self.next, |(seq, _)| seq + 1);
+                self.buf = batch.into_iter();
+                self.buf.next().map(|(seq, bytes)| Ok((Seq::new(seq), bytes)))
+            }
+        }
     }
 }
 

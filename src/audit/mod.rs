@@ -24,6 +24,8 @@ mod digest;
 mod export;
 mod journal;
 mod keys;
+mod local;
+mod log_store;
 mod merkle;
 mod note;
 mod record;
@@ -38,6 +40,7 @@ pub use canonical::{canonical, canonical_value};
 pub use checkpoint::{Checkpoint, Form, signed_message};
 pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
+pub use log_store::{Committed, LogSource, LogStore, Readers, Seal, Sealed, SealedRecord};
 pub use keys::{KeyId, PublicKey, Signature, SigningKey};
 pub use merkle::{
     Frontier, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root_of,
@@ -46,12 +49,15 @@ pub use merkle::{
 pub use note::{CheckpointText, KeyName, MAX_NOTE_BYTES, Note, NoteError, NoteSignature, VerifierKey, cosign};
 pub use record::{RECORD_VERSION, Record, RecordKind};
 pub use stats::{GroupCommitted, observe_commits};
-pub use store::LogPaths;
+pub use store::{LogPaths, State as LogHead};
 pub use trusted::{
     ConsistencyProof, Provable, check_consistency, check_trusted, cosignatures, provable,
     split_notes, witnessed, witnessed_dir,
 };
-pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export, verify_live, verify_stopped};
+pub use verify::{
+    Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export, verify_live, verify_reader,
+    verify_stopped,
+};
 pub use writer::{AuditLog, Recorded};
 
 /// How the log is opened.
@@ -153,6 +159,21 @@ pub enum AuditError {
     /// No record with this sequence number.
     #[error("no record with sequence number {0}")]
     NotFound(Seq),
+    /// The shared log's database cannot be reached, or its transaction failed; nothing of
+    /// the group was committed and later groups are tried again.
+    #[error("the audit database is unavailable, so calls that must be recorded are refused: {0}")]
+    Unavailable(String),
+    /// The shared log does not extend the newest checkpoint this replica has seen.
+    #[error(
+        "the shared audit log holds {found} records and does not extend the checkpoint of {seen} records this replica saw: \
+         the database lost commits (a failover without synchronous replication, or a restored backup); refusing to append. \
+         Restore the lost records, or after an investigation remove {} to accept the database as it is",
+        .marker
+    )]
+    NotExtending { seen: u64, found: u64, marker: String },
+    /// Key rotation on a log that replicas share.
+    #[error("key rotation is refused while replicas share the log ([storage] backend = \"postgres\"): every replica signs with the same key")]
+    SharedRotation,
 }
 
 impl AuditError {

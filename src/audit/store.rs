@@ -121,17 +121,26 @@ pub(crate) fn open_existing_db(path: &Path) -> Result<sled::Db, AuditError> {
 
 /// What the writer needs to carry on after a restart, persisted in the same batch as the
 /// records it describes.
-#[derive(Debug, Clone)]
-pub(crate) struct State {
-    pub(crate) seq: u64,
-    pub(crate) chain_head: Sha256Digest,
-    pub(crate) frontier: Frontier,
-    pub(crate) checkpoints: u64,
-    pub(crate) key: PublicKey,
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct State {
+    /// Records in the log (the last sequence number).
+    pub seq: u64,
+    /// The chain hash after the last record.
+    pub chain_head: Sha256Digest,
+    pub frontier: Frontier,
+    /// Checkpoints in the log.
+    pub checkpoints: u64,
+    /// The key that signed the last checkpoint.
+    pub key: PublicKey,
 }
 
 impl State {
-    pub(crate) fn encode(&self) -> Vec<u8> {
+    /// The head of an empty log that `key` will sign.
+    pub fn empty(key: PublicKey) -> State {
+        State { seq: 0, chain_head: Sha256Digest::from_bytes([0; 32]), frontier: Frontier::new(), checkpoints: 0, key }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
         let roots: Vec<String> = self
             .frontier
             .roots()
@@ -147,7 +156,7 @@ impl State {
         }))
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Option<State> {
+    pub fn decode(bytes: &[u8]) -> Option<State> {
         let v: Value = serde_json::from_slice(bytes).ok()?;
         let seq = v.get("seq")?.as_u64()?;
         let roots = v

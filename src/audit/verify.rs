@@ -431,7 +431,21 @@ pub fn verify_live(
     paths: &LogPaths,
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
-    verify_db(&reader.db, paths, trust, Snapshot::Live)
+    match reader.sled() {
+        Some(db) => verify_db(db, paths, trust, Snapshot::Live),
+        None => verify_reader(reader, trust),
+    }
+}
+
+/// Verifies the log a reader reads through its export (a store without `checkpoints.log`,
+/// e.g. PostgreSQL): the same checks `verify_export` makes of a file.
+pub fn verify_reader(
+    reader: &super::LogReader,
+    trust: Trust,
+) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    let mut export = Vec::new();
+    reader.export(Seq::new(1), &mut export)?;
+    Ok(verify_export_bytes(&export, trust))
 }
 
 /// Whether a writer may be appending while the log is verified.
@@ -678,6 +692,11 @@ pub fn verify_export(
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
     let text = std::fs::read(path).map_err(|e| AuditError::io(path, e))?;
+    Ok(verify_export_bytes(&text, trust))
+}
+
+/// `verify_export` of an export in memory.
+fn verify_export_bytes(text: &[u8], trust: Trust) -> Result<VerifyReport, VerifyFailure> {
     let mut lines = text
         .split(|&b| b == b'\n')
         .filter(|l| !l.is_empty())
@@ -690,13 +709,13 @@ pub fn verify_export(
         start = header;
         lines.next();
     }
-    Ok(with_verifier(trust, start, |v| {
+    with_verifier(trust, start, |v| {
         for line in lines {
             export_line(v, line)?;
         }
         Ok(())
     })
-    .map(|((), report)| report))
+    .map(|((), report)| report)
 }
 
 fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {

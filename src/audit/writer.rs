@@ -1,21 +1,15 @@
-//! The one writer: a dedicated thread that owns the sled database and does group commit.
+//! The one writer: a dedicated thread that numbers, chains and signs each group and hands
+//! it to the log's store (`LogStore`: sled here, or PostgreSQL shared by replicas).
 //!
-//! Owns: `AuditLog` (the cheap handle), `Recorded` (the proof token), sequence numbers,
-//! record times, the chain, the Merkle frontier and checkpoint signing.
-//! Uses: `store` for the layout, `keys` for signing.
-//! Must not: acknowledge a record before its group (records, checkpoint, state) is in the
-//! journal and (with `Durability::Fsync`) the journal is fdatasynced, and its checkpoint
-//! line is written to `checkpoints.log`; put the state key into sled before the group's
-//! other keys.
-//!
-//! One group commit: sign the checkpoint, write its line to `checkpoints.log` (no sync), write
-//! the group to the journal, one `fdatasync` of the journal (`fsync` only), insert the group
-//! into sled (state key last) without flushing, acknowledge. sled is flushed and fsynced, and `checkpoints.log`
-//! fsynced, only when the journal starts over (every `journal::RESET_AT` bytes) and on close.
+//! Owns: `AuditLog` (the cheap handle), `Recorded` (the proof token), group commit (what
+//! goes in one group), `seal` (sequence numbers, record times, the chain, the Merkle
+//! frontier and checkpoint signing: the one place they are computed, for every store).
+//! Uses: `log_store` for the store interface, `local` for the embedded store, `keys`.
+//! Must not: acknowledge a record before its store reports the group committed.
 //!
 //! The writer is an OS thread rather than a tokio task because it spends its time in
-//! blocking `fsync`, which must not stall the runtime's workers. Callers talk to it over a
-//! tokio channel and await a oneshot acknowledgement.
+//! blocking `fsync` (or waiting on the database), which must not stall the runtime's
+//! workers. Callers talk to it over a tokio channel and await a oneshot acknowledgement.
 
 use std::fs;
 use std::path::PathBuf;
@@ -30,10 +24,12 @@ use super::checkpoint::Checkpoint;
 use super::export::LogReader;
 use super::digest::{Seq, Sha256Digest};
 use super::keys::{PublicKey, Signature, SigningKey, sync_parent};
-use super::merkle::{Frontier, leaf_hash};
+use super::merkle::leaf_hash;
 use super::arguments::{ARGS_KEY_FILE, ArgsKey, Redactor};
 use super::record::{Prepared, Record, RecordKind};
-use super::journal::{self, Journal, Pair};
+use super::journal::{self, Journal};
+use super::local::LocalStore;
+use super::log_store::{LogStore, Readers, Seal, Sealed, SealedRecord};
 use super::store::{self, CheckpointFile, DirSyncer, LogPaths, State};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -70,9 +66,11 @@ struct Shared {
     redactor: Redactor,
     signer: RwLock<Arc<SigningKey>>,
     key_path: PathBuf,
-    /// A read handle on the database for in-process readers (witness publishing); taken
-    /// out by `close`, so the database lock goes with the writer.
-    read_db: Mutex<Option<sled::Db>>,
+    /// Makes readers for in-process readers (witness publishing, live export); taken out
+    /// by `close`, so the sled database lock goes with the writer.
+    readers: Mutex<Option<Readers>>,
+    /// False when replicas share the log (their key must stay the same).
+    rotation_allowed: bool,
     /// How many records are durable (acknowledged); followers of the log wait on it.
     durable: watch::Receiver<u64>,
 }
@@ -111,13 +109,7 @@ impl AuditLog {
         let key = load_key(&paths.key, stored.as_ref().map(|s| s.key))?;
         let state = match stored {
             Some(s) => check_state(&db, s)?,
-            None => State {
-                seq: 0,
-                chain_head: Sha256Digest::from_bytes([0; 32]),
-                frontier: Frontier::new(),
-                checkpoints: 0,
-                key: key.public_key(),
-            },
+            None => State::empty(key.public_key()),
         };
         let checkpoints = CheckpointFile::open_and_reconcile(&paths.checkpoints, &db)?;
         let origin = logged_origin(&db)?.map_or(cfg.origin.clone(), |logged| {
@@ -135,37 +127,40 @@ impl AuditLog {
             syncer.sync()?;
         }
         let journal = Journal::open(&journal::path_for(&paths.db), state.checkpoints, replayed.clean)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let read_db = Mutex::new(Some(db.clone()));
-        let (durable_tx, durable) = watch::channel(state.seq);
-        let writer = Writer {
+        let read_db = db.clone();
+        let readers: Readers = Arc::new(move || Ok(LogReader::from_db(read_db.clone())));
+        let local = LocalStore {
             db,
             syncer,
             journal,
             db_dir: paths.db.clone(),
             checkpoints,
-            state,
-            key: key.clone(),
-            origin,
+            state: state.clone(),
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
-            durable: durable_tx,
         };
-        thread::Builder::new()
-            .name("airlock-audit".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| AuditError::io(&paths.db, e))?;
-        let shared = Shared {
-            redactor,
-            signer: RwLock::new(key),
-            key_path: paths.key,
-            read_db,
-            durable,
-        };
-        Ok(AuditLog {
-            tx,
-            shared: Arc::new(shared),
-        })
+        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key })
+    }
+
+    /// Opens the log kept by another store (PostgreSQL shared by replicas). `head` is the
+    /// store's head when opened (`None`: an empty log), `origin` the origin its last
+    /// checkpoint names. The key file must hold the key the head says signs the log: all
+    /// replicas share one key. Key rotation is refused (it would split the replicas).
+    pub fn open_shared(
+        cfg: AuditConfig,
+        store: Box<dyn LogStore>,
+        readers: Readers,
+        head: Option<(u64, PublicKey)>,
+        origin: Option<String>,
+    ) -> Result<AuditLog, AuditError> {
+        fs::create_dir_all(&cfg.data_dir).map_err(|e| AuditError::io(&cfg.data_dir, e))?;
+        let args_key = ArgsKey::load_or_create(&cfg.data_dir.join(ARGS_KEY_FILE))?;
+        let redactor = Redactor::new(&cfg.redact, args_key)?;
+        let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
+        let key = load_key(&paths.key, head.as_ref().map(|(_, k)| *k))?;
+        let origin = origin.unwrap_or(cfg.origin);
+        let size = head.map_or(0, |(size, _)| size);
+        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key })
     }
 
     /// Appends a record; resolves once it is durable and covered by a signed checkpoint.
@@ -233,6 +228,9 @@ impl AuditLog {
     /// names the new one, then a checkpoint signed by the new key, then replaces the key
     /// file. Returns the rotation record's token.
     pub async fn rotate_key(&self) -> Result<Recorded, AuditError> {
+        if !self.shared.rotation_allowed {
+            return Err(AuditError::SharedRotation);
+        }
         let new_key = Arc::new(SigningKey::generate()?);
         let staged = staged_key_path(&self.shared.key_path);
         match fs::remove_file(&staged) {
@@ -257,8 +255,8 @@ impl AuditLog {
     /// A reader of what is committed (acknowledged records and their checkpoints), for
     /// in-process readers. Drop it before `close`: it keeps the database open.
     pub fn reader(&self) -> Result<LogReader, AuditError> {
-        let guard = self.shared.read_db.lock().map_err(|_| AuditError::Closed)?;
-        guard.clone().map(LogReader::from_db).ok_or(AuditError::Closed)
+        let readers = self.shared.readers.lock().map_err(|_| AuditError::Closed)?.clone();
+        readers.ok_or(AuditError::Closed).and_then(|make| make())
     }
 
     /// The number of durable records (the last acknowledged sequence number), updated after
@@ -269,8 +267,8 @@ impl AuditLog {
 
     /// Commits what is queued, stops the writer and releases the database.
     pub async fn close(self) -> Result<(), AuditError> {
-        if let Ok(mut db) = self.shared.read_db.lock() {
-            db.take();
+        if let Ok(mut readers) = self.shared.readers.lock() {
+            readers.take();
         }
         let (tx, rx) = oneshot::channel();
         if self.tx.send(Msg::Close(tx)).await.is_err() {
@@ -350,37 +348,66 @@ fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
         .map(|c| c.origin))
 }
 
-/// Waits (up to 5 s) until nobody holds the flock sled takes on `path`.
-fn wait_for_unlock(path: &std::path::Path) {
-    let Ok(file) = fs::File::open(path) else {
-        return;
-    };
-    for _ in 0..5000 {
-        if file.try_lock().is_ok() {
-            let _ = file.unlock();
-            return;
-        }
-        thread::sleep(std::time::Duration::from_millis(1));
-    }
-    tracing::warn!(path = %path.display(), "audit database still locked after close");
-}
-
 fn now_rfc3339() -> String {
     humantime::format_rfc3339_micros(SystemTime::now()).to_string()
 }
 
-struct Writer {
-    db: sled::Db,
-    db_dir: PathBuf,
-    syncer: DirSyncer,
-    journal: Journal,
-    checkpoints: CheckpointFile,
-    state: State,
+/// What `start` needs, whichever store keeps the log.
+struct Started {
+    store: Box<dyn LogStore>,
+    readers: Readers,
+    /// Records in the log when opened.
+    size: u64,
     key: Arc<SigningKey>,
     origin: String,
-    fsync: bool,
-    /// Set after a failed commit: memory and disk may disagree, so nothing more is written.
-    failed: Option<String>,
+    redactor: Redactor,
+    key_path: PathBuf,
+}
+
+/// Starts the writer thread over `s.store`.
+fn start(s: Started) -> Result<AuditLog, AuditError> {
+    let (tx, rx) = mpsc::channel(QUEUE);
+    let (durable_tx, durable) = watch::channel(s.size);
+    let rotation_allowed = s.store.rotation_allowed();
+    let writer = Writer { store: Some(s.store), key: s.key.clone(), origin: s.origin, durable: durable_tx };
+    thread::Builder::new()
+        .name("airlock-audit".into())
+        .spawn(move || writer.run(rx))
+        .map_err(|e| AuditError::io(&s.key_path, e))?;
+    let shared = Shared {
+        redactor: s.redactor,
+        signer: RwLock::new(s.key),
+        key_path: s.key_path,
+        readers: Mutex::new(Some(s.readers)),
+        rotation_allowed,
+        durable,
+    };
+    Ok(AuditLog { tx, shared: Arc::new(shared) })
+}
+
+/// Numbers `records` after `head`, chains them, extends the Merkle frontier and signs the
+/// group's checkpoint with `key`: the one place this is done, whichever store keeps it.
+fn seal(head: &State, records: &[Prepared], key: &SigningKey, origin: &str, time: &str) -> Sealed {
+    let mut state = head.clone();
+    let mut sealed = Vec::with_capacity(records.len());
+    for rec in records {
+        state.seq += 1;
+        let bytes = rec.finish(Seq::new(state.seq), time);
+        state.chain_head = Sha256Digest::of_parts(&[state.chain_head.as_bytes(), &bytes]);
+        state.frontier.push(leaf_hash(&bytes));
+        sealed.push(SealedRecord { seq: state.seq, chain: state.chain_head, bytes });
+    }
+    let cp = Checkpoint::sign(key, origin, state.seq, state.frontier.root(), state.chain_head, time.to_owned());
+    state.checkpoints += 1;
+    state.key = key.public_key();
+    Sealed { records: sealed, checkpoint: cp.to_canonical(), head: state }
+}
+
+struct Writer {
+    /// Taken out on close.
+    store: Option<Box<dyn LogStore>>,
+    key: Arc<SigningKey>,
+    origin: String,
     /// Told the record count after each durable group.
     durable: watch::Sender<u64>,
 }
@@ -414,16 +441,9 @@ impl Writer {
             }
             self.commit_group(&mut group);
         }
-        // Release the database (and its lock) before telling `close` we are done. sled's IO
-        // threads may hold the file a moment longer, so wait until its lock is free.
-        let lock_file = self.db_dir.join("db");
-        if self.failed.is_none() {
-            if let Err(e) = self.settle() {
-                tracing::error!(error = %e, "could not flush the audit database on close; its journal keeps the groups");
-            }
+        if let Some(store) = self.store.take() {
+            store.close();
         }
-        drop(self);
-        wait_for_unlock(&lock_file);
         if let Some(done) = closing {
             let _ = done.send(());
         }
@@ -443,78 +463,18 @@ impl Writer {
         super::stats::committed(super::stats::GroupCommitted { records: size, elapsed, ok: result.is_ok() });
     }
 
-    /// Writes `records` and one checkpoint; returns the first and last sequence numbers.
+    /// Commits `records` and one checkpoint; returns the first and last sequence numbers.
     fn commit(&mut self, records: Vec<Prepared>) -> Result<(u64, u64), AuditError> {
-        if let Some(why) = &self.failed {
-            return Err(AuditError::Failed(why.clone()));
-        }
-        let first = self.state.seq + 1;
-        let result = self.write_group(records);
-        if let Err(e) = &result {
-            tracing::error!(error = %e, "audit commit failed; the log refuses further writes");
-            self.failed = Some(e.to_string());
-        } else {
-            self.durable.send_replace(self.state.seq);
-        }
-        result.map(|()| (first, self.state.seq))
-    }
-
-    fn write_group(&mut self, records: Vec<Prepared>) -> Result<(), AuditError> {
-        let time = now_rfc3339();
-        let mut pairs: Vec<Pair> = Vec::with_capacity(records.len() + 2);
-        for rec in records {
-            self.state.seq += 1;
-            let bytes = rec.finish(Seq::new(self.state.seq), &time);
-            self.state.chain_head =
-                Sha256Digest::of_parts(&[self.state.chain_head.as_bytes(), &bytes]);
-            self.state.frontier.push(leaf_hash(&bytes));
-            let mut value = Vec::with_capacity(32 + bytes.len());
-            value.extend_from_slice(self.state.chain_head.as_bytes());
-            value.extend_from_slice(&bytes);
-            pairs.push((store::record_key(self.state.seq).to_vec(), value));
-        }
-        let cp = Checkpoint::sign(
-            &self.key,
-            &self.origin,
-            self.state.seq,
-            self.state.frontier.root(),
-            self.state.chain_head,
-            time,
-        );
-        let cp_bytes = cp.to_canonical();
-        // The line goes into checkpoints.log before the group is durable anywhere, so after
-        // a kill the file is at most one unacknowledged group ahead of the log (dropped on
-        // the next start) and never behind it: a line missing from the file is a removed line.
-        self.checkpoints.append(&cp_bytes, false)?;
-        pairs.push((store::checkpoint_key(self.state.checkpoints).to_vec(), cp_bytes));
-        self.state.checkpoints += 1;
-        self.state.key = self.key.public_key();
-        pairs.push((store::STATE_KEY.to_vec(), self.state.encode()));
-        self.journal.append(self.state.checkpoints, &pairs)?;
-        if self.fsync {
-            self.journal.sync()?;
-        }
-        // Plain inserts, not a sled batch: a batch rolls sled's IO buffer, that is one write
-        // and one `sync_file_range(WAIT_AFTER)` per group. The state key goes last, so a crash
-        // can leave sled with part of a group but with the state of the group before, and the
-        // journal (already durable) replays the whole group on open.
-        for (k, v) in pairs {
-            self.db.insert(k, v)?;
-        }
-        if self.journal.len() >= journal::RESET_AT {
-            self.settle()?;
-        }
-        Ok(())
-    }
-
-    /// Makes sled and `checkpoints.log` durable on their own, then starts the journal over.
-    fn settle(&mut self) -> Result<(), AuditError> {
-        self.db.flush()?;
-        if self.fsync {
-            self.syncer.sync()?;
-            self.checkpoints.sync()?;
-        }
-        self.journal.reset(self.state.checkpoints, self.fsync)
+        let store = self.store.as_mut().ok_or(AuditError::Closed)?;
+        let (key, origin, time) = (self.key.clone(), self.origin.clone(), now_rfc3339());
+        let sealer: Seal = Box::new(move |head: &State| Ok(seal(head, &records, &key, &origin, &time)));
+        let committed = store.commit(sealer)?;
+        self.durable.send_if_modified(|durable| {
+            let grew = committed.size > *durable;
+            *durable = (*durable).max(committed.size);
+            grew
+        });
+        Ok((committed.first, committed.last))
     }
 
     /// Logs the rotation under the old key, then a checkpoint under the new key, so the new

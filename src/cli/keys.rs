@@ -48,6 +48,9 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Rotate { dir } => {
+            if dir.shared_log()?.is_some() {
+                anyhow::bail!("{}", crate::audit::AuditError::SharedRotation);
+            }
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             // A running gateway rotates in its writer's order; else the log is opened here.
             let live = runtime.block_on(async {

@@ -77,11 +77,39 @@ impl DirArgs {
 /// `[gateway] data_dir` and `[audit] key_path` from the config (resolved against its
 /// directory), if there is one.
 fn read_config(explicit: Option<&Path>) -> anyhow::Result<(Option<PathBuf>, Option<PathBuf>)> {
+    Ok(load_config(explicit)?.map_or((None, None), |c| (Some(c.gateway.data_dir), c.audit.key_path)))
+}
+
+/// The config file, if one is given or `./airlock.toml` exists.
+fn load_config(explicit: Option<&Path>) -> anyhow::Result<Option<crate::config::Config>> {
     if explicit.is_none() && !Path::new(crate::config::DEFAULT_FILE).exists() {
-        return Ok((None, None));
+        return Ok(None);
     }
     let config = crate::config::Config::load(explicit).map_err(|problems| anyhow::anyhow!("{problems}"))?;
-    Ok((Some(config.gateway.data_dir), config.audit.key_path))
+    Ok(Some(config))
+}
+
+impl DirArgs {
+    /// The PostgreSQL settings when `[storage]` keeps the log there (`--data-dir` alone
+    /// never switches to it: the config decides where the log is).
+    pub(crate) fn shared_log(&self) -> anyhow::Result<Option<crate::storage::PgSettings>> {
+        Ok(load_config(self.config.config.as_deref())?.and_then(|c| match c.storage.backend {
+            crate::storage::Backend::Postgres(settings) => Some(settings),
+            crate::storage::Backend::Sled => None,
+        }))
+    }
+
+    /// A reader of the log: the shared database's when `[storage]` says postgres, else the
+    /// data dir's sled database (`AuditError::Locked` while a gateway has it open).
+    pub(crate) fn open_log(&self) -> anyhow::Result<Result<LogReader, crate::audit::AuditError>> {
+        match self.shared_log()? {
+            Some(settings) => Ok(crate::storage::open_reader(&settings)),
+            None => {
+                let (_, paths) = self.paths()?;
+                Ok(LogReader::open(&paths))
+            }
+        }
+    }
 }
 
 /// Subcommands of `airlock log`.
@@ -197,6 +225,7 @@ pub(crate) fn run(cmd: Command) -> anyhow::Result<ExitCode> {
             let anchor = anchor_key(&paths, pubkey.as_deref())?;
             match export {
                 Some(file) => verify_export_file(file.as_path(), anchor),
+                None if dir.shared_log()?.is_some() => super::log_trust::verify_shared(&dir, anchor),
                 None => super::log_trust::verify_dir(&dir, &paths, anchor, &trusted, &witness_key),
             }
         }
@@ -287,8 +316,7 @@ pub(crate) fn export_start(since: Option<Seq>, after: Option<u64>) -> Seq {
 }
 
 pub(crate) fn open_reader(dir: &DirArgs) -> anyhow::Result<LogReader> {
-    let (_, paths) = dir.paths()?;
-    Ok(LogReader::open(&paths)?)
+    Ok(dir.open_log()??)
 }
 
 /// One record as a line for a person: its canonical JSON with bidi overrides, C1 controls

@@ -89,10 +89,9 @@ fn follow_dir(dir: &DirArgs, format: Format, mut next: Seq, out: &mut dyn Write)
 /// waiting while a gateway holds the database or no log exists yet. Each reader is dropped
 /// before the wait, which releases the lock so a gateway can start meanwhile.
 pub(super) fn poll_dir(dir: &DirArgs, follow: bool, mut step: impl FnMut(&LogReader) -> anyhow::Result<()>) -> anyhow::Result<ExitCode> {
-    let (_, paths) = dir.paths()?;
     let mut told = false;
     loop {
-        match LogReader::open(&paths) {
+        match dir.open_log()? {
             Ok(reader) => {
                 told = false;
                 step(&reader)?;

@@ -64,6 +64,23 @@ fn witness_keys(dir: &DirArgs, given: &[String]) -> anyhow::Result<Vec<VerifierK
     Ok(keys)
 }
 
+/// `log verify` of the log PostgreSQL keeps (`[storage] backend = "postgres"`): the chain,
+/// tree and signatures of its export, as `log verify --export` checks a file.
+pub(crate) fn verify_shared(dir: &DirArgs, anchor: PublicKey) -> anyhow::Result<ExitCode> {
+    let reader = super::log::open_reader(dir)?;
+    match crate::audit::verify_reader(&reader, Trust { anchor })? {
+        Ok(report) => {
+            println!("shared log (PostgreSQL):");
+            super::log::print_report(&report);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(failure) => {
+            println!("FAILED at {failure}");
+            Ok(ExitCode::from(EXIT_FOUND_PROBLEM))
+        }
+    }
+}
+
 pub(crate) fn verify_dir(
     dir: &DirArgs,
     paths: &LogPaths,

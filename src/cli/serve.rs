@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::downstream::Downstreams;
 use crate::gateway::stdio::LineTransport;
-use crate::audit::AuditLog;
 use crate::approval::Broker;
 use crate::approval::slack::Slack;
 use crate::approval::teams::Teams;
@@ -93,7 +92,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
     // Taken before the database, so a second gateway is told who holds the data dir.
     let mut liveness = if options.control { Some(crate::control::Liveness::take(data_dir)?) } else { None };
-    let audit = AuditLog::open(super::wiring::audit(&config))?;
+    let audit = super::wiring::open_audit(&config)?;
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
     let (fingerprints, approvals) = super::serve_state::open(&config, &state).await?;
     let tasks = crate::gateway::tasks::TaskStore::in_db(&state)?;

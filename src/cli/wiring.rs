@@ -57,6 +57,15 @@ pub(crate) fn audit(config: &Config) -> audit::AuditConfig {
     audit
 }
 
+/// `[storage]` + `[audit]` → the open log: sled in the data dir, or PostgreSQL shared
+/// with other replicas.
+pub(crate) fn open_audit(config: &Config) -> anyhow::Result<audit::AuditLog> {
+    Ok(match &config.storage.backend {
+        crate::storage::Backend::Sled => audit::AuditLog::open(self::audit(config))?,
+        crate::storage::Backend::Postgres(settings) => crate::storage::open_log(settings, self::audit(config))?,
+    })
+}
+
 /// `[identity]` → the authenticator's config.
 pub(crate) fn identity(config: &IdentityConfig) -> identity::IdentityConfig {
     let stdio_principal = match &config.stdio_principal {

@@ -12,9 +12,11 @@
 //! sled stays the default: with `backend = "sled"` nothing here runs and each module keeps
 //! its embedded store under `gateway.data_dir`.
 
+mod audit_pg;
 pub mod migrations;
 mod pg;
 
+pub use audit_pg::{open_log, open_reader};
 pub use pg::{PgPool, StorageError};
 
 use crate::config::EnvVarName;

@@ -396,7 +396,12 @@ pub fn pg_admin_url(test: &str) -> Option<String> {
 impl TestDb {
     /// Creates the database `airlock_<test>_<random>`; `None` when the server is not set.
     pub async fn create(test: &str) -> Option<TestDb> {
-        let admin = pg_admin_url(test)?;
+        TestDb::create_on(&pg_admin_url(test)?, test).await
+    }
+
+    /// Creates the database on the server of `admin` (e.g. a [`PrivatePg`]).
+    pub async fn create_on(admin: &str, test: &str) -> Option<TestDb> {
+        let admin = admin.to_owned();
         let suffix = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
         let name = format!("airlock_{}_{suffix}", test.chars().filter(char::is_ascii_alphanumeric).take(30).collect::<String>());
         pg_admin(&admin, &format!("CREATE DATABASE {name}")).await;
@@ -447,12 +452,40 @@ async fn pg_admin(admin: &str, sql: &str) {
 }
 
 
-/// Stops, starts or restarts the test server (`.ci/pg ACTION $AIRLOCK_TEST_PG_DIR`);
-/// false when the tests were not given its directory.
-pub fn pg_ctl(action: &str) -> bool {
-    let Some(dir) = std::env::var_os("AIRLOCK_TEST_PG_DIR") else { return false };
+/// A PostgreSQL server of one test's own (`.ci/pg start` in a temp dir on a free port),
+/// for tests that stop and restart it; stopped when dropped. `None` (SKIPPED) as for
+/// [`TestDb`] when the test server is not configured.
+pub struct PrivatePg {
+    pub dir: tempfile::TempDir,
+    /// Admin URL.
+    pub url: String,
+}
+
+impl PrivatePg {
+    pub fn start(test: &str) -> Option<PrivatePg> {
+        pg_admin_url(test)?;
+        let dir = tempfile::Builder::new().prefix("airlock-pg").tempdir().expect("tempdir");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let url = pg_script(&["start", &dir.path().join("pg").display().to_string(), &port.to_string()]);
+        Some(PrivatePg { dir, url: url.trim().to_owned() })
+    }
+
+    /// `.ci/pg stop|start|restart` of this server.
+    pub fn ctl(&self, action: &str) {
+        pg_script(&[action, &self.dir.path().join("pg").display().to_string()]);
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let dir = self.dir.path().join("pg").display().to_string();
+        let _ = Command::new("bash").arg(Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg")).args(["stop", &dir]).output();
+    }
+}
+
+fn pg_script(args: &[&str]) -> String {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/pg");
-    let out = Command::new("bash").arg(script).arg(action).arg(dir).output().expect("run .ci/pg");
-    assert!(out.status.success(), ".ci/pg {action}: {}", String::from_utf8_lossy(&out.stderr));
-    true
+    let out = Command::new("bash").arg(script).args(args).output().expect("run .ci/pg");
+    assert!(out.status.success(), ".ci/pg {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -19,6 +19,7 @@ CREATE TABLE audit_records (
 -- One signed checkpoint per group; group_id makes a retried group idempotent.
 CREATE TABLE audit_checkpoints (
     idx bigint PRIMARY KEY CHECK (idx >= 0),
+    first bigint NOT NULL,
     size bigint NOT NULL,
     group_id text UNIQUE,
     checkpoint bytea NOT NULL
