@@ -419,7 +419,10 @@ pub fn verify_stopped(
     paths: &LogPaths,
     trust: Trust,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
-    verify_db(&reader.db, paths, trust, Snapshot::Stopped)
+    match reader.sled() {
+        Some(db) => verify_db(db, paths, trust, Snapshot::Stopped),
+        None => verify_reader(reader, trust),
+    }
 }
 
 /// Verifies the log of a running gateway through its reader (`AuditLog::reader`): what is

@@ -20,11 +20,7 @@ pub(crate) async fn open(config: &Config, state: &sled::Db) -> anyhow::Result<(F
         Backend::Sled => Ok((Fingerprints::in_db(state)?, Arc::new(SledApprovals::open(state)?))),
         Backend::Postgres(settings) => {
             let pool = PgPool::connect(settings).await.context("could not open the shared database ([storage])")?;
-            let url = settings
-                .url_env
-                .get()
-                .with_context(|| format!("the environment variable {} (storage.url_env) is not set", settings.url_env.as_str()))?;
-            let listener = crate::approval::store::listen::listener(&url).map_err(anyhow::Error::msg)?;
+            let listener = crate::approval::store::listen::listener(pool.clone());
             let approvals = PgApprovals::open(pool.clone(), listener).await.context("could not open the shared approvals")?;
             let fingerprints = PgFingerprints::open(pool).await.context("could not open the shared tool fingerprints")?;
             Ok((Fingerprints::in_store(Arc::new(fingerprints)), Arc::new(approvals)))

@@ -17,7 +17,7 @@ pub mod migrations;
 mod pg;
 
 pub use audit_pg::{open_log, open_reader};
-pub use pg::{PgPool, StorageError};
+pub use pg::{PgPool, StorageError, UnpooledConnection};
 
 use crate::config::EnvVarName;
 

@@ -66,7 +66,16 @@ pub struct PgPool {
     pool: Pool,
     /// The host(s) the URL names, for messages (never the URL).
     target: String,
+    /// What the pool connects with, for `connect_unpooled`.
+    config: tokio_postgres::Config,
+    connector: MakeRustlsConnect,
 }
+
+/// A connection made outside the pool; the caller drives it (polls it for its messages).
+pub type UnpooledConnection = tokio_postgres::Connection<
+    tokio_postgres::Socket,
+    <MakeRustlsConnect as tokio_postgres::tls::MakeTlsConnect<tokio_postgres::Socket>>::Stream,
+>;
 
 impl std::fmt::Debug for PgPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -94,7 +103,7 @@ impl PgPool {
         }
         let target = targets(&config);
         let connector = MakeRustlsConnect::new(tls.client_config()?);
-        let manager = Manager::from_config(config, connector, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let manager = Manager::from_config(config.clone(), connector.clone(), ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(pool_size)
             .runtime(Runtime::Tokio1)
@@ -103,7 +112,7 @@ impl PgPool {
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .map_err(|e| StorageError::Unreachable(e.to_string()))?;
-        Ok(PgPool { pool, target })
+        Ok(PgPool { pool, target, config, connector })
     }
 
     /// Builds the pool, connects once and applies the migrations the database lacks.
@@ -125,6 +134,15 @@ impl PgPool {
             deadpool_postgres::PoolError::Backend(db) => StorageError::Unreachable(format!("{}: {db}", self.target)),
             other => StorageError::Unreachable(format!("{}: {other}", self.target)),
         })
+    }
+
+    /// A connection of its own with the pool's URL and TLS rules, for `LISTEN`: a pooled
+    /// connection's notifications are dropped by the pool.
+    pub async fn connect_unpooled(&self) -> Result<(tokio_postgres::Client, UnpooledConnection), StorageError> {
+        self.config
+            .connect(self.connector.clone())
+            .await
+            .map_err(|e| StorageError::Unreachable(format!("{}: {e}", self.target)))
     }
 
     /// Where the pool connects (hosts and ports, no credentials), for messages.

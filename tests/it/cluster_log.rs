@@ -116,8 +116,14 @@ async fn load(url: String, prefix: String, n: usize) -> Vec<String> {
     let mut acknowledged = Vec::new();
     for i in 0..n {
         let text = format!("{prefix}-{i}");
-        match client.call_tool(call("demo__echo", serde_json::json!({"text": text}))).await {
-            Ok(result) if result.is_error != Some(true) => acknowledged.push(text),
+        // A call in flight when its replica is killed may never be answered (the client
+        // keeps trying to resume the stream): unanswered within a minute counts as refused.
+        let answer = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            client.call_tool(call("demo__echo", serde_json::json!({"text": text}))),
+        );
+        match answer.await {
+            Ok(Ok(result)) if result.is_error != Some(true) => acknowledged.push(text),
             _ => break,
         }
     }

@@ -75,7 +75,7 @@ async fn pg_store(test: &str) -> Option<(super::postgres::PgApprovals, crate::st
     url.set_path(&name);
     let pool = crate::storage::PgPool::from_url(url.as_str(), "AIRLOCK_TEST_PG_URL", 4).expect("pool");
     pool.migrate().await.expect("migrate");
-    let listener = super::listen::listener(url.as_str()).expect("listener");
+    let listener = super::listen::listener(pool.clone());
     Some((super::postgres::PgApprovals::open(pool.clone(), listener).await.expect("open"), pool, url.to_string()))
 }
 
@@ -103,8 +103,8 @@ async fn postgres_conforms_and_a_stale_write_is_a_conflict() {
 
 #[tokio::test]
 async fn a_replica_learns_of_another_replicas_change() {
-    let Some((first, pool, url)) = pg_store("replica_learns").await else { return };
-    let second = super::postgres::PgApprovals::open(pool, super::listen::listener(&url).expect("listener"))
+    let Some((first, pool, _)) = pg_store("replica_learns").await else { return };
+    let second = super::postgres::PgApprovals::open(pool.clone(), super::listen::listener(pool))
         .await
         .expect("open");
     let mut changes = second.changes().expect("a shared store reports changes");
