@@ -53,6 +53,9 @@ pub use trusted::{
 };
 pub use verify::{Problem, Trust, VerifyFailure, VerifyReport, verify_dir, verify_export, verify_live};
 pub use writer::{AuditLog, Recorded};
+/// For `fuzzing::journal_replay` only: the journal stays private to the log.
+#[cfg(feature = "fuzzing")]
+pub(crate) use journal::replay as journal_replay;
 
 /// How the log is opened.
 #[derive(Debug, Clone)]
