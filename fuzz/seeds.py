@@ -90,6 +90,20 @@ JSON_WORDS = ["{", "}", "[", "]", ":", ",", '"', "null", "true", "false", "-0", 
               '"keys"', '"kty"', '"kid"', '"RSA"', '"EC"', '"P-256"', "event:", "data:", "\n\n", "\r\n"]
 
 
+RECORD_WORDS = ['"v"', '"time"', '"principal"', '"session"', '"call_id"', '"tool"', '"risk"', '"decision"', '"reason"',
+                '"approval_id"', '"approver"', '"comment"', '"detail"', '"duration_us"', '"server"', '"new_key_id"',
+                '"call_"', '"approval_"', '"key_rotated"', '"decision"', '"session_opened"', '"gateway_started"',
+                '"2026-11-21T17:00:01.000000Z"']
+
+CONTROL_WORDS = ['"airlock"', '"mode"', '"op"', '"mcp"', '"config"', '"ok"', '"refused"', '"code"', '"message"', '"item"',
+                 '"done"', '"status"', '"stop"', '"tools_list"', '"tools_accept"', '"log_show"', '"log_tail"',
+                 '"log_verify"', '"log_export"', '"log_prove"', '"log_checkpoint"', '"approvals_list"',
+                 '"approvals_show"', '"approvals_decide"', '"keys_rotate"', '"reload"', '"report"', '"lines"',
+                 '"follow"', '"pubkey"', '"since"', '"consistency"', '"to"', '"from"', '"token"', '"state"',
+                 '"decision"', '"approve"', '"deny"', '"comment"', '"json"', '"2026-11-01"', '"not_operator"',
+                 '"bad_request"', '"pid"', '"version"', '"principal"', '"approvals"', '"approval"']
+
+
 def main():
     shutil.rmtree(OUT, ignore_errors=True)
     for target in ("config_toml", "manifest_toml", "policy_toml"):
@@ -170,6 +184,72 @@ def main():
         put("audit_stored", f"proof-{i + 1}", json.dumps(proof))
     put("audit_stored", "key", cp["public_key"])
     put("audit_stored", "signature", cp["signature"])
+
+    # OCSF: every stored record of the vectors (first byte 0: raw bytes).
+    dictionary("ocsf_record", JSON_WORDS + RECORD_WORDS)
+    vector_records = records + [json.dumps(json.loads(rd("tests", "vectors", "record.json"))["record"])]
+    for i, r in enumerate(vector_records):
+        put("ocsf_record", f"record-{i}", b"\0" + r.encode())
+    for i, kind in enumerate(["approval_decided", "key_rotated", "gateway_started", "session_refused", "new_kind"]):
+        rec = {"v": 2, "seq": 100 + i, "time": "2026-11-21T17:00:01.000000Z", "kind": kind, "principal": "alice",
+               "approver": "bob", "approval_id": "a1", "tool": "fs__write", "decision": "approve",
+               "detail": {"server": "fs", "new_key_id": "k2"}, "duration_us": 1500}
+        put("ocsf_record", f"kind-{i}", b"\0" + json.dumps(rec, sort_keys=True, separators=(",", ":")).encode())
+
+    # Control socket, gateway side (first byte 0: raw bytes): a hello, then op requests.
+    dictionary("control_requests", JSON_WORDS + CONTROL_WORDS)
+    token = "s3cret-token"
+    requests = [
+        {"op": "status"}, {"op": "stop"}, {"op": "tools_list"}, {"op": "tools_accept", "name": "demo__echo"},
+        {"op": "log_show", "seq": 3}, {"op": "log_tail", "lines": 10, "follow": True}, {"op": "log_verify"},
+        {"op": "log_verify", "pubkey": cp["public_key"]}, {"op": "log_export", "since": 4, "follow": False},
+        {"op": "log_prove", "seq": 2}, {"op": "log_prove", "consistency": 3, "to": 7}, {"op": "log_checkpoint"},
+        {"op": "approvals_list", "token": token, "state": "pending"}, {"op": "approvals_show", "token": token, "id": "0f1e2d3c"},
+        {"op": "approvals_decide", "token": token, "id": "0f1e2d3c", "decision": "approve", "comment": "ok"},
+        {"op": "keys_rotate"}, {"op": "reload"}, {"op": "report", "from": "2026-11-01", "to": "2026-11-30", "json": True},
+    ]
+    hello = {"airlock": 1, "mode": "op", "config": "/etc/airlock/airlock.toml"}
+    ops = "".join(json.dumps(r) + "\n" for r in requests)
+    put("control_requests", "session", b"\0" + (json.dumps(hello) + "\n" + ops).encode())
+    for i, r in enumerate(requests):
+        put("control_requests", f"op-{i}", b"\0" + (json.dumps({"airlock": 1, "mode": "op", "config": None}) + "\n" + json.dumps(r) + "\n").encode())
+    put("control_requests", "mcp", b"\0" + (json.dumps({"airlock": 1, "mode": "mcp"}) + "\n" + json.dumps(init) + "\n").encode())
+    put("control_requests", "bad", b"\0" + b'{"airlock":2,"mode":"op"}\n{"op":"status","x":1}\n{"op":"nope"}\nnot json\n')
+
+    # Control socket, client side: a welcome or refusal, then item/done/error lines.
+    dictionary("control_replies", JSON_WORDS + CONTROL_WORDS)
+    welcome = {"ok": {"pid": 4242, "version": "0.1.0", "config": "/etc/airlock/airlock.toml", "principal": "unix:alice"}}
+    status = {"pid": 4242, "version": "0.1.0", "uptime_secs": 5, "data_dir": "/var/lib/airlock", "config": None,
+              "sessions": 1, "attached": 1, "held_calls": 0, "downstreams": [{"name": "demo", "state": "down", "reason": "exited"}],
+              "log_records": 7, "log_bytes": 4096, "idle_exit_secs": 600}
+    rows = [{"tool": "demo__echo", "server": "demo", "risk": "low", "status": "trusted", "fingerprint": "00" * 32, "source": "manifest"}]
+    rotated = {"old_key_id": "k1", "new_key_id": "k2", "public_key": cp["public_key"], "seq": 8}
+    answers = [{"done": status}, {"done": rows}, {"done": rotated}]
+    answers += [{"item": json.loads(r)} for r in records[:3]] + [{"done": {"records": 3}}]
+    answers += [{"error": {"code": "not_operator", "message": "unix:bob may not run `stop`"}}]
+    put("control_replies", "session", b"\0" + "".join(json.dumps(l) + "\n" for l in [welcome] + answers).encode())
+    for i, a in enumerate(answers):
+        put("control_replies", f"answer-{i}", b"\0" + (json.dumps(welcome) + "\n" + json.dumps(a) + "\n").encode())
+    refused = {"refused": {"code": "config_mismatch", "message": "the gateway of this data dir runs with a.toml"}}
+    put("control_replies", "refused", b"\0" + (json.dumps(refused) + "\n").encode())
+
+    # Audit journal (first byte 0: raw bytes; then the database's checkpoint count), in the
+    # layout of src/audit/journal.rs: header (magic, base, SHA-256), then numbered groups.
+    dictionary("audit_journal", [b"airlock-journal1".decode(), "AJE1"])
+    def journal(base, groups, first=None):
+        head = b"airlock-journal1" + base.to_bytes(8, "big")
+        out = head + hashlib.sha256(head).digest() + bytes(8)
+        for n, pairs in enumerate(groups):
+            count = (first if first is not None else base + 1) + n
+            payload = b"".join(len(k).to_bytes(2, "big") + k + len(v).to_bytes(4, "big") + v for k, v in pairs)
+            c = count.to_bytes(8, "big")
+            out += b"AJE1" + len(payload).to_bytes(4, "big") + c + hashlib.sha256(c + payload).digest() + payload
+        return out + bytes(64)
+    group = lambda n: [(b"r" + n.to_bytes(8, "big"), records[n % len(records)].encode()), (b"c" + n.to_bytes(8, "big"), cp["checkpoint"].encode())]
+    for name, stored, data in [("empty", 0, b""), ("fresh", 0, journal(0, [])), ("three", 1, journal(0, [group(1), group(2), group(3)])),
+                               ("behind", 0, journal(2, [group(3)])), ("stale", 4, journal(4, [group(5)]) + journal(0, [group(2)])[64:]),
+                               ("zeros", 0, bytes(200)), ("garbage", 0, b"not a journal" * 8)]:
+        put("audit_journal", name, bytes([0, stored]) + data)
 
 
 if __name__ == "__main__":

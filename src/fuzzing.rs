@@ -3,11 +3,14 @@
 //!
 //! Owns: nothing. Each function is a thin wrapper that calls the private parser the
 //! gateway itself uses, so a target exercises the real code, not a copy.
-//! Uses: the parsers of `identity`, `http`, `downstream`, `approval::slack` and `audit`.
+//! Uses: the parsers of `identity`, `http`, `downstream`, `approval::slack`, `control` and
+//! `audit` (its journal's replay).
 //! Must not: re-implement any parsing (a change to a parser must reach its target as is),
 //! or be used by the gateway.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use axum::http::HeaderMap;
 use serde_json::{Map, Value};
@@ -81,4 +84,104 @@ pub fn jwt_claims(claims: &Map<String, Value>, issuer: &str, audience: &str, gro
 /// re-encoded when it parses.
 pub fn audit_state_roundtrip(bytes: &[u8]) -> Option<Vec<u8>> {
     crate::audit::store::State::decode(bytes).map(|state| state.encode())
+}
+
+/// What the gateway side of a control connection read (`control::server`): the hello line
+/// as `connection` parses it, then (mode `op`) each request line as `op_loop` parses it.
+#[derive(Debug)]
+pub struct ControlRequests {
+    pub hello: Result<crate::control::Hello, String>,
+    /// Each op line: the request, or why it was refused (a line too long ends the list).
+    pub requests: Vec<Result<crate::control::Request, String>>,
+}
+
+/// Reads `bytes` as a peer's side of a control connection, with the gateway's own line
+/// reader (`control::read_line`) and parses; `None` when the peer sent nothing.
+pub async fn control_requests(mut bytes: &[u8]) -> Option<ControlRequests> {
+    use crate::control::{Hello, Mode, Request, read_line};
+    let hello = match read_line(&mut bytes).await {
+        Ok(Some(line)) => serde_json::from_slice::<Hello>(&line).map_err(|e| e.to_string()),
+        Ok(None) => return None,
+        Err(error) => Err(error.to_string()),
+    };
+    let mut requests = Vec::new();
+    if hello.as_ref().is_ok_and(|h| h.mode == Mode::Op) {
+        loop {
+            match read_line(&mut bytes).await {
+                Ok(Some(line)) => requests.push(serde_json::from_slice::<Request>(&line).map_err(|e| e.to_string())),
+                Ok(None) => break,
+                Err(error) => {
+                    requests.push(Err(error.to_string()));
+                    break;
+                }
+            }
+        }
+    }
+    Some(ControlRequests { hello, requests })
+}
+
+/// What the client side of a control connection read (`control::client`): the hello reply,
+/// then (when welcomed) the reply lines, up to the first unreadable one.
+#[derive(Debug)]
+pub struct ControlReplies {
+    pub hello: Result<crate::control::HelloReply, String>,
+    pub replies: Vec<crate::control::Reply>,
+    /// Why the client stopped reading before the end (an unreadable or too long line).
+    pub broken: Option<String>,
+}
+
+/// Reads `bytes` as the gateway's side of a control connection, with the client's line
+/// reader and parses.
+pub async fn control_replies(mut bytes: &[u8]) -> ControlReplies {
+    use crate::control::{HelloReply, Reply, read_line};
+    let hello = match read_line(&mut bytes).await {
+        Ok(Some(line)) => serde_json::from_slice::<HelloReply>(&line).map_err(|e| e.to_string()),
+        Ok(None) => Err("closed".to_owned()),
+        Err(error) => Err(error.to_string()),
+    };
+    let mut replies = Vec::new();
+    let mut broken = None;
+    if matches!(hello, Ok(HelloReply::Ok(_))) {
+        loop {
+            match read_line(&mut bytes).await {
+                Ok(Some(line)) => match serde_json::from_slice::<Reply>(&line) {
+                    Ok(reply) => replies.push(reply),
+                    Err(error) => {
+                        broken = Some(error.to_string());
+                        break;
+                    }
+                },
+                Ok(None) => break,
+                Err(error) => {
+                    broken = Some(error.to_string());
+                    break;
+                }
+            }
+        }
+    }
+    ControlReplies { hello, replies, broken }
+}
+
+/// `audit::journal::replay` of a journal file holding `bytes` into a database that durably
+/// held `stored` checkpoints: `(groups applied, clean)`, or the error's text.
+///
+/// One scratch directory and sled database per process, under `$AIRLOCK_FUZZ_SCRATCH`
+/// (else the temp dir); the database is cleared after a replay that applied groups, so
+/// every input starts from an empty one (replay reads only the file and `stored`).
+pub fn journal_replay(bytes: &[u8], stored: u64) -> Result<(usize, bool), String> {
+    static SCRATCH: OnceLock<(PathBuf, sled::Db)> = OnceLock::new();
+    let (dir, db) = SCRATCH.get_or_init(|| {
+        let base = std::env::var_os("AIRLOCK_FUZZ_SCRATCH").map_or_else(std::env::temp_dir, PathBuf::from);
+        let dir = base.join(format!("airlock-fuzz-journal-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("a scratch directory for the journal target");
+        let db = sled::Config::new().path(dir.join("audit")).temporary(true).open().expect("a scratch sled database");
+        (dir, db)
+    });
+    let path = dir.join("audit.journal");
+    std::fs::write(&path, bytes).expect("the scratch journal is writable");
+    let replayed = crate::audit::journal_replay(&path, db, stored).map_err(|e| e.to_string())?;
+    if replayed.applied > 0 {
+        db.clear().expect("the scratch database clears");
+    }
+    Ok((replayed.applied, replayed.clean))
 }

@@ -59,6 +59,9 @@ pub use verify::{
     verify_stopped,
 };
 pub use writer::{AuditLog, Recorded};
+/// For `fuzzing::journal_replay` only: the journal stays private to the log.
+#[cfg(feature = "fuzzing")]
+pub(crate) use journal::replay as journal_replay;
 
 /// How the log is opened.
 #[derive(Debug, Clone)]

@@ -217,7 +217,7 @@ fn line<T: Serialize>(value: &T) -> Vec<u8> {
 }
 
 /// Reads one line of at most [`MAX_CONTROL_LINE`] bytes; `None` at end of input.
-async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(reader: &mut R) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = Vec::new();
     match crate::gateway::stdio::read_bounded(reader, &mut buf, MAX_CONTROL_LINE).await? {
         crate::gateway::stdio::Line::End => Ok(None),
