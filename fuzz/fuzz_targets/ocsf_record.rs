@@ -33,15 +33,15 @@ const TEXT: &[&str] = &[
     "high", "critical", "alice", "fs__write", "a1b2", "",
 ];
 
-fn field(u: &mut Unstructured<'_>) -> Result<Value> {
-    Ok(match u.int_in_range(0..=4)? {
+fn field(u: &mut Unstructured<'_>, depth: u32) -> Result<Value> {
+    Ok(match u.int_in_range(0..=if depth == 0 { 1 } else { 4 })? {
         0 => Value::from(u.arbitrary::<u64>()?),
         1 => Value::from(*u.choose(TEXT)?),
         2 => {
             let mut detail = Map::new();
             for key in ["server", "new_key_id"] {
                 if u.arbitrary()? {
-                    detail.insert(key.into(), field(u)?);
+                    detail.insert(key.into(), field(u, depth - 1)?);
                 }
             }
             Value::Object(detail)
@@ -55,9 +55,18 @@ fn record(u: &mut Unstructured<'_>) -> Result<Vec<u8>> {
     rec.insert("seq".into(), if u.ratio(7, 8)? { Value::from(u.arbitrary::<u64>()?) } else { value(u, 1)? });
     rec.insert("kind".into(), if u.ratio(7, 8)? { Value::from(*u.choose(KINDS)?) } else { value(u, 1)? });
     for _ in 0..u.int_in_range(0..=8)? {
-        rec.insert((*u.choose(FIELDS)?).to_owned(), field(u)?);
+        rec.insert((*u.choose(FIELDS)?).to_owned(), field(u, 3)?);
     }
     Ok(canonical(&Value::Object(rec)))
+}
+
+/// Levels of arrays and objects, as serde_json counts them against its limit of 128.
+fn nesting(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(nesting).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(nesting).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn check(bytes: &[u8]) {
@@ -68,7 +77,14 @@ fn check(bytes: &[u8]) {
     assert_eq!(line.is_ok(), seq.is_some() && kind.is_some(), "mapped exactly the records");
     let Ok(line) = line else { return };
     assert_eq!(Format::Ocsf.line(bytes, ORIGIN).ok().as_deref(), Some(&line[..]), "the same event every time");
-    let event: Value = serde_json::from_slice(&line).expect("an event is JSON");
+    let event: Value = match serde_json::from_slice(&line) {
+        Ok(event) => event,
+        // serde_json reads at most 127 nested levels and the event holds the record two
+        // levels down (`unmapped.airlock`): a record 126 or 127 deep maps to an event that
+        // only a reader without that limit takes (fuzz/README.md).
+        Err(_) if rec.as_ref().is_some_and(|r| nesting(r) + 2 >= 128) => return,
+        Err(error) => panic!("an event is not JSON: {error}"),
+    };
     let class = event["class_uid"].as_u64().expect("a class_uid");
     assert!(matches!(class, 3004 | 6002 | 6003), "class {class}");
     let activity = event["activity_id"].as_u64().expect("an activity_id");
