@@ -336,6 +336,8 @@ async fn an_admitted_non_operator_peer_cannot_reload_accept_rotate_or_read_the_l
         (&["tools", "accept", "demo__echo"][..], "tools_accept"),
         (&["keys", "rotate"][..], "keys_rotate"),
         (&["log", "tail"][..], "log_tail"),
+        (&["report", "--format", "json"][..], "report"),
+        (&["metrics"][..], "metrics"),
     ] {
         let out = as_nobody(args).output().await.expect("run");
         assert!(!out.status.success(), "{request} as a non-operator must fail: {}", stdout(&out));
@@ -344,7 +346,7 @@ async fn an_admitted_non_operator_peer_cannot_reload_accept_rotate_or_read_the_l
     let records = live_records(&setup).await;
     let refused: Vec<&str> =
         records.iter().filter(|r| r["kind"] == "control_refused").filter_map(|r| r["detail"]["request"].as_str()).collect();
-    assert_eq!(refused, ["reload", "tools_accept", "keys_rotate", "log_tail"], "{records:?}");
+    assert_eq!(refused, ["reload", "tools_accept", "keys_rotate", "log_tail", "report", "metrics"], "{records:?}");
     assert!(!records.iter().any(|r| r["kind"] == "key_rotated"), "no rotation happened");
     client.cancel().await.expect("close");
 }
