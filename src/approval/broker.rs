@@ -279,16 +279,31 @@ impl Broker {
         F: Fn(Approval) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
+        self.follow_events(channel, |event| match event {
+            Event::Requested(approval) => Some(approval),
+            _ => None,
+        }, follow);
+    }
+
+    /// Runs `follow` on a task of its own for each approval that `pick` takes from an event
+    /// and that `channel` posts to chat, until the broker ends.
+    fn follow_events<P, F, Fut>(&self, channel: &'static str, pick: P, follow: F)
+    where
+        P: Fn(Event) -> Option<Approval> + Send + 'static,
+        F: Fn(Approval) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let mut events = self.subscribe();
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
-                    Ok(Event::Requested(approval)) if approval.posts_to_chat(channel) => {
-                        tokio::spawn(follow(approval));
+                    Ok(event) => {
+                        if let Some(approval) = pick(event).filter(|a| a.posts_to_chat(channel)) {
+                            tokio::spawn(follow(approval));
+                        }
                     }
-                    Ok(_) => {}
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::warn!(channel, missed, "a chat channel fell behind; some holds were not posted");
+                        tracing::warn!(channel, missed, "a chat channel fell behind; some holds were not followed");
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                 }
@@ -541,18 +556,10 @@ impl Broker {
         F: Fn(Approval) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
-        let mut events = self.subscribe();
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(Event::Orphaned(approval)) if approval.posts_to_chat(channel) => {
-                        tokio::spawn(follow(approval));
-                    }
-                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(broadcast::error::RecvError::Closed) => return,
-                }
-            }
-        });
+        self.follow_events(channel, |event| match event {
+            Event::Orphaned(approval) => Some(approval),
+            _ => None,
+        }, follow);
     }
 
     /// The quorum and approvers a hold of `kind` gets from the rule's `spec`.
