@@ -81,7 +81,7 @@ fn journal_entries_claiming_more_than_the_file_are_torn_not_allocated() {
         runtime.block_on(async {
             let log = AuditLog::open(AuditConfig::new(dir.path())).unwrap();
             for i in 0..3 {
-                log.append(Record::new(RecordKind::CallReceived).principal("alice").call_id(format!("c-{i}"))).await.unwrap();
+                let _durable = log.append(Record::new(RecordKind::CallReceived).principal("alice").call_id(format!("c-{i}"))).await.unwrap();
             }
             log.close().await.unwrap();
         });

@@ -1,55 +1,36 @@
 //! Raw protocol behaviour: malformed JSON-RPC over stdio, the legacy SSE transport, and
 //! the Host/Origin guard.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use crate::util::{Setup, next_json};
-
-const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+use crate::util::{RAW_INIT as INIT, RawStdio, Setup};
 
 
 #[tokio::test]
 async fn malformed_jsonrpc_over_stdio_gets_an_error_and_the_gateway_keeps_serving() {
     let setup = Setup::with_demo();
-    let mut child = tokio::process::Command::new(crate::util::airlock())
-        .args(["serve", "--config"])
-        .arg(setup.config())
-        .env("AIRLOCK_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let send = |text: &str| format!("{text}\n").into_bytes();
+    let mut gateway = RawStdio::spawn(&setup);
+    gateway.initialize().await;
 
-    stdin.write_all(&send(INIT)).await.expect("write");
-    assert_eq!(next_json(&mut lines).await["id"], 1);
-    stdin.write_all(&send(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)).await.expect("write");
-
-    stdin.write_all(&send("{this is not json")).await.expect("write");
-    let parse_error = next_json(&mut lines).await;
+    gateway.send("{this is not json").await;
+    let parse_error = gateway.next().await;
     assert_eq!(parse_error["error"]["code"], -32700, "{parse_error}");
     assert_eq!(parse_error["id"], Value::Null);
 
-    stdin.write_all(&send(r#"{"jsonrpc":"2.0","id":7,"params":42}"#)).await.expect("write");
-    let invalid = next_json(&mut lines).await;
+    gateway.send(r#"{"jsonrpc":"2.0","id":7,"params":42}"#).await;
+    let invalid = gateway.next().await;
     assert_eq!(invalid["error"]["code"], -32600, "{invalid}");
     assert_eq!(invalid["id"], 7);
 
-    stdin.write_all(&send(r#"{"jsonrpc":"2.0","id":8,"method":"no/such/method"}"#)).await.expect("write");
-    let unknown = next_json(&mut lines).await;
+    gateway.send(r#"{"jsonrpc":"2.0","id":8,"method":"no/such/method"}"#).await;
+    let unknown = gateway.next().await;
     assert_eq!(unknown["error"]["code"], -32601, "{unknown}");
 
     let call = json!({"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"ok"}}});
-    stdin.write_all(&send(&call.to_string())).await.expect("write");
-    let answer = next_json(&mut lines).await;
+    gateway.send(&call.to_string()).await;
+    let answer = gateway.next().await;
     assert_eq!(answer["id"], 9);
     assert_eq!(answer["result"]["content"][0]["text"], "ok", "{answer}");
 }

@@ -2,16 +2,9 @@
 //! catalog (`tools/list`, `tools/call`) waits until every downstream's first connection
 //! attempt has finished, so a client listing right after `initialize` sees every tool.
 
-use std::process::Stdio;
-
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
-use crate::util::{Setup, airlock, next_json};
-
-const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
-const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+use crate::util::{RAW_INIT as INIT, RAW_INITIALIZED as INITIALIZED, RawStdio as Raw, Setup, airlock};
 
 /// Adds a demo downstream `name` that starts only once the file `gate` exists.
 fn gated_demo(setup: &Setup, name: &str, gate: &std::path::Path) {
@@ -24,44 +17,6 @@ fn gated_demo(setup: &Setup, name: &str, gate: &std::path::Path) {
         sandbox = sandbox.display(),
     );
     setup.manifest(name, &format!("name = \"{name}\"\ncommand = \"/bin/sh\"\nargs = [\"-c\", {script:?}]\n"));
-}
-
-struct Raw {
-    _child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Raw {
-    fn spawn(setup: &Setup) -> Self {
-        let mut child = tokio::process::Command::new(airlock())
-            .args(["serve", "--config"])
-            .arg(setup.config())
-            .env("AIRLOCK_LOG", "warn")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn airlock");
-        let stdin = child.stdin.take().expect("stdin");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { _child: child, stdin, lines }
-    }
-
-    async fn send(&mut self, message: &str) {
-        self.stdin.write_all(format!("{message}\n").as_bytes()).await.expect("write to airlock");
-    }
-
-    /// The answer to request `id` (notifications in between are skipped).
-    async fn answer(&mut self, id: u64) -> Value {
-        loop {
-            let message = next_json(&mut self.lines).await;
-            if message["id"] == id {
-                return message;
-            }
-        }
-    }
 }
 
 fn tool_names(answer: &Value) -> Vec<String> {

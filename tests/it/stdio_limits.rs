@@ -1,13 +1,9 @@
 //! The stdio transport's message size limit: an oversized line is refused with -32600 in
 //! bounded memory, and the session keeps serving.
 
-use std::process::Stdio;
+use tokio::io::AsyncWriteExt;
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-use crate::util::{ALLOW_ALL, Setup, next_json};
-
-const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+use crate::util::{ALLOW_ALL, RawStdio, Setup, next_json};
 
 /// Peak resident set of a process (`VmHWM`), in bytes.
 fn peak_rss(pid: u32) -> u64 {
@@ -25,22 +21,10 @@ async fn an_oversized_stdio_line_is_refused_in_bounded_memory_and_the_session_ke
     let setup = Setup::new(&format!("[gateway]\ndata_dir = \"data\"\nmax_message_size = {LIMIT}\n"));
     setup.demo("demo");
     setup.policy("allow-all", ALLOW_ALL);
-    let mut child = tokio::process::Command::new(crate::util::airlock())
-        .args(["serve", "--config"])
-        .arg(setup.config())
-        .env("AIRLOCK_LOG", "warn")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().expect("pid");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    stdin.write_all(format!("{INIT}\n").as_bytes()).await.expect("write");
-    assert_eq!(next_json(&mut lines).await["id"], 1);
-    stdin.write_all(b"{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n").await.expect("write");
+    let mut gateway = RawStdio::spawn(&setup);
+    let pid = gateway.child.id().expect("pid");
+    gateway.initialize().await;
+    let RawStdio { mut child, mut stdin, mut lines } = gateway;
     let before = peak_rss(pid);
 
     // A 256 MiB message without a newline, written while the gateway answers: the refusal

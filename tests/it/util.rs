@@ -369,6 +369,65 @@ pub async fn next_json(lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::
     serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout carried a non-JSON line {line:?}: {e}"))
 }
 
+/// A 2025-11-25 `initialize` request (id 1) for tests that speak raw JSON-RPC lines.
+pub const RAW_INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}"#;
+pub const RAW_INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// `airlock serve` spoken to in raw lines, for what a typed client cannot send
+/// (malformed JSON-RPC, oversized lines, requests before the catalog is ready).
+pub struct RawStdio {
+    pub child: tokio::process::Child,
+    pub stdin: tokio::process::ChildStdin,
+    pub lines: tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+}
+
+impl RawStdio {
+    pub fn spawn(setup: &Setup) -> Self {
+        let mut child = tokio::process::Command::new(airlock())
+            .args(["serve", "--config"])
+            .arg(setup.config())
+            .env("AIRLOCK_LOG", "warn")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn airlock");
+        let stdin = child.stdin.take().expect("stdin");
+        let lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Self { child, stdin, lines }
+    }
+
+    /// Sends `RAW_INIT`, waits for its answer, and sends `notifications/initialized`.
+    pub async fn initialize(&mut self) -> serde_json::Value {
+        self.send(RAW_INIT).await;
+        let init = self.answer(1).await;
+        self.send(RAW_INITIALIZED).await;
+        init
+    }
+
+    /// Writes one line (the newline is added).
+    pub async fn send(&mut self, message: &str) {
+        use tokio::io::AsyncWriteExt;
+        self.stdin.write_all(format!("{message}\n").as_bytes()).await.expect("write to airlock");
+    }
+
+    /// The next line the gateway writes, as JSON.
+    pub async fn next(&mut self) -> serde_json::Value {
+        next_json(&mut self.lines).await
+    }
+
+    /// The answer to request `id` (notifications in between are skipped).
+    pub async fn answer(&mut self, id: u64) -> serde_json::Value {
+        loop {
+            let message = self.next().await;
+            if message["id"] == id {
+                return message;
+            }
+        }
+    }
+}
+
 /// A fresh database of its own on the test PostgreSQL server (`AIRLOCK_TEST_PG_URL`, set
 /// by `.ci/run`), dropped when this goes away.
 pub struct TestDb {
