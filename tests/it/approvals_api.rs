@@ -12,7 +12,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::{RoleClient, ServiceExt};
 use serde_json::{Value, json};
 
-use crate::util::{HttpGateway, Setup, TestClient, airlock, call, text_of};
+use crate::util::{HttpGateway, Setup, TestClient, airlock, call, stderr, stdout, text_of};
 
 /// `(name, token, group)`: carol calls tools, bob and dave are SREs, mallory is not.
 const PEOPLE: [(&str, &str, &str); 4] = [
@@ -147,14 +147,6 @@ async fn cli(who: &str, args: &[&str]) -> Output {
         .output()
         .await
         .expect("run airlock")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 #[tokio::test]

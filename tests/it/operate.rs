@@ -15,7 +15,7 @@ use rmcp::RoleClient;
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt as _;
 
-use crate::util::{ALLOW_ALL, Setup, TestClient, airlock, call, text_of};
+use crate::util::{ALLOW_ALL, Setup, TestClient, airlock, call, stderr, stdout, text_of};
 
 /// A correctness wait for something the gateway must get to (not a timing assertion).
 const LIMIT: Duration = Duration::from_secs(60);
@@ -31,14 +31,6 @@ async fn cli(setup: &Setup, args: &[&str], env: &[(&str, &str)]) -> Output {
         .output()
         .await
         .expect("run airlock")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 fn ok(out: &Output, what: &str) -> String {

@@ -10,7 +10,7 @@ use airlock::audit::{AuditConfig, AuditLog, Record, RecordKind};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
 
-use crate::util::{Setup, TestClient, airlock, call};
+use crate::util::{Setup, TestClient, airlock, call, stdout};
 
 
 fn run(args: &[&str]) -> Output {
@@ -24,10 +24,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn s(p: &Path) -> &str {
