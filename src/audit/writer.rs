@@ -19,6 +19,7 @@
 
 use std::fs;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::thread;
 use std::time::SystemTime;
@@ -84,6 +85,10 @@ struct Shared {
     /// Callers may commit on their own thread: the embedded store (its commit never enters
     /// a runtime of its own, as the PostgreSQL store's does).
     inline: bool,
+    /// Callers inside `append`/`append_all`. Only a lone caller commits on its own thread:
+    /// concurrent callers go to the writer thread, whose groups gather them (a caller that
+    /// committed alone would make a group, and a signature, of its records only).
+    appending: AtomicUsize,
 }
 
 /// A handle to the audit log's writer. Clones share one writer.
@@ -180,7 +185,8 @@ impl AuditLog {
             return Err(AuditError::ReservedKind(rec.kind));
         }
         let prepared = rec.prepare();
-        match self.commit_here(vec![prepared]) {
+        let appending = Appending::enter(&self.shared.appending);
+        match self.commit_here(vec![prepared], appending.others == 0) {
             Ok(done) => done.and_then(|recorded| recorded.into_iter().next().ok_or(AuditError::Closed)),
             Err(mut back) => {
                 let prepared = back.remove(0);
@@ -198,7 +204,8 @@ impl AuditLog {
         if records.is_empty() {
             return Ok(Vec::new());
         }
-        let prepared = match self.commit_here(records.iter().map(Record::prepare).collect()) {
+        let appending = Appending::enter(&self.shared.appending);
+        let prepared = match self.commit_here(records.iter().map(Record::prepare).collect(), appending.others == 0) {
             Ok(done) => return done,
             Err(back) => back,
         };
@@ -219,8 +226,8 @@ impl AuditLog {
 
     /// Commits `records` as one group on this thread if the writer is idle: nothing queued
     /// for its thread and no group being committed. `Err` gives them back when it is busy.
-    fn commit_here(&self, records: Vec<Prepared>) -> Result<Result<Vec<Recorded>, AuditError>, Vec<Prepared>> {
-        if !self.shared.inline || self.tx.capacity() < self.tx.max_capacity() {
+    fn commit_here(&self, records: Vec<Prepared>, alone: bool) -> Result<Result<Vec<Recorded>, AuditError>, Vec<Prepared>> {
+        if !self.shared.inline || !alone || self.tx.capacity() < self.tx.max_capacity() {
             return Err(records);
         }
         let mut writer = match self.shared.writer.try_lock() {
@@ -314,6 +321,26 @@ impl AuditLog {
             return Ok(()); // already stopped
         }
         rx.await.map_err(|_| AuditError::Closed)
+    }
+}
+
+/// Counts a caller in `Shared::appending` while it lives.
+struct Appending<'a> {
+    count: &'a AtomicUsize,
+    /// Callers that were appending when this one came.
+    others: usize,
+}
+
+impl<'a> Appending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
+        let others = count.fetch_add(1, Ordering::AcqRel);
+        Appending { count, others }
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -426,6 +453,7 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
         durable,
         writer,
         inline: s.inline,
+        appending: AtomicUsize::new(0),
     };
     Ok(AuditLog { tx, shared: Arc::new(shared) })
 }
