@@ -10,12 +10,12 @@
 //! The writer is an OS thread rather than a tokio task because it spends its time in
 //! blocking `fsync` (or waiting on the database), which must not stall the runtime's
 //! workers. Callers talk to it over a tokio channel and await a oneshot acknowledgement.
-//! With the embedded store, a caller that finds the writer idle (nothing queued, no group
-//! being committed) commits its group itself, on its own thread: that saves the two thread
-//! hand-offs of a group commit, which were most of a sequential call's wall time. At most
-//! one caller does so at a time (it holds the writer's lock), so at most one runtime worker
-//! waits on an `fdatasync`; whatever arrives meanwhile queues for the writer thread and is
-//! committed as the next group.
+//! With the embedded store, a lone caller (nobody else appending) that finds the writer
+//! idle (nothing queued, no group being committed) commits its group itself, on its own
+//! thread: that saves the two thread hand-offs of a group commit, which were most of a
+//! sequential call's wall time. At most one caller does so at a time (it holds the writer's
+//! lock), so at most one runtime worker waits on an `fdatasync`; whatever arrives meanwhile
+//! queues for the writer thread and is committed as the next group.
 
 use std::fs;
 use std::path::PathBuf;
