@@ -10,10 +10,17 @@
 //! The writer is an OS thread rather than a tokio task because it spends its time in
 //! blocking `fsync` (or waiting on the database), which must not stall the runtime's
 //! workers. Callers talk to it over a tokio channel and await a oneshot acknowledgement.
+//! With the embedded store, a lone caller (nobody else appending) that finds the writer
+//! idle (nothing queued, no group being committed) commits its group itself, on its own
+//! thread: that saves the two thread hand-offs of a group commit, which were most of a
+//! sequential call's wall time. At most one caller does so at a time (it holds the writer's
+//! lock), so at most one runtime worker waits on an `fdatasync`; whatever arrives meanwhile
+//! queues for the writer thread and is committed as the next group.
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, TryLockError};
 use std::thread;
 use std::time::SystemTime;
 
@@ -73,6 +80,15 @@ struct Shared {
     rotation_allowed: bool,
     /// How many records are durable (acknowledged); followers of the log wait on it.
     durable: watch::Receiver<u64>,
+    /// The writer, driven by its thread or (`inline`) by a caller that finds it idle.
+    writer: Arc<Mutex<Writer>>,
+    /// Callers may commit on their own thread: the embedded store (its commit never enters
+    /// a runtime of its own, as the PostgreSQL store's does).
+    inline: bool,
+    /// Callers inside `append`/`append_all`. Only a lone caller commits on its own thread:
+    /// concurrent callers go to the writer thread, whose groups gather them (a caller that
+    /// committed alone would make a group, and a signature, of its records only).
+    appending: AtomicUsize,
 }
 
 /// A handle to the audit log's writer. Clones share one writer.
@@ -139,7 +155,7 @@ impl AuditLog {
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
         };
-        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key })
+        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true })
     }
 
     /// Opens the log kept by another store (PostgreSQL shared by replicas). `head` is the
@@ -160,7 +176,7 @@ impl AuditLog {
         let key = load_key(&paths.key, head.as_ref().map(|(_, k)| *k))?;
         let origin = origin.unwrap_or(cfg.origin);
         let size = head.map_or(0, |(size, _)| size);
-        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key })
+        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false })
     }
 
     /// Appends a record; resolves once it is durable and covered by a signed checkpoint.
@@ -169,20 +185,35 @@ impl AuditLog {
             return Err(AuditError::ReservedKind(rec.kind));
         }
         let prepared = rec.prepare();
-        self.request(|ack| Msg::Append(prepared, ack)).await
+        let appending = Appending::enter(&self.shared.appending);
+        match self.commit_here(vec![prepared], appending.others == 0) {
+            Ok(done) => done.and_then(|recorded| recorded.into_iter().next().ok_or(AuditError::Closed)),
+            Err(mut back) => {
+                let prepared = back.remove(0);
+                self.request(|ack| Msg::Append(prepared, ack)).await
+            }
+        }
     }
 
     /// Appends `records` in order, in one group (one checkpoint, one fsync); resolves once
     /// all are durable.
     pub async fn append_all(&self, records: Vec<Record>) -> Result<Vec<Recorded>, AuditError> {
-        let mut items = Vec::with_capacity(records.len());
-        let mut done = Vec::with_capacity(records.len());
-        for rec in records {
-            if matches!(rec.kind, RecordKind::Checkpoint | RecordKind::KeyRotated) {
-                return Err(AuditError::ReservedKind(rec.kind));
-            }
+        if let Some(rec) = records.iter().find(|r| matches!(r.kind, RecordKind::Checkpoint | RecordKind::KeyRotated)) {
+            return Err(AuditError::ReservedKind(rec.kind));
+        }
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let appending = Appending::enter(&self.shared.appending);
+        let prepared = match self.commit_here(records.iter().map(Record::prepare).collect(), appending.others == 0) {
+            Ok(done) => return done,
+            Err(back) => back,
+        };
+        let mut items = Vec::with_capacity(prepared.len());
+        let mut done = Vec::with_capacity(prepared.len());
+        for rec in prepared {
             let (ack, rx) = oneshot::channel();
-            items.push((rec.prepare(), ack));
+            items.push((rec, ack));
             done.push(rx);
         }
         self.tx.send(Msg::AppendAll(items)).await.map_err(|_| AuditError::Closed)?;
@@ -191,6 +222,21 @@ impl AuditLog {
             recorded.push(rx.await.map_err(|_| AuditError::Closed)??);
         }
         Ok(recorded)
+    }
+
+    /// Commits `records` as one group on this thread if the writer is idle: nothing queued
+    /// for its thread and no group being committed. `Err` gives them back when it is busy.
+    fn commit_here(&self, records: Vec<Prepared>, alone: bool) -> Result<Result<Vec<Recorded>, AuditError>, Vec<Prepared>> {
+        if !self.shared.inline || !alone || self.tx.capacity() < self.tx.max_capacity() {
+            return Err(records);
+        }
+        let mut writer = match self.shared.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::WouldBlock) => return Err(records),
+            Err(TryLockError::Poisoned(_)) => return Ok(Err(AuditError::Closed)),
+        };
+        let committed = writer.commit_counted(records);
+        Ok(committed.map(|(first, last)| (first..=last).map(|n| Recorded { seq: Seq::new(n) }).collect()))
     }
 
     async fn request(&self, msg: impl FnOnce(Ack) -> Msg) -> Result<Recorded, AuditError> {
@@ -278,6 +324,26 @@ impl AuditLog {
     }
 }
 
+/// Counts a caller in `Shared::appending` while it lives.
+struct Appending<'a> {
+    count: &'a AtomicUsize,
+    /// Callers that were appending when this one came.
+    others: usize,
+}
+
+impl<'a> Appending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Appending<'a> {
+        let others = count.fetch_add(1, Ordering::AcqRel);
+        Appending { count, others }
+    }
+}
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Where a new key waits while its rotation is being written.
 fn staged_key_path(key_path: &std::path::Path) -> PathBuf {
     let mut name = key_path.as_os_str().to_owned();
@@ -362,6 +428,8 @@ struct Started {
     origin: String,
     redactor: Redactor,
     key_path: PathBuf,
+    /// Whether callers may commit on their own thread (see `Shared::inline`).
+    inline: bool,
 }
 
 /// Starts the writer thread over `s.store`.
@@ -370,9 +438,11 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
     let (durable_tx, durable) = watch::channel(s.size);
     let rotation_allowed = s.store.rotation_allowed();
     let writer = Writer { store: Some(s.store), key: s.key.clone(), origin: s.origin, durable: durable_tx };
+    let writer = Arc::new(Mutex::new(writer));
+    let driven = writer.clone();
     thread::Builder::new()
         .name("airlock-audit".into())
-        .spawn(move || writer.run(rx))
+        .spawn(move || run(&driven, rx))
         .map_err(|e| AuditError::io(&s.key_path, e))?;
     let shared = Shared {
         redactor: s.redactor,
@@ -381,6 +451,9 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
         readers: Mutex::new(Some(s.readers)),
         rotation_allowed,
         durable,
+        writer,
+        inline: s.inline,
+        appending: AtomicUsize::new(0),
     };
     Ok(AuditLog { tx, shared: Arc::new(shared) })
 }
@@ -412,55 +485,69 @@ struct Writer {
     durable: watch::Sender<u64>,
 }
 
-impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Msg>) {
-        let mut group: Vec<(Prepared, Ack)> = Vec::new();
-        let mut closing = None;
-        while closing.is_none() {
-            let Some(first) = rx.blocking_recv() else {
-                break;
-            };
-            let mut next = Some(first);
-            while let Some(msg) = next.take() {
-                match msg {
-                    Msg::Append(rec, ack) => group.push((rec, ack)),
-                    Msg::AppendAll(items) => group.extend(items),
-                    Msg::Rotate(key, ack) => {
-                        self.commit_group(&mut group);
-                        let result = self.rotate(key);
-                        let _ = ack.send(result);
-                    }
-                    Msg::Close(done) => {
-                        closing = Some(done);
-                        break;
-                    }
+/// The writer thread: takes what is queued (up to `MAX_GROUP` records) and commits it as
+/// one group, until `close` or until every handle is gone.
+fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>) {
+    let mut group: Vec<(Prepared, Ack)> = Vec::new();
+    let mut closing = None;
+    while closing.is_none() {
+        let Some(first) = rx.blocking_recv() else {
+            break;
+        };
+        // A caller that panicked while committing leaves the lock poisoned: the log then
+        // refuses everything, as a failed group does.
+        let Ok(mut w) = writer.lock() else {
+            return;
+        };
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Append(rec, ack) => group.push((rec, ack)),
+                Msg::AppendAll(items) => group.extend(items),
+                Msg::Rotate(key, ack) => {
+                    w.commit_group(&mut group);
+                    let result = w.rotate(key);
+                    let _ = ack.send(result);
                 }
-                if group.len() < MAX_GROUP {
-                    next = rx.try_recv().ok();
+                Msg::Close(done) => {
+                    closing = Some(done);
+                    break;
                 }
             }
-            self.commit_group(&mut group);
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
+            }
         }
-        if let Some(store) = self.store.take() {
-            store.close();
-        }
-        if let Some(done) = closing {
-            let _ = done.send(());
-        }
+        w.commit_group(&mut group);
     }
+    if let Ok(mut w) = writer.lock()
+        && let Some(store) = w.store.take()
+    {
+        store.close();
+    }
+    if let Some(done) = closing {
+        let _ = done.send(());
+    }
+}
 
+impl Writer {
     fn commit_group(&mut self, group: &mut Vec<(Prepared, Ack)>) {
         if group.is_empty() {
             return;
         }
         let (records, acks): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        let (size, started) = (records.len(), std::time::Instant::now());
-        let result = self.commit(records);
-        let elapsed = started.elapsed();
+        let result = self.commit_counted(records);
         for (ack, seq) in acks.into_iter().zip(seq_range(&result)) {
             let _ = ack.send(seq.map(|seq| Recorded { seq }));
         }
-        super::stats::committed(super::stats::GroupCommitted { records: size, elapsed, ok: result.is_ok() });
+    }
+
+    /// `commit`, counted in the group-commit statistics.
+    fn commit_counted(&mut self, records: Vec<Prepared>) -> Result<(u64, u64), AuditError> {
+        let (size, started) = (records.len(), std::time::Instant::now());
+        let result = self.commit(records);
+        super::stats::committed(super::stats::GroupCommitted { records: size, elapsed: started.elapsed(), ok: result.is_ok() });
+        result
     }
 
     /// Commits `records` and one checkpoint; returns the first and last sequence numbers.
