@@ -30,12 +30,12 @@ const SWEEP: Duration = Duration::from_secs(60);
 /// update, so both branches see the same `now`).
 const TAKE: &str = "
 INSERT INTO rate_limits AS r (limit_id, quota, principal, tat, checked_at, admitted)
-SELECT $1, $2, $3, now.t + $4 * interval '1 microsecond', now.t, true
+SELECT $1, $2, $3, now.t + $4::bigint * interval '1 microsecond', now.t, true
   FROM (SELECT clock_timestamp() AS t) AS now
 ON CONFLICT (limit_id, quota, principal) DO UPDATE SET
-    admitted = r.tat - $5 * interval '1 microsecond' <= EXCLUDED.checked_at,
-    tat = CASE WHEN r.tat - $5 * interval '1 microsecond' <= EXCLUDED.checked_at
-               THEN greatest(r.tat, EXCLUDED.checked_at) + $4 * interval '1 microsecond'
+    admitted = r.tat - $5::bigint * interval '1 microsecond' <= EXCLUDED.checked_at,
+    tat = CASE WHEN r.tat - $5::bigint * interval '1 microsecond' <= EXCLUDED.checked_at
+               THEN greatest(r.tat, EXCLUDED.checked_at) + $4::bigint * interval '1 microsecond'
                ELSE r.tat END,
     checked_at = EXCLUDED.checked_at
 RETURNING admitted,
