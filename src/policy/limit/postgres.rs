@@ -93,13 +93,88 @@ async fn sweep(pool: Weak<PgPool>) {
     loop {
         tokio::time::sleep(SWEEP).await;
         let Some(pool) = pool.upgrade() else { return };
-        let deleted = match pool.get().await {
-            Ok(client) => client.execute("DELETE FROM rate_limits WHERE tat < clock_timestamp()", &[]).await.map_err(|e| e.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        match deleted {
+        match sweep_once(&pool).await {
             Ok(rows) => tracing::debug!(rows, "swept full rate-limit buckets"),
             Err(error) => tracing::debug!(%error, "could not sweep the rate-limit buckets"),
         }
+    }
+}
+
+/// Deletes the rows whose `tat` has passed; returns how many.
+async fn sweep_once(pool: &PgPool) -> Result<u64, String> {
+    let client = pool.get().await.map_err(|e| e.to_string())?;
+    client.execute("DELETE FROM rate_limits WHERE tat < clock_timestamp()", &[]).await.map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+    use crate::policy::{Rate, RuleId};
+
+    /// A migrated database of its own on the test server, or None after saying SKIPPED.
+    async fn pool(test: &str) -> Option<String> {
+        let admin = match std::env::var("AIRLOCK_TEST_PG_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if std::env::var_os("CI").is_some() => panic!("{test}: CI is set but AIRLOCK_TEST_PG_URL is not"),
+            _ => {
+                eprintln!("SKIPPED {test}: needs PostgreSQL (AIRLOCK_TEST_PG_URL)");
+                return None;
+            }
+        };
+        let name = format!("airlock_unit_{}", uuid::Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect");
+        tokio::spawn(conn);
+        client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+        let mut url = url::Url::parse(&admin).expect("url");
+        url.set_path(&name);
+        Some(url.to_string())
+    }
+
+    fn limit(rate: &str, burst: u32) -> Limit {
+        Limit {
+            id: RuleId::new("l").expect("id"),
+            location: "test:1".into(),
+            tools: None,
+            principals: None,
+            groups: None,
+            rate: Rate::parse(rate).expect("rate"),
+            burst: NonZeroU32::new(burst).expect("burst"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn two_replicas_checking_at_once_admit_exactly_the_burst() {
+        let Some(url) = pool("pg_counters_race").await else { return };
+        let replica = || PgPool::from_url(&url, "AIRLOCK_TEST_PG_URL", 8).expect("pool");
+        replica().migrate().await.expect("migrate");
+        let counters = [Arc::new(PgCounters::open(replica())), Arc::new(PgCounters::open(replica()))];
+        let ten = Arc::new(limit("1/hour", 10));
+        let checks: Vec<_> = (0..40)
+            .map(|n| {
+                let (counters, ten) = (counters[n % 2].clone(), ten.clone());
+                tokio::spawn(async move { counters.take(0, &ten, "agent").await.expect("counted") })
+            })
+            .collect();
+        let mut admitted = 0;
+        for check in checks {
+            match check.await.expect("join") {
+                Taken::Admitted => admitted += 1,
+                // As governor: the next token is one interval after the burst's first.
+                Taken::Empty { retry_after } => assert!(retry_after > Duration::from_secs(3500) && retry_after <= Duration::from_secs(3600), "{retry_after:?}"),
+            }
+        }
+        assert_eq!(admitted, 10, "concurrent checks over-admitted or under-admitted");
+        // A changed quota (a reload) is a fresh bucket; another caller has its own.
+        assert_eq!(counters[0].take(0, &limit("1/hour", 11), "agent").await, Ok(Taken::Admitted));
+        assert_eq!(counters[1].take(0, &ten, "other").await, Ok(Taken::Admitted));
+        // Full buckets (tat passed) are swept; the others stay.
+        let pool = replica();
+        let client = pool.get().await.expect("client");
+        client.execute("UPDATE rate_limits SET tat = clock_timestamp() - interval '1 second' WHERE principal = 'other'", &[]).await.expect("age");
+        assert_eq!(sweep_once(&pool).await, Ok(1));
+        let left: i64 = client.query_one("SELECT count(*) FROM rate_limits", &[]).await.expect("count").get(0);
+        assert_eq!(left, 2);
     }
 }
