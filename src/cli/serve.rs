@@ -94,7 +94,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     let mut liveness = if options.control { Some(crate::control::Liveness::take(data_dir)?) } else { None };
     let audit = super::wiring::open_audit(&config)?;
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
-    let (fingerprints, approvals) = super::serve_state::open(&config, &state).await?;
+    let super::serve_state::State { fingerprints, approvals, limits } = super::serve_state::open(&config, &state).await?;
     let tasks = crate::gateway::tasks::TaskStore::in_db(&state)?;
     let approvals = Broker::open_in(approvals, audit.clone(), config.approvals.timeout)
         .await?
@@ -120,6 +120,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         authenticator: authenticator.clone(),
         audit: audit.clone(),
         policies: checked.policies,
+        limits,
         fingerprints,
         approvals,
         holds: HoldSettings {

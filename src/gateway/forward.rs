@@ -86,15 +86,13 @@ pub(super) async fn run(
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Invalid arguments for {}: {error}. The call was not forwarded.", request.name)));
     }
-    let (Verdict { decision, risk, by }, limited) = telemetry::stage(Stage::Decide).in_scope(|| {
-        let verdict = decide(&policy, vetted, &request.name, &args, &caller);
-        let limited = over_limit(&policy, &request, &verdict.decision, &caller);
-        (verdict, limited)
-    });
+    let decide_stage = telemetry::stage(Stage::Decide);
+    let Verdict { decision, risk, by } = decide_stage.in_scope(|| decide(&policy, vetted, &request.name, &args, &caller));
+    let limited = over_limit(&policy, &request, &decision, &caller).instrument(decide_stage).await;
     span.record("airlock.risk", risk.as_str());
     if let Some(limited) = limited {
         span.record("airlock.decision", "limited");
-        let record = decided("limited").risk(risk.as_str()).rule(limited.limit.as_str()).reason(limited.reason());
+        let record = decided("limited").risk(risk.as_str()).rule(limited.limit().as_str()).reason(limited.reason());
         record_all(gateway, vec![received, record]).await?;
         return Ok(refusal(format!("Refused by {}. The call was not forwarded.", limited.reason())));
     }
@@ -161,17 +159,17 @@ pub(super) async fn run(
 
 /// Counts the call against the policies' rate limits. A denied call is not counted (it
 /// is refused anyway), nor is the answer to our own confirmation question: that is the
-/// same call, counted when it was first made.
-fn over_limit(
+/// same call, counted when it was first made. Counters that cannot count refuse it.
+async fn over_limit(
     policy: &super::ActivePolicy,
     request: &CallToolRequestParams,
     decision: &Decision,
     caller: &Caller,
-) -> Option<crate::policy::Limited> {
+) -> Option<crate::policy::Refused> {
     if decision.effect == Effect::Deny || request.request_state.as_deref().is_some_and(seal::is_ours) {
         return None;
     }
-    policy.limits.check(request.name.as_ref(), caller.principal.as_str(), &caller.groups).err()
+    policy.limits.check(request.name.as_ref(), caller.principal.as_str(), &caller.groups).await.err()
 }
 
 /// What policy, and the fingerprint check, say about one call.

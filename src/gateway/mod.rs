@@ -37,7 +37,7 @@ use crate::approval::Broker;
 use crate::audit::{AuditError, AuditLog, Record, RecordKind};
 use crate::config::NewTools;
 use crate::downstream::{Catalog, Downstreams};
-use crate::policy::PolicySet;
+use crate::policy::{LimitBackend, PolicySet};
 use fingerprints::Fingerprints;
 pub use reload::{ActivePolicy, Change, Loader, ReloadError, ReloadReport, Reloader, Sources};
 pub use vetting::{Vetted, VettedTool, vet_stored};
@@ -69,6 +69,8 @@ pub struct Parts {
     pub audit: AuditLog,
     /// The rules.
     pub policies: PolicySet,
+    /// Where the rules' rate limits count (in memory, or shared by the replicas).
+    pub limits: LimitBackend,
     /// Accepted tool fingerprints.
     pub fingerprints: Fingerprints,
     /// Pending and settled approvals.
@@ -100,6 +102,8 @@ pub struct Gateway {
     /// The policy set in force: each call loads it once, so exactly one set decides it;
     /// a reload replaces it whole (`reload.rs`), and waiting holds watch it.
     policy: tokio::sync::watch::Sender<Arc<ActivePolicy>>,
+    /// Where every policy set's limits count: chosen at start, kept across reloads.
+    limit_backend: LimitBackend,
     fingerprints: Fingerprints,
     new_tools: NewTools,
     /// The catalog clients are served: vetted before it is published.
@@ -135,7 +139,8 @@ impl Gateway {
             downstreams: parts.downstreams,
             authenticator: parts.authenticator,
             audit: parts.audit,
-            policy: tokio::sync::watch::channel(Arc::new(ActivePolicy::new(parts.policies))).0,
+            policy: tokio::sync::watch::channel(Arc::new(ActivePolicy::new(parts.policies, &parts.limits))).0,
+            limit_backend: parts.limits,
             fingerprints: parts.fingerprints,
             new_tools: parts.new_tools,
             catalog: tokio::sync::watch::channel(Arc::new(Vetted::default())).0,

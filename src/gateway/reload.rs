@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 use crate::audit::{AuditError, Record, RecordKind, Sha256Digest, canonical};
 use crate::config::{Config, ConfigErrors, Problem};
 use crate::manifest::Manifest;
-use crate::policy::{Limiter, PolicySet};
+use crate::policy::{LimitBackend, Limiter, PolicySet};
 
 use super::Gateway;
 use super::forward::Verdict;
@@ -43,14 +43,15 @@ const LIVE_KEYS: &[&str] = &["gateway.manifests", "gateway.policies"];
 pub struct ActivePolicy {
     /// The rules.
     pub set: PolicySet,
-    /// Rate-limit buckets; a reload that changes the policy set starts them afresh.
+    /// Rate-limit buckets: in memory a reload that changes the policy set starts them
+    /// afresh; shared ones are kept per limit id and quota.
     pub limits: Limiter,
 }
 
 impl ActivePolicy {
-    /// The set with fresh limit counters.
-    pub fn new(set: PolicySet) -> ActivePolicy {
-        ActivePolicy { limits: Limiter::new(set.limits()), set }
+    /// The set with its limits counting in `backend`.
+    pub fn new(set: PolicySet, backend: &LimitBackend) -> ActivePolicy {
+        ActivePolicy { limits: backend.limiter(set.limits()), set }
     }
 }
 
@@ -199,7 +200,7 @@ impl Reloader {
             .reason(format!("reload; needs restart: {}", if needs_restart.is_empty() { "nothing".to_owned() } else { needs_restart.join(", ") }));
         let _recorded = self.gateway.audit().append(record).await?;
         if from != to {
-            self.gateway.policy.send_replace(Arc::new(ActivePolicy::new(sources.policies)));
+            self.gateway.policy.send_replace(Arc::new(ActivePolicy::new(sources.policies, &self.gateway.limit_backend)));
         }
         let applied = self.gateway.downstreams().apply(sources.manifests).await;
         tracing::debug!(?applied, "downstreams after reload");

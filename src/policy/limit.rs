@@ -1,18 +1,28 @@
 //! Rate limits: `[[limit]]` entries of the policy files, and the counters that enforce them.
 //!
 //! Owns: `Limit` (the checked entry), `Rate`, parsing `[[limit]]` with every problem at its
-//! line, and `Limiter` (one keyed token bucket per limit, from `governor`).
-//! Uses: `config` diagnostics, `rule::ToolGlobs`.
+//! line, `Limiter` (which limits count a call, in order), the one interface to where the
+//! buckets live ([`Counters`], chosen once at start through [`LimitBackend`]) and its
+//! in-memory backend (`governor`'s keyed GCRA buckets); the PostgreSQL one is
+//! `limit/postgres.rs`.
+//! Uses: `config` diagnostics, `rule::ToolGlobs`, `storage::PgPool` (the shared backend).
 //! Must not: decide calls (that is `eval.rs`), write the audit log or hold calls; the
-//! pipeline asks `Limiter::check` and records what it answers.
+//! pipeline asks `Limiter::check` and records what it answers, and never knows which
+//! backend counts.
 //!
 //! A limit counts per caller: each principal has its own bucket of `burst` calls, refilled
 //! at `rate`. Every matching limit counts a call; the first that has no token left refuses
-//! it. The counters live in the gateway's memory, so they start full when it starts.
+//! it. In memory (the default, and with sled) the counters start full when the gateway
+//! starts and when a reload changes the policy set; on PostgreSQL every replica counts in
+//! the same rows. A backend that cannot count refuses the call (fail closed).
 
 use std::fmt;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::FutureExt;
+use futures::future::BoxFuture;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
@@ -21,6 +31,8 @@ use toml::Spanned;
 
 use super::rule::{RuleId, ToolGlobs};
 use crate::config::{ConfigErrors, Source};
+
+pub(super) mod postgres;
 
 /// Longest accepted period unit.
 const DAY: Duration = Duration::from_secs(86_400);
@@ -51,8 +63,8 @@ impl Rate {
         Ok(Rate { calls, per, unit })
     }
 
-    /// The time one call's token takes to come back.
-    fn replenish(self) -> Duration {
+    /// The time one call's token takes to come back (GCRA's emission interval `T`).
+    pub fn replenish(self) -> Duration {
         self.per / self.calls.get()
     }
 }
@@ -117,21 +129,154 @@ impl Limited {
     }
 }
 
-/// The counters for a set of limits. Cheap to check: no I/O, one short lock per limit.
+impl Limit {
+    /// How far ahead of now a bucket's theoretical arrival time may be and still admit a
+    /// call (GCRA's `tau`): `burst - 1` emission intervals, as `governor` counts it.
+    pub fn tolerance(&self) -> Duration {
+        self.rate.replenish() * (self.burst.get() - 1)
+    }
+
+    /// The limit's quota as written, e.g. `30/min burst 5`: buckets are kept per limit id
+    /// and quota, so a reload that changes a limit's rate or burst starts it afresh.
+    pub fn quota(&self) -> String {
+        format!("{} burst {}", self.rate, self.burst)
+    }
+}
+
+/// What a bucket said to one call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// A token was taken: the call may go on.
+    Admitted,
+    /// The bucket is empty until `retry_after` from now.
+    Empty { retry_after: Duration },
+}
+
+/// A backend that could not count (the database is away): the call must be refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the rate-limit counters are unavailable: {0}")]
+pub struct CountersUnavailable(pub String);
+
+/// Where the buckets of a limit set live: the one interface the limiter counts through.
+pub trait Counters: Send + Sync + 'static {
+    /// Takes one token from `principal`'s bucket of `limit`, the `at`-th limit of the set
+    /// the counters were made for, atomically (however many gateways count in it).
+    fn take<'a>(&'a self, at: usize, limit: &'a Limit, principal: &'a str) -> BoxFuture<'a, Result<Taken, CountersUnavailable>>;
+}
+
+/// Where limits count, chosen once at start and kept across reloads.
+#[derive(Clone, Default)]
+pub enum LimitBackend {
+    /// `governor` buckets in this gateway's memory, fresh for every policy set.
+    #[default]
+    Memory,
+    /// Counters shared with other gateways (PostgreSQL), kept per limit id and quota.
+    Shared(Arc<dyn Counters>),
+}
+
+impl fmt::Debug for LimitBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LimitBackend::Memory => "Memory",
+            LimitBackend::Shared(_) => "Shared",
+        })
+    }
+}
+
+impl LimitBackend {
+    /// The limiter of a policy set's limits (at start, and after each reload).
+    pub fn limiter(&self, limits: &[Limit]) -> Limiter {
+        let counters: Arc<dyn Counters> = match self {
+            LimitBackend::Memory => Arc::new(Governors::new(limits)),
+            LimitBackend::Shared(shared) => shared.clone(),
+        };
+        Limiter { limits: limits.to_vec(), counters }
+    }
+}
+
+/// Why a call was refused by the limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// A bucket was empty.
+    Limited(Limited),
+    /// A limit applied but could not be counted; refused rather than let through unlimited.
+    Uncounted { limit: RuleId, why: CountersUnavailable },
+}
+
+impl Refused {
+    /// The limit that refused the call.
+    pub fn limit(&self) -> &RuleId {
+        match self {
+            Refused::Limited(limited) => &limited.limit,
+            Refused::Uncounted { limit, .. } => limit,
+        }
+    }
+
+    /// One sentence for the caller and the log.
+    pub fn reason(&self) -> String {
+        match self {
+            Refused::Limited(limited) => limited.reason(),
+            Refused::Uncounted { limit, why } => format!("rate limit \"{limit}\" could not be checked ({why}); retry later"),
+        }
+    }
+}
+
+/// The limits of one policy set and the counters they count in.
 pub struct Limiter {
-    buckets: Vec<(Limit, DefaultKeyedRateLimiter<String>)>,
-    clock: DefaultClock,
+    limits: Vec<Limit>,
+    counters: Arc<dyn Counters>,
 }
 
 impl fmt::Debug for Limiter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Limiter").field("limits", &self.buckets.len()).finish()
+        f.debug_struct("Limiter").field("limits", &self.limits.len()).finish()
     }
 }
 
 impl Limiter {
-    /// Full buckets for every limit.
+    /// Full in-memory buckets for every limit.
     pub fn new(limits: &[Limit]) -> Limiter {
+        LimitBackend::Memory.limiter(limits)
+    }
+
+    /// The limits that count a call of `tool` by `principal`.
+    pub fn applying<'a>(&'a self, tool: &'a str, principal: &'a str, groups: &'a [String]) -> impl Iterator<Item = &'a Limit> {
+        self.limits.iter().filter(move |l| l.applies(tool, principal, groups))
+    }
+
+    /// Counts one call against every limit that applies, in order; refuses it at the
+    /// first limit whose caller's bucket is empty, or that cannot be counted. A call no
+    /// limit applies to costs nothing (no backend is asked).
+    pub async fn check(&self, tool: &str, principal: &str, groups: &[String]) -> Result<(), Refused> {
+        for (at, limit) in self.limits.iter().enumerate() {
+            if !limit.applies(tool, principal, groups) {
+                continue;
+            }
+            match self.counters.take(at, limit, principal).await {
+                Ok(Taken::Admitted) => {}
+                Ok(Taken::Empty { retry_after }) => {
+                    return Err(Refused::Limited(Limited {
+                        limit: limit.id.clone(),
+                        rate: limit.rate,
+                        burst: limit.burst,
+                        retry_after,
+                    }));
+                }
+                Err(why) => return Err(Refused::Uncounted { limit: limit.id.clone(), why }),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The in-memory backend: one `governor` keyed limiter per limit of the set.
+struct Governors {
+    buckets: Vec<DefaultKeyedRateLimiter<String>>,
+    clock: DefaultClock,
+}
+
+impl Governors {
+    fn new(limits: &[Limit]) -> Governors {
         let buckets = limits
             .iter()
             .map(|limit| {
@@ -140,35 +285,24 @@ impl Limiter {
                 let quota = Quota::with_period(limit.rate.replenish())
                     .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
                     .allow_burst(limit.burst);
-                (limit.clone(), RateLimiter::keyed(quota))
+                RateLimiter::keyed(quota)
             })
             .collect();
-        Limiter { buckets, clock: DefaultClock::default() }
+        Governors { buckets, clock: DefaultClock::default() }
     }
 
-    /// The limits that count a call of `tool` by `principal`.
-    pub fn applying<'a>(&'a self, tool: &'a str, principal: &'a str, groups: &'a [String]) -> impl Iterator<Item = &'a Limit> {
-        self.buckets.iter().map(|(l, _)| l).filter(move |l| l.applies(tool, principal, groups))
+    fn take_now(&self, at: usize, principal: &str) -> Result<Taken, CountersUnavailable> {
+        let bucket = self.buckets.get(at).ok_or_else(|| CountersUnavailable(format!("no bucket for limit {at}")))?;
+        Ok(match bucket.check_key(&principal.to_owned()) {
+            Ok(()) => Taken::Admitted,
+            Err(not_until) => Taken::Empty { retry_after: not_until.wait_time_from(self.clock.now()) },
+        })
     }
+}
 
-    /// Counts one call against every limit that applies; refuses it at the first limit
-    /// whose caller's bucket is empty.
-    pub fn check(&self, tool: &str, principal: &str, groups: &[String]) -> Result<(), Limited> {
-        let key = principal.to_owned();
-        for (limit, bucket) in &self.buckets {
-            if !limit.applies(tool, principal, groups) {
-                continue;
-            }
-            if let Err(not_until) = bucket.check_key(&key) {
-                return Err(Limited {
-                    limit: limit.id.clone(),
-                    rate: limit.rate,
-                    burst: limit.burst,
-                    retry_after: not_until.wait_time_from(self.clock.now()),
-                });
-            }
-        }
-        Ok(())
+impl Counters for Governors {
+    fn take<'a>(&'a self, at: usize, _limit: &'a Limit, principal: &'a str) -> BoxFuture<'a, Result<Taken, CountersUnavailable>> {
+        futures::future::ready(self.take_now(at, principal)).boxed()
     }
 }
 
@@ -272,18 +406,25 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_caller_gets_the_burst_then_is_refused_with_a_retry_time() {
+    #[tokio::test]
+    async fn a_caller_gets_the_burst_then_is_refused_with_a_retry_time() {
         let limiter = Limiter::new(&[limit("1/hour", 2)]);
         let agents = vec!["agents".to_owned()];
-        assert!(limiter.check("demo__x", "a", &agents).is_ok());
-        assert!(limiter.check("demo__x", "a", &agents).is_ok());
-        let refused = limiter.check("demo__x", "a", &agents).expect_err("third call passed");
+        assert!(limiter.check("demo__x", "a", &agents).await.is_ok());
+        assert!(limiter.check("demo__x", "a", &agents).await.is_ok());
+        let Err(Refused::Limited(refused)) = limiter.check("demo__x", "a", &agents).await else { panic!("third call passed") };
         assert!(refused.retry_after > Duration::from_secs(3000), "{refused:?}");
         assert!(refused.reason().contains("rate limit \"l\" (1/hour, burst 2)"), "{}", refused.reason());
         // Another caller has a bucket of its own; other tools and groups are not counted.
-        assert!(limiter.check("demo__x", "b", &agents).is_ok());
-        assert!(limiter.check("fs__x", "a", &agents).is_ok());
-        assert!(limiter.check("demo__x", "a", &[]).is_ok());
+        assert!(limiter.check("demo__x", "b", &agents).await.is_ok());
+        assert!(limiter.check("fs__x", "a", &agents).await.is_ok());
+        assert!(limiter.check("demo__x", "a", &[]).await.is_ok());
+    }
+
+    #[test]
+    fn the_tolerance_is_burst_minus_one_intervals_and_the_quota_names_rate_and_burst() {
+        assert_eq!(limit("1/hour", 2).tolerance(), Duration::from_secs(3600));
+        assert_eq!(limit("30/min", 1).tolerance(), Duration::ZERO);
+        assert_eq!(limit("30/min", 5).quota(), "30/min burst 5");
     }
 }

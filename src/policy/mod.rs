@@ -30,7 +30,8 @@ mod limit;
 mod path;
 mod rule;
 
-pub use limit::{Limit, Limited, Limiter, Rate};
+pub use limit::postgres::PgCounters;
+pub use limit::{Counters, CountersUnavailable, Limit, LimitBackend, Limited, Limiter, Rate, Refused, Taken};
 pub use path::{NormalPath, PathGlob};
 pub use eval::{ApprovalSpec, CallFacts, Decision, RuleMatch, Subject, default_effect, default_quorum};
 pub use rule::{

@@ -21,8 +21,8 @@ pub struct Migration {
     pub sql: &'static str,
 }
 
-/// Every migration, in order. Versions 1..: the audit log (pglog); approvals, fingerprints
-/// and chat notes take the next numbers.
+/// Every migration, in order: the audit log (1), approvals, fingerprints and chat notes
+/// (2), rate-limit buckets (3).
 pub const MIGRATIONS: &[Migration] = &[
     Migration {
         version: 1,
@@ -34,6 +34,12 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         name: "approvals",
         sql: include_str!("migrations/0002_approvals.sql"),
+    },
+    // Rate-limit buckets shared by the replicas (pglimits).
+    Migration {
+        version: 3,
+        name: "rate_limits",
+        sql: include_str!("migrations/0003_rate_limits.sql"),
     },
 ];
 

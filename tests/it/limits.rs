@@ -97,7 +97,7 @@ async fn each_caller_has_its_own_bucket() {
     b.cancel().await.expect("close b");
 }
 
-fn sha256_hex(text: &str) -> String {
+pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(ring::digest::digest(&ring::digest::SHA256, text.as_bytes()))
 }
 

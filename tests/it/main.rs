@@ -8,6 +8,7 @@ mod audit;
 mod audit_view;
 mod channels;
 mod cluster_approvals;
+mod cluster_limits;
 mod cluster_log;
 mod config_errors;
 mod demo;
