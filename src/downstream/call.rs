@@ -138,6 +138,14 @@ fn hop_meta(mut meta: RequestMetaObject) -> RequestMetaObject {
 }
 
 impl PendingCall {
+    pub(super) fn server_name(&self) -> &str {
+        self.server.name()
+    }
+
+    pub(super) fn peer(&self) -> &Peer<RoleClient> {
+        &self.peer
+    }
+
     /// Waits for the next event of the call.
     pub async fn next(&mut self) -> CallStep {
         if let Some(result) = self.finished.take() {

@@ -235,8 +235,9 @@ impl DownstreamHandler {
 impl ClientHandler for DownstreamHandler {
     fn get_info(&self) -> ClientConfig {
         // No `roots`: server-filesystem ignores its command-line directories when a client
-        // declares it. Elicitation is declared so downstreams may ask; Airlock relays.
-        let capabilities = ClientCapabilities::builder().enable_elicitation().enable_sampling().build();
+        // declares it. Elicitation is declared so downstreams may ask; Airlock relays. Tasks
+        // too: a downstream may answer a call with one, which Airlock follows for its caller.
+        let capabilities = ClientCapabilities::builder().enable_elicitation().enable_sampling().enable_tasks().build();
         // The legacy `initialize` lifecycle speaks 2025-11-25; rmcp's default is 2026-07-28.
         ClientConfig::new(capabilities, Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
             .with_protocol_version(ProtocolVersion::V_2025_11_25)

@@ -2,7 +2,8 @@
 //! aggregated, namespaced tool catalog.
 //!
 //! Owns: starting downstreams (in parallel), restarting them with backoff, their tool
-//! lists, forwarding one call with its progress, cancellation and elicitation.
+//! lists, forwarding one call with its progress, cancellation and elicitation, and
+//! following the task a downstream makes of a call.
 //! Uses: `manifest` for server definitions.
 //! Must not: decide whether a call may run (policy), or write the audit log.
 
@@ -19,6 +20,7 @@ mod resources;
 mod session;
 pub(crate) mod sse_client;
 mod tap;
+mod task;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -32,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use crate::manifest::Manifest;
 
 pub use call::{CallStep, ForwardError, PendingCall, UpstreamAsk};
+pub use task::RemoteTask;
 pub use handler::{CallOwner, UpstreamRefusal};
 pub use session::SessionChildren;
 pub use catalog::{Catalog, CatalogEntry, Namespacing};

@@ -273,15 +273,9 @@ pub(super) async fn forward(
         Relayed::Done(Ok(CallToolResponse::InputRequired(asked))) if let Some(cleared) = &cleared => {
             hold::continue_later(gateway, &cleared.receipt, asked).await.map(CallToolResponse::InputRequired)
         }
-        // Airlock declares no task support downstream, so this is a server that ignored
-        // that; its task id means nothing here (and must not reach the client as if it
-        // were one of ours), so the call ends plainly instead.
-        Relayed::Done(Ok(CallToolResponse::Task(task))) => Ok(refusal(format!(
-            "{server} answered with a task of its own ({status}), which Airlock does not relay; the call was \
-             forwarded and may still run on {server}, but its result cannot reach you through Airlock.",
-            server = entry.server.name(),
-            status = crate::text::for_people(&serde_json::to_string(&task.task.status).unwrap_or_default()),
-        ))),
+        // Followed to its end here, on the connection that made it: the caller gets the
+        // real result (a held call's task of Airlock's continues as the same task).
+        Relayed::Task(remote) => super::task_relay::answer(remote, &context.ct).await.map(mark_complete),
         Relayed::Done(Ok(response)) => Ok(mark_complete(response)),
         Relayed::Done(Err(error)) => forward_error(error),
         Relayed::Cancelled => Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)),
@@ -357,6 +351,8 @@ pub(super) fn refusal(text: String) -> CallToolResponse {
 
 enum Relayed {
     Done(Result<CallToolResponse, ForwardError>),
+    /// The downstream answered with a task of its own.
+    Task(crate::downstream::RemoteTask),
     Cancelled,
 }
 
@@ -414,6 +410,7 @@ async fn relay(
                 };
                 let _ = reply.send(answer);
             }
+            CallStep::Done(Ok(CallToolResponse::Task(created))) => return Relayed::Task(pending.into_task(created)),
             CallStep::Done(result) => return Relayed::Done(result),
         }
     }

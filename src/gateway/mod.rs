@@ -17,6 +17,7 @@ mod passthrough;
 pub mod reload;
 pub mod stdio;
 pub mod tasks;
+mod task_relay;
 pub mod validate;
 mod vetting;
 

@@ -306,8 +306,9 @@ async fn run_settled(
              make the call without task support to answer it",
             None,
         )),
+        // `forward` follows a downstream's own task to its end; this is not reached.
         Ok(CallToolResponse::Task(_)) => End::failed(ErrorData::internal_error(
-            "the downstream answered with a task of its own, which Airlock does not relay yet",
+            "the downstream's own task was not followed to its end",
             None,
         )),
         Err(_) if cancelled.is_cancelled() => End {

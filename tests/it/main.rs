@@ -35,6 +35,7 @@ mod shared_gateway;
 mod startup;
 mod stdio_limits;
 mod telemetry;
+mod task_relay;
 mod tasks;
 mod tool_integrity;
 mod util;
