@@ -231,18 +231,7 @@ impl ServerHandler for Fixture {
 
 /// Serves [`Fixture`] over streamable HTTP on a free port; returns its `/mcp` URL.
 async fn serve_fixture(parties: usize) -> String {
-    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager};
-    let fixture = Fixture { barrier: Arc::new(tokio::sync::Barrier::new(parties)) };
-    let service = StreamableHttpService::new(
-        move || Ok(fixture.clone()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
-    );
-    let router = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}/mcp")
+    crate::util::serve_http(Fixture { barrier: Arc::new(tokio::sync::Barrier::new(parties)) }).await
 }
 
 async fn fixture_gateway(parties: usize) -> (Setup, HttpGateway) {

@@ -67,17 +67,7 @@ impl ServerHandler for Hinting {
 
 /// Serves `server` over streamable HTTP on a free port; returns its `/mcp` URL.
 async fn serve(server: Hinting) -> String {
-    use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService, session::local::LocalSessionManager};
-    let service = StreamableHttpService::new(
-        move || Ok(server.clone()),
-        Arc::new(LocalSessionManager::default()),
-        StreamableHttpServerConfig::default(),
-    );
-    let router = axum::Router::new().nest_service("/mcp", service);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let address = listener.local_addr().expect("address");
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    format!("http://{address}/mcp")
+    crate::util::serve_http(server).await
 }
 
 /// A gateway in front of `servers`.
