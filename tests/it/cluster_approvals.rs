@@ -36,10 +36,7 @@ async fn replicas(count: usize, url: &str) -> Vec<(Setup, HttpGateway)> {
     for _ in 0..count {
         let setup = replica_setup();
         if let Some((first, _)) = all.first() {
-            std::fs::create_dir_all(setup.data_dir()).expect("data dir");
-            for key in ["audit-key", "args-key"] {
-                std::fs::copy(first.data_dir().join(key), setup.data_dir().join(key)).expect("copy a key");
-            }
+            crate::util::share_log_keys(first, &setup);
         }
         let gateway = setup.http_with_env(&[(URL_ENV, url)]).await;
         all.push((setup, gateway));

@@ -387,6 +387,14 @@ where
     format!("http://{address}/mcp")
 }
 
+/// Gives replica `to` the log and argument keys of replica `from` (replicas share one log).
+pub fn share_log_keys(from: &Setup, to: &Setup) {
+    std::fs::create_dir_all(to.data_dir()).expect("data dir");
+    for key in ["audit-key", "args-key"] {
+        std::fs::copy(from.data_dir().join(key), to.data_dir().join(key)).expect("copy a key");
+    }
+}
+
 /// A finished command's stdout, as text.
 pub fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
