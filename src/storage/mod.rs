@@ -18,6 +18,8 @@ mod pg;
 
 pub use audit_pg::{open_log, open_reader};
 pub use pg::{PgPool, StorageError, UnpooledConnection};
+#[cfg(test)]
+pub(crate) use pg::test_database;
 
 use crate::config::EnvVarName;
 

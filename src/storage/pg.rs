@@ -232,6 +232,27 @@ impl TlsWanted {
     }
 }
 
+/// For unit tests: the URL of a fresh database of its own on the test server
+/// (`AIRLOCK_TEST_PG_URL`), or None after saying SKIPPED; under `CI` a missing server fails.
+#[cfg(test)]
+pub(crate) async fn test_database(test: &str) -> Option<String> {
+    let admin = match std::env::var("AIRLOCK_TEST_PG_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if std::env::var_os("CI").is_some() => panic!("{test}: CI is set but AIRLOCK_TEST_PG_URL is not"),
+        _ => {
+            eprintln!("SKIPPED {test}: needs PostgreSQL (AIRLOCK_TEST_PG_URL)");
+            return None;
+        }
+    };
+    let name = format!("airlock_unit_{}", uuid::Uuid::new_v4().simple());
+    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
+    let mut url = url::Url::parse(&admin).expect("url");
+    url.set_path(&name);
+    Some(url.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

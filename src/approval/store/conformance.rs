@@ -52,31 +52,13 @@ async fn sled_conforms() {
     run_all(&super::sled::SledApprovals::open(&db).expect("store")).await;
 }
 
-/// The test server's URL, or None after saying SKIPPED (a failure under CI).
-fn pg_url(test: &str) -> Option<String> {
-    match std::env::var("AIRLOCK_TEST_PG_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if std::env::var_os("CI").is_some() => panic!("{test}: CI is set but AIRLOCK_TEST_PG_URL is not"),
-        _ => {
-            eprintln!("SKIPPED {test}: needs PostgreSQL (AIRLOCK_TEST_PG_URL)");
-            None
-        }
-    }
-}
-
 /// A database of its own on the test server, with the migrations applied.
 async fn pg_store(test: &str) -> Option<(super::postgres::PgApprovals, crate::storage::PgPool, String)> {
-    let admin = pg_url(test)?;
-    let name = format!("airlock_unit_{}", uuid::Uuid::new_v4().simple());
-    let (client, conn) = tokio_postgres::connect(&admin, tokio_postgres::NoTls).await.expect("connect");
-    tokio::spawn(conn);
-    client.batch_execute(&format!("CREATE DATABASE {name}")).await.expect("create database");
-    let mut url = url::Url::parse(&admin).expect("url");
-    url.set_path(&name);
-    let pool = crate::storage::PgPool::from_url(url.as_str(), "AIRLOCK_TEST_PG_URL", 4).expect("pool");
+    let url = crate::storage::test_database(test).await?;
+    let pool = crate::storage::PgPool::from_url(&url, "AIRLOCK_TEST_PG_URL", 4).expect("pool");
     pool.migrate().await.expect("migrate");
     let listener = super::listen::listener(pool.clone());
-    Some((super::postgres::PgApprovals::open(pool.clone(), listener).await.expect("open"), pool, url.to_string()))
+    Some((super::postgres::PgApprovals::open(pool.clone(), listener).await.expect("open"), pool, url))
 }
 
 #[tokio::test]
