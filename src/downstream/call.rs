@@ -52,11 +52,13 @@ pub enum ForwardError {
         /// The exposed tool name.
         tool: String,
     },
-    /// The downstream answered with something that is not a tools/call result.
-    #[error("downstream server '{server}' sent an unexpected response to tools/call")]
+    /// The downstream answered a request with something that is not its result.
+    #[error("downstream server '{server}' sent an unexpected response to {request}")]
     Unexpected {
         /// The server's name.
         server: String,
+        /// The request's method (`tools/call`, `tasks/get`, …).
+        request: &'static str,
     },
 }
 
@@ -180,7 +182,7 @@ impl PendingCall {
             Ok(Ok(ServerResult::CallToolResult(result))) => Ok(CallToolResponse::Complete(result)),
             Ok(Ok(ServerResult::InputRequiredResult(result))) => Ok(CallToolResponse::InputRequired(result)),
             Ok(Ok(ServerResult::CreateTaskResult(result))) => Ok(CallToolResponse::Task(result)),
-            Ok(Ok(_)) => Err(ForwardError::Unexpected { server }),
+            Ok(Ok(_)) => Err(ForwardError::Unexpected { server, request: "tools/call" }),
             Ok(Err(ServiceError::McpError(error))) => Err(ForwardError::Downstream(error)),
             Ok(Err(error)) => Err(ForwardError::Lost { server, detail: error.to_string() }),
             Err(_) => Err(ForwardError::Lost { server, detail: "connection closed".to_owned() }),

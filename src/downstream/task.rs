@@ -43,24 +43,24 @@ impl RemoteTask {
     /// `tasks/get`.
     pub async fn get(&self) -> Result<DetailedTask, ForwardError> {
         let params = GetTaskParams::new(self.id());
-        self.peer.get_task(params).await.map(|result| result.task).map_err(|e| self.failed(e))
+        self.peer.get_task(params).await.map(|result| result.task).map_err(|e| self.failed("tasks/get", e))
     }
 
     /// `tasks/update`: the caller's answers to the task's `inputRequests`.
     pub async fn update(&self, responses: InputResponses) -> Result<(), ForwardError> {
-        self.peer.update_task(UpdateTaskParams::new(self.id(), responses)).await.map_err(|e| self.failed(e))
+        self.peer.update_task(UpdateTaskParams::new(self.id(), responses)).await.map_err(|e| self.failed("tasks/update", e))
     }
 
     /// `tasks/cancel` (cooperative: the task may still end otherwise).
     pub async fn cancel(&self) -> Result<(), ForwardError> {
-        self.peer.cancel_task(CancelTaskParams::new(self.id())).await.map_err(|e| self.failed(e))
+        self.peer.cancel_task(CancelTaskParams::new(self.id())).await.map_err(|e| self.failed("tasks/cancel", e))
     }
 
-    fn failed(&self, error: ServiceError) -> ForwardError {
+    fn failed(&self, request: &'static str, error: ServiceError) -> ForwardError {
         let server = self.server.clone();
         match error {
             ServiceError::McpError(error) => ForwardError::Downstream(error),
-            ServiceError::UnexpectedResponse => ForwardError::Unexpected { server },
+            ServiceError::UnexpectedResponse => ForwardError::Unexpected { server, request },
             _ if self.peer.is_transport_closed() => ForwardError::Lost { server, detail: "connection closed".to_owned() },
             error => ForwardError::Lost { server, detail: error.to_string() },
         }
