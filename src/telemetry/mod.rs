@@ -141,6 +141,7 @@ pub fn install(config: &TelemetryConfig, default_filter: &str) -> Result<Guard, 
     let format = log_format(config.log_format)?;
     let filter = tracing_subscriber::EnvFilter::try_from_env("AIRLOCK_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let log_records = filter.max_level_hint();
     let logs = match format {
         LogFormat::Text => tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(false).boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
@@ -168,7 +169,26 @@ pub fn install(config: &TelemetryConfig, default_filter: &str) -> Result<Guard, 
     // Errors from a second install (tests that run commands in-process) are ignored: the
     // first subscriber stays.
     let _ = tracing_subscriber::registry().with(logs.with_filter(filter)).with(metrics).with(otel).try_init();
+    // Dependencies' `log` records (sled logs on its hot path) are events, which only the
+    // log layer shows. The span-only filters above have no level, so without this cap every
+    // `log::trace!` in sled would be dispatched through each layer: about 30k instructions
+    // per audited call.
+    if let Some(level) = log_records {
+        log::set_max_level(log_level(level));
+    }
     Ok(Guard { tracer })
+}
+
+fn log_level(level: tracing::level_filters::LevelFilter) -> log::LevelFilter {
+    use tracing::level_filters::LevelFilter;
+    match level {
+        LevelFilter::OFF => log::LevelFilter::Off,
+        LevelFilter::ERROR => log::LevelFilter::Error,
+        LevelFilter::WARN => log::LevelFilter::Warn,
+        LevelFilter::INFO => log::LevelFilter::Info,
+        LevelFilter::DEBUG => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
 }
 
 /// Logs only, for the commands that serve nothing (`check`, `log`, …).
