@@ -191,7 +191,7 @@ impl Report {
     }
 
     fn render_memory(&self, out: &mut String) {
-        let _ = writeln!(out, "## 4. Memory (resident set of the target's own process, MiB; downstream children excluded)\n");
+        let _ = writeln!(out, "## 4. Memory (resident set of the target's own process, MiB; downstream children excluded; Airlock over stdio: the shared gateway, not its bridge)\n");
         let _ = writeln!(out, "| target | idle (after initialize) | after the latency + throughput runs | 10,000 pending approvals |");
         let _ = writeln!(out, "|---|---:|---:|---:|");
         for row in &self.latency {

@@ -143,17 +143,26 @@ impl Env {
 /// A started target with one warm client session.
 pub(crate) struct Running {
     pub(crate) client: RunningService<RoleClient, ()>,
-    /// The process whose resident memory is the target's (not its downstream children).
+    /// The process whose resident memory is the target's (not its downstream children):
+    /// for Airlock over stdio the shared gateway the bridge started, not the bridge.
     pub(crate) pid: Option<u32>,
     /// The generated setup folder (config, manifests, sandboxes, data dir, logs).
     pub(crate) dir: PathBuf,
     child: Option<tokio::process::Child>,
+    /// Airlock over stdio: the binary that stops the shared gateway, which would otherwise
+    /// idle on after its bridge closes.
+    gateway: Option<PathBuf>,
 }
 
 impl Running {
     /// Ends the session and the target's process.
     pub(crate) async fn stop(mut self) {
         let _ = self.client.close_with_timeout(Duration::from_secs(2)).await;
+        if let Some(airlock) = &self.gateway {
+            let config = self.dir.join("airlock.toml");
+            let stop = tokio::process::Command::new(airlock).args(["gateway", "stop", "--config"]).arg(config).stderr(Stdio::null()).status();
+            let _ = tokio::time::timeout(Duration::from_secs(10), stop).await;
+        }
         if let Some(child) = self.child.as_mut() {
             // SIGTERM first, so a wrapper such as `perf record` can finish its file.
             if let Some(pid) = child.id() {
@@ -187,7 +196,12 @@ pub(crate) async fn start(env: &Env, target: Target, downstreams: usize, in_flig
         Target::AirlockStdio(_) => {
             let mut cmd = airlock_command(env);
             cmd.arg("serve").arg("--config").arg(dir.join("airlock.toml")).env("AIRLOCK_LOG", "warn");
-            connect_stdio(cmd, log, dir).await
+            let mut running = connect_stdio(cmd, log, dir).await?;
+            // The gateway writes its pid into its lock file once it serves.
+            let lock = std::fs::read_to_string(running.dir.join("data").join("gateway.lock")).unwrap_or_default();
+            running.pid = lock.trim().parse().ok();
+            running.gateway = Some(env.airlock.clone());
+            Ok(running)
         }
         Target::HttpFloor | Target::AirlockHttp(_) | Target::Peer(_) => {
             let port = free_port()?;
@@ -200,7 +214,7 @@ pub(crate) async fn start(env: &Env, target: Target, downstreams: usize, in_flig
                 .max_concurrent_requests(in_flight);
             let transport = StreamableHttpClientTransport::from_config(config);
             let client = ().serve(transport).await.with_context(|| format!("initialize {}", target.key()))?;
-            Ok(Running { client, pid, dir, child: Some(child) })
+            Ok(Running { client, pid, dir, child: Some(child), gateway: None })
         }
     }
 }
@@ -220,7 +234,7 @@ async fn connect_stdio(cmd: tokio::process::Command, log: std::fs::File, dir: Pa
     let (child, _) = TokioChildProcess::builder(cmd).stderr(Stdio::from(log)).spawn()?;
     let pid = child.id();
     let client = ().serve(child).await.with_context(|| format!("initialize over stdio; see {}", dir.display()))?;
-    Ok(Running { client, pid, dir, child: None })
+    Ok(Running { client, pid, dir, child: None, gateway: None })
 }
 
 /// The command line that serves `target` over HTTP on `port`.
