@@ -92,8 +92,19 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
     // Taken before the database, so a second gateway is told who holds the data dir.
     let mut liveness = if options.control { Some(crate::control::Liveness::take(data_dir)?) } else { None };
-    let audit = super::wiring::open_audit(&config)?;
+    // Nothing below waits for the downstreams: they start now, in parallel with the
+    // databases, and the catalog fills while the gateway starts and answers `initialize`.
+    // No client call reaches them before the audit log is open (the gateway is built on it).
+    let started_from = checked.manifests.clone();
+    let downstreams = StopOnDrop(Downstreams::start_in_background(checked.manifests, namespacing));
+    // The audit log (keys, sled, journal, their fsyncs) opens on its own thread while this
+    // one opens the state database; the gateway is built once both are open.
+    let opening_audit = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || super::wiring::open_audit(&config))
+    };
     let state = open_state(data_dir).with_context(|| format!("could not open {}", data_dir.join("state").display()))?;
+    let audit = opening_audit.await.context("the audit log's opening thread failed")??;
     let super::serve_state::State { fingerprints, approvals, limits } = super::serve_state::open(&config, &state).await?;
     let tasks = crate::gateway::tasks::TaskStore::in_db(&state)?;
     let approvals = Broker::open_in(approvals, audit.clone(), config.approvals.timeout)
@@ -113,10 +124,8 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     for warning in checked.policies.warnings() {
         tracing::warn!("{warning}");
     }
-    let started_from = checked.manifests.clone();
-    let downstreams = Downstreams::start_in_background(checked.manifests, namespacing);
     let gateway = Gateway::start(Parts {
-        downstreams: downstreams.clone(),
+        downstreams: downstreams.0.clone(),
         authenticator: authenticator.clone(),
         audit: audit.clone(),
         policies: checked.policies,
@@ -212,7 +221,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         _ = tokio::signal::ctrl_c() => { shutdown.cancel(); }
         () = terminated() => { shutdown.cancel(); }
     }
-    downstreams.shutdown();
+    drop(downstreams);
     tasks.abort_all();
     drop(gateway);
     if let Some(p) = publisher {
@@ -227,6 +236,16 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     // Last: whoever waits for the lock (`gateway stop`, a starting gateway) finds the log closed.
     drop(liveness);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The downstreams of a starting gateway, stopped however `serve` returns (a start that
+/// fails after they were launched leaves no server behind).
+struct StopOnDrop(Arc<Downstreams>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown();
+    }
 }
 
 /// Binds the control socket and serves it for `gateway`.

@@ -57,7 +57,8 @@ impl Launch {
 
     /// Under the start lock: someone else may have started one while we waited for it.
     async fn start_locked(&self) -> Result<Option<u32>, LaunchError> {
-        let deadline = Instant::now() + READY_WITHIN;
+        let started = Instant::now();
+        let deadline = started + READY_WITHIN;
         let log = super::log_path(&self.data_dir);
         let mut child: Option<(tokio::process::Child, u64)> = None;
         loop {
@@ -85,7 +86,7 @@ impl Launch {
             if Instant::now() >= deadline {
                 return Err(LaunchError::Timeout { socket: super::socket_path(&self.data_dir), log });
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(poll_pause(started.elapsed())).await;
         }
     }
 
@@ -104,6 +105,15 @@ impl Launch {
         let child = command.spawn().map_err(|source| LaunchError::Spawn { exe: self.exe.clone(), source })?;
         Ok((child, from))
     }
+}
+
+/// How long the launch sleeps between two looks at the socket, `waited` after it began: a
+/// gateway starts in a few tens of milliseconds and its client's `initialize` waits for it,
+/// so the first second is polled finely (a failed connect to a Unix socket costs
+/// microseconds); after that, a slow start (a lock held by an exiting gateway) is polled
+/// coarsely.
+fn poll_pause(waited: Duration) -> Duration {
+    if waited < Duration::from_secs(1) { Duration::from_millis(1) } else { Duration::from_millis(20) }
 }
 
 /// Blocks until this process holds `<data_dir>/start.lock`.
