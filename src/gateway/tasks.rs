@@ -8,6 +8,10 @@
 //! asks its caller through the task instead: status `input_required` with the question
 //! under `inputRequests["airlock_confirm"]`, answered by the caller's `tasks/update`.
 //!
+//! An allowed call whose downstream answers with a task of its own is relayed the same
+//! way (`relay`): the caller gets a task of Airlock's at once, a worker follows the
+//! downstream's task (`task_relay`), and each status it reports is this task's status.
+//!
 //! Owns: the task store (tree `tasks` of the state database), the worker of each task,
 //! the answers to `tasks/get`, `tasks/update` and `tasks/cancel`, `task_status` records.
 //! Uses: `hold` and `forward` for the call itself, the broker for the approval.
@@ -38,7 +42,10 @@ use crate::identity::{AuthMethod, Caller};
 use crate::policy::Decision;
 use crate::risk::Risk;
 
-use super::forward::{self, Owned};
+use crate::downstream::RemoteTask;
+
+use super::forward::{self, Owned, TaskMode};
+use super::task_relay;
 use super::hold::{self, Held, HeldCall};
 use super::{Gateway, Session, VettedTool};
 
@@ -89,6 +96,9 @@ struct Stored {
     keep_until_ms: u64,
     /// `completed`: the call's result. `failed`: the JSON-RPC error.
     outcome: Option<JsonObject>,
+    /// The poll hint of a relayed downstream task (bounded); else the hold's.
+    #[serde(default)]
+    poll_ms: Option<u64>,
 }
 
 /// The tasks of held calls, in the state database, with the workers running now.
@@ -207,6 +217,7 @@ pub(super) async fn defer(
         updated_ms: now,
         keep_until_ms: approval.expires_ms.max(now).saturating_add(millis(RETENTION)),
         outcome: None,
+        poll_ms: None,
     };
     gateway.tasks.put(&id, &task).await.map_err(store_failed)?;
     forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await?;
@@ -220,6 +231,109 @@ pub(super) async fn defer(
     let handle = view(gateway, &id, &task);
     tokio::spawn(work(session.clone(), id, call, approval.id, guard, worker_context));
     Ok(CallToolResponse::Task(CreateTaskResult::new(handle)))
+}
+
+/// An allowed call whose downstream answered with a task: whose it is and which call.
+pub(super) struct Relayed {
+    pub principal: String,
+    pub tool: String,
+    pub call_id: String,
+}
+
+/// Relays a downstream's task as a task of Airlock's: stored and logged before the client
+/// learns its id, then followed by a worker that records `call_completed` and the end.
+pub(super) async fn relay(
+    gateway: &Arc<Gateway>,
+    call: Relayed,
+    remote: RemoteTask,
+    started: Instant,
+) -> Result<CallToolResponse, ErrorData> {
+    let id = TaskId::generate();
+    let now = now_ms();
+    let seed = remote.seed();
+    let task = Stored {
+        principal: call.principal.clone(),
+        approval: String::new(),
+        tool: call.tool.clone(),
+        status: TaskStatus::Working,
+        message: Some(seed.status_message.clone().unwrap_or_else(|| format!("running on {}", remote.server()))),
+        created_ms: now,
+        updated_ms: now,
+        keep_until_ms: now.saturating_add(millis(RETENTION)),
+        outcome: None,
+        poll_ms: Some(millis(task_relay::interval(seed.poll_interval_ms))),
+    };
+    let stored = match gateway.tasks.put(&id, &task).await.map_err(store_failed) {
+        Ok(()) => forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = stored {
+        // Nobody could follow it: it is not left running.
+        if let Err(error) = remote.cancel().await {
+            tracing::debug!(%error, server = remote.server(), "could not cancel a downstream task");
+        }
+        return Err(error);
+    }
+    let token = CancellationToken::new();
+    gateway.tasks.running().insert(id.clone(), token.clone());
+    let handle = view(gateway, &id, &task);
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let watch = Watch::new(&gateway, &id, &call.call_id);
+        let response = task_relay::answer(remote, &token, Some(&watch)).await.map(forward::mark_complete);
+        let response = forward::completed(&gateway, &call.call_id, &call.tool, response, started).await;
+        gateway.tasks.running().remove(&id);
+        if let Err(error) = finish(&gateway, &id, &call.call_id, end_of(response, token.is_cancelled(), false)).await {
+            tracing::error!(%error, task = id.as_str(), "could not store the end of a task");
+        }
+    });
+    Ok(CallToolResponse::Task(CreateTaskResult::new(handle)))
+}
+
+/// A task of Airlock's that shows the status of the downstream task it follows.
+pub(super) struct Watch<'a> {
+    gateway: &'a Gateway,
+    id: &'a TaskId,
+    call_id: &'a str,
+}
+
+impl<'a> Watch<'a> {
+    pub(super) fn new(gateway: &'a Gateway, id: &'a TaskId, call_id: &'a str) -> Self {
+        Watch { gateway, id, call_id }
+    }
+
+    /// The downstream reported `seen`: its status message and poll hint (bounded) become
+    /// this task's, and a changed status is a `task_status` record. Its end is `finish`'s.
+    pub(super) async fn saw(&self, seen: &Task) {
+        if seen.status.is_terminal() {
+            return;
+        }
+        let tasks = &self.gateway.tasks;
+        let _one = tasks.writes.lock().await;
+        let mut task = match tasks.get(self.id.as_str()) {
+            Ok(Some(task)) if !task.status.is_terminal() => task,
+            Ok(_) => return,
+            Err(error) => return tracing::error!(%error, task = self.id.as_str(), "could not read a task"),
+        };
+        let poll_ms = Some(millis(task_relay::interval(seen.poll_interval_ms)));
+        let message = seen.status_message.clone().or_else(|| task.message.clone());
+        let changed = task.status != seen.status;
+        if !changed && task.message == message && task.poll_ms == poll_ms {
+            return;
+        }
+        let now = now_ms();
+        task.status = seen.status;
+        task.message = message;
+        task.poll_ms = poll_ms;
+        task.updated_ms = now;
+        task.keep_until_ms = task.keep_until_ms.max(now.saturating_add(millis(RETENTION)));
+        if changed && forward::record_all(self.gateway, vec![status_record(self.id, &task, self.call_id)]).await.is_err() {
+            return;
+        }
+        if let Err(error) = tasks.put(self.id, &task).await {
+            tracing::error!(%error, task = self.id.as_str(), "could not store a task's status");
+        }
+    }
 }
 
 /// Waits for the hold to settle, runs the call once if it was approved, and stores the end.
@@ -249,7 +363,7 @@ async fn work(
     };
     drop(guard);
     let end = match settled {
-        Ok(settled) => run_settled(&session, &call, settled, context, started).await,
+        Ok(settled) => run_settled(&session, &id, &call, settled, context, started).await,
         Err(error) => End::failed(hold::broker_failed(error)),
     };
     gateway.tasks.running().remove(&id);
@@ -274,6 +388,7 @@ impl End {
 
 async fn run_settled(
     session: &Session,
+    id: &TaskId,
     call: &Deferred,
     settled: Approval,
     context: RequestContext<RoleServer>,
@@ -287,16 +402,22 @@ async fn run_settled(
         Ok(Held::Answer(answer)) => Ok(answer),
         Ok(Held::Cleared(cleared)) => {
             let tool = cleared.tool.clone();
-            let owned = Owned { session: &session.id, children: &session.children, call_id: &call.call_id };
+            let owned = Owned { session: &session.id, children: &session.children, call_id: &call.call_id, task: TaskMode::Within(id) };
             forward::forward(gateway, &tool.entry, owned, call.request.clone(), context, started, Some(cleared)).await
         }
         Ok(Held::Deferred(..)) => Err(ErrorData::internal_error("the hold deferred a settled approval", None)),
         Err(error) => Err(error),
     };
+    end_of(response, cancelled.is_cancelled(), state == State::Cancelled)
+}
+
+/// How a task ends with the call's `response`; `cancelled`: its caller cancelled it, and
+/// `hold_cancelled`: the hold's answer was a cancellation.
+fn end_of(response: Result<CallToolResponse, ErrorData>, cancelled: bool, hold_cancelled: bool) -> End {
     match response {
         Ok(CallToolResponse::Complete(result)) => {
             let text = result.content.iter().find_map(|c| c.as_text().map(|t| t.text.clone()));
-            let status = if state == State::Cancelled { TaskStatus::Cancelled } else { TaskStatus::Completed };
+            let status = if hold_cancelled { TaskStatus::Cancelled } else { TaskStatus::Completed };
             let message = if result.is_error == Some(true) { text } else { Some("completed".to_owned()) };
             End { status, message, outcome: object(serde_json::to_value(&result).unwrap_or(Value::Null)) }
         }
@@ -306,18 +427,13 @@ async fn run_settled(
              make the call without task support to answer it",
             None,
         )),
-        // `forward` follows a downstream's own task to its end; this is not reached.
-        Ok(CallToolResponse::Task(_)) => End::failed(ErrorData::internal_error(
-            "the downstream's own task was not followed to its end",
-            None,
-        )),
-        Err(_) if cancelled.is_cancelled() => End {
+        Err(_) if cancelled => End {
             status: TaskStatus::Cancelled,
             message: Some("cancelled by the client while the call ran".to_owned()),
             outcome: None,
         },
         Err(error) => End::failed(error),
-        #[allow(unreachable_patterns)]
+        // A downstream's own task is followed inside `forward` (`TaskMode`), never returned.
         Ok(_) => End::failed(ErrorData::internal_error("unexpected answer from the downstream", None)),
     }
 }
@@ -345,11 +461,13 @@ pub(super) async fn recover(gateway: &Gateway) {
         Err(error) => return tracing::error!(%error, "could not read unfinished tasks"),
     };
     for (id, task) in unfinished {
-        let message = format!(
+        let message = if task.approval.is_empty() {
+            format!("the gateway restarted while this task followed the downstream's task for {}; its outcome is unknown", task.tool)
+        } else { format!(
             "the gateway restarted while this task waited on approval {}; the call was not forwarded by this task. \
              Make the call again to wait on the same approval.",
             task.approval
-        );
+        ) };
         let end = End::failed(ErrorData::internal_error(message, None));
         if let Err(error) = finish(gateway, &id, "", end).await {
             tracing::error!(?error, task = id.as_str(), "could not end an unfinished task");
@@ -357,15 +475,18 @@ pub(super) async fn recover(gateway: &Gateway) {
     }
 }
 
-/// `task_status`: which task, its status, and the approval it waits on.
+/// `task_status`: which task, its status, and the approval it waits on (if any).
 fn status_record(id: &TaskId, task: &Stored, call_id: &str) -> Record {
     let mut record = Record::new(RecordKind::TaskStatus)
         .principal(task.principal.as_str())
         .tool(task.tool.as_str())
-        .approval_id(task.approval.as_str())
         .detail(json!({"task_id": id.as_str(), "status": status_name(task.status), "message": task.message}));
     if !call_id.is_empty() {
         record = record.call_id(call_id);
+    }
+    // A relayed downstream task waits on no approval.
+    if !task.approval.is_empty() {
+        record = record.approval_id(task.approval.as_str());
     }
     record
 }
@@ -385,7 +506,7 @@ fn view(gateway: &Gateway, id: &TaskId, task: &Stored) -> Task {
     };
     let mut view = Task::new(id.as_str(), task.status, rfc3339(task.created_ms), rfc3339(task.updated_ms))
         .with_ttl_ms(task.keep_until_ms.saturating_sub(task.created_ms))
-        .with_poll_interval_ms(millis(gateway.holds.progress_every).max(1));
+        .with_poll_interval_ms(task.poll_ms.unwrap_or_else(|| millis(gateway.holds.progress_every)).max(1));
     if let Some(message) = live.or_else(|| task.message.clone()) {
         view = view.with_status_message(message);
     }
