@@ -61,19 +61,25 @@ async fn follow(remote: &RemoteTask, cancelled: &CancellationToken, watch: Optio
         };
         every = interval(task.task.poll_interval_ms);
         if let Some(watch) = watch {
-            watch.saw(&task.task).await;
+            let asks = match &task.payload {
+                TaskPayload::InputRequired { input_requests } => Some(input_requests),
+                _ => None,
+            };
+            watch.saw(&task.task, asks).await;
         }
         match task.payload {
             TaskPayload::Completed { result } => return Outcome::Completed(result),
             TaskPayload::Failed { error } => return Outcome::Failed(error),
             TaskPayload::Cancelled => return Outcome::Cancelled,
+            // Asked of the caller through the task of Airlock's that follows this one.
+            TaskPayload::InputRequired { .. } if watch.is_some() => {}
             TaskPayload::InputRequired { .. } => {
-                // Not relayed yet: the downstream's question has no way to its caller here.
+                // A caller without tasks has no `tasks/update` to answer with.
                 if let Err(error) = remote.cancel().await {
                     tracing::debug!(%error, server = remote.server(), "could not cancel a downstream task");
                 }
                 let text = format!(
-                    "{} asked for input inside its task, which Airlock does not relay yet; the task was cancelled.",
+                    "{} asked for input inside its task, which Airlock relays only to a client that takes tasks; the task was cancelled.",
                     remote.server()
                 );
                 return Outcome::Failed(error_object(&text));
@@ -100,7 +106,14 @@ pub(super) async fn answer(
     tracing::debug!(server = remote.server(), task = remote.id(), "following a downstream task");
     let server = remote.server().to_owned();
     let tool_error = |text: String| Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(text)])));
-    match follow(&remote, cancelled, watch).await {
+    if let Some(watch) = watch {
+        watch.follows(&remote);
+    }
+    let outcome = follow(&remote, cancelled, watch).await;
+    if let Some(watch) = watch {
+        watch.unfollow();
+    }
+    match outcome {
         Outcome::Completed(result) => match serde_json::from_value::<CallToolResult>(Value::Object(result)) {
             Ok(result) => Ok(CallToolResponse::Complete(result)),
             Err(error) => tool_error(format!("{server}'s task completed with a result Airlock could not read ({error}).")),

@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use rmcp::RoleServer;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DetailedTask, ElicitRequest, ErrorCode,
-    ErrorData, GetTaskParams, GetTaskResult, InputRequest, InputRequests, JsonObject, Task, TaskPayload, TaskStatus,
+    ErrorData, GetTaskParams, GetTaskResult, InputRequest, InputRequests, InputResponses, JsonObject, Task, TaskPayload, TaskStatus,
     UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
@@ -99,6 +99,9 @@ struct Stored {
     /// The poll hint of a relayed downstream task (bounded); else the hold's.
     #[serde(default)]
     poll_ms: Option<u64>,
+    /// A relayed downstream task's open questions (`input_required`), for its caller.
+    #[serde(default)]
+    asks: Option<InputRequests>,
 }
 
 /// The tasks of held calls, in the state database, with the workers running now.
@@ -106,6 +109,8 @@ pub struct TaskStore {
     tree: sled::Tree,
     /// Cancels the worker of a task whose call was approved and is running.
     running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// The downstream task a task of Airlock's follows now, for its caller's `tasks/update`.
+    followed: Mutex<HashMap<TaskId, RemoteTask>>,
     /// Held while a task's status is read and rewritten: the caller's answer and the
     /// worker's end never overwrite each other (an ended task stays ended).
     writes: tokio::sync::Mutex<()>,
@@ -123,7 +128,12 @@ impl TaskStore {
                 tree.remove(key)?;
             }
         }
-        Ok(Self { tree, running: Mutex::new(HashMap::new()), writes: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            tree,
+            running: Mutex::new(HashMap::new()),
+            followed: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn get(&self, id: &str) -> Result<Option<Stored>, TaskError> {
@@ -153,6 +163,10 @@ impl TaskStore {
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn followed(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, RemoteTask>> {
+        self.followed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -218,6 +232,7 @@ pub(super) async fn defer(
         keep_until_ms: approval.expires_ms.max(now).saturating_add(millis(RETENTION)),
         outcome: None,
         poll_ms: None,
+        asks: None,
     };
     gateway.tasks.put(&id, &task).await.map_err(store_failed)?;
     forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await?;
@@ -262,6 +277,7 @@ pub(super) async fn relay(
         keep_until_ms: now.saturating_add(millis(RETENTION)),
         outcome: None,
         poll_ms: Some(millis(task_relay::interval(seed.poll_interval_ms))),
+        asks: None,
     };
     let stored = match gateway.tasks.put(&id, &task).await.map_err(store_failed) {
         Ok(()) => forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await,
@@ -302,9 +318,20 @@ impl<'a> Watch<'a> {
         Watch { gateway, id, call_id }
     }
 
-    /// The downstream reported `seen`: its status message and poll hint (bounded) become
-    /// this task's, and a changed status is a `task_status` record. Its end is `finish`'s.
-    pub(super) async fn saw(&self, seen: &Task) {
+    /// This task follows `remote` now: its caller's `tasks/update` goes there.
+    pub(super) fn follows(&self, remote: &RemoteTask) {
+        self.gateway.tasks.followed().insert(self.id.clone(), remote.clone());
+    }
+
+    /// The downstream task has ended (or is no longer followed).
+    pub(super) fn unfollow(&self) {
+        self.gateway.tasks.followed().remove(self.id);
+    }
+
+    /// The downstream reported `seen`, asking `asks` if it waits on input: its status,
+    /// message, questions and poll hint (bounded) become this task's, and a changed status
+    /// is a `task_status` record. Its end is `finish`'s.
+    pub(super) async fn saw(&self, seen: &Task, asks: Option<&InputRequests>) {
         if seen.status.is_terminal() {
             return;
         }
@@ -317,14 +344,16 @@ impl<'a> Watch<'a> {
         };
         let poll_ms = Some(millis(task_relay::interval(seen.poll_interval_ms)));
         let message = seen.status_message.clone().or_else(|| task.message.clone());
+        let asks = asks.cloned();
         let changed = task.status != seen.status;
-        if !changed && task.message == message && task.poll_ms == poll_ms {
+        if !changed && task.message == message && task.poll_ms == poll_ms && task.asks == asks {
             return;
         }
         let now = now_ms();
         task.status = seen.status;
         task.message = message;
         task.poll_ms = poll_ms;
+        task.asks = asks;
         task.updated_ms = now;
         task.keep_until_ms = task.keep_until_ms.max(now.saturating_add(millis(RETENTION)));
         if changed && forward::record_all(self.gateway, vec![status_record(self.id, &task, self.call_id)]).await.is_err() {
@@ -550,7 +579,7 @@ impl Session {
         let task = self.own_task(&params.task_id, context)?;
         let id = TaskId(params.task_id.clone());
         let payload = match (task.status, task.outcome.clone()) {
-            (TaskStatus::InputRequired, _) => match self.question(&task) {
+            (TaskStatus::InputRequired, _) => match task.asks.clone().or_else(|| self.question(&task)) {
                 Some(input_requests) => TaskPayload::InputRequired { input_requests },
                 // Answered (or settled out of band) and not ended yet: the call runs.
                 None => TaskPayload::Working,
@@ -580,6 +609,9 @@ impl Session {
     /// says of answers to requests that are not outstanding.
     pub(super) async fn update_task_of(&self, params: &UpdateTaskParams, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
         let task = self.own_task(&params.task_id, context)?;
+        if task.asks.is_some() {
+            return self.answer_downstream(&params.task_id, params.input_responses.clone()).await;
+        }
         let Some(value) = params.input_responses.get(INPUT_KEY) else { return Ok(()) };
         let Some(answer) = elicitation::answer_from_value(value) else {
             return Err(ErrorData::invalid_params(format!("inputResponses[\"{INPUT_KEY}\"] is not an elicitation result"), None));
@@ -603,6 +635,16 @@ impl Session {
         now.updated_ms = now_ms();
         forward::record_all(&self.gateway, vec![status_record(&id, &now, "")]).await?;
         self.gateway.tasks.put(&id, &now).await.map_err(store_failed)
+    }
+
+    /// `tasks/update` of a task relaying a downstream's questions: passed on, whole, to the
+    /// downstream task it follows (which ignores answers to questions it did not ask).
+    async fn answer_downstream(&self, id: &str, responses: InputResponses) -> Result<(), ErrorData> {
+        let Some(remote) = self.gateway.tasks.followed().get(&TaskId(id.to_owned())).cloned() else { return Ok(()) };
+        remote.update(responses).await.map_err(|error| match error {
+            crate::downstream::ForwardError::Downstream(error) => error,
+            error => ErrorData::internal_error(format!("{error}; the answer did not reach it"), None),
+        })
     }
 
     /// `tasks/cancel`: cancels the hold (or the running call). Acknowledged for any id, as

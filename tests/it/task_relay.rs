@@ -11,7 +11,7 @@ use rmcp::model::{
     GetTaskParams, GetTaskResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
 };
 use rmcp::service::RequestContext;
-use rmcp::model::TaskStatus;
+use rmcp::model::{ElicitRequest, ElicitRequestParams, ElicitationSchema, InputRequest, TaskPayload, TaskStatus, UpdateTaskParams};
 use rmcp::task_manager::{TaskExit, TaskManager, TaskOptions};
 use rmcp::{RoleServer, ServerHandler};
 use serde_json::{Value, json};
@@ -37,15 +37,24 @@ impl ServerHandler for Tasking {
         let schema = Arc::new(schema);
         Ok(ListToolsResult::with_all_items(vec![
             Tool::new("slow", "answers with a task", schema.clone()),
-            Tool::new("hang", "answers with a task that runs until cancelled", schema),
+            Tool::new("hang", "answers with a task that runs until cancelled", schema.clone()),
+            Tool::new("ask", "answers with a task that asks for a name", schema),
         ]))
     }
 
     async fn call_tool(&self, request: CallToolRequestParams, _: RequestContext<RoleServer>) -> Result<CallToolResponse, ErrorData> {
         let args = serde_json::to_string(&request.arguments).unwrap_or_default();
         let hang = request.name == "hang";
+        let ask = request.name == "ask";
         let task = self.tasks.spawn(TaskOptions::new().with_poll_interval_ms(100), move |context| {
             Box::pin(async move {
+                if ask {
+                    let schema = ElicitationSchema::builder().required_string("name").build().expect("a schema");
+                    let question = ElicitRequestParams::FormElicitationParams { meta: None, message: "your name?".to_owned(), requested_schema: schema };
+                    let answer = context.request_input("name", InputRequest::Elicitation(ElicitRequest::new(question))).await?;
+                    let name = answer["content"]["name"].as_str().unwrap_or("nobody").to_owned();
+                    return Ok(CallToolResult::success(vec![ContentBlock::text(format!("hello {name}"))]));
+                }
                 if hang {
                     context.cancelled().await;
                     return Err(TaskExit::Cancelled);
@@ -58,6 +67,10 @@ impl ServerHandler for Tasking {
 
     async fn get_task(&self, request: GetTaskParams, _: RequestContext<RoleServer>) -> Result<GetTaskResult, ErrorData> {
         self.tasks.get_task(&request.task_id).map(GetTaskResult::new)
+    }
+
+    async fn update_task(&self, request: UpdateTaskParams, _: RequestContext<RoleServer>) -> Result<(), ErrorData> {
+        self.tasks.update_task(&request.task_id, request.input_responses)
     }
 
     async fn cancel_task(&self, request: CancelTaskParams, _: RequestContext<RoleServer>) -> Result<(), ErrorData> {
@@ -175,5 +188,45 @@ async fn cancelling_the_task_of_airlocks_cancels_the_downstreams_task() {
     assert_eq!(task_statuses(&records, &task_id), ["working", "cancelled"]);
     let completed: Vec<&Value> = records.iter().filter(|r| r["kind"] == "call_completed" && r["tool"] == "tasking__hang").collect();
     assert!(completed.iter().all(|r| r["is_error"] == true), "nothing completed: {completed:?}");
+    log_verifies(&setup);
+}
+
+#[tokio::test]
+async fn a_downstream_tasks_question_is_asked_through_the_task_of_airlocks_and_answered_with_tasks_update() {
+    let downstream = Tasking::default();
+    let url = serve(downstream.clone()).await;
+    let setup = setup_with_people(&url);
+    let mut gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&carol, "tasking__ask", json!({})).await;
+    let task_id = handle["taskId"].as_str().expect("id").to_owned();
+    // Polled until the question is relayed (the limit is a hang guard).
+    let mut asked = get(&carol, &task_id).await;
+    for _ in 0..100 {
+        if asked.task.status() != TaskStatus::Working {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        asked = get(&carol, &task_id).await;
+    }
+    let TaskPayload::InputRequired { input_requests } = &asked.task.payload else { panic!("not asking: {asked:?}") };
+    let question = serde_json::to_value(&input_requests["name"]).expect("json");
+    assert_eq!(question["params"]["message"], "your name?", "{question}");
+
+    let responses = |name: &str| [("name".to_owned(), json!({"action": "accept", "content": {"name": name}}))].into_iter().collect();
+    let mallory = tasks_client_as(&gateway, "mallory").await;
+    mallory.peer().update_task(UpdateTaskParams::new(&task_id, responses("mallory"))).await.expect_err("not mallory's task");
+    carol.peer().update_task(UpdateTaskParams::new(&task_id, responses("carol"))).await.expect("tasks/update acks");
+    let done = ended(&carol, &task_id).await;
+    let (is_error, text) = result_text(&done);
+    assert!(!is_error && text == "hello carol", "{text}");
+    drop((carol, mallory));
+    let _ = gateway.child.kill().await;
+    let records = export(&setup.data_dir());
+    let statuses = task_statuses(&records, &task_id);
+    // Whether a poll saw the downstream `working` again between the answer and its end
+    // depends on timing; the rest does not.
+    assert_eq!(statuses[..2], ["working", "input_required"], "{statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("completed"), "{statuses:?}");
     log_verifies(&setup);
 }
