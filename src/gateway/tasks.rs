@@ -45,8 +45,8 @@ use crate::risk::Risk;
 use crate::downstream::RemoteTask;
 
 use super::forward::{self, Owned, TaskMode};
-use super::task_relay;
 use super::hold::{self, Held, HeldCall};
+use super::task_relay;
 use super::{Gateway, Session, VettedTool};
 
 /// How long a task stays readable after its approval expires or it ends, whichever is
@@ -492,11 +492,13 @@ pub(super) async fn recover(gateway: &Gateway) {
     for (id, task) in unfinished {
         let message = if task.approval.is_empty() {
             format!("the gateway restarted while this task followed the downstream's task for {}; its outcome is unknown", task.tool)
-        } else { format!(
-            "the gateway restarted while this task waited on approval {}; the call was not forwarded by this task. \
-             Make the call again to wait on the same approval.",
-            task.approval
-        ) };
+        } else {
+            format!(
+                "the gateway restarted while this task waited on approval {}; the call was not forwarded by this task. \
+                 Make the call again to wait on the same approval.",
+                task.approval
+            )
+        };
         let end = End::failed(ErrorData::internal_error(message, None));
         if let Err(error) = finish(gateway, &id, "", end).await {
             tracing::error!(?error, task = id.as_str(), "could not end an unfinished task");
