@@ -230,3 +230,46 @@ async fn a_downstream_tasks_question_is_asked_through_the_task_of_airlocks_and_a
     assert_eq!(statuses.last().map(String::as_str), Some("completed"), "{statuses:?}");
     log_verifies(&setup);
 }
+
+#[tokio::test]
+async fn a_held_calls_task_continues_as_the_same_task_through_the_downstreams_question() {
+    let downstream = Tasking::default();
+    let url = serve(downstream.clone()).await;
+    let setup = crate::approvals_api::setup();
+    setup.manifest("tasking", &format!("name = \"tasking\"\nurl = \"{url}\"\ndefault_risk = \"low\"\n"));
+    setup.policy(
+        "tasking",
+        "[[rule]]\nid = \"asks-need-an-sre\"\ntools = [\"tasking__ask\"]\neffect = \"approve\"\napprovers = [\"group:sre\"]\nquorum = 1\nreason = \"test\"\n",
+    );
+    let mut gateway = setup.http().await;
+    let carol = tasks_client_as(&gateway, "carol").await;
+    let handle = start(&carol, "tasking__ask", json!({})).await;
+    let task_id = handle["taskId"].as_str().expect("id").to_owned();
+    let approval = crate::approvals_api::pending(&gateway, "tasking__ask").await;
+    let (status, _) = crate::approvals_api::decide(&gateway, approval["id"].as_str().expect("id"), "bob", "approve", None).await;
+    assert_eq!(status, 200);
+    // Polled until the downstream's question is relayed (the limit is a hang guard).
+    let mut asked = get(&carol, &task_id).await;
+    for _ in 0..100 {
+        if matches!(asked.task.payload, TaskPayload::InputRequired { .. }) || asked.task.status().is_terminal() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        asked = get(&carol, &task_id).await;
+    }
+    let TaskPayload::InputRequired { input_requests } = &asked.task.payload else { panic!("not asking: {asked:?}") };
+    assert!(input_requests.contains_key("name"), "{input_requests:?}");
+    let responses = [("name".to_owned(), json!({"action": "accept", "content": {"name": "carol"}}))].into_iter().collect();
+    carol.peer().update_task(UpdateTaskParams::new(&task_id, responses)).await.expect("tasks/update acks");
+    let done = ended(&carol, &task_id).await;
+    let (is_error, text) = result_text(&done);
+    assert!(!is_error && text == "hello carol", "{text}");
+    drop(carol);
+    let _ = gateway.child.kill().await;
+    let records = export(&setup.data_dir());
+    let statuses = task_statuses(&records, &task_id);
+    assert_eq!(statuses.first().map(String::as_str), Some("working"), "{statuses:?}");
+    assert!(statuses.iter().any(|s| s == "input_required"), "{statuses:?}");
+    assert_eq!(statuses.last().map(String::as_str), Some("completed"), "{statuses:?}");
+    log_verifies(&setup);
+}
