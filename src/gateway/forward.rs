@@ -148,13 +148,20 @@ pub(super) async fn run(
                 Held::Cleared(cleared) => {
                     span.record("airlock.approval.id", cleared.receipt.receipt.approval_id.as_str());
                     let now = cleared.tool.clone();
-                    return forward(gateway, &now.entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, Some(cleared)).await;
+                    let owned = Owned { session: &session.id, children: &session.children, call_id, task: offer(&context, &caller) };
+                    return forward(gateway, &now.entry, owned, request, context, started, Some(cleared)).await;
                 }
             }
         }
     }
 
-    forward(gateway, entry, Owned { session: &session.id, children: &session.children, call_id }, request, context, started, None).await
+    let owned = Owned { session: &session.id, children: &session.children, call_id, task: offer(&context, &caller) };
+    forward(gateway, entry, owned, request, context, started, None).await
+}
+
+/// A caller that takes tasks gets a task of Airlock's for a downstream's task.
+fn offer(context: &RequestContext<RoleServer>, caller: &Caller) -> TaskMode<'static> {
+    if super::tasks::wanted(context, caller) { TaskMode::Offer(caller.principal.as_str().to_owned()) } else { TaskMode::Inline }
 }
 
 /// Counts the call against the policies' rate limits. A denied call is not counted (it
@@ -220,12 +227,24 @@ pub(super) struct Owned<'a> {
     pub session: &'a str,
     pub children: &'a crate::downstream::SessionChildren,
     pub call_id: &'a str,
+    /// What becomes of a task the downstream answers with.
+    pub task: TaskMode<'a>,
+}
+
+/// What becomes of a downstream's task.
+pub(super) enum TaskMode<'a> {
+    /// Followed here to its end; the request stays open (a client without tasks).
+    Inline,
+    /// A task of Airlock's, for this principal, relays it; the client gets its handle.
+    Offer(String),
+    /// Followed here, inside this task of Airlock's (a held call's), which shows its status.
+    Within(&'a super::tasks::TaskId),
 }
 
 /// Forwards an allowed call, relays what comes back, and records `call_completed` before
 /// the client sees the result.
 pub(super) async fn forward(
-    gateway: &super::Gateway,
+    gateway: &std::sync::Arc<super::Gateway>,
     entry: &CatalogEntry,
     owned: Owned<'_>,
     request: CallToolRequestParams,
@@ -256,7 +275,7 @@ pub(super) async fn forward(
             downstream_request.input_responses = None;
         }
     }
-    let Owned { session, children, call_id } = owned;
+    let Owned { session, children, call_id, task } = owned;
     let owner = CallOwner::new(session);
     let outcome = async {
         match session_server(entry, children).await {
@@ -269,13 +288,22 @@ pub(super) async fn forward(
     }
     .instrument(downstream_span)
     .await;
+    let watch = match (&task, &outcome) {
+        (TaskMode::Offer(principal), Relayed::Task(remote)) => {
+            // The task's worker records `call_completed` when the downstream's task ends.
+            let relayed = super::tasks::Relayed { principal: principal.clone(), tool: entry.exposed.name.to_string(), call_id: call_id.to_owned() };
+            return super::tasks::relay(gateway, relayed, remote.clone(), started).await;
+        }
+        (TaskMode::Within(id), _) => Some(super::tasks::Watch::new(gateway, id, call_id)),
+        _ => None,
+    };
     let response = match outcome {
         Relayed::Done(Ok(CallToolResponse::InputRequired(asked))) if let Some(cleared) = &cleared => {
             hold::continue_later(gateway, &cleared.receipt, asked).await.map(CallToolResponse::InputRequired)
         }
         // Followed to its end here, on the connection that made it: the caller gets the
         // real result (a held call's task of Airlock's continues as the same task).
-        Relayed::Task(remote) => super::task_relay::answer(remote, &context.ct).await.map(mark_complete),
+        Relayed::Task(remote) => super::task_relay::answer(remote, &context.ct, watch.as_ref()).await.map(mark_complete),
         Relayed::Done(Ok(response)) => Ok(mark_complete(response)),
         Relayed::Done(Err(error)) => forward_error(error),
         Relayed::Cancelled => Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled by the client", None)),
@@ -290,9 +318,20 @@ pub(super) async fn forward(
         }
         Ok(_) => {}
     }
+    completed(gateway, call_id, &entry.exposed.name, response, started).await
+}
+
+/// Records `call_completed` and passes the response on: the client gets nothing the log
+/// does not hold.
+pub(super) async fn completed(
+    gateway: &super::Gateway,
+    call_id: &str,
+    tool: &str,
+    response: Result<CallToolResponse, ErrorData>,
+    started: Instant,
+) -> Result<CallToolResponse, ErrorData> {
     tracing::debug!(elapsed_us = started.elapsed().as_micros(), "call completed");
-    let completed = completed_record(call_id, &entry.exposed.name, &response, started);
-    // The client gets nothing the log does not hold.
+    let completed = completed_record(call_id, tool, &response, started);
     record_all(gateway, vec![completed]).await?;
     response
 }
@@ -418,7 +457,7 @@ async fn relay(
 
 /// A legacy downstream's result carries no `resultType`; a 2026-07-28 client requires it
 /// (rmcp strips it again for legacy clients).
-fn mark_complete(response: CallToolResponse) -> CallToolResponse {
+pub(super) fn mark_complete(response: CallToolResponse) -> CallToolResponse {
     match response {
         CallToolResponse::Complete(mut result) => {
             if result.result_type.is_none() {

@@ -3,8 +3,10 @@
 //!
 //! Owns: following that task to its end on the connection that made it (`tasks/get` on
 //! the downstream's `pollIntervalMs`, bounded), `tasks/cancel` when the caller gives up,
-//! and turning its end into the call's answer.
-//! Uses: `downstream::RemoteTask`.
+//! and turning its end into the call's answer. A caller that takes tasks gets a task of
+//! Airlock's for it (`tasks::relay`); each status the downstream reports on the way is
+//! passed to that task (`tasks::Watch`), and so to the audit log.
+//! Uses: `downstream::RemoteTask`, `tasks::Watch`.
 //! Must not: hand the downstream's task id to a client (it is not one of Airlock's), or
 //! answer before the task has ended (the caller's `call_completed` holds the real result).
 
@@ -15,6 +17,8 @@ use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use crate::downstream::{ForwardError, RemoteTask};
+
+use super::tasks::Watch;
 
 /// Polling bounds: a downstream asking for less is polled this often at most, one asking
 /// for more (or nothing) no less often than the maximum.
@@ -33,13 +37,13 @@ enum Outcome {
     Abandoned,
 }
 
-fn interval(hint: Option<u64>) -> Duration {
+pub(super) fn interval(hint: Option<u64>) -> Duration {
     hint.map_or(DEFAULT_POLL, Duration::from_millis).clamp(MIN_POLL, MAX_POLL)
 }
 
 /// Follows `remote` until it ends; `cancelled` fires when the caller gives up, which
 /// cancels the downstream's task too.
-async fn follow(remote: &RemoteTask, cancelled: &CancellationToken) -> Outcome {
+async fn follow(remote: &RemoteTask, cancelled: &CancellationToken, watch: Option<&Watch<'_>>) -> Outcome {
     let mut every = interval(remote.seed().poll_interval_ms);
     loop {
         tokio::select! {
@@ -56,17 +60,26 @@ async fn follow(remote: &RemoteTask, cancelled: &CancellationToken) -> Outcome {
             Err(error) => return Outcome::Gone(error),
         };
         every = interval(task.task.poll_interval_ms);
+        if let Some(watch) = watch {
+            let asks = match &task.payload {
+                TaskPayload::InputRequired { input_requests } => Some(input_requests),
+                _ => None,
+            };
+            watch.saw(&task.task, asks).await;
+        }
         match task.payload {
             TaskPayload::Completed { result } => return Outcome::Completed(result),
             TaskPayload::Failed { error } => return Outcome::Failed(error),
             TaskPayload::Cancelled => return Outcome::Cancelled,
+            // Asked of the caller through the task of Airlock's that follows this one.
+            TaskPayload::InputRequired { .. } if watch.is_some() => {}
             TaskPayload::InputRequired { .. } => {
-                // Not relayed yet: the downstream's question has no way to its caller here.
+                // A caller without tasks has no `tasks/update` to answer with.
                 if let Err(error) = remote.cancel().await {
                     tracing::debug!(%error, server = remote.server(), "could not cancel a downstream task");
                 }
                 let text = format!(
-                    "{} asked for input inside its task, which Airlock does not relay yet; the task was cancelled.",
+                    "{} asked for input inside its task, which Airlock relays only to a client that takes tasks; the task was cancelled.",
                     remote.server()
                 );
                 return Outcome::Failed(error_object(&text));
@@ -85,11 +98,22 @@ fn error_object(message: &str) -> JsonObject {
 
 /// Follows the downstream's task to its end and answers the call with what it came to:
 /// its result, or a plain tool error saying why there is none.
-pub(super) async fn answer(remote: RemoteTask, cancelled: &CancellationToken) -> Result<CallToolResponse, ErrorData> {
+pub(super) async fn answer(
+    remote: RemoteTask,
+    cancelled: &CancellationToken,
+    watch: Option<&Watch<'_>>,
+) -> Result<CallToolResponse, ErrorData> {
     tracing::debug!(server = remote.server(), task = remote.id(), "following a downstream task");
     let server = remote.server().to_owned();
     let tool_error = |text: String| Ok(CallToolResponse::Complete(CallToolResult::error(vec![ContentBlock::text(text)])));
-    match follow(&remote, cancelled).await {
+    if let Some(watch) = watch {
+        watch.follows(&remote);
+    }
+    let outcome = follow(&remote, cancelled, watch).await;
+    if let Some(watch) = watch {
+        watch.unfollow();
+    }
+    match outcome {
         Outcome::Completed(result) => match serde_json::from_value::<CallToolResult>(Value::Object(result)) {
             Ok(result) => Ok(CallToolResponse::Complete(result)),
             Err(error) => tool_error(format!("{server}'s task completed with a result Airlock could not read ({error}).")),

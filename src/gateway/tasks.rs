@@ -8,6 +8,10 @@
 //! asks its caller through the task instead: status `input_required` with the question
 //! under `inputRequests["airlock_confirm"]`, answered by the caller's `tasks/update`.
 //!
+//! An allowed call whose downstream answers with a task of its own is relayed the same
+//! way (`relay`): the caller gets a task of Airlock's at once, a worker follows the
+//! downstream's task (`task_relay`), and each status it reports is this task's status.
+//!
 //! Owns: the task store (tree `tasks` of the state database), the worker of each task,
 //! the answers to `tasks/get`, `tasks/update` and `tasks/cancel`, `task_status` records.
 //! Uses: `hold` and `forward` for the call itself, the broker for the approval.
@@ -23,7 +27,7 @@ use std::time::{Duration, Instant};
 use rmcp::RoleServer;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CancelTaskParams, CreateTaskResult, DetailedTask, ElicitRequest, ErrorCode,
-    ErrorData, GetTaskParams, GetTaskResult, InputRequest, InputRequests, JsonObject, Task, TaskPayload, TaskStatus,
+    ErrorData, GetTaskParams, GetTaskResult, InputRequest, InputRequests, InputResponses, JsonObject, Task, TaskPayload, TaskStatus,
     UpdateTaskParams,
 };
 use rmcp::service::RequestContext;
@@ -38,8 +42,11 @@ use crate::identity::{AuthMethod, Caller};
 use crate::policy::Decision;
 use crate::risk::Risk;
 
-use super::forward::{self, Owned};
+use crate::downstream::RemoteTask;
+
+use super::forward::{self, Owned, TaskMode};
 use super::hold::{self, Held, HeldCall};
+use super::task_relay;
 use super::{Gateway, Session, VettedTool};
 
 /// How long a task stays readable after its approval expires or it ends, whichever is
@@ -89,6 +96,12 @@ struct Stored {
     keep_until_ms: u64,
     /// `completed`: the call's result. `failed`: the JSON-RPC error.
     outcome: Option<JsonObject>,
+    /// The poll hint of a relayed downstream task (bounded); else the hold's.
+    #[serde(default)]
+    poll_ms: Option<u64>,
+    /// A relayed downstream task's open questions (`input_required`), for its caller.
+    #[serde(default)]
+    asks: Option<InputRequests>,
 }
 
 /// The tasks of held calls, in the state database, with the workers running now.
@@ -96,6 +109,8 @@ pub struct TaskStore {
     tree: sled::Tree,
     /// Cancels the worker of a task whose call was approved and is running.
     running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// The downstream task a task of Airlock's follows now, for its caller's `tasks/update`.
+    followed: Mutex<HashMap<TaskId, RemoteTask>>,
     /// Held while a task's status is read and rewritten: the caller's answer and the
     /// worker's end never overwrite each other (an ended task stays ended).
     writes: tokio::sync::Mutex<()>,
@@ -113,7 +128,12 @@ impl TaskStore {
                 tree.remove(key)?;
             }
         }
-        Ok(Self { tree, running: Mutex::new(HashMap::new()), writes: tokio::sync::Mutex::new(()) })
+        Ok(Self {
+            tree,
+            running: Mutex::new(HashMap::new()),
+            followed: Mutex::new(HashMap::new()),
+            writes: tokio::sync::Mutex::new(()),
+        })
     }
 
     fn get(&self, id: &str) -> Result<Option<Stored>, TaskError> {
@@ -143,6 +163,10 @@ impl TaskStore {
 
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
         self.running.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn followed(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, RemoteTask>> {
+        self.followed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -207,6 +231,8 @@ pub(super) async fn defer(
         updated_ms: now,
         keep_until_ms: approval.expires_ms.max(now).saturating_add(millis(RETENTION)),
         outcome: None,
+        poll_ms: None,
+        asks: None,
     };
     gateway.tasks.put(&id, &task).await.map_err(store_failed)?;
     forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await?;
@@ -220,6 +246,123 @@ pub(super) async fn defer(
     let handle = view(gateway, &id, &task);
     tokio::spawn(work(session.clone(), id, call, approval.id, guard, worker_context));
     Ok(CallToolResponse::Task(CreateTaskResult::new(handle)))
+}
+
+/// An allowed call whose downstream answered with a task: whose it is and which call.
+pub(super) struct Relayed {
+    pub principal: String,
+    pub tool: String,
+    pub call_id: String,
+}
+
+/// Relays a downstream's task as a task of Airlock's: stored and logged before the client
+/// learns its id, then followed by a worker that records `call_completed` and the end.
+pub(super) async fn relay(
+    gateway: &Arc<Gateway>,
+    call: Relayed,
+    remote: RemoteTask,
+    started: Instant,
+) -> Result<CallToolResponse, ErrorData> {
+    let id = TaskId::generate();
+    let now = now_ms();
+    let seed = remote.seed();
+    let task = Stored {
+        principal: call.principal.clone(),
+        approval: String::new(),
+        tool: call.tool.clone(),
+        status: TaskStatus::Working,
+        message: Some(seed.status_message.clone().unwrap_or_else(|| format!("running on {}", remote.server()))),
+        created_ms: now,
+        updated_ms: now,
+        keep_until_ms: now.saturating_add(millis(RETENTION)),
+        outcome: None,
+        poll_ms: Some(millis(task_relay::interval(seed.poll_interval_ms))),
+        asks: None,
+    };
+    let stored = match gateway.tasks.put(&id, &task).await.map_err(store_failed) {
+        Ok(()) => forward::record_all(gateway, vec![status_record(&id, &task, &call.call_id)]).await,
+        Err(error) => Err(error),
+    };
+    if let Err(error) = stored {
+        // Nobody could follow it: it is not left running.
+        if let Err(error) = remote.cancel().await {
+            tracing::debug!(%error, server = remote.server(), "could not cancel a downstream task");
+        }
+        return Err(error);
+    }
+    let token = CancellationToken::new();
+    gateway.tasks.running().insert(id.clone(), token.clone());
+    let handle = view(gateway, &id, &task);
+    let gateway = gateway.clone();
+    tokio::spawn(async move {
+        let watch = Watch::new(&gateway, &id, &call.call_id);
+        let response = task_relay::answer(remote, &token, Some(&watch)).await.map(forward::mark_complete);
+        let response = forward::completed(&gateway, &call.call_id, &call.tool, response, started).await;
+        gateway.tasks.running().remove(&id);
+        if let Err(error) = finish(&gateway, &id, &call.call_id, end_of(response, token.is_cancelled(), false)).await {
+            tracing::error!(%error, task = id.as_str(), "could not store the end of a task");
+        }
+    });
+    Ok(CallToolResponse::Task(CreateTaskResult::new(handle)))
+}
+
+/// A task of Airlock's that shows the status of the downstream task it follows.
+pub(super) struct Watch<'a> {
+    gateway: &'a Gateway,
+    id: &'a TaskId,
+    call_id: &'a str,
+}
+
+impl<'a> Watch<'a> {
+    pub(super) fn new(gateway: &'a Gateway, id: &'a TaskId, call_id: &'a str) -> Self {
+        Watch { gateway, id, call_id }
+    }
+
+    /// This task follows `remote` now: its caller's `tasks/update` goes there.
+    pub(super) fn follows(&self, remote: &RemoteTask) {
+        self.gateway.tasks.followed().insert(self.id.clone(), remote.clone());
+    }
+
+    /// The downstream task has ended (or is no longer followed).
+    pub(super) fn unfollow(&self) {
+        self.gateway.tasks.followed().remove(self.id);
+    }
+
+    /// The downstream reported `seen`, asking `asks` if it waits on input: its status,
+    /// message, questions and poll hint (bounded) become this task's, and a changed status
+    /// is a `task_status` record. Its end is `finish`'s.
+    pub(super) async fn saw(&self, seen: &Task, asks: Option<&InputRequests>) {
+        if seen.status.is_terminal() {
+            return;
+        }
+        let tasks = &self.gateway.tasks;
+        let _one = tasks.writes.lock().await;
+        let mut task = match tasks.get(self.id.as_str()) {
+            Ok(Some(task)) if !task.status.is_terminal() => task,
+            Ok(_) => return,
+            Err(error) => return tracing::error!(%error, task = self.id.as_str(), "could not read a task"),
+        };
+        let poll_ms = Some(millis(task_relay::interval(seen.poll_interval_ms)));
+        let message = seen.status_message.clone().or_else(|| task.message.clone());
+        let asks = asks.cloned();
+        let changed = task.status != seen.status;
+        if !changed && task.message == message && task.poll_ms == poll_ms && task.asks == asks {
+            return;
+        }
+        let now = now_ms();
+        task.status = seen.status;
+        task.message = message;
+        task.poll_ms = poll_ms;
+        task.asks = asks;
+        task.updated_ms = now;
+        task.keep_until_ms = task.keep_until_ms.max(now.saturating_add(millis(RETENTION)));
+        if changed && forward::record_all(self.gateway, vec![status_record(self.id, &task, self.call_id)]).await.is_err() {
+            return;
+        }
+        if let Err(error) = tasks.put(self.id, &task).await {
+            tracing::error!(%error, task = self.id.as_str(), "could not store a task's status");
+        }
+    }
 }
 
 /// Waits for the hold to settle, runs the call once if it was approved, and stores the end.
@@ -249,7 +392,7 @@ async fn work(
     };
     drop(guard);
     let end = match settled {
-        Ok(settled) => run_settled(&session, &call, settled, context, started).await,
+        Ok(settled) => run_settled(&session, &id, &call, settled, context, started).await,
         Err(error) => End::failed(hold::broker_failed(error)),
     };
     gateway.tasks.running().remove(&id);
@@ -274,6 +417,7 @@ impl End {
 
 async fn run_settled(
     session: &Session,
+    id: &TaskId,
     call: &Deferred,
     settled: Approval,
     context: RequestContext<RoleServer>,
@@ -287,16 +431,22 @@ async fn run_settled(
         Ok(Held::Answer(answer)) => Ok(answer),
         Ok(Held::Cleared(cleared)) => {
             let tool = cleared.tool.clone();
-            let owned = Owned { session: &session.id, children: &session.children, call_id: &call.call_id };
+            let owned = Owned { session: &session.id, children: &session.children, call_id: &call.call_id, task: TaskMode::Within(id) };
             forward::forward(gateway, &tool.entry, owned, call.request.clone(), context, started, Some(cleared)).await
         }
         Ok(Held::Deferred(..)) => Err(ErrorData::internal_error("the hold deferred a settled approval", None)),
         Err(error) => Err(error),
     };
+    end_of(response, cancelled.is_cancelled(), state == State::Cancelled)
+}
+
+/// How a task ends with the call's `response`; `cancelled`: its caller cancelled it, and
+/// `hold_cancelled`: the hold's answer was a cancellation.
+fn end_of(response: Result<CallToolResponse, ErrorData>, cancelled: bool, hold_cancelled: bool) -> End {
     match response {
         Ok(CallToolResponse::Complete(result)) => {
             let text = result.content.iter().find_map(|c| c.as_text().map(|t| t.text.clone()));
-            let status = if state == State::Cancelled { TaskStatus::Cancelled } else { TaskStatus::Completed };
+            let status = if hold_cancelled { TaskStatus::Cancelled } else { TaskStatus::Completed };
             let message = if result.is_error == Some(true) { text } else { Some("completed".to_owned()) };
             End { status, message, outcome: object(serde_json::to_value(&result).unwrap_or(Value::Null)) }
         }
@@ -306,18 +456,13 @@ async fn run_settled(
              make the call without task support to answer it",
             None,
         )),
-        // `forward` follows a downstream's own task to its end; this is not reached.
-        Ok(CallToolResponse::Task(_)) => End::failed(ErrorData::internal_error(
-            "the downstream's own task was not followed to its end",
-            None,
-        )),
-        Err(_) if cancelled.is_cancelled() => End {
+        Err(_) if cancelled => End {
             status: TaskStatus::Cancelled,
             message: Some("cancelled by the client while the call ran".to_owned()),
             outcome: None,
         },
         Err(error) => End::failed(error),
-        #[allow(unreachable_patterns)]
+        // A downstream's own task is followed inside `forward` (`TaskMode`), never returned.
         Ok(_) => End::failed(ErrorData::internal_error("unexpected answer from the downstream", None)),
     }
 }
@@ -345,11 +490,15 @@ pub(super) async fn recover(gateway: &Gateway) {
         Err(error) => return tracing::error!(%error, "could not read unfinished tasks"),
     };
     for (id, task) in unfinished {
-        let message = format!(
-            "the gateway restarted while this task waited on approval {}; the call was not forwarded by this task. \
-             Make the call again to wait on the same approval.",
-            task.approval
-        );
+        let message = if task.approval.is_empty() {
+            format!("the gateway restarted while this task followed the downstream's task for {}; its outcome is unknown", task.tool)
+        } else {
+            format!(
+                "the gateway restarted while this task waited on approval {}; the call was not forwarded by this task. \
+                 Make the call again to wait on the same approval.",
+                task.approval
+            )
+        };
         let end = End::failed(ErrorData::internal_error(message, None));
         if let Err(error) = finish(gateway, &id, "", end).await {
             tracing::error!(?error, task = id.as_str(), "could not end an unfinished task");
@@ -357,15 +506,18 @@ pub(super) async fn recover(gateway: &Gateway) {
     }
 }
 
-/// `task_status`: which task, its status, and the approval it waits on.
+/// `task_status`: which task, its status, and the approval it waits on (if any).
 fn status_record(id: &TaskId, task: &Stored, call_id: &str) -> Record {
     let mut record = Record::new(RecordKind::TaskStatus)
         .principal(task.principal.as_str())
         .tool(task.tool.as_str())
-        .approval_id(task.approval.as_str())
         .detail(json!({"task_id": id.as_str(), "status": status_name(task.status), "message": task.message}));
     if !call_id.is_empty() {
         record = record.call_id(call_id);
+    }
+    // A relayed downstream task waits on no approval.
+    if !task.approval.is_empty() {
+        record = record.approval_id(task.approval.as_str());
     }
     record
 }
@@ -385,7 +537,7 @@ fn view(gateway: &Gateway, id: &TaskId, task: &Stored) -> Task {
     };
     let mut view = Task::new(id.as_str(), task.status, rfc3339(task.created_ms), rfc3339(task.updated_ms))
         .with_ttl_ms(task.keep_until_ms.saturating_sub(task.created_ms))
-        .with_poll_interval_ms(millis(gateway.holds.progress_every).max(1));
+        .with_poll_interval_ms(task.poll_ms.unwrap_or_else(|| millis(gateway.holds.progress_every)).max(1));
     if let Some(message) = live.or_else(|| task.message.clone()) {
         view = view.with_status_message(message);
     }
@@ -429,7 +581,7 @@ impl Session {
         let task = self.own_task(&params.task_id, context)?;
         let id = TaskId(params.task_id.clone());
         let payload = match (task.status, task.outcome.clone()) {
-            (TaskStatus::InputRequired, _) => match self.question(&task) {
+            (TaskStatus::InputRequired, _) => match task.asks.clone().or_else(|| self.question(&task)) {
                 Some(input_requests) => TaskPayload::InputRequired { input_requests },
                 // Answered (or settled out of band) and not ended yet: the call runs.
                 None => TaskPayload::Working,
@@ -459,6 +611,9 @@ impl Session {
     /// says of answers to requests that are not outstanding.
     pub(super) async fn update_task_of(&self, params: &UpdateTaskParams, context: &RequestContext<RoleServer>) -> Result<(), ErrorData> {
         let task = self.own_task(&params.task_id, context)?;
+        if task.asks.is_some() {
+            return self.answer_downstream(&params.task_id, params.input_responses.clone()).await;
+        }
         let Some(value) = params.input_responses.get(INPUT_KEY) else { return Ok(()) };
         let Some(answer) = elicitation::answer_from_value(value) else {
             return Err(ErrorData::invalid_params(format!("inputResponses[\"{INPUT_KEY}\"] is not an elicitation result"), None));
@@ -482,6 +637,16 @@ impl Session {
         now.updated_ms = now_ms();
         forward::record_all(&self.gateway, vec![status_record(&id, &now, "")]).await?;
         self.gateway.tasks.put(&id, &now).await.map_err(store_failed)
+    }
+
+    /// `tasks/update` of a task relaying a downstream's questions: passed on, whole, to the
+    /// downstream task it follows (which ignores answers to questions it did not ask).
+    async fn answer_downstream(&self, id: &str, responses: InputResponses) -> Result<(), ErrorData> {
+        let Some(remote) = self.gateway.tasks.followed().get(&TaskId(id.to_owned())).cloned() else { return Ok(()) };
+        remote.update(responses).await.map_err(|error| match error {
+            crate::downstream::ForwardError::Downstream(error) => error,
+            error => ErrorData::internal_error(format!("{error}; the answer did not reach it"), None),
+        })
     }
 
     /// `tasks/cancel`: cancels the hold (or the running call). Acknowledged for any id, as

@@ -22,7 +22,7 @@ use crate::util::{HttpGateway, call, export};
 
 /// A client that declares the tasks extension and nothing else.
 #[derive(Clone)]
-struct TaskClient;
+pub(crate) struct TaskClient;
 
 impl ClientHandler for TaskClient {
     fn get_info(&self) -> ClientConfig {
@@ -30,24 +30,24 @@ impl ClientHandler for TaskClient {
     }
 }
 
-async fn tasks_client_as(gateway: &HttpGateway, name: &str) -> RunningService<RoleClient, TaskClient> {
+pub(crate) async fn tasks_client_as(gateway: &HttpGateway, name: &str) -> RunningService<RoleClient, TaskClient> {
     let config = StreamableHttpClientTransportConfig::with_uri(format!("{}/mcp", gateway.url)).auth_header(token(name));
     TaskClient.serve(StreamableHttpClientTransport::from_config(config)).await.expect("initialize over HTTP")
 }
 
 /// Makes the call and returns the task handle's JSON (it must be one).
-async fn start(client: &RunningService<RoleClient, TaskClient>, tool: &str, args: Value) -> Value {
+pub(crate) async fn start(client: &RunningService<RoleClient, TaskClient>, tool: &str, args: Value) -> Value {
     let response = client.peer().call_tool_once(call(tool, args)).await.expect("tools/call answers");
     let CallToolResponse::Task(created) = response else { panic!("expected a task handle, got {response:?}") };
     serde_json::to_value(&created).expect("json")
 }
 
-async fn get(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
+pub(crate) async fn get(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
     client.peer().get_task(GetTaskParams::new(id)).await.expect("tasks/get answers")
 }
 
 /// Polls until the task ends. The limit is a hang guard, not a timing assertion.
-async fn ended(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
+pub(crate) async fn ended(client: &RunningService<RoleClient, TaskClient>, id: &str) -> rmcp::model::GetTaskResult {
     for _ in 0..600 {
         let task = get(client, id).await;
         if task.task.status().is_terminal() {
@@ -64,13 +64,13 @@ async fn stop_and_export(mut gateway: HttpGateway, setup: &crate::util::Setup) -
     export(&setup.data_dir())
 }
 
-fn result_text(task: &rmcp::model::GetTaskResult) -> (bool, String) {
+pub(crate) fn result_text(task: &rmcp::model::GetTaskResult) -> (bool, String) {
     let TaskPayload::Completed { result } = &task.task.payload else { panic!("not completed: {task:?}") };
     let text = result["content"][0]["text"].as_str().unwrap_or_default().to_owned();
     (result.get("isError") == Some(&Value::Bool(true)), text)
 }
 
-fn task_statuses(records: &[Value], id: &str) -> Vec<String> {
+pub(crate) fn task_statuses(records: &[Value], id: &str) -> Vec<String> {
     records
         .iter()
         .filter(|r| r["kind"] == "task_status" && r["detail"]["task_id"] == id)
@@ -327,11 +327,16 @@ async fn a_downstream_task_that_cannot_be_polled_ends_naming_the_server_not_its_
     setup.policy("tasker", "[[rule]]\nid = \"tasker\"\ntools = [\"tasker__slow\"]\neffect = \"allow\"\nreason = \"test\"\n");
     let gateway = setup.http().await;
     let carol = tasks_client_as(&gateway, "carol").await;
+    // Carol takes tasks: she gets a task of Airlock's, not the downstream's id.
+    let handle = start(&carol, "tasker__slow", json!({})).await;
+    let task_id = handle["taskId"].as_str().expect("id").to_owned();
+    assert!(task_id.starts_with("tk-") && !handle.to_string().contains("remote-task-1"), "{handle}");
     // The tasker answers `tasks/get` with an error: Airlock cannot learn the outcome.
-    let error = carol.peer().call_tool_once(call("tasker__slow", json!({}))).await.expect_err("no outcome");
-    let text = error.to_string();
+    let done = ended(&carol, &task_id).await;
+    let TaskPayload::Failed { error } = &done.task.payload else { panic!("not failed: {done:?}") };
+    let text = error["message"].as_str().unwrap_or_default();
     assert!(text.contains("'tasker'") && text.contains("stopped answering for its task"), "{text}");
-    assert!(!text.contains("remote-task-1"), "the downstream's task id is not handed out: {text}");
+    assert!(!serde_json::to_string(&done).expect("json").contains("remote-task-1"), "the downstream's task id is not handed out: {done:?}");
     assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1, "the call did reach the downstream once");
     let unknown = carol.peer().get_task(GetTaskParams::new("remote-task-1")).await.expect_err("not a task of Airlock's");
     assert!(unknown.to_string().contains("unknown task"), "{unknown}");
