@@ -61,7 +61,7 @@ pub use verify::{
 pub use writer::{AuditLog, Recorded};
 /// For `fuzzing::journal_replay` only: the journal stays private to the log.
 #[cfg(feature = "fuzzing")]
-pub(crate) use journal::replay as journal_replay;
+pub(crate) use journal::{Stored as JournalStored, replay as journal_replay};
 
 /// How the log is opened.
 #[derive(Debug, Clone)]
