@@ -20,8 +20,8 @@
 //! Signatures deferred: a group that no answer to a client waits on (`append_all_sign_later`:
 //! a call's `call_received`, `decision`, `call_forwarded`, before it is forwarded) is made
 //! durable like any other, records and state, but without a checkpoint. The next group's
-//! checkpoint covers it, or, when no group comes within `SIGN_WITHIN`, a checkpoint-only
-//! group signed by the deadline thread; closing the log signs it too, and opening a log
+//! checkpoint covers it, or, when no group comes within `AuditConfig::sign_within` (5 ms),
+//! a checkpoint-only group signed by the deadline thread; closing the log signs it too, and opening a log
 //! whose records go past its last checkpoint (a crash in between) signs them before
 //! anything else is written. So a call costs one signature, its `call_completed` group's,
 //! and every record of a call that was answered is covered by a signed checkpoint. Only the
@@ -54,8 +54,6 @@ use super::{AuditConfig, AuditError, Durability};
 const MAX_GROUP: usize = 4096;
 /// Requests that may wait for the writer before `append` applies back-pressure.
 const QUEUE: usize = 1 << 16;
-/// Longest a deferred group stays unsigned when no other group comes to cover it.
-const SIGN_WITHIN: Duration = Duration::from_millis(5);
 
 /// Proof that a record is durable in the log. Only the writer can make one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,7 +176,7 @@ impl AuditLog {
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
         };
-        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true, unsigned })
+        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true, unsigned, sign_within: cfg.sign_within })
     }
 
     /// Opens the log kept by another store (PostgreSQL shared by replicas). `head` is the
@@ -199,7 +197,7 @@ impl AuditLog {
         let key = load_key(&paths.key, head.as_ref().map(|(_, k)| *k))?;
         let origin = origin.unwrap_or(cfg.origin);
         let size = head.map_or(0, |(size, _)| size);
-        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false, unsigned: false })
+        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false, unsigned: false, sign_within: cfg.sign_within })
     }
 
     /// Appends a record; resolves once it is durable and covered by a signed checkpoint.
@@ -226,8 +224,8 @@ impl AuditLog {
 
     /// `append_all` for a group that no answer to a client waits on (what a call records
     /// before it is forwarded): resolves once all are durable; their checkpoint is signed
-    /// with the next group, within `SIGN_WITHIN` if none comes, on close, or by the next
-    /// open after a crash (see the module doc). Replicas sign it at once.
+    /// with the next group, within `AuditConfig::sign_within` if none comes, on close, or
+    /// by the next open after a crash (see the module doc). Replicas sign it at once.
     pub async fn append_all_sign_later(&self, records: Vec<Record>) -> Result<Vec<Recorded>, AuditError> {
         self.append_group(records, Signing::Later).await
     }
@@ -475,6 +473,7 @@ struct Started {
     inline: bool,
     /// Records past the last checkpoint: signed before `start` returns.
     unsigned: bool,
+    sign_within: Duration,
 }
 
 /// Starts the writer thread over `s.store`.
@@ -483,7 +482,7 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
     let (durable_tx, durable) = watch::channel(s.size);
     let rotation_allowed = s.store.rotation_allowed();
     let defers = s.store.signs_later();
-    let deadline = Arc::new(Deadline::default());
+    let deadline = Arc::new(Deadline { state: Mutex::default(), wake: Condvar::new(), within: s.sign_within });
     let mut writer = Writer {
         store: Some(s.store),
         key: s.key.clone(),
@@ -560,10 +559,11 @@ struct Writer {
 
 /// When the unsigned records must be signed by, shared by the writer and the thread that
 /// signs them when no group comes (`sign_when_due`).
-#[derive(Default)]
 struct Deadline {
     state: Mutex<Due>,
     wake: Condvar,
+    /// `AuditConfig::sign_within`.
+    within: Duration,
 }
 
 #[derive(Default)]
@@ -581,12 +581,12 @@ impl Deadline {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Records became unsigned: they must be signed within `SIGN_WITHIN` from now, unless
+    /// Records became unsigned: they must be signed within `within` from now, unless
     /// earlier ones already set a nearer deadline.
     fn arm(&self) {
         let mut due = self.lock();
         if due.at.is_none() {
-            due.at = Some(Instant::now() + SIGN_WITHIN);
+            due.at = Some(Instant::now() + self.within);
             if due.idle {
                 self.wake.notify_one();
             }
