@@ -549,10 +549,9 @@ fn walk_db(
         v.checkpoint(cp)?;
     }
     if snapshot == Snapshot::Stopped {
-        // The tail is checked like any record (numbering, chain) but on a copy of the
-        // chain only: what the report says is intact stays what a checkpoint covers.
-        let mut expected = v.next_seq;
-        for item in records {
+        // The tail is checked like any record (numbering, chain) without advancing the
+        // verifier: what the report calls intact stays what a checkpoint covers.
+        for (expected, item) in (v.next_seq..).zip(records) {
             let hashed = match item {
                 Ok(hashed) => hashed,
                 Err(e) => {
@@ -562,7 +561,9 @@ fn walk_db(
             };
             let seq = store::key_number(&hashed.key).unwrap_or(0);
             if seq != expected {
-                return Err(fail(expected.min(seq), if seq > expected { Problem::Missing } else { Problem::Reordered }, format!("record at seq {seq} found where {expected} was expected")));
+                let problem = if seq > expected { Problem::Missing } else { Problem::Reordered };
+                let detail = format!("record at seq {seq} found where {expected} was expected");
+                return Err(fail(expected.min(seq), problem, detail));
             }
             let (stored_hash, bytes) = hashed.value.split_at(hashed.value.len().min(32));
             if hashed.link.is_none_or(|link| link.as_bytes() != stored_hash) {
@@ -570,7 +571,6 @@ fn walk_db(
             }
             *unsigned = Some((unsigned.map_or(seq, |(first, _)| first), seq));
             last_seen = seq;
-            expected += 1;
         }
     }
     Ok(last_seen.max(v.next_seq - 1))
