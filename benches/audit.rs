@@ -26,18 +26,22 @@ fn record(writer: usize, i: usize, log: &AuditLog) -> Record {
         .with_args(&args, log.redactor())
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The bench's log under `dir`, redacting `/password` like a gateway's would.
+fn open_log(dir: &Path, durability: Durability) -> AuditLog {
+    let mut cfg = AuditConfig::new(dir);
+    cfg.durability = durability;
+    cfg.redact = vec!["/password".into()];
+    AuditLog::open(cfg).unwrap()
+}
+
 /// Appends `per_writer` records from each of `writers` tasks; returns records/s.
 fn append_rate(dir: &Path, durability: Durability, writers: usize, per_writer: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut cfg = AuditConfig::new(dir);
-        cfg.durability = durability;
-        cfg.redact = vec!["/password".into()];
-        let log = AuditLog::open(cfg).unwrap();
+    runtime().block_on(async {
+        let log = open_log(dir, durability);
         let start = Instant::now();
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
@@ -62,12 +66,8 @@ fn append_rate(dir: &Path, durability: Durability, writers: usize, per_writer: u
 /// each group awaited as the gateway does; the first group signed at once (`once` false:
 /// two signatures per call) or with the second (`append_all_sign_later`: one).
 fn call_rate(dir: &Path, durability: Durability, calls: usize, once: bool) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    rt.block_on(async {
-        let mut cfg = AuditConfig::new(dir);
-        cfg.durability = durability;
-        cfg.redact = vec!["/password".into()];
-        let log = AuditLog::open(cfg).unwrap();
+    runtime().block_on(async {
+        let log = open_log(dir, durability);
         let start = Instant::now();
         for i in 0..calls {
             let first: Vec<Record> = (0..3).map(|k| record(k, i, &log)).collect();
