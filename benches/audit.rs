@@ -1,5 +1,6 @@
 //! Audit log throughput: records/s appended (durability fsync and none, 1/8/64 concurrent
-//! writers) and records/s verified. Prints the median of several runs.
+//! writers), one caller's calls/s (a call's two groups, signed twice or once), and
+//! records/s verified. Prints the median of several runs.
 //!
 //! Run: `cargo bench --bench audit` (set `AIRLOCK_BENCH_RUNS` to change the run count).
 
@@ -25,18 +26,22 @@ fn record(writer: usize, i: usize, log: &AuditLog) -> Record {
         .with_args(&args, log.redactor())
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+/// The bench's log under `dir`, redacting `/password` like a gateway's would.
+fn open_log(dir: &Path, durability: Durability) -> AuditLog {
+    let mut cfg = AuditConfig::new(dir);
+    cfg.durability = durability;
+    cfg.redact = vec!["/password".into()];
+    AuditLog::open(cfg).unwrap()
+}
+
 /// Appends `per_writer` records from each of `writers` tasks; returns records/s.
 fn append_rate(dir: &Path, durability: Durability, writers: usize, per_writer: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let mut cfg = AuditConfig::new(dir);
-        cfg.durability = durability;
-        cfg.redact = vec!["/password".into()];
-        let log = AuditLog::open(cfg).unwrap();
+    runtime().block_on(async {
+        let log = open_log(dir, durability);
         let start = Instant::now();
         let tasks: Vec<_> = (0..writers)
             .map(|w| {
@@ -54,6 +59,28 @@ fn append_rate(dir: &Path, durability: Durability, writers: usize, per_writer: u
         let elapsed = start.elapsed();
         log.close().await.unwrap();
         (writers * per_writer) as f64 / elapsed.as_secs_f64()
+    })
+}
+
+/// One caller's calls/s: a call's three records before forwarding, then its one after,
+/// each group awaited as the gateway does; the first group signed at once (`once` false:
+/// two signatures per call) or with the second (`append_all_sign_later`: one).
+fn call_rate(dir: &Path, durability: Durability, calls: usize, once: bool) -> f64 {
+    runtime().block_on(async {
+        let log = open_log(dir, durability);
+        let start = Instant::now();
+        for i in 0..calls {
+            let first: Vec<Record> = (0..3).map(|k| record(k, i, &log)).collect();
+            if once {
+                log.append_all_sign_later(first).await.unwrap();
+            } else {
+                log.append_all(first).await.unwrap();
+            }
+            let _ = log.append(record(3, i, &log)).await.unwrap();
+        }
+        let elapsed = start.elapsed();
+        log.close().await.unwrap();
+        calls as f64 / elapsed.as_secs_f64()
     })
 }
 
@@ -149,6 +176,14 @@ fn main() {
                 durable_64 = Some(rate);
             }
             println!("{name:>10} {writers:>8} {rate:>14.0}");
+        }
+    }
+    if only.as_deref().is_none_or(|o| o == "calls") {
+        println!("\none caller's calls (3 records, then 1; median of {runs} runs, calls/s)");
+        println!("{:>10} {:>16} {:>16}", "durability", "signed twice", "signed once");
+        for (name, durability, calls) in [("fsync", Durability::Fsync, 1_000), ("none", Durability::None, 5_000)] {
+            let rate = |once| median((0..runs).map(|_| call_rate(tempfile::tempdir().unwrap().path(), durability, calls, once)).collect());
+            println!("{name:>10} {:>16.0} {:>16.0}", rate(false), rate(true));
         }
     }
     println!("\naudit verify (median of {runs} runs)");

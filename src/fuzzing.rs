@@ -179,7 +179,7 @@ pub fn journal_replay(bytes: &[u8], stored: u64) -> Result<(usize, bool), String
     });
     let path = dir.join("audit.journal");
     std::fs::write(&path, bytes).expect("the scratch journal is writable");
-    let replayed = crate::audit::journal_replay(&path, db, stored).map_err(|e| e.to_string())?;
+    let replayed = crate::audit::journal_replay(&path, db, crate::audit::JournalStored { seq: 0, checkpoints: stored }).map_err(|e| e.to_string())?;
     if replayed.applied > 0 {
         db.clear().expect("the scratch database clears");
     }

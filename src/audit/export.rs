@@ -140,7 +140,8 @@ impl LogReader {
         Ok((leaves, chain, frontier))
     }
 
-    /// Writes the export from `since` (1 for everything) to `out`.
+    /// Writes the export from `since` (1 for everything) to `out`: the records the last
+    /// checkpoint covers (records past it, whose signature is deferred, wait for it).
     pub fn export(&self, since: Seq, out: &mut dyn Write) -> Result<u64, AuditError> {
         let since = since.get().max(1);
         let (_, chain, frontier) = self.prefix_state(since - 1)?;
@@ -149,10 +150,14 @@ impl LogReader {
         let io = |e| AuditError::io(std::path::Path::new("<export>"), e);
         write_line(out, &canonical(&header)).map_err(io)?;
         let checkpoints = self.checkpoints()?;
+        let covered = checkpoints.last().map_or(0, |c| c.size);
         let mut cps = checkpoints.iter().filter(|c| c.size >= since).peekable();
         let mut written = 0;
         for item in self.records_from(Seq::new(since)) {
             let (seq, bytes) = item?;
+            if seq.get() > covered {
+                break;
+            }
             while let Some(cp) = cps.next_if(|c| c.size < seq.get()) {
                 write_line(out, &cp.to_canonical()).map_err(io)?;
             }

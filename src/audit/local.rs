@@ -11,6 +11,8 @@
 //! One group commit: seal (number, chain, sign), write the checkpoint line to
 //! `checkpoints.log` (no sync), write the group to the journal, one `fdatasync` of the
 //! journal (`fsync` only), insert the group into sled (state key last) without flushing.
+//! A group whose signature is deferred (`signs_later`) has no checkpoint: no line, and no
+//! `c` key; its records and state go the same way.
 //! sled is flushed and fsynced, and `checkpoints.log` fsynced, only when the journal starts
 //! over (every `journal::RESET_AT` bytes) and on close.
 
@@ -49,6 +51,10 @@ impl LogStore for LocalStore {
         result.map(|()| Committed { first, last: self.state.seq, size: self.state.seq })
     }
 
+    fn signs_later(&self) -> bool {
+        true
+    }
+
     fn close(mut self: Box<Self>) {
         // Release the database (and its lock) before the writer says it is closed. sled's
         // IO threads may hold the file a moment longer, so wait until its lock is free.
@@ -75,11 +81,14 @@ impl LocalStore {
         // The line goes into checkpoints.log before the group is durable anywhere, so after
         // a kill the file is at most one unacknowledged group ahead of the log (dropped on
         // the next start) and never behind it: a line missing from the file is a removed line.
-        self.checkpoints.append(&sealed.checkpoint, false)?;
-        pairs.push((store::checkpoint_key(self.state.checkpoints).to_vec(), sealed.checkpoint));
+        if let Some(checkpoint) = sealed.checkpoint {
+            self.checkpoints.append(&checkpoint, false)?;
+            pairs.push((store::checkpoint_key(self.state.checkpoints).to_vec(), checkpoint));
+        }
+        let before = journal::mark(self.state.seq, self.state.checkpoints);
         self.state = sealed.head;
         pairs.push((store::STATE_KEY.to_vec(), self.state.encode()));
-        self.journal.append(self.state.checkpoints, &pairs)?;
+        self.journal.append(before, journal::mark(self.state.seq, self.state.checkpoints), &pairs)?;
         if self.fsync {
             self.journal.sync()?;
         }
@@ -103,7 +112,7 @@ impl LocalStore {
             self.syncer.sync()?;
             self.checkpoints.sync()?;
         }
-        self.journal.reset(self.state.checkpoints, self.fsync)
+        self.journal.reset(journal::mark(self.state.seq, self.state.checkpoints), self.fsync)
     }
 }
 

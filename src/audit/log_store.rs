@@ -27,9 +27,10 @@ pub type Seal = Box<dyn FnMut(&State) -> Result<Sealed, AuditError> + Send>;
 #[derive(Debug, Clone)]
 pub struct Sealed {
     pub records: Vec<SealedRecord>,
-    /// The group's canonical checkpoint.
-    pub checkpoint: Vec<u8>,
-    /// The head after the group (its `checkpoints` counts this group's checkpoint).
+    /// The group's canonical checkpoint; `None` when its signature is deferred (only for a
+    /// store whose `signs_later` is true: a later group's checkpoint covers it).
+    pub checkpoint: Option<Vec<u8>>,
+    /// The head after the group (its `checkpoints` counts this group's checkpoint, if any).
     pub head: State,
 }
 
@@ -63,6 +64,12 @@ pub trait LogStore: Send {
     /// share the log: they would disagree on the key).
     fn rotation_allowed(&self) -> bool {
         true
+    }
+    /// Whether the writer may hand this store a group without a checkpoint (a group no
+    /// answer to a client waits on; the next group's checkpoint covers it, see `writer`).
+    /// A store that says so must keep such a group as durably as any other.
+    fn signs_later(&self) -> bool {
+        false
     }
     /// Makes everything durable on its own and releases the store.
     fn close(self: Box<Self>);

@@ -16,6 +16,7 @@
 //! commit ends with a checkpoint signing `{origin, size, root, chain_head, time}`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 mod arguments;
 mod canonical;
@@ -61,7 +62,7 @@ pub use verify::{
 pub use writer::{AuditLog, Recorded};
 /// For `fuzzing::journal_replay` only: the journal stays private to the log.
 #[cfg(feature = "fuzzing")]
-pub(crate) use journal::replay as journal_replay;
+pub(crate) use journal::{Stored as JournalStored, replay as journal_replay};
 
 /// How the log is opened.
 #[derive(Debug, Clone)]
@@ -75,7 +76,14 @@ pub struct AuditConfig {
     pub origin: String,
     /// JSON pointers into tool arguments whose values are replaced before storage.
     pub redact: Vec<String>,
+    /// Longest a group whose signature is deferred (a forwarded call's first records) stays
+    /// unsigned when no other group comes to cover it. 5 ms unless the environment says
+    /// otherwise (`AIRLOCK_AUDIT_SIGN_WITHIN_MS`: how the crash tests hold the window open).
+    pub sign_within: Duration,
 }
+
+/// The environment variable that sets `AuditConfig::sign_within`, in milliseconds.
+pub const SIGN_WITHIN_ENV: &str = "AIRLOCK_AUDIT_SIGN_WITHIN_MS";
 
 impl AuditConfig {
     /// Defaults for a data directory: fsync, default key path, origin `airlock`, no redaction.
@@ -86,6 +94,10 @@ impl AuditConfig {
             key_path: None,
             origin: "airlock".to_owned(),
             redact: Vec::new(),
+            sign_within: std::env::var(SIGN_WITHIN_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+                .map_or(Duration::from_millis(5), Duration::from_millis),
         }
     }
 }

@@ -94,12 +94,18 @@ pub(crate) fn open_and_replay(path: &Path) -> Result<(sled::Db, journal::Replaye
     })?;
     // Counted by the state key, the last key of a group written: a group sled kept only
     // part of is replayed whole.
-    let stored = match db.get(STATE_KEY)? {
-        Some(bytes) => State::decode(&bytes).map_or(stored_checkpoints(&db)?, |s| s.checkpoints),
-        None => 0,
+    let stored = match db.get(STATE_KEY)?.map(|bytes| State::decode(&bytes)) {
+        Some(Some(s)) => journal::Stored { seq: s.seq, checkpoints: s.checkpoints },
+        Some(None) => journal::Stored { seq: last_record(&db)?, checkpoints: stored_checkpoints(&db)? },
+        None => journal::Stored { seq: 0, checkpoints: 0 },
     };
     let replayed = journal::replay(&journal::path_for(path), &db, stored)?;
     Ok((db, replayed))
+}
+
+/// The last record's sequence number in the database (0: none).
+fn last_record(db: &sled::Db) -> Result<u64, AuditError> {
+    Ok(db.scan_prefix([RECORD_PREFIX]).keys().next_back().transpose()?.and_then(|k| key_number(&k)).unwrap_or(0))
 }
 
 /// How many checkpoints the database holds (the last checkpoint key's index + 1).

@@ -16,13 +16,23 @@
 //! sequential call's wall time. At most one caller does so at a time (it holds the writer's
 //! lock), so at most one runtime worker waits on an `fdatasync`; whatever arrives meanwhile
 //! queues for the writer thread and is committed as the next group.
+//!
+//! Signatures deferred: a group that no answer to a client waits on (`append_all_sign_later`:
+//! a call's `call_received`, `decision`, `call_forwarded`, before it is forwarded) is made
+//! durable like any other, records and state, but without a checkpoint. The next group's
+//! checkpoint covers it, or, when no group comes within `AuditConfig::sign_within` (5 ms),
+//! a checkpoint-only group signed by the deadline thread; closing the log signs it too, and opening a log
+//! whose records go past its last checkpoint (a crash in between) signs them before
+//! anything else is written. So a call costs one signature, its `call_completed` group's,
+//! and every record of a call that was answered is covered by a signed checkpoint. Only the
+//! embedded store defers (`LogStore::signs_later`); replicas on PostgreSQL sign every group.
 
 use std::fs;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock, TryLockError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, TryLockError};
 use std::thread;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -61,10 +71,18 @@ impl Recorded {
 
 type Ack = oneshot::Sender<Result<Recorded, AuditError>>;
 
+/// Whether a group's checkpoint must be signed before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signing {
+    Now,
+    /// No client answer waits on the group: the next group (or the deadline) signs it.
+    Later,
+}
+
 enum Msg {
     Append(Prepared, Ack),
     /// Several records that must land in one group, in this order.
-    AppendAll(Vec<(Prepared, Ack)>),
+    AppendAll(Vec<(Prepared, Ack)>, Signing),
     Rotate(Arc<SigningKey>, Ack),
     Close(oneshot::Sender<()>),
 }
@@ -142,7 +160,10 @@ impl AuditLog {
             db.flush()?;
             syncer.sync()?;
         }
-        let journal = Journal::open(&journal::path_for(&paths.db), state.checkpoints, replayed.clean)?;
+        let journal = Journal::open(&journal::path_for(&paths.db), journal::mark(state.seq, state.checkpoints), replayed.clean)?;
+        // Records past the last checkpoint: a group whose signature was deferred when the
+        // process stopped. `start` signs them before anything else is written.
+        let unsigned = state.seq > logged_size(&db)?;
         let read_db = db.clone();
         let readers: Readers = Arc::new(move || Ok(LogReader::from_db(read_db.clone())));
         let local = LocalStore {
@@ -155,7 +176,7 @@ impl AuditLog {
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
         };
-        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true })
+        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true, unsigned, sign_within: cfg.sign_within })
     }
 
     /// Opens the log kept by another store (PostgreSQL shared by replicas). `head` is the
@@ -176,7 +197,7 @@ impl AuditLog {
         let key = load_key(&paths.key, head.as_ref().map(|(_, k)| *k))?;
         let origin = origin.unwrap_or(cfg.origin);
         let size = head.map_or(0, |(size, _)| size);
-        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false })
+        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false, unsigned: false, sign_within: cfg.sign_within })
     }
 
     /// Appends a record; resolves once it is durable and covered by a signed checkpoint.
@@ -186,7 +207,7 @@ impl AuditLog {
         }
         let prepared = rec.prepare();
         let appending = Appending::enter(&self.shared.appending);
-        match self.commit_here(vec![prepared], appending.others == 0) {
+        match self.commit_here(vec![prepared], appending.others == 0, Signing::Now) {
             Ok(done) => done.and_then(|recorded| recorded.into_iter().next().ok_or(AuditError::Closed)),
             Err(mut back) => {
                 let prepared = back.remove(0);
@@ -196,8 +217,20 @@ impl AuditLog {
     }
 
     /// Appends `records` in order, in one group (one checkpoint, one fsync); resolves once
-    /// all are durable.
+    /// all are durable and covered by a signed checkpoint.
     pub async fn append_all(&self, records: Vec<Record>) -> Result<Vec<Recorded>, AuditError> {
+        self.append_group(records, Signing::Now).await
+    }
+
+    /// `append_all` for a group that no answer to a client waits on (what a call records
+    /// before it is forwarded): resolves once all are durable; their checkpoint is signed
+    /// with the next group, within `AuditConfig::sign_within` if none comes, on close, or
+    /// by the next open after a crash (see the module doc). Replicas sign it at once.
+    pub async fn append_all_sign_later(&self, records: Vec<Record>) -> Result<Vec<Recorded>, AuditError> {
+        self.append_group(records, Signing::Later).await
+    }
+
+    async fn append_group(&self, records: Vec<Record>, signing: Signing) -> Result<Vec<Recorded>, AuditError> {
         if let Some(rec) = records.iter().find(|r| matches!(r.kind, RecordKind::Checkpoint | RecordKind::KeyRotated)) {
             return Err(AuditError::ReservedKind(rec.kind));
         }
@@ -205,7 +238,7 @@ impl AuditLog {
             return Ok(Vec::new());
         }
         let appending = Appending::enter(&self.shared.appending);
-        let prepared = match self.commit_here(records.iter().map(Record::prepare).collect(), appending.others == 0) {
+        let prepared = match self.commit_here(records.iter().map(Record::prepare).collect(), appending.others == 0, signing) {
             Ok(done) => return done,
             Err(back) => back,
         };
@@ -216,7 +249,7 @@ impl AuditLog {
             items.push((rec, ack));
             done.push(rx);
         }
-        self.tx.send(Msg::AppendAll(items)).await.map_err(|_| AuditError::Closed)?;
+        self.tx.send(Msg::AppendAll(items, signing)).await.map_err(|_| AuditError::Closed)?;
         let mut recorded = Vec::with_capacity(done.len());
         for rx in done {
             recorded.push(rx.await.map_err(|_| AuditError::Closed)??);
@@ -226,7 +259,7 @@ impl AuditLog {
 
     /// Commits `records` as one group on this thread if the writer is idle: nothing queued
     /// for its thread and no group being committed. `Err` gives them back when it is busy.
-    fn commit_here(&self, records: Vec<Prepared>, alone: bool) -> Result<Result<Vec<Recorded>, AuditError>, Vec<Prepared>> {
+    fn commit_here(&self, records: Vec<Prepared>, alone: bool, signing: Signing) -> Result<Result<Vec<Recorded>, AuditError>, Vec<Prepared>> {
         if !self.shared.inline || !alone || self.tx.capacity() < self.tx.max_capacity() {
             return Err(records);
         }
@@ -235,7 +268,7 @@ impl AuditLog {
             Err(TryLockError::WouldBlock) => return Err(records),
             Err(TryLockError::Poisoned(_)) => return Ok(Err(AuditError::Closed)),
         };
-        let committed = writer.commit_counted(records);
+        let committed = writer.commit_counted(records, signing);
         Ok(committed.map(|(first, last)| (first..=last).map(|n| Recorded { seq: Seq::new(n) }).collect()))
     }
 
@@ -402,16 +435,24 @@ fn check_state(db: &sled::Db, state: State) -> Result<State, AuditError> {
     Ok(state)
 }
 
-/// The origin the log's last checkpoint names, if any.
-fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
+/// The log's last checkpoint, if any.
+fn last_checkpoint(db: &sled::Db) -> Result<Option<Checkpoint>, AuditError> {
     let last = db
         .scan_prefix([store::CHECKPOINT_PREFIX])
         .values()
         .next_back()
         .transpose()?;
-    Ok(last
-        .and_then(|v| Checkpoint::from_slice(&v))
-        .map(|c| c.origin))
+    Ok(last.and_then(|v| Checkpoint::from_slice(&v)))
+}
+
+/// The origin the log's last checkpoint names, if any.
+fn logged_origin(db: &sled::Db) -> Result<Option<String>, AuditError> {
+    Ok(last_checkpoint(db)?.map(|c| c.origin))
+}
+
+/// How many records the log's last checkpoint covers (0: none).
+fn logged_size(db: &sled::Db) -> Result<u64, AuditError> {
+    Ok(last_checkpoint(db)?.map_or(0, |c| c.size))
 }
 
 fn now_rfc3339() -> String {
@@ -430,6 +471,9 @@ struct Started {
     key_path: PathBuf,
     /// Whether callers may commit on their own thread (see `Shared::inline`).
     inline: bool,
+    /// Records past the last checkpoint: signed before `start` returns.
+    unsigned: bool,
+    sign_within: Duration,
 }
 
 /// Starts the writer thread over `s.store`.
@@ -437,13 +481,31 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
     let (tx, rx) = mpsc::channel(QUEUE);
     let (durable_tx, durable) = watch::channel(s.size);
     let rotation_allowed = s.store.rotation_allowed();
-    let writer = Writer { store: Some(s.store), key: s.key.clone(), origin: s.origin, durable: durable_tx };
+    let defers = s.store.signs_later();
+    let deadline = Arc::new(Deadline { state: Mutex::default(), wake: Condvar::new(), within: s.sign_within });
+    let mut writer = Writer {
+        store: Some(s.store),
+        key: s.key.clone(),
+        origin: s.origin,
+        durable: durable_tx,
+        defers,
+        unsigned: s.unsigned,
+        deadline: deadline.clone(),
+    };
+    writer.sign_pending()?;
     let writer = Arc::new(Mutex::new(writer));
     let driven = writer.clone();
     thread::Builder::new()
         .name("airlock-audit".into())
         .spawn(move || run(&driven, rx))
         .map_err(|e| AuditError::io(&s.key_path, e))?;
+    if defers {
+        let signer = writer.clone();
+        thread::Builder::new()
+            .name("airlock-audit-sign".into())
+            .spawn(move || sign_when_due(&signer, &deadline))
+            .map_err(|e| AuditError::io(&s.key_path, e))?;
+    }
     let shared = Shared {
         redactor: s.redactor,
         signer: RwLock::new(s.key),
@@ -458,9 +520,10 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
     Ok(AuditLog { tx, shared: Arc::new(shared) })
 }
 
-/// Numbers `records` after `head`, chains them, extends the Merkle frontier and signs the
-/// group's checkpoint with `key`: the one place this is done, whichever store keeps it.
-fn seal(head: &State, records: &[Prepared], key: &SigningKey, origin: &str, time: &str) -> Sealed {
+/// Numbers `records` after `head`, chains them, extends the Merkle frontier and (`sign`)
+/// signs the group's checkpoint with `key`: the one place this is done, whichever store
+/// keeps it. Unsigned, the group adds no checkpoint (a later one covers it).
+fn seal(head: &State, records: &[Prepared], key: &SigningKey, origin: &str, time: &str, sign: bool) -> Sealed {
     let mut state = head.clone();
     let mut sealed = Vec::with_capacity(records.len());
     for rec in records {
@@ -470,10 +533,13 @@ fn seal(head: &State, records: &[Prepared], key: &SigningKey, origin: &str, time
         state.frontier.push(leaf_hash(&bytes));
         sealed.push(SealedRecord { seq: state.seq, chain: state.chain_head, bytes });
     }
+    if !sign {
+        return Sealed { records: sealed, checkpoint: None, head: state };
+    }
     let cp = Checkpoint::sign(key, origin, state.seq, state.frontier.root(), state.chain_head, time.to_owned());
     state.checkpoints += 1;
     state.key = key.public_key();
-    Sealed { records: sealed, checkpoint: cp.to_canonical(), head: state }
+    Sealed { records: sealed, checkpoint: Some(cp.to_canonical()), head: state }
 }
 
 struct Writer {
@@ -483,6 +549,98 @@ struct Writer {
     origin: String,
     /// Told the record count after each durable group.
     durable: watch::Sender<u64>,
+    /// The store may keep a group without a checkpoint (`LogStore::signs_later`).
+    defers: bool,
+    /// Records past the last checkpoint (a deferred group's), to be signed.
+    unsigned: bool,
+    /// When the deadline thread signs them if no group does first.
+    deadline: Arc<Deadline>,
+}
+
+/// When the unsigned records must be signed by, shared by the writer and the thread that
+/// signs them when no group comes (`sign_when_due`).
+struct Deadline {
+    state: Mutex<Due>,
+    wake: Condvar,
+    /// `AuditConfig::sign_within`.
+    within: Duration,
+}
+
+#[derive(Default)]
+struct Due {
+    /// Sign by then (`None`: nothing unsigned).
+    at: Option<Instant>,
+    /// The signing thread waits without a timeout (it must be woken for a new deadline;
+    /// otherwise it wakes at its old one and finds the new one then).
+    idle: bool,
+    closed: bool,
+}
+
+impl Deadline {
+    fn lock(&self) -> MutexGuard<'_, Due> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records became unsigned: they must be signed within `within` from now, unless
+    /// earlier ones already set a nearer deadline.
+    fn arm(&self) {
+        let mut due = self.lock();
+        if due.at.is_none() {
+            due.at = Some(Instant::now() + self.within);
+            if due.idle {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Everything is signed.
+    fn clear(&self) {
+        self.lock().at = None;
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits until a deadline passes (true) or the log closes (false).
+    fn wait(&self) -> bool {
+        let mut due = self.lock();
+        loop {
+            if due.closed {
+                return false;
+            }
+            let now = Instant::now();
+            due = match due.at {
+                Some(at) if at <= now => {
+                    due.at = None;
+                    return true;
+                }
+                Some(at) => {
+                    due.idle = false;
+                    self.wake.wait_timeout(due, at - now).unwrap_or_else(std::sync::PoisonError::into_inner).0
+                }
+                None => {
+                    due.idle = true;
+                    let mut woken = self.wake.wait(due).unwrap_or_else(std::sync::PoisonError::into_inner);
+                    woken.idle = false;
+                    woken
+                }
+            };
+        }
+    }
+}
+
+/// The signing thread: signs the unsigned records whenever their deadline passes first.
+fn sign_when_due(writer: &Mutex<Writer>, deadline: &Deadline) {
+    while deadline.wait() {
+        let Ok(mut w) = writer.lock() else {
+            return;
+        };
+        if let Err(e) = w.sign_pending() {
+            tracing::error!(error = %e, "could not sign the audit log's deferred records");
+        }
+    }
 }
 
 /// The writer thread: takes what is queued (up to `MAX_GROUP` records) and commits it as
@@ -500,12 +658,23 @@ fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>) {
             return;
         };
         let mut next = Some(first);
+        // Signed later only if every request of the group allows it.
+        let mut signing = Signing::Later;
         while let Some(msg) = next.take() {
             match msg {
-                Msg::Append(rec, ack) => group.push((rec, ack)),
-                Msg::AppendAll(items) => group.extend(items),
+                Msg::Append(rec, ack) => {
+                    group.push((rec, ack));
+                    signing = Signing::Now;
+                }
+                Msg::AppendAll(items, how) => {
+                    group.extend(items);
+                    if how == Signing::Now {
+                        signing = Signing::Now;
+                    }
+                }
                 Msg::Rotate(key, ack) => {
-                    w.commit_group(&mut group);
+                    w.commit_group(&mut group, signing);
+                    signing = Signing::Later;
                     let result = w.rotate(key);
                     let _ = ack.send(result);
                 }
@@ -518,12 +687,16 @@ fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>) {
                 next = rx.try_recv().ok();
             }
         }
-        w.commit_group(&mut group);
+        w.commit_group(&mut group, signing);
     }
-    if let Ok(mut w) = writer.lock()
-        && let Some(store) = w.store.take()
-    {
-        store.close();
+    if let Ok(mut w) = writer.lock() {
+        if let Err(e) = w.sign_pending() {
+            tracing::error!(error = %e, "could not sign the audit log's deferred records on close");
+        }
+        w.deadline.close();
+        if let Some(store) = w.store.take() {
+            store.close();
+        }
     }
     if let Some(done) = closing {
         let _ = done.send(());
@@ -531,31 +704,41 @@ fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>) {
 }
 
 impl Writer {
-    fn commit_group(&mut self, group: &mut Vec<(Prepared, Ack)>) {
+    fn commit_group(&mut self, group: &mut Vec<(Prepared, Ack)>, signing: Signing) {
         if group.is_empty() {
             return;
         }
         let (records, acks): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        let result = self.commit_counted(records);
+        let result = self.commit_counted(records, signing);
         for (ack, seq) in acks.into_iter().zip(seq_range(&result)) {
             let _ = ack.send(seq.map(|seq| Recorded { seq }));
         }
     }
 
     /// `commit`, counted in the group-commit statistics.
-    fn commit_counted(&mut self, records: Vec<Prepared>) -> Result<(u64, u64), AuditError> {
+    fn commit_counted(&mut self, records: Vec<Prepared>, signing: Signing) -> Result<(u64, u64), AuditError> {
         let (size, started) = (records.len(), std::time::Instant::now());
-        let result = self.commit(records);
+        let result = self.commit(records, signing);
         super::stats::committed(super::stats::GroupCommitted { records: size, elapsed: started.elapsed(), ok: result.is_ok() });
         result
     }
 
-    /// Commits `records` and one checkpoint; returns the first and last sequence numbers.
-    fn commit(&mut self, records: Vec<Prepared>) -> Result<(u64, u64), AuditError> {
+    /// Commits `records` and, unless signing is deferred, one checkpoint (which covers any
+    /// unsigned records before them too); returns the first and last sequence numbers.
+    fn commit(&mut self, records: Vec<Prepared>, signing: Signing) -> Result<(u64, u64), AuditError> {
         let store = self.store.as_mut().ok_or(AuditError::Closed)?;
+        let sign = signing == Signing::Now || !self.defers || records.is_empty();
+        let adds = !records.is_empty();
         let (key, origin, time) = (self.key.clone(), self.origin.clone(), now_rfc3339());
-        let sealer: Seal = Box::new(move |head: &State| Ok(seal(head, &records, &key, &origin, &time)));
+        let sealer: Seal = Box::new(move |head: &State| Ok(seal(head, &records, &key, &origin, &time, sign)));
         let committed = store.commit(sealer)?;
+        if sign && self.unsigned {
+            self.unsigned = false;
+            self.deadline.clear();
+        } else if !sign && adds {
+            self.unsigned = true;
+            self.deadline.arm();
+        }
         self.durable.send_if_modified(|durable| {
             let grew = committed.size > *durable;
             *durable = (*durable).max(committed.size);
@@ -573,10 +756,20 @@ impl Writer {
             "old_key": old.to_base64(), "old_key_id": old.id().to_string(),
             "new_key": new.to_base64(), "new_key_id": new.id().to_string(),
         }));
-        let (seq, _) = self.commit(vec![rec.prepare()])?;
+        let (seq, _) = self.commit(vec![rec.prepare()], Signing::Now)?;
         self.key = new_key;
-        self.commit(Vec::new())?;
+        self.commit(Vec::new(), Signing::Now)?;
         Ok(Recorded { seq: Seq::new(seq) })
+    }
+}
+
+impl Writer {
+    /// Signs a checkpoint over the unsigned records, if there are any.
+    fn sign_pending(&mut self) -> Result<(), AuditError> {
+        if !self.unsigned || self.store.is_none() {
+            return Ok(());
+        }
+        self.commit(Vec::new(), Signing::Now).map(|_| ())
     }
 }
 

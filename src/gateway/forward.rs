@@ -106,7 +106,7 @@ pub(super) async fn run(
         .tool(request.name.as_ref())
         .detail(json!({"server": entry.server.name(), "tool": entry.tool.name.as_ref()}));
     match decision.effect {
-        Effect::Allow => record_all(gateway, vec![received, record, forwarded]).await?,
+        Effect::Allow => record_before_forwarding(gateway, vec![received, record, forwarded]).await?,
         Effect::Deny => {
             record_all(gateway, vec![received, record]).await?;
             return Ok(refusal(format!("Denied by {by}: {}. The call was not forwarded.", decision.reason)));
@@ -376,7 +376,18 @@ fn completed_record(
 /// Appends `records` in order and waits until all are durable. If the log cannot take
 /// them the call stops here: nothing runs that the log does not hold.
 pub(super) async fn record_all(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
-    if let Err(error) = gateway.audit.append_all(records).instrument(telemetry::stage(Stage::AuditCommit)).await {
+    refuse_unrecorded(gateway.audit.append_all(records).instrument(telemetry::stage(Stage::AuditCommit)).await)
+}
+
+/// `record_all` for what a call records just before it is forwarded: durable before it
+/// goes, with its checkpoint signed later, at the latest with the call's `call_completed`
+/// (no answer waits on these records; `AuditLog::append_all_sign_later`).
+async fn record_before_forwarding(gateway: &super::Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
+    refuse_unrecorded(gateway.audit.append_all_sign_later(records).instrument(telemetry::stage(Stage::AuditCommit)).await)
+}
+
+fn refuse_unrecorded<T>(appended: Result<T, crate::audit::AuditError>) -> Result<(), ErrorData> {
+    if let Err(error) = appended {
         tracing::error!(%error, "audit log append failed; refusing the call");
         return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the call was not run", None));
     }

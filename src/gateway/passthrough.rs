@@ -320,7 +320,8 @@ impl Session {
         match decision.effect {
             Effect::Allow => {
                 let forwarded = self.record(read, RecordKind::CallForwarded, Some(server));
-                record_all(&self.gateway, vec![received, record, forwarded]).await
+                // Signed with its `call_completed` at the latest (see `forward::record_before_forwarding`).
+                refuse_unrecorded(self.gateway.audit.append_all_sign_later(vec![received, record, forwarded]).await)
             }
             Effect::Deny => {
                 record_all(&self.gateway, vec![received, record]).await?;
@@ -422,7 +423,11 @@ fn loggable_uri(uri: &str) -> String {
 }
 
 async fn record_all(gateway: &Gateway, records: Vec<Record>) -> Result<(), ErrorData> {
-    if let Err(error) = gateway.audit.append_all(records).await {
+    refuse_unrecorded(gateway.audit.append_all(records).await)
+}
+
+fn refuse_unrecorded<T>(appended: Result<T, crate::audit::AuditError>) -> Result<(), ErrorData> {
+    if let Err(error) = appended {
         tracing::error!(%error, "audit log append failed; refusing the read");
         return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "the audit log is unavailable; the request was not run", None));
     }

@@ -333,6 +333,10 @@ async fn try_append(
         }
     }
     let sealed = seal(&head).map_err(Failure::NotCommitted)?;
+    // The writer signs every group of a store that does not defer signatures (`signs_later`).
+    let Some(checkpoint) = &sealed.checkpoint else {
+        return Err(Failure::NotCommitted(AuditError::Failed("a group without its checkpoint (replicas sign every group)".into())));
+    };
     let seqs: Vec<i64> = sealed.records.iter().map(|r| r.seq as i64).collect();
     let chains: Vec<&[u8]> = sealed.records.iter().map(|r| r.chain.as_bytes().as_slice()).collect();
     let bytes: Vec<&[u8]> = sealed.records.iter().map(|r| r.bytes.as_slice()).collect();
@@ -347,7 +351,7 @@ async fn try_append(
     let (first, last) = ((head.seq + 1) as i64, sealed.head.seq as i64);
     tx.execute(
         "INSERT INTO audit_checkpoints (idx, first, size, group_id, checkpoint) VALUES ($1, $2, $3, $4, $5)",
-        &[&(head.checkpoints as i64), &first, &last, &group, &sealed.checkpoint],
+        &[&(head.checkpoints as i64), &first, &last, &group, checkpoint],
     )
     .await
     .map_err(nc)?;

@@ -555,6 +555,88 @@ fn killed_writer_acknowledged_records_are_in_the_journal_and_come_back_from_it()
     assert!(last >= acked_max, "acknowledged seq {acked_max} lost; log ends at {last}");
 }
 
+/// Opens a log whose deferred records wait `within` for a group to sign them, runs `body`
+/// with it, then closes it; returns the log's directory.
+fn with_deferring_log<F: std::future::Future<Output = ()>>(within: std::time::Duration, body: impl FnOnce(AuditLog) -> F) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.sign_within = within;
+    runtime().block_on(async {
+        let log = AuditLog::open(cfg).unwrap();
+        body(log.clone()).await;
+        log.close().await.unwrap();
+    });
+    dir
+}
+
+/// The records a call writes before it is forwarded (`append_all_sign_later`) are durable
+/// at once and signed with the next group: one checkpoint for the call's two groups.
+#[test]
+fn a_forwarded_calls_first_group_is_signed_with_the_next_one() {
+    let dir = with_deferring_log(std::time::Duration::from_secs(3600), async |log| {
+        let first = log.append_all_sign_later(vec![call_record(1), call_record(2), call_record(3)]).await.unwrap();
+        assert_eq!(first.iter().map(|r| r.seq().get()).collect::<Vec<_>>(), [1, 2, 3]);
+        let reader = log.reader().unwrap();
+        assert!(reader.checkpoints().unwrap().is_empty(), "signed before the next group");
+        let mut export = Vec::new();
+        assert_eq!(reader.export(Seq::new(1), &mut export).unwrap(), 0, "an export holds only signed records");
+        let _recorded = log.append(call_record(4)).await.unwrap();
+        let checkpoints = reader.checkpoints().unwrap();
+        assert_eq!(checkpoints.iter().map(|c| c.size).collect::<Vec<_>>(), [4], "one checkpoint for both groups");
+    });
+    let ok = assert_verify_ok(dir.path(), &[]);
+    assert!(ok.contains("records 1..=4 intact, 1 checkpoints"), "{ok}");
+}
+
+/// With nothing written after them, deferred records are signed when their deadline
+/// passes, without closing the log.
+#[test]
+fn deferred_records_are_signed_at_their_deadline_when_no_group_follows() {
+    let dir = with_deferring_log(std::time::Duration::from_millis(1), async |log| {
+        log.append_all_sign_later(vec![call_record(1), call_record(2)]).await.unwrap();
+        let reader = log.reader().unwrap();
+        let mut signed = false;
+        for _ in 0..1000 {
+            if reader.checkpoints().unwrap().last().is_some_and(|c| c.size == 2) {
+                signed = true;
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        assert!(signed, "the deadline never signed the deferred records");
+    });
+    let ok = assert_verify_ok(dir.path(), &[]);
+    assert!(ok.contains("records 1..=2 intact, 1 checkpoints"), "{ok}");
+}
+
+/// Closing the log signs what is deferred: a clean stop leaves nothing unsigned.
+#[test]
+fn closing_the_log_signs_its_deferred_records() {
+    let dir = with_deferring_log(std::time::Duration::from_secs(3600), async |log| {
+        let _recorded = log.append(call_record(1)).await.unwrap();
+        log.append_all_sign_later(vec![call_record(2), call_record(3)]).await.unwrap();
+    });
+    let out = verify_dir(dir.path(), &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("records 1..=3 intact, 2 checkpoints"), "{}", text(&out));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("not signed yet"), "{}", text(&out));
+}
+
+/// Records past the last checkpoint that do not continue the chain are tampering, not a
+/// deferred group: the unsigned tail is checked like the rest of the log.
+#[test]
+fn an_edited_unsigned_tail_is_reported_edited() {
+    let dir = tempfile::tempdir().unwrap();
+    write_log(config(dir.path()), 3);
+    with_db(dir.path(), |db| {
+        // A fourth record that claims a chain it does not continue.
+        let mut value = vec![0u8; 32];
+        value.extend_from_slice(br#"{"kind":"call_received","seq":4}"#);
+        db.insert(db_key(b'r', 4), value).unwrap();
+    });
+    assert_verify_fails(dir.path(), &[], "edited");
+}
+
 /// Checks against `tests/vectors/*.json`, written by `tests/vectors/gen.py` (independent
 /// Python; never regenerate them with Airlock).
 mod vectors {
