@@ -36,6 +36,18 @@ pub(crate) async fn tasks_client_as(gateway: &HttpGateway, name: &str) -> Runnin
 }
 
 /// Makes the call and returns the task handle's JSON (it must be one).
+/// `who` gets for `task_id` the answer an unknown task gets, and its cancel is
+/// acknowledged (as for any id) without touching the task.
+pub(crate) async fn unseen_by(gateway: &HttpGateway, who: &str, task_id: &str) {
+    let other = tasks_client_as(gateway, who).await;
+    let unknown_id = "tk-00000000000000000000000000000000";
+    let theirs = other.peer().get_task(GetTaskParams::new(task_id)).await.expect_err("not theirs");
+    let unknown = other.peer().get_task(GetTaskParams::new(unknown_id)).await.expect_err("unknown");
+    let shape = |e: rmcp::ServiceError| e.to_string().replace(task_id, "ID").replace(unknown_id, "ID");
+    assert_eq!(shape(theirs), shape(unknown));
+    other.peer().cancel_task(CancelTaskParams::new(task_id)).await.expect("acknowledged for any id");
+}
+
 pub(crate) async fn start(client: &RunningService<RoleClient, TaskClient>, tool: &str, args: Value) -> Value {
     let response = client.peer().call_tool_once(call(tool, args)).await.expect("tools/call answers");
     let CallToolResponse::Task(created) = response else { panic!("expected a task handle, got {response:?}") };
@@ -169,12 +181,7 @@ async fn a_reconnecting_caller_reads_its_task_and_another_caller_cannot() {
     first.cancel().await.expect("close the first session");
 
     // Another caller gets the answer an unknown task gets, and cannot cancel it.
-    let mallory = tasks_client_as(&gateway, "mallory").await;
-    let theirs = mallory.peer().get_task(GetTaskParams::new(&task_id)).await.expect_err("not mallory's");
-    let unknown = mallory.peer().get_task(GetTaskParams::new("tk-00000000000000000000000000000000")).await.expect_err("unknown");
-    let shape = |e: rmcp::ServiceError| e.to_string().replace(&task_id, "ID").replace("tk-00000000000000000000000000000000", "ID");
-    assert_eq!(shape(theirs), shape(unknown));
-    mallory.peer().cancel_task(CancelTaskParams::new(&task_id)).await.expect("acknowledged for any id");
+    unseen_by(&gateway, "mallory", &task_id).await;
 
     // A new session of the same caller polls it, and gets the result.
     let again = tasks_client_as(&gateway, "carol").await;
