@@ -560,15 +560,7 @@ fn walk_db(
                 }
             };
             let seq = store::key_number(&hashed.key).unwrap_or(0);
-            if seq != expected {
-                let problem = if seq > expected { Problem::Missing } else { Problem::Reordered };
-                let detail = format!("record at seq {seq} found where {expected} was expected");
-                return Err(fail(expected.min(seq), problem, detail));
-            }
-            let (stored_hash, bytes) = hashed.value.split_at(hashed.value.len().min(32));
-            if hashed.link.is_none_or(|link| link.as_bytes() != stored_hash) {
-                return Err(diagnose(seq, bytes));
-            }
+            linked_db_record(expected, seq, &hashed)?;
             *unsigned = Some((unsigned.map_or(seq, |(first, _)| first), seq));
             last_seen = seq;
         }
@@ -577,8 +569,14 @@ fn walk_db(
 }
 
 fn check_db_record(v: &mut Verifier, seq: u64, record: &prehash::Hashed) -> Result<(), VerifyFailure> {
+    let (bytes, link) = linked_db_record(v.next_seq, seq, record)?;
+    v.advance(bytes, link, record.leaf)
+}
+
+/// Checks that the stored record `seq` is the `expected` one and continues the chain;
+/// returns its canonical bytes and its link.
+fn linked_db_record(expected: u64, seq: u64, record: &prehash::Hashed) -> Result<(&[u8], Sha256Digest), VerifyFailure> {
     let value = &record.value;
-    let expected = v.next_seq;
     if seq != expected {
         return Err(if seq > expected {
             fail(
@@ -601,7 +599,7 @@ fn check_db_record(v: &mut Verifier, seq: u64, record: &prehash::Hashed) -> Resu
     match record.link {
         // The link was hashed from the stored hash before it; every earlier one matched,
         // so that is the chain (see `prehash`).
-        Some(link) if link.as_bytes() == stored_hash => v.advance(bytes, link, record.leaf),
+        Some(link) if link.as_bytes() == stored_hash => Ok((bytes, link)),
         _ => Err(diagnose(seq, bytes)),
     }
 }

@@ -761,9 +761,7 @@ impl Writer {
         self.commit(Vec::new(), Signing::Now)?;
         Ok(Recorded { seq: Seq::new(seq) })
     }
-}
 
-impl Writer {
     /// Signs a checkpoint over the unsigned records, if there are any.
     fn sign_pending(&mut self) -> Result<(), AuditError> {
         if !self.unsigned || self.store.is_none() {
