@@ -102,17 +102,15 @@ impl Checkpoint {
 
     /// Is the signature valid under the key the checkpoint names?
     pub fn signature_is_valid(&self) -> bool {
-        let msg = match self.form {
+        self.key.verify(&self.signed_bytes(), &self.signature)
+    }
+
+    /// The bytes the signature covers: the note text, or (older logs) the JSON message.
+    pub fn signed_bytes(&self) -> Vec<u8> {
+        match self.form {
             Form::Note => self.note_text().into_bytes(),
-            Form::Json => signed_message(
-                &self.origin,
-                self.size,
-                &self.root,
-                &self.chain_head,
-                &self.time,
-            ),
-        };
-        self.key.verify(&msg, &self.signature)
+            Form::Json => signed_message(&self.origin, self.size, &self.root, &self.chain_head, &self.time),
+        }
     }
 
     /// The checkpoint note text (what a note-form signature covers).
