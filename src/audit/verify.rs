@@ -815,3 +815,60 @@ fn export_line(v: &mut Verifier, line: &[u8]) -> Result<(), VerifyFailure> {
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::keys::{Signature, SigningKey};
+
+    /// `n` checkpoints signed by one key, the `i`th reported at seq `i + 1`.
+    fn jobs(n: u64) -> Vec<SigJob> {
+        let key = SigningKey::generate().unwrap();
+        (0..n)
+            .map(|i| SigJob {
+                report_seq: i + 1,
+                checkpoint: Checkpoint::sign(
+                    &key,
+                    "airlock.test/log",
+                    i + 1,
+                    Sha256Digest::from_bytes([i as u8; 32]),
+                    Sha256Digest::from_bytes([1; 32]),
+                    "2026-12-03T00:00:00Z".into(),
+                ),
+            })
+            .collect()
+    }
+
+    fn first_bad(jobs: Vec<SigJob>) -> Option<u64> {
+        let (tx, rx) = mpsc::channel();
+        for job in jobs {
+            tx.send(job).unwrap();
+        }
+        drop(tx);
+        check_signatures(rx).map(|f| f.seq.get())
+    }
+
+    #[test]
+    fn good_signatures_pass_in_full_and_short_batches() {
+        assert_eq!(first_bad(jobs(SIG_BATCH as u64 * 2 + 3)), None);
+        assert_eq!(first_bad(jobs(1)), None);
+    }
+
+    #[test]
+    fn a_bad_signature_inside_a_batch_is_named() {
+        for (n, bad) in [(150u64, 100usize), (150, 0), (150, 149), (1, 0)] {
+            let mut all = jobs(n);
+            let mut sig = *all[bad].checkpoint.signature.as_bytes();
+            sig[7] ^= 1;
+            all[bad].checkpoint.signature = Signature::from_bytes(sig);
+            assert_eq!(first_bad(all), Some(bad as u64 + 1), "{n} checkpoints, bad at {bad}");
+        }
+    }
+
+    #[test]
+    fn a_signature_under_another_key_is_named() {
+        let mut all = jobs(70);
+        all[65].checkpoint.key = SigningKey::generate().unwrap().public_key();
+        assert_eq!(first_bad(all), Some(66));
+    }
+}
