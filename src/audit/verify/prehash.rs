@@ -38,7 +38,11 @@ type Read = Vec<(sled::IVec, sled::IVec, Sha256Digest)>;
 
 /// The records of a database scan, in order, with their hashes.
 pub(super) struct Prehashed {
-    batches: mpsc::Receiver<(Read, Option<sled::Error>)>,
+    /// `None` only while dropping.
+    batches: Option<mpsc::Receiver<(Read, Option<sled::Error>)>>,
+    /// Joined on drop: the reader holds the database open, and whoever verified may
+    /// open it again next (sled locks it).
+    reader: Option<thread::JoinHandle<()>>,
     ready: VecDeque<Result<Hashed, sled::Error>>,
     lanes: usize,
 }
@@ -51,13 +55,20 @@ impl Prehashed {
     {
         let lanes = thread::available_parallelism().map_or(1, |n| n.get());
         let (tx, batches) = mpsc::sync_channel(AHEAD);
-        // Ends when the scan does, or when the reader is dropped (a send fails).
-        thread::spawn(move || read_ahead(scan, chain, tx));
-        Self { batches, ready: VecDeque::new(), lanes }
+        // Ends when the scan does, or when `batches` is dropped (a send fails).
+        let reader = thread::spawn(move || read_ahead(scan, chain, tx));
+        Self { batches: Some(batches), reader: Some(reader), ready: VecDeque::new(), lanes }
     }
 
     fn fill(&mut self) {
-        let Ok((batch, error)) = self.batches.recv() else {
+        let Some(Ok((batch, error))) = self.batches.as_ref().map(mpsc::Receiver::recv) else {
+            // The reader is gone: the scan ended, or the reader panicked, which must not
+            // pass for the end of the log.
+            if let Some(reader) = self.reader.take()
+                && reader.join().is_err()
+            {
+                self.ready.push_back(Err(sled::Error::ReportableBug("the database reader panicked".into())));
+            }
             return;
         };
         let per_lane = batch.len().div_ceil(self.lanes).max(1);
@@ -130,6 +141,16 @@ fn hash_all(chunk: &[(sled::IVec, sled::IVec, Sha256Digest)]) -> Vec<(Option<Sha
         .collect()
 }
 
+impl Drop for Prehashed {
+    fn drop(&mut self) {
+        // Unblocks a reader waiting to send, then waits at most the rest of its batch.
+        self.batches = None;
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
 impl Iterator for Prehashed {
     type Item = Result<Hashed, sled::Error>;
 
@@ -138,5 +159,43 @@ impl Iterator for Prehashed {
             self.fill();
         }
         self.ready.pop_front()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_early_it_lets_go_of_the_database() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let db = sled::open(&path).unwrap();
+            for i in 0..(BATCH as u64 * 3) {
+                db.insert(i.to_be_bytes(), vec![7u8; 64]).unwrap();
+            }
+            let mut records = Prehashed::new(db.iter(), Sha256Digest::from_bytes([0; 32]));
+            assert!(records.next().is_some_and(|r| r.is_ok()));
+        }
+        // sled locks its directory for as long as any handle lives, the reader's included.
+        sled::open(&path).unwrap();
+    }
+
+    #[test]
+    fn every_record_comes_with_the_stored_hash_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let n = BATCH as u64 + 5;
+        for i in 0..n {
+            db.insert(i.to_be_bytes(), [[i as u8; 32], [1; 32]].concat()).unwrap();
+        }
+        let start = Sha256Digest::from_bytes([9; 32]);
+        let all: Vec<Hashed> = Prehashed::new(db.iter(), start).map(Result::unwrap).collect();
+        assert_eq!(all.len() as u64, n);
+        for (i, h) in all.iter().enumerate() {
+            let before = if i == 0 { start } else { Sha256Digest::from_bytes([(i - 1) as u8; 32]) };
+            assert_eq!(h.link, Some(Sha256Digest::of_parts(&[before.as_bytes(), &[1; 32]])), "record {i}");
+        }
     }
 }
