@@ -65,7 +65,7 @@ impl LogReader {
     pub fn get(&self, seq: Seq) -> Result<Vec<u8>, AuditError> {
         match &self.source {
             Source::Sled(db) => {
-                let value = db.get(store::record_key(seq.get()))?.ok_or(AuditError::NotFound(seq))?;
+                let value = store::record(db, seq.get())?.ok_or(AuditError::NotFound(seq))?;
                 Ok(value.get(32..).unwrap_or_default().to_vec())
             }
             Source::Other(src) => src.get(seq.get())?.ok_or(AuditError::NotFound(seq)),
@@ -75,10 +75,7 @@ impl LogReader {
     /// The highest stored sequence number (0 when empty).
     pub fn last_seq(&self) -> Result<Seq, AuditError> {
         match &self.source {
-            Source::Sled(db) => {
-                let last = db.scan_prefix([store::RECORD_PREFIX]).keys().next_back().transpose()?;
-                Ok(Seq::new(last.and_then(|k| store::key_number(&k)).unwrap_or(0)))
-            }
+            Source::Sled(db) => Ok(Seq::new(store::last_record(db)?)),
             Source::Other(src) => Ok(Seq::new(src.last_seq()?)),
         }
     }
@@ -89,14 +86,10 @@ impl LogReader {
         from: Seq,
     ) -> Box<dyn Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + Send + '_> {
         match &self.source {
-            Source::Sled(db) => {
-                let end = store::record_key(u64::MAX);
-                Box::new(db.range(store::record_key(from.get())..=end).map(|kv| {
-                    let (k, v) = kv?;
-                    let seq = Seq::new(store::key_number(&k).unwrap_or(0));
-                    Ok((seq, v.get(32..).unwrap_or_default().to_vec()))
-                }))
-            }
+            Source::Sled(db) => Box::new(store::records_from(db, from.get()).map(|item| {
+                let (seq, value) = item?;
+                Ok((Seq::new(seq), value.get(32..).unwrap_or_default().to_vec()))
+            })),
             Source::Other(src) => Box::new(Batches { src: src.as_ref(), next: from.get(), buf: Vec::new().into_iter(), done: false }),
         }
     }

@@ -10,7 +10,8 @@
 //!
 //! One group commit: seal (number, chain, sign), write the checkpoint line to
 //! `checkpoints.log` (no sync), write the group to the journal, one `fdatasync` of the
-//! journal (`fsync` only), insert the group into sled (state key last) without flushing.
+//! journal (`fsync` only), insert the group into sled (its records under one key, then the
+//! checkpoint, the state key last) without flushing.
 //! A group whose signature is deferred (`signs_later`) has no checkpoint: no line, and no
 //! `c` key; its records and state go the same way.
 //! sled is flushed and fsynced, and `checkpoints.log` fsynced, only when the journal starts
@@ -71,12 +72,14 @@ impl LogStore for LocalStore {
 
 impl LocalStore {
     fn write_group(&mut self, sealed: super::log_store::Sealed) -> Result<(), AuditError> {
-        let mut pairs: Vec<Pair> = Vec::with_capacity(sealed.records.len() + 2);
-        for rec in sealed.records {
-            let mut value = Vec::with_capacity(32 + rec.bytes.len());
-            value.extend_from_slice(rec.chain.as_bytes());
-            value.extend_from_slice(&rec.bytes);
-            pairs.push((store::record_key(rec.seq).to_vec(), value));
+        let mut pairs: Vec<Pair> = Vec::with_capacity(3);
+        if let Some(last) = sealed.records.last().map(|r| r.seq) {
+            let size = sealed.records.iter().map(|r| store::FRAME + r.bytes.len()).sum();
+            let mut group = Vec::with_capacity(size);
+            for rec in &sealed.records {
+                store::push_to_group(&mut group, &rec.chain, &rec.bytes)?;
+            }
+            pairs.push((store::group_key(last).to_vec(), group));
         }
         // The line goes into checkpoints.log before the group is durable anywhere, so after
         // a kill the file is at most one unacknowledged group ahead of the log (dropped on

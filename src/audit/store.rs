@@ -5,8 +5,14 @@
 //! Uses: sled, the checkpoint and merkle types.
 //! Must not: decide what to write (the writer does) or whether it is valid (verify does).
 //!
-//! Layout of the sled database `<data_dir>/audit` (one tree, so a group is one atomic batch):
-//! - `r` ‖ seq (u64 big-endian) → chain hash after this record (32 bytes) ‖ canonical record
+//! Layout of the sled database `<data_dir>/audit` (one tree):
+//! - `g` ‖ seq of the group's last record (u64 big-endian) → the group's records, in
+//!   order, each as length of the record (u32 big-endian) ‖ chain hash after it (32
+//!   bytes) ‖ canonical record. One key per group: sled's cost is per key (an insert is
+//!   several microseconds, a scanned key most of a microsecond), not per byte.
+//! - `r` ‖ seq (u64 big-endian) → chain hash after this record ‖ canonical record: one key
+//!   per record, as logs written before group keys hold them (read, never written; such a
+//!   log goes on in `g` keys, all after its `r` keys)
 //! - `c` ‖ index (u64 big-endian) → canonical checkpoint
 //! - `s` → `State` (binary, see `State::encode`; canonical JSON in older logs), rewritten
 //!   with every group
@@ -28,6 +34,8 @@ use super::digest::Sha256Digest;
 use super::keys::PublicKey;
 use super::merkle::Frontier;
 
+pub(crate) const GROUP_PREFIX: u8 = b'g';
+/// One key per record: logs written before group keys.
 pub(crate) const RECORD_PREFIX: u8 = b'r';
 pub(crate) const CHECKPOINT_PREFIX: u8 = b'c';
 pub(crate) const STATE_KEY: &[u8] = b"s";
@@ -58,6 +66,156 @@ impl LogPaths {
 
 pub(crate) fn record_key(seq: u64) -> [u8; 9] {
     prefixed(RECORD_PREFIX, seq)
+}
+
+/// The key of the group whose last record is `last`.
+pub(crate) fn group_key(last: u64) -> [u8; 9] {
+    prefixed(GROUP_PREFIX, last)
+}
+
+/// Bytes in front of each record of a group: its length and its chain hash.
+pub(crate) const FRAME: usize = 4 + 32;
+
+/// Appends one record to a group's value (see the layout above).
+pub(crate) fn push_to_group(group: &mut Vec<u8>, chain: &Sha256Digest, bytes: &[u8]) -> Result<(), AuditError> {
+    let len = u32::try_from(bytes.len()).map_err(|_| AuditError::Corrupt("a record over 4 GiB".into()))?;
+    group.extend_from_slice(&len.to_be_bytes());
+    group.extend_from_slice(chain.as_bytes());
+    group.extend_from_slice(bytes);
+    Ok(())
+}
+
+/// Where each record of a group's value lies: (offset of its chain hash, length of hash
+/// and record), or `None` when the value is not a sequence of whole frames.
+fn group_frames(value: &[u8]) -> Option<Vec<(usize, usize)>> {
+    let mut frames = Vec::new();
+    let mut at = 0;
+    while at < value.len() {
+        let len = u32::from_be_bytes(value.get(at..at + 4)?.try_into().ok()?) as usize;
+        let end = (at + FRAME).checked_add(len).filter(|&end| end <= value.len())?;
+        frames.push((at + 4, 32 + len));
+        at = end;
+    }
+    Some(frames)
+}
+
+/// A stored record: its sequence number and `chain hash ‖ canonical record`.
+pub(crate) type StoredRecord = (u64, sled::IVec);
+
+/// Why records could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ScanError {
+    #[error(transparent)]
+    Db(#[from] sled::Error),
+    /// A group's value is not a sequence of whole records (tampering or a torn write).
+    #[error("the records stored up to seq {0} are not whole")]
+    Unreadable(u64),
+}
+
+impl From<ScanError> for AuditError {
+    fn from(e: ScanError) -> AuditError {
+        match e {
+            ScanError::Db(e) => AuditError::Db(e),
+            unreadable @ ScanError::Unreadable(_) => AuditError::Corrupt(unreadable.to_string()),
+        }
+    }
+}
+
+/// The records of `db` from sequence number `from` on, in stored order: the per-record
+/// keys of an older log, then the groups. A record's number is its key's (per record) or
+/// its place in its group, counted back from the group's key; verification checks that
+/// the numbers follow each other. Ends after the first error.
+pub(crate) fn records_from(db: &sled::Db, from: u64) -> Records {
+    Records {
+        old: Some(db.range(record_key(from)..=record_key(u64::MAX))),
+        groups: db.range(group_key(from)..=group_key(u64::MAX)),
+        from,
+        current: Vec::new().into_iter(),
+        done: false,
+    }
+}
+
+/// See `records_from`.
+pub(crate) struct Records {
+    old: Option<sled::Iter>,
+    groups: sled::Iter,
+    from: u64,
+    /// The rest of the group being read.
+    current: std::vec::IntoIter<StoredRecord>,
+    done: bool,
+}
+
+impl Records {
+    fn next_group(&mut self) -> Option<Result<(), ScanError>> {
+        let (key, value) = match self.groups.next()? {
+            Ok(kv) => kv,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let last = key_number(&key).unwrap_or(0);
+        let Some(frames) = group_frames(&value).filter(|f| !f.is_empty() && f.len() as u64 <= last) else {
+            return Some(Err(ScanError::Unreadable(last)));
+        };
+        let first = last + 1 - frames.len() as u64;
+        let records: Vec<StoredRecord> = (first..)
+            .zip(frames)
+            .filter(|(seq, _)| *seq >= self.from)
+            .map(|(seq, (at, len))| (seq, value.subslice(at, len)))
+            .collect();
+        self.current = records.into_iter();
+        Some(Ok(()))
+    }
+}
+
+impl Iterator for Records {
+    type Item = Result<StoredRecord, ScanError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = self.read();
+        if !matches!(item, Some(Ok(_))) {
+            self.done = true;
+        }
+        item
+    }
+}
+
+impl Records {
+    fn read(&mut self) -> Option<Result<StoredRecord, ScanError>> {
+        if let Some(old) = &mut self.old {
+            match old.next() {
+                Some(Ok((k, v))) => return Some(Ok((key_number(&k).unwrap_or(0), v))),
+                Some(Err(e)) => return Some(Err(e.into())),
+                None => self.old = None,
+            }
+        }
+        loop {
+            if let Some(record) = self.current.next() {
+                return Some(Ok(record));
+            }
+            if let Err(e) = self.next_group()? {
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+/// The stored `chain hash ‖ canonical record` of record `seq`.
+pub(crate) fn record(db: &sled::Db, seq: u64) -> Result<Option<sled::IVec>, AuditError> {
+    if let Some(value) = db.get(record_key(seq))? {
+        return Ok(Some(value));
+    }
+    match records_from(db, seq).next().transpose()? {
+        Some((found, value)) if found == seq => Ok(Some(value)),
+        _ => Ok(None),
+    }
+}
+
+/// Whether the database holds any record.
+pub(crate) fn has_records(db: &sled::Db) -> Result<bool, AuditError> {
+    Ok(db.scan_prefix([GROUP_PREFIX]).next().transpose()?.is_some()
+        || db.scan_prefix([RECORD_PREFIX]).next().transpose()?.is_some())
 }
 
 pub(crate) fn checkpoint_key(index: u64) -> [u8; 9] {
@@ -104,8 +262,11 @@ pub(crate) fn open_and_replay(path: &Path) -> Result<(sled::Db, journal::Replaye
 }
 
 /// The last record's sequence number in the database (0: none).
-fn last_record(db: &sled::Db) -> Result<u64, AuditError> {
-    Ok(db.scan_prefix([RECORD_PREFIX]).keys().next_back().transpose()?.and_then(|k| key_number(&k)).unwrap_or(0))
+pub(crate) fn last_record(db: &sled::Db) -> Result<u64, AuditError> {
+    let last = |prefix: u8| -> Result<u64, AuditError> {
+        Ok(db.scan_prefix([prefix]).keys().next_back().transpose()?.and_then(|k| key_number(&k)).unwrap_or(0))
+    };
+    Ok(last(GROUP_PREFIX)?.max(last(RECORD_PREFIX)?))
 }
 
 /// How many checkpoints the database holds (the last checkpoint key's index + 1).
@@ -495,6 +656,54 @@ mod tests {
         }
         s.checkpoints = records / 2;
         s
+    }
+
+    fn stored(n: u64) -> Vec<u8> {
+        [vec![n as u8; 32], format!("record {n}").into_bytes()].concat()
+    }
+
+    /// An older log's per-record keys 1..=3, then groups 4..=5 and 6.
+    fn mixed_log() -> (tempfile::TempDir, sled::Db) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        for n in 1..=3 {
+            db.insert(record_key(n), stored(n)).unwrap();
+        }
+        for group in [4..=5u64, 6..=6] {
+            let mut value = Vec::new();
+            for n in group.clone() {
+                push_to_group(&mut value, &Sha256Digest::from_bytes([n as u8; 32]), format!("record {n}").as_bytes()).unwrap();
+            }
+            db.insert(group_key(*group.end()), value).unwrap();
+        }
+        (dir, db)
+    }
+
+    #[test]
+    fn records_read_across_per_record_keys_and_groups_in_order() {
+        let (_dir, db) = mixed_log();
+        let all: Vec<(u64, Vec<u8>)> = records_from(&db, 0).map(|r| r.map(|(n, v)| (n, v.to_vec())).unwrap()).collect();
+        assert_eq!(all, (1..=6).map(|n| (n, stored(n))).collect::<Vec<_>>());
+        let from: Vec<u64> = records_from(&db, 5).map(|r| r.unwrap().0).collect();
+        assert_eq!(from, [5, 6]);
+        for n in 1..=6 {
+            assert_eq!(record(&db, n).unwrap().as_deref(), Some(stored(n).as_slice()), "record {n}");
+        }
+        assert_eq!(record(&db, 7).unwrap(), None);
+        assert_eq!(last_record(&db).unwrap(), 6);
+        assert!(has_records(&db).unwrap());
+    }
+
+    #[test]
+    fn a_group_that_is_not_whole_records_ends_the_scan_with_an_error() {
+        let (_dir, db) = mixed_log();
+        let value = db.get(group_key(5)).unwrap().unwrap();
+        db.insert(group_key(5), &value[..value.len() - 1]).unwrap();
+        let seen: Vec<Result<u64, String>> = records_from(&db, 0).map(|r| r.map(|(n, _)| n).map_err(|e| e.to_string())).collect();
+        assert_eq!(seen, [Ok(1), Ok(2), Ok(3), Err("the records stored up to seq 5 are not whole".into())]);
+        // More records than numbers below the key cannot be numbered either.
+        db.insert(group_key(1), value).unwrap();
+        assert!(matches!(records_from(&db, 0).last(), Some(Err(ScanError::Unreadable(1)))));
     }
 
     #[test]

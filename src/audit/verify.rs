@@ -532,7 +532,7 @@ fn walk_db(
     snapshot: Snapshot,
     unsigned: &mut Option<(u64, u64)>,
 ) -> Result<u64, VerifyFailure> {
-    let mut records = prehash::Prehashed::new(db.scan_prefix([store::RECORD_PREFIX]), v.chain).peekable();
+    let mut records = prehash::Prehashed::new(store::records_from(db, 0), v.chain).peekable();
     let mut last_seen = 0u64;
     for (index, (_, cp)) in stored.iter().enumerate() {
         let Some(cp) = cp.clone() else {
@@ -555,13 +555,10 @@ fn walk_db(
                         ),
                     ));
                 }
-                Some(Err(e)) => {
-                    *db_error = Some(e.into());
-                    return Err(fail(v.next_seq, Problem::Malformed, "database read failed"));
-                }
+                Some(Err(e)) => return Err(unreadable(v.next_seq, e, db_error)),
                 Some(Ok(hashed)) => hashed,
             };
-            let seq = store::key_number(&key.key).unwrap_or(0);
+            let seq = key.seq;
             last_seen = seq;
             check_db_record(v, seq, &key)?;
         }
@@ -573,18 +570,27 @@ fn walk_db(
         for (expected, item) in (v.next_seq..).zip(records) {
             let hashed = match item {
                 Ok(hashed) => hashed,
-                Err(e) => {
-                    *db_error = Some(e.into());
-                    return Err(fail(expected, Problem::Malformed, "database read failed"));
-                }
+                Err(e) => return Err(unreadable(expected, e, db_error)),
             };
-            let seq = store::key_number(&hashed.key).unwrap_or(0);
+            let seq = hashed.seq;
             linked_db_record(expected, seq, &hashed)?;
             *unsigned = Some((unsigned.map_or(seq, |(first, _)| first), seq));
             last_seen = seq;
         }
     }
     Ok(last_seen.max(v.next_seq - 1))
+}
+
+/// A record that could not be read at `expected`: a group whose records are not whole is
+/// a finding about the log; a database error is not (it goes to `db_error`).
+fn unreadable(expected: u64, e: store::ScanError, db_error: &mut Option<AuditError>) -> VerifyFailure {
+    match e {
+        store::ScanError::Unreadable(_) => fail(expected, Problem::Malformed, e.to_string()),
+        store::ScanError::Db(e) => {
+            *db_error = Some(e.into());
+            fail(expected, Problem::Malformed, "database read failed")
+        }
+    }
 }
 
 fn check_db_record(v: &mut Verifier, seq: u64, record: &prehash::Hashed) -> Result<(), VerifyFailure> {

@@ -135,7 +135,7 @@ impl AuditLog {
                 State::decode(&bytes)
                     .ok_or_else(|| AuditError::Corrupt("unreadable writer state".into()))?,
             ),
-            None if db.scan_prefix([store::RECORD_PREFIX]).next().is_some() => {
+            None if store::has_records(&db)? => {
                 return Err(AuditError::Corrupt("records without writer state".into()));
             }
             None => None,
@@ -416,16 +416,8 @@ fn load_key(
 
 /// Cheap consistency check of the persisted state against the last stored keys.
 fn check_state(db: &sled::Db, state: State) -> Result<State, AuditError> {
-    let last = |prefix: u8| -> Result<Option<u64>, AuditError> {
-        Ok(db
-            .scan_prefix([prefix])
-            .keys()
-            .next_back()
-            .transpose()?
-            .and_then(|k| store::key_number(&k)))
-    };
-    let last_seq = last(store::RECORD_PREFIX)?.unwrap_or(0);
-    let checkpoints = last(store::CHECKPOINT_PREFIX)?.map_or(0, |i| i + 1);
+    let last_seq = store::last_record(db)?;
+    let checkpoints = store::stored_checkpoints(db)?;
     if last_seq != state.seq || checkpoints != state.checkpoints {
         return Err(AuditError::Corrupt(format!(
             "writer state says {} records and {} checkpoints, database has {last_seq} and {checkpoints}; run `airlock log verify`",

@@ -2,7 +2,9 @@
 //! key rotation, and a library-level crash check.
 //!
 //! Logs are written with the library API, tampered with through sled directly (the gateway
-//! must be stopped: sled locks its database), then checked with `airlock log …`.
+//! must be stopped: sled locks its database), then checked with `airlock log …`. A group's
+//! records are one sled key, `g` ‖ its last seq, each record framed as its length (u32 BE)
+//! ‖ chain hash ‖ canonical bytes; `write_log` makes a group of every record.
 //! The gateway-level crash test (SIGKILL under load) belongs here too: `run_airlock` and
 //! `verify_dir` are the helpers it needs.
 
@@ -125,10 +127,10 @@ fn intact_log_verifies_with_the_local_key_and_with_the_shown_public_key() {
 fn edited_byte_of_a_record_is_reported_with_its_seq() {
     let dir = fresh_log(20);
     with_db(dir.path(), |db| {
-        let mut v = db.get(db_key(b'r', 7)).unwrap().unwrap().to_vec();
+        let mut v = db.get(db_key(b'g', 7)).unwrap().unwrap().to_vec();
         let at = v.windows(5).position(|w| w == b"alice").unwrap();
         v[at] = b'A';
-        db.insert(db_key(b'r', 7), v).unwrap();
+        db.insert(db_key(b'g', 7), v).unwrap();
     });
     assert_verify_fails(dir.path(), &[], "seq 7: edited");
 }
@@ -137,7 +139,7 @@ fn edited_byte_of_a_record_is_reported_with_its_seq() {
 fn deleted_record_is_reported_missing_with_its_seq() {
     let dir = fresh_log(20);
     with_db(dir.path(), |db| {
-        db.remove(db_key(b'r', 9)).unwrap();
+        db.remove(db_key(b'g', 9)).unwrap();
     });
     assert_verify_fails(dir.path(), &[], "seq 9: missing");
 }
@@ -146,10 +148,10 @@ fn deleted_record_is_reported_missing_with_its_seq() {
 fn swapped_records_are_reported_reordered_at_the_first_of_them() {
     let dir = fresh_log(20);
     with_db(dir.path(), |db| {
-        let a = db.get(db_key(b'r', 4)).unwrap().unwrap();
-        let b = db.get(db_key(b'r', 11)).unwrap().unwrap();
-        db.insert(db_key(b'r', 4), b).unwrap();
-        db.insert(db_key(b'r', 11), a).unwrap();
+        let a = db.get(db_key(b'g', 4)).unwrap().unwrap();
+        let b = db.get(db_key(b'g', 11)).unwrap().unwrap();
+        db.insert(db_key(b'g', 4), b).unwrap();
+        db.insert(db_key(b'g', 11), a).unwrap();
     });
     assert_verify_fails(dir.path(), &[], "seq 4: reordered");
 }
@@ -159,10 +161,46 @@ fn truncated_tail_is_reported_at_the_first_lost_seq() {
     let dir = fresh_log(20);
     with_db(dir.path(), |db| {
         for seq in 18..=20 {
-            db.remove(db_key(b'r', seq)).unwrap();
+            db.remove(db_key(b'g', seq)).unwrap();
         }
     });
     assert_verify_fails(dir.path(), &[], "seq 18: truncated");
+}
+
+#[test]
+fn a_group_cut_short_is_reported_at_its_first_unread_record() {
+    let dir = fresh_log(20);
+    with_db(dir.path(), |db| {
+        let v = db.get(db_key(b'g', 12)).unwrap().unwrap();
+        db.insert(db_key(b'g', 12), &v[..v.len() - 3]).unwrap();
+    });
+    assert_verify_fails(dir.path(), &[], "seq 12: malformed");
+}
+
+/// A log written with one sled key per record (before group keys) reads as it did, and
+/// so does one that went on in groups after it.
+#[test]
+fn records_stored_one_key_each_still_verify_beside_groups() {
+    let dir = fresh_log(20);
+    with_db(dir.path(), |db| {
+        for seq in 1..=10 {
+            let group = db.remove(db_key(b'g', seq)).unwrap().unwrap();
+            db.insert(db_key(b'r', seq), &group[4..]).unwrap();
+        }
+    });
+    let ok = assert_verify_ok(dir.path(), &[]);
+    assert!(ok.contains("records 1..=20 intact"), "{ok}");
+    let out = run_airlock(&["log", "export", "--format", "jsonl", "--data-dir", dir.path().to_str().unwrap(), "--since", "9"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let seqs: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()?.get("seq")?.as_u64())
+        .collect();
+    assert_eq!(seqs, (9..=20).collect::<Vec<_>>());
+    with_db(dir.path(), |db| {
+        db.remove(db_key(b'r', 5)).unwrap();
+    });
+    assert_verify_fails(dir.path(), &[], "seq 5: missing");
 }
 
 #[test]
@@ -170,7 +208,7 @@ fn truncated_tail_with_its_checkpoints_is_caught_by_the_checkpoint_file() {
     let dir = fresh_log(20);
     with_db(dir.path(), |db| {
         for seq in 18..=20 {
-            db.remove(db_key(b'r', seq)).unwrap();
+            db.remove(db_key(b'g', seq)).unwrap();
             db.remove(db_key(b'c', seq - 1)).unwrap();
         }
     });
@@ -630,9 +668,11 @@ fn an_edited_unsigned_tail_is_reported_edited() {
     write_log(config(dir.path()), 3);
     with_db(dir.path(), |db| {
         // A fourth record that claims a chain it does not continue.
-        let mut value = vec![0u8; 32];
-        value.extend_from_slice(br#"{"kind":"call_received","seq":4}"#);
-        db.insert(db_key(b'r', 4), value).unwrap();
+        let record = br#"{"kind":"call_received","seq":4}"#;
+        let mut value = (record.len() as u32).to_be_bytes().to_vec();
+        value.extend_from_slice(&[0u8; 32]);
+        value.extend_from_slice(record);
+        db.insert(db_key(b'g', 4), value).unwrap();
     });
     assert_verify_fails(dir.path(), &[], "edited");
 }

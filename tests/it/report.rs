@@ -81,17 +81,27 @@ fn the_html_report_is_self_contained_and_a_tampered_log_fails_on_top_with_exit_1
     let seq;
     {
         let db = sled::open(data.join("audit")).expect("open db");
+        // A group: `g` ‖ its last seq → records framed as length (u32 BE) ‖ chain hash ‖ bytes.
         let (key, value) = db
-            .scan_prefix([b'r'])
+            .scan_prefix([b'g'])
             .filter_map(Result::ok)
             .find(|(_, v)| v.windows(7).any(|w| w == b"\"agent\""))
             .expect("a record naming the agent");
         let mut value = value.to_vec();
         let at = value.windows(5).position(|w| w == b"agent").expect("principal in record");
         value[at] = b'A';
-        db.insert(&key, value).expect("insert");
+        db.insert(&key, value.as_slice()).expect("insert");
         db.flush().expect("flush");
-        seq = u64::from_be_bytes(key[1..9].try_into().expect("key"));
+        let mut frames = Vec::new();
+        let mut start = 0;
+        while start < value.len() {
+            let len = u32::from_be_bytes(value[start..start + 4].try_into().expect("frame")) as usize;
+            frames.push(start);
+            start += 4 + 32 + len;
+        }
+        let last = u64::from_be_bytes(key[1..9].try_into().expect("key"));
+        let edited = frames.iter().rposition(|&f| f <= at).expect("a frame");
+        seq = last - (frames.len() - 1 - edited) as u64;
     }
     let out = report(&data, &["--out", html_file.to_str().expect("path")]);
     assert_eq!(out.status.code(), Some(1), "a tampered log's report exited {:?}", out.status);

@@ -16,6 +16,7 @@ use std::thread;
 
 use super::super::digest::Sha256Digest;
 use super::super::merkle::leaf_hash;
+use super::super::store::{ScanError, StoredRecord};
 
 /// Records per batch: large enough that starting the threads costs nothing beside the
 /// hashing, small enough to keep memory flat on a large log.
@@ -25,7 +26,7 @@ const AHEAD: usize = 2;
 
 /// One record with its hashes.
 pub(super) struct Hashed {
-    pub key: sled::IVec,
+    pub seq: u64,
     pub value: sled::IVec,
     /// `SHA-256(stored hash of the record before ‖ record bytes)`; `None` when the stored
     /// entry is too short to hold a hash and a record.
@@ -34,16 +35,16 @@ pub(super) struct Hashed {
 }
 
 /// A batch as read: each record with the stored hash of the record before it.
-type Read = Vec<(sled::IVec, sled::IVec, Sha256Digest)>;
+type Read = Vec<(u64, sled::IVec, Sha256Digest)>;
 
 /// The records of a database scan, in order, with their hashes.
 pub(super) struct Prehashed {
     /// `None` only while dropping.
-    batches: Option<mpsc::Receiver<(Read, Option<sled::Error>)>>,
+    batches: Option<mpsc::Receiver<(Read, Option<ScanError>)>>,
     /// Joined on drop: the reader holds the database open, and whoever verified may
     /// open it again next (sled locks it).
     reader: Option<thread::JoinHandle<()>>,
-    ready: VecDeque<Result<Hashed, sled::Error>>,
+    ready: VecDeque<Result<Hashed, ScanError>>,
     lanes: usize,
 }
 
@@ -51,7 +52,7 @@ impl Prehashed {
     /// `chain` is the chain hash before the scan's first record.
     pub(super) fn new<I>(scan: I, chain: Sha256Digest) -> Self
     where
-        I: Iterator<Item = Result<(sled::IVec, sled::IVec), sled::Error>> + Send + 'static,
+        I: Iterator<Item = Result<StoredRecord, ScanError>> + Send + 'static,
     {
         let lanes = thread::available_parallelism().map_or(1, |n| n.get());
         let (tx, batches) = mpsc::sync_channel(AHEAD);
@@ -67,7 +68,7 @@ impl Prehashed {
             if let Some(reader) = self.reader.take()
                 && reader.join().is_err()
             {
-                self.ready.push_back(Err(sled::Error::ReportableBug("the database reader panicked".into())));
+                self.ready.push_back(Err(ScanError::Db(sled::Error::ReportableBug("the database reader panicked".into()))));
             }
             return;
         };
@@ -81,8 +82,8 @@ impl Prehashed {
                 .flat_map(|(n, w)| w.join().unwrap_or_else(|_| vec![(None, Sha256Digest::from_bytes([0; 32])); n]))
                 .collect()
         });
-        for ((key, value, _), (link, leaf)) in batch.into_iter().zip(hashes) {
-            self.ready.push_back(Ok(Hashed { key, value, link, leaf }));
+        for ((seq, value, _), (link, leaf)) in batch.into_iter().zip(hashes) {
+            self.ready.push_back(Ok(Hashed { seq, value, link, leaf }));
         }
         if let Some(e) = error {
             self.ready.push_back(Err(e));
@@ -92,9 +93,9 @@ impl Prehashed {
 
 /// Reads `scan` in batches, each record paired with the stored hash before it; a read
 /// error ends the last batch.
-fn read_ahead<I>(mut scan: I, mut before: Sha256Digest, tx: mpsc::SyncSender<(Read, Option<sled::Error>)>)
+fn read_ahead<I>(mut scan: I, mut before: Sha256Digest, tx: mpsc::SyncSender<(Read, Option<ScanError>)>)
 where
-    I: Iterator<Item = Result<(sled::IVec, sled::IVec), sled::Error>>,
+    I: Iterator<Item = Result<StoredRecord, ScanError>>,
 {
     loop {
         let mut batch = Vec::with_capacity(BATCH);
@@ -106,14 +107,14 @@ where
                     done = true;
                     break;
                 }
-                Some(Ok((key, value))) => {
+                Some(Ok((seq, value))) => {
                     let prior = before;
                     if let Some(stored) = value.get(..32) {
                         let mut bytes = [0u8; 32];
                         bytes.copy_from_slice(stored);
                         before = Sha256Digest::from_bytes(bytes);
                     }
-                    batch.push((key, value, prior));
+                    batch.push((seq, value, prior));
                 }
                 Some(Err(e)) => {
                     error = Some(e);
@@ -131,7 +132,7 @@ where
     }
 }
 
-fn hash_all(chunk: &[(sled::IVec, sled::IVec, Sha256Digest)]) -> Vec<(Option<Sha256Digest>, Sha256Digest)> {
+fn hash_all(chunk: &[(u64, sled::IVec, Sha256Digest)]) -> Vec<(Option<Sha256Digest>, Sha256Digest)> {
     chunk
         .iter()
         .map(|(_, value, before)| match value.get(32..) {
@@ -152,7 +153,7 @@ impl Drop for Prehashed {
 }
 
 impl Iterator for Prehashed {
-    type Item = Result<Hashed, sled::Error>;
+    type Item = Result<Hashed, ScanError>;
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.ready.is_empty() {
@@ -166,6 +167,13 @@ impl Iterator for Prehashed {
 mod tests {
     use super::*;
 
+    fn numbered(db: &sled::Db) -> impl Iterator<Item = Result<StoredRecord, ScanError>> + Send + 'static {
+        db.iter().map(|kv| {
+            let (k, v) = kv?;
+            Ok((u64::from_be_bytes(k.as_ref().try_into().unwrap()), v))
+        })
+    }
+
     #[test]
     fn dropped_early_it_lets_go_of_the_database() {
         let dir = tempfile::tempdir().unwrap();
@@ -175,7 +183,7 @@ mod tests {
             for i in 0..(BATCH as u64 * 3) {
                 db.insert(i.to_be_bytes(), vec![7u8; 64]).unwrap();
             }
-            let mut records = Prehashed::new(db.iter(), Sha256Digest::from_bytes([0; 32]));
+            let mut records = Prehashed::new(numbered(&db), Sha256Digest::from_bytes([0; 32]));
             assert!(records.next().is_some_and(|r| r.is_ok()));
         }
         // sled locks its directory for as long as any handle lives, the reader's included.
@@ -191,7 +199,7 @@ mod tests {
             db.insert(i.to_be_bytes(), [[i as u8; 32], [1; 32]].concat()).unwrap();
         }
         let start = Sha256Digest::from_bytes([9; 32]);
-        let all: Vec<Hashed> = Prehashed::new(db.iter(), start).map(Result::unwrap).collect();
+        let all: Vec<Hashed> = Prehashed::new(numbered(&db), start).map(Result::unwrap).collect();
         assert_eq!(all.len() as u64, n);
         for (i, h) in all.iter().enumerate() {
             let before = if i == 0 { start } else { Sha256Digest::from_bytes([(i - 1) as u8; 32]) };
