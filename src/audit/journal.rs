@@ -191,13 +191,6 @@ impl Journal {
         Ok(())
     }
 
-    /// A second handle on the journal's file, to sync from another thread (`local`). The
-    /// file is never replaced (`reset` rewrites its header), so the handle stays valid.
-    pub(crate) fn sync_handle(&self) -> Result<(File, PathBuf), AuditError> {
-        let file = self.file.try_clone().map_err(|e| AuditError::io(&self.path, e))?;
-        Ok((file, self.path.clone()))
-    }
-
     /// Makes the appended entries durable: the one `fdatasync` of a group commit.
     pub(crate) fn sync(&mut self) -> Result<(), AuditError> {
         self.file

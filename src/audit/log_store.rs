@@ -44,9 +44,6 @@ pub struct SealedRecord {
     pub bytes: Vec<u8>,
 }
 
-/// Told how a group written by `LogStore::commit_then` ended.
-pub type Done = Box<dyn FnOnce(Result<Committed, AuditError>) + Send>;
-
 /// A group the store made durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
@@ -63,18 +60,6 @@ pub trait LogStore: Send {
     /// returns, or nothing. An error means the group is not acknowledged; the store decides
     /// whether later groups may still be tried (an unreachable database: yes).
     fn commit(&mut self, seal: Seal) -> Result<Committed, AuditError>;
-    /// `commit`, but may return once the group is written and before it is durable:
-    /// `done` gets the result when it is, perhaps on another thread, in the order the
-    /// groups were written (each before the next's). A group written here is the head the
-    /// next seal sees. The default commits and calls `done` at once.
-    fn commit_then(&mut self, seal: Seal, done: Done) {
-        done(self.commit(seal));
-    }
-    /// Whether no written group waits to become durable. `commit` waits for them itself;
-    /// a caller that would rather not wait asks first.
-    fn idle(&self) -> bool {
-        true
-    }
     /// Whether the signing key may be rotated by this writer alone (not when replicas
     /// share the log: they would disagree on the key).
     fn rotation_allowed(&self) -> bool {

@@ -479,11 +479,6 @@ pub(crate) struct CheckpointFile {
     cap: u64,
 }
 
-/// Groups written and not yet durable, at most (the one being synced and the one written
-/// meanwhile, see `local`): so many lines `checkpoints.log` may hold past the log after a
-/// power loss.
-pub(crate) const IN_FLIGHT: usize = 2;
-
 /// How much zero-filled space is added at a time.
 const CHUNK: u64 = 1 << 20;
 
@@ -519,11 +514,11 @@ impl CheckpointFile {
             None => 0,
             Some(line) => match stored.iter().rposition(|c| *c == line) {
                 Some(i) => i + 1,
-                // Lines ahead: groups being written when the process or the machine stopped,
-                // never acknowledged (the writer puts the line in the file before the journal).
-                None if let Some(ahead) = cf.ahead(&stored, &line) => {
-                    tracing::warn!(path = %path.display(), lines = ahead, "dropping the last checkpoints of checkpoints.log: their groups were never committed");
-                    cf.drop_last_lines(ahead)?;
+                // One line ahead: the group being written when the process stopped, never
+                // acknowledged (the writer puts the line in the file before the database).
+                None if cf.ahead_by_one(&stored, &line) => {
+                    tracing::warn!(path = %path.display(), "dropping the last checkpoint of checkpoints.log: its group was never committed");
+                    cf.drop_last_line(line.len())?;
                     stored.len()
                 }
                 None => {
@@ -547,21 +542,19 @@ impl CheckpointFile {
         Ok(cf)
     }
 
-    /// How many lines the file holds past the database's checkpoints, if that is 1 to
-    /// `IN_FLIGHT` and every other line equals the database's; `last` is the file's last.
-    fn ahead(&self, stored: &[Vec<u8>], last: &[u8]) -> Option<usize> {
+    /// Is `last` the file's only line past the database's checkpoints (all others equal)?
+    fn ahead_by_one(&self, stored: &[Vec<u8>], last: &[u8]) -> bool {
         let lines = read_checkpoint_lines(&self.path).unwrap_or_default();
-        let ahead = lines.len().checked_sub(stored.len()).filter(|n| (1..=IN_FLIGHT).contains(n))?;
-        (lines.last().is_some_and(|l| l == last) && lines.iter().zip(stored).all(|(l, c)| l == c)).then_some(ahead)
+        lines.len() == stored.len() + 1
+            && lines.last().is_some_and(|l| l == last)
+            && lines.iter().zip(stored).all(|(l, c)| l == c)
     }
 
-    /// Zeroes the last `n` lines.
-    fn drop_last_lines(&mut self, n: usize) -> Result<(), AuditError> {
+    /// Zeroes the last line (`len` bytes plus its newline).
+    fn drop_last_line(&mut self, len: usize) -> Result<(), AuditError> {
         let io = |e| AuditError::io(&self.path, e);
-        let lines = read_checkpoint_lines(&self.path)?;
-        let len: u64 = lines.iter().rev().take(n).map(|l| l.len() as u64 + 1).sum();
-        let from = self.end - len;
-        self.file.write_all_at(&vec![0u8; usize::try_from(len).unwrap_or(0)], from).map_err(io)?;
+        let from = self.end - len as u64 - 1;
+        self.file.write_all_at(&vec![0u8; len + 1], from).map_err(io)?;
         self.file.sync_all().map_err(io)?;
         self.end = from;
         Ok(())

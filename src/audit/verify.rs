@@ -666,19 +666,14 @@ fn compare_checkpoint_log(
         }
     };
     for (i, line) in lines.iter().enumerate() {
-        if i == stored.len()
-            && lines.len() - i <= store::IN_FLIGHT
-            && lines[i..].iter().all(|l| Checkpoint::from_slice(l).is_some())
-        {
-            // The writer puts a group's line in the file before the journal: lines ahead,
-            // up to the groups it may have in flight, are groups a stopped gateway was
-            // writing, never acknowledged.
-            let size = lines.last().and_then(|l| Checkpoint::from_slice(l)).map_or(0, |c| c.size);
+        if i == stored.len() && i + 1 == lines.len() && Checkpoint::from_slice(line).is_some() {
+            // The writer puts a group's line in the file before the database: one line
+            // ahead is the group a stopped gateway was writing, never acknowledged.
+            let size = Checkpoint::from_slice(line).map_or(0, |c| c.size);
             return (
                 None,
                 Some(format!(
-                    "checkpoints.log ends with {} checkpoint(s), up to {size} records, that the database lacks: groups being written when the gateway stopped (never acknowledged); the next start drops them",
-                    lines.len() - i
+                    "checkpoints.log ends with a checkpoint for {size} records that the database lacks: the group being written when the gateway stopped (never acknowledged); the next start drops it"
                 )),
             );
         }

@@ -46,7 +46,7 @@ use super::arguments::{ARGS_KEY_FILE, ArgsKey, Redactor};
 use super::record::{Prepared, Record, RecordKind};
 use super::journal::{self, Journal};
 use super::local::LocalStore;
-use super::log_store::{Committed, Done, LogStore, Readers, Seal, Sealed, SealedRecord};
+use super::log_store::{LogStore, Readers, Seal, Sealed, SealedRecord};
 use super::store::{self, CheckpointFile, DirSyncer, LogPaths, State};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -166,8 +166,16 @@ impl AuditLog {
         let unsigned = state.seq > logged_size(&db)?;
         let read_db = db.clone();
         let readers: Readers = Arc::new(move || Ok(LogReader::from_db(read_db.clone())));
-        let fsync = matches!(cfg.durability, Durability::Fsync);
-        let local = LocalStore::new(db, paths.db.clone(), syncer, journal, checkpoints, state.clone(), fsync)?;
+        let local = LocalStore {
+            db,
+            syncer,
+            journal,
+            db_dir: paths.db.clone(),
+            checkpoints,
+            state: state.clone(),
+            fsync: matches!(cfg.durability, Durability::Fsync),
+            failed: None,
+        };
         start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true, unsigned, sign_within: cfg.sign_within })
     }
 
@@ -250,7 +258,7 @@ impl AuditLog {
     }
 
     /// Commits `records` as one group on this thread if the writer is idle: nothing queued
-    /// for its thread, no group being committed and none still being synced. `Err` gives them back when it is busy.
+    /// for its thread and no group being committed. `Err` gives them back when it is busy.
     fn commit_here(&self, records: Vec<Prepared>, alone: bool, signing: Signing) -> Result<Result<Vec<Recorded>, AuditError>, Vec<Prepared>> {
         if !self.shared.inline || !alone || self.tx.capacity() < self.tx.max_capacity() {
             return Err(records);
@@ -260,11 +268,6 @@ impl AuditLog {
             Err(TryLockError::WouldBlock) => return Err(records),
             Err(TryLockError::Poisoned(_)) => return Ok(Err(AuditError::Closed)),
         };
-        // Groups the writer thread wrote may still be syncing: its store then makes them
-        // durable in order, so this group queues behind them rather than wait here.
-        if writer.store.as_ref().is_some_and(|store| !store.idle()) {
-            return Err(records);
-        }
         let committed = writer.commit_counted(records, signing);
         Ok(committed.map(|(first, last)| (first..=last).map(|n| Recorded { seq: Seq::new(n) }).collect()))
     }
@@ -476,7 +479,7 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
         store: Some(s.store),
         key: s.key.clone(),
         origin: s.origin,
-        durable: Arc::new(durable_tx),
+        durable: durable_tx,
         defers,
         unsigned: s.unsigned,
         deadline: deadline.clone(),
@@ -536,8 +539,8 @@ struct Writer {
     store: Option<Box<dyn LogStore>>,
     key: Arc<SigningKey>,
     origin: String,
-    /// Told the record count after each durable group (also from the store's thread).
-    durable: Arc<watch::Sender<u64>>,
+    /// Told the record count after each durable group.
+    durable: watch::Sender<u64>,
     /// The store may keep a group without a checkpoint (`LogStore::signs_later`).
     defers: bool,
     /// Records past the last checkpoint (a deferred group's), to be signed.
@@ -693,65 +696,34 @@ fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>) {
 }
 
 impl Writer {
-    /// Commits a group from the writer thread: the store may report it durable later, on
-    /// its own thread (`LogStore::commit_then`), while this thread goes on to the next.
     fn commit_group(&mut self, group: &mut Vec<(Prepared, Ack)>, signing: Signing) {
         if group.is_empty() {
             return;
         }
         let (records, acks): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        let (size, started) = (records.len(), Instant::now());
-        let (sealer, sign, adds) = self.sealer(records, signing);
-        let durable = self.durable.clone();
-        let done: Done = Box::new(move |result: Result<Committed, AuditError>| {
-            super::stats::committed(super::stats::GroupCommitted { records: size, elapsed: started.elapsed(), ok: result.is_ok() });
-            if let Ok(committed) = &result {
-                publish_durable(&durable, committed.size);
-            }
-            let range = result.map(|c| (c.first, c.last));
-            for (ack, seq) in acks.into_iter().zip(seq_range(&range)) {
-                let _ = ack.send(seq.map(|seq| Recorded { seq }));
-            }
-        });
-        match self.store.as_mut() {
-            Some(store) => store.commit_then(sealer, done),
-            None => done(Err(AuditError::Closed)),
+        let result = self.commit_counted(records, signing);
+        for (ack, seq) in acks.into_iter().zip(seq_range(&result)) {
+            let _ = ack.send(seq.map(|seq| Recorded { seq }));
         }
-        self.note_signed(sign, adds);
     }
 
     /// `commit`, counted in the group-commit statistics.
     fn commit_counted(&mut self, records: Vec<Prepared>, signing: Signing) -> Result<(u64, u64), AuditError> {
-        let (size, started) = (records.len(), Instant::now());
+        let (size, started) = (records.len(), std::time::Instant::now());
         let result = self.commit(records, signing);
         super::stats::committed(super::stats::GroupCommitted { records: size, elapsed: started.elapsed(), ok: result.is_ok() });
         result
     }
 
     /// Commits `records` and, unless signing is deferred, one checkpoint (which covers any
-    /// unsigned records before them too), on this thread; returns the first and last
-    /// sequence numbers once they are durable.
+    /// unsigned records before them too); returns the first and last sequence numbers.
     fn commit(&mut self, records: Vec<Prepared>, signing: Signing) -> Result<(u64, u64), AuditError> {
-        let (sealer, sign, adds) = self.sealer(records, signing);
         let store = self.store.as_mut().ok_or(AuditError::Closed)?;
-        let committed = store.commit(sealer)?;
-        self.note_signed(sign, adds);
-        publish_durable(&self.durable, committed.size);
-        Ok((committed.first, committed.last))
-    }
-
-    /// The seal of a group of `records`, whether it signs, and whether it adds records.
-    fn sealer(&self, records: Vec<Prepared>, signing: Signing) -> (Seal, bool, bool) {
         let sign = signing == Signing::Now || !self.defers || records.is_empty();
         let adds = !records.is_empty();
         let (key, origin, time) = (self.key.clone(), self.origin.clone(), now_rfc3339());
         let sealer: Seal = Box::new(move |head: &State| Ok(seal(head, &records, &key, &origin, &time, sign)));
-        (sealer, sign, adds)
-    }
-
-    /// After a group is written: a signed one covers every unsigned record before it; an
-    /// unsigned one must be signed by the deadline.
-    fn note_signed(&mut self, sign: bool, adds: bool) {
+        let committed = store.commit(sealer)?;
         if sign && self.unsigned {
             self.unsigned = false;
             self.deadline.clear();
@@ -759,6 +731,12 @@ impl Writer {
             self.unsigned = true;
             self.deadline.arm();
         }
+        self.durable.send_if_modified(|durable| {
+            let grew = committed.size > *durable;
+            *durable = (*durable).max(committed.size);
+            grew
+        });
+        Ok((committed.first, committed.last))
     }
 
     /// Logs the rotation under the old key, then a checkpoint under the new key, so the new
@@ -783,15 +761,6 @@ impl Writer {
         }
         self.commit(Vec::new(), Signing::Now).map(|_| ())
     }
-}
-
-/// Tells followers the log now holds `size` durable records.
-fn publish_durable(durable: &watch::Sender<u64>, size: u64) {
-    durable.send_if_modified(|durable| {
-        let grew = size > *durable;
-        *durable = (*durable).max(size);
-        grew
-    });
 }
 
 fn seq_range(
