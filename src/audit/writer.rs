@@ -106,7 +106,7 @@ struct Shared {
     /// Callers inside `append`/`append_all`. Only a lone caller commits on its own thread:
     /// concurrent callers go to the writer thread, whose groups gather them (a caller that
     /// committed alone would make a group, and a signature, of its records only).
-    appending: Arc<AtomicUsize>,
+    appending: AtomicUsize,
 }
 
 /// A handle to the audit log's writer. Clones share one writer.
@@ -487,11 +487,9 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
     writer.sign_pending()?;
     let writer = Arc::new(Mutex::new(writer));
     let driven = writer.clone();
-    let appending = Arc::new(AtomicUsize::new(0));
-    let callers = appending.clone();
     thread::Builder::new()
         .name("airlock-audit".into())
-        .spawn(move || run(&driven, rx, &callers))
+        .spawn(move || run(&driven, rx))
         .map_err(|e| AuditError::io(&s.key_path, e))?;
     if defers {
         let signer = writer.clone();
@@ -509,7 +507,7 @@ fn start(s: Started) -> Result<AuditLog, AuditError> {
         durable,
         writer,
         inline: s.inline,
-        appending,
+        appending: AtomicUsize::new(0),
     };
     Ok(AuditLog { tx, shared: Arc::new(shared) })
 }
@@ -639,14 +637,7 @@ fn sign_when_due(writer: &Mutex<Writer>, deadline: &Deadline) {
 
 /// The writer thread: takes what is queued (up to `MAX_GROUP` records) and commits it as
 /// one group, until `close` or until every handle is gone.
-///
-/// Before committing it lingers (at most `LINGER`) while fewer callers are in the group
-/// than are inside `append` (`appending`): the others have just been acknowledged and not
-/// yet returned, or are about to queue. Those that append again join this group instead of
-/// starting the next, so concurrent callers share one signature and one sync instead of
-/// splitting into two groups that alternate; those that return end the wait. A lone
-/// caller never waits here.
-fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>, appending: &AtomicUsize) {
+fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>) {
     let mut group: Vec<(Prepared, Ack)> = Vec::new();
     let mut closing = None;
     while closing.is_none() {
@@ -658,36 +649,36 @@ fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>, appending: &AtomicUs
         let Ok(mut w) = writer.lock() else {
             return;
         };
-        let mut gathering = Gathering { group: &mut group, signing: Signing::Later, callers: 0 };
         let mut next = Some(first);
-        let mut until = None;
-        loop {
-            match next.take() {
-                Some(msg) => {
-                    if let Some(done) = gathering.take(&mut w, msg) {
-                        closing = Some(done);
-                        break;
+        // Signed later only if every request of the group allows it.
+        let mut signing = Signing::Later;
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Append(rec, ack) => {
+                    group.push((rec, ack));
+                    signing = Signing::Now;
+                }
+                Msg::AppendAll(items, how) => {
+                    group.extend(items);
+                    if how == Signing::Now {
+                        signing = Signing::Now;
                     }
                 }
-                None if gathering.callers >= appending.load(Ordering::Acquire) => break,
-                None => {
-                    let until = *until.get_or_insert_with(|| Instant::now() + LINGER);
-                    if Instant::now() >= until {
-                        break;
-                    }
-                    thread::yield_now();
+                Msg::Rotate(key, ack) => {
+                    w.commit_group(&mut group, signing);
+                    signing = Signing::Later;
+                    let result = w.rotate(key);
+                    let _ = ack.send(result);
+                }
+                Msg::Close(done) => {
+                    closing = Some(done);
+                    break;
                 }
             }
-            if gathering.group.len() >= MAX_GROUP {
-                break;
+            if group.len() < MAX_GROUP {
+                next = rx.try_recv().ok();
             }
-            next = match rx.try_recv() {
-                Ok(msg) => Some(msg),
-                Err(mpsc::error::TryRecvError::Empty) => None,
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-            };
         }
-        let signing = gathering.signing;
         w.commit_group(&mut group, signing);
     }
     if let Ok(mut w) = writer.lock() {
@@ -701,47 +692,6 @@ fn run(writer: &Mutex<Writer>, mut rx: mpsc::Receiver<Msg>, appending: &AtomicUs
     }
     if let Some(done) = closing {
         let _ = done.send(());
-    }
-}
-
-/// The longest the writer thread lingers for callers about to join a group (see `run`).
-const LINGER: Duration = Duration::from_micros(500);
-
-/// The group the writer thread is gathering.
-struct Gathering<'a> {
-    group: &'a mut Vec<(Prepared, Ack)>,
-    /// Signed later only if every request of the group allows it.
-    signing: Signing,
-    /// Requests (callers) in the group.
-    callers: usize,
-}
-
-impl Gathering<'_> {
-    /// Adds one request; a close request ends the gathering.
-    fn take(&mut self, w: &mut Writer, msg: Msg) -> Option<oneshot::Sender<()>> {
-        match msg {
-            Msg::Append(rec, ack) => {
-                self.group.push((rec, ack));
-                self.signing = Signing::Now;
-                self.callers += 1;
-            }
-            Msg::AppendAll(items, how) => {
-                self.group.extend(items);
-                if how == Signing::Now {
-                    self.signing = Signing::Now;
-                }
-                self.callers += 1;
-            }
-            Msg::Rotate(key, ack) => {
-                w.commit_group(self.group, self.signing);
-                self.signing = Signing::Later;
-                self.callers = 0;
-                let result = w.rotate(key);
-                let _ = ack.send(result);
-            }
-            Msg::Close(done) => return Some(done),
-        }
-        None
     }
 }
 
