@@ -146,6 +146,24 @@ pub(crate) struct Records {
 }
 
 impl Records {
+    fn read(&mut self) -> Option<Result<StoredRecord, ScanError>> {
+        if let Some(old) = &mut self.old {
+            match old.next() {
+                Some(Ok((k, v))) => return Some(Ok((key_number(&k).unwrap_or(0), v))),
+                Some(Err(e)) => return Some(Err(e.into())),
+                None => self.old = None,
+            }
+        }
+        loop {
+            if let Some(record) = self.current.next() {
+                return Some(Ok(record));
+            }
+            if let Err(e) = self.next_group()? {
+                return Some(Err(e));
+            }
+        }
+    }
+
     fn next_group(&mut self) -> Option<Result<(), ScanError>> {
         let (key, value) = match self.groups.next()? {
             Ok(kv) => kv,
@@ -178,26 +196,6 @@ impl Iterator for Records {
             self.done = true;
         }
         item
-    }
-}
-
-impl Records {
-    fn read(&mut self) -> Option<Result<StoredRecord, ScanError>> {
-        if let Some(old) = &mut self.old {
-            match old.next() {
-                Some(Ok((k, v))) => return Some(Ok((key_number(&k).unwrap_or(0), v))),
-                Some(Err(e)) => return Some(Err(e.into())),
-                None => self.old = None,
-            }
-        }
-        loop {
-            if let Some(record) = self.current.next() {
-                return Some(Ok(record));
-            }
-            if let Err(e) = self.next_group()? {
-                return Some(Err(e));
-            }
-        }
     }
 }
 
