@@ -48,8 +48,12 @@ const HEADER: u64 = 64;
 const ENTRY_HEAD: usize = 4 + 4 + 8 + 8 + 32;
 /// The same in the first form: tag, length, count, checksum.
 const ENTRY_HEAD_V1: usize = 4 + 4 + 8 + 32;
-/// Zero-filled space added at a time.
+/// Most zero-filled space added at a time.
 const CHUNK: u64 = 4 << 20;
+/// The first zero-filled step of a new file (journal or `checkpoints.log`), doubling from
+/// there: creating a log costs one small write and sync. A first 4 MiB step took 12–20 ms
+/// of a gateway's start on a fresh data dir, before it could answer `initialize`.
+const FIRST_STEP: u64 = 64 << 10;
 /// Journal length at which the writer flushes sled and starts the journal over.
 pub(crate) const RESET_AT: u64 = 64 << 20;
 
@@ -203,14 +207,26 @@ impl Journal {
         if needed <= self.cap {
             return Ok(());
         }
-        let io = |e| AuditError::io(&self.path, e);
-        let grow = (needed - self.cap).div_ceil(CHUNK) * CHUNK;
-        let zeros = vec![0u8; usize::try_from(grow).unwrap_or(0)];
-        self.file.write_all_at(&zeros, self.cap).map_err(io)?;
-        self.file.sync_all().map_err(io)?;
-        self.cap += grow;
+        self.cap = grow_zeroed(&self.file, self.cap, needed, CHUNK).map_err(|e| AuditError::io(&self.path, e))?;
         Ok(())
     }
+}
+
+/// Grows `file` from `cap` to at least `needed` bytes with zeros and syncs it (data and
+/// size), so that the in-place writes and `fdatasync`s after it never change its size (no
+/// ext4 journal commit). Steps double with the file, from `FIRST_STEP` up to `largest`.
+/// Returns the new length.
+pub(crate) fn grow_zeroed(file: &File, cap: u64, needed: u64, largest: u64) -> std::io::Result<u64> {
+    let mut grown = cap;
+    while grown < needed {
+        grown += grown.clamp(FIRST_STEP, largest.max(FIRST_STEP));
+    }
+    if grown > cap {
+        let zeros = vec![0u8; usize::try_from(grown - cap).map_err(std::io::Error::other)?];
+        file.write_all_at(&zeros, cap)?;
+        file.sync_all()?;
+    }
+    Ok(grown)
 }
 
 /// What replaying found.

@@ -477,7 +477,8 @@ pub(crate) struct CheckpointFile {
     cap: u64,
 }
 
-/// How much zero-filled space is added at a time.
+/// Most zero-filled space added at a time (`journal::grow_zeroed`); a torn last line is
+/// looked for within two of these from the end.
 const CHUNK: u64 = 1 << 20;
 
 impl CheckpointFile {
@@ -597,13 +598,7 @@ impl CheckpointFile {
         line.extend_from_slice(checkpoint);
         line.push(b'\n');
         let needed = self.end + line.len() as u64;
-        if needed > self.cap {
-            let grow = (needed - self.cap).div_ceil(CHUNK) * CHUNK;
-            let zeros = vec![0u8; usize::try_from(grow).unwrap_or(0)];
-            self.file.write_all_at(&zeros, self.cap).map_err(io)?;
-            self.file.sync_all().map_err(io)?;
-            self.cap += grow;
-        }
+        self.cap = journal::grow_zeroed(&self.file, self.cap, needed, CHUNK).map_err(io)?;
         self.file.write_all_at(&line, self.end).map_err(io)?;
         self.end = needed;
         if fsync {
