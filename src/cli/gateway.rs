@@ -121,10 +121,8 @@ pub(crate) fn bridge(config: &Config) -> anyhow::Result<ExitCode> {
     }
     let settings = control::BridgeSettings { launch: launch(config)?, max_message: config.gateway.max_message_size };
     let runtime = small_runtime()?;
-    let result = runtime.block_on(async {
-        let (input, output) = crate::gateway::stdio::client_stdio();
-        control::run_bridge(settings, input, output).await
-    });
+    let handoff = crate::gateway::stdio::client_stdio_fds();
+    let result = runtime.block_on(control::run_bridge(settings, crate::gateway::stdio::client_stdio, handoff));
     // A read of stdin may still be pending on the blocking pool; it must not hold the exit.
     runtime.shutdown_background();
     result?;

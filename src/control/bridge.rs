@@ -12,17 +12,24 @@
 //!
 //! When the client closes stdin, the bridge half-closes its connection, so the gateway
 //! ends that session (cancelling only its calls) and its last answers still arrive.
+//!
+//! When stdin and stdout are pipes or sockets, the bridge first hands them to the gateway
+//! (`handoff`) and only watches the gateway's mirror of the session, keeping the same
+//! memory of it; if the gateway goes away, it takes them back and relays as above. A
+//! request the gateway had read but not yet mirrored when it was killed (the microseconds
+//! between its read and its mirror write) is not known here and gets no answer.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 
 use serde::Deserialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncWrite, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
 use super::launch::{Launch, LaunchError};
-use super::ControlError;
+use super::{ControlError, RefusalCode, handoff};
 use crate::gateway::stdio::{Line, jsonrpc_error_value, read_bounded, skip_line};
 
 /// The id of a replayed `initialize`, whose response the client must not see.
@@ -113,16 +120,106 @@ struct Session {
     from_gateway: HashMap<String, Value>,
 }
 
-/// Relays `client_in`/`client_out` to the data dir's gateway until the client leaves.
+impl Session {
+    /// Notes a line from the client; whether it goes to the gateway (`connected`: a
+    /// gateway is attached now).
+    fn client_line(&mut self, line: &[u8], messages: &[Peek], connected: bool) -> bool {
+        let mut forward = messages.is_empty();
+        for message in messages {
+            match (&message.id, &message.method) {
+                (Some(id), Some(method)) => {
+                    if method == "initialize" {
+                        self.init = serde_json::from_slice(line).ok();
+                        self.init_answered = false;
+                    }
+                    self.in_flight.insert(key(id), id.clone());
+                    forward = true;
+                }
+                (None, Some(method)) => {
+                    if method == "notifications/initialized" {
+                        self.initialized = Some(line.to_vec());
+                    }
+                    if method == "notifications/cancelled" {
+                        forward |= self.cancelled(line);
+                    } else {
+                        forward = true;
+                    }
+                }
+                // A response: only for a request of the gateway that is there now.
+                (Some(id), None) if message.is_response() => {
+                    forward |= self.from_gateway.remove(&key(id)).is_some() && connected;
+                }
+                _ => forward = true,
+            }
+        }
+        forward
+    }
+
+    /// Forgets a cancelled request; a cancellation for a gateway that is gone is dropped.
+    fn cancelled(&mut self, line: &[u8]) -> bool {
+        let id = serde_json::from_slice::<Value>(line).ok().and_then(|v| v.pointer("/params/requestId").cloned());
+        match id {
+            Some(id) => self.in_flight.remove(&key(&id)).is_some(),
+            None => true,
+        }
+    }
+
+    /// Notes a line the gateway sent the client.
+    fn gateway_line(&mut self, messages: &[Peek]) {
+        for message in messages {
+            match (&message.id, &message.method) {
+                (Some(id), None) => {
+                    if let Some(init) = &self.init
+                        && init.get("id") == Some(id)
+                    {
+                        self.init_answered = true;
+                    }
+                    self.in_flight.remove(&key(id));
+                }
+                (Some(id), Some(_)) => {
+                    self.from_gateway.insert(key(id), id.clone());
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Serves the client until it leaves: hands `handoff` (duplicates of its stdin and
+/// stdout) to the data dir's gateway when given and the gateway takes them, else (or once
+/// that gateway is gone) relays the streams `open` gives (the same stdin and stdout, opened
+/// only then: registered with this process's reactor, every message would wake it).
 /// Fails only if no gateway can be reached at the start, or stdout fails.
-pub async fn run_bridge<R, W>(settings: BridgeSettings, client_in: R, mut client_out: W) -> Result<(), BridgeError>
+pub async fn run_bridge<R, W>(
+    settings: BridgeSettings,
+    open: impl FnOnce() -> (R, W),
+    handoff: Option<(OwnedFd, OwnedFd)>,
+) -> Result<(), BridgeError>
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin,
 {
     let (events, mut inbox) = mpsc::channel::<Event>(64);
     let mut bridge = Bridge { settings, events: events.clone(), session: Session::default(), generation: 0 };
-    let mut link = Some(bridge.connect().await?);
+    let handed = match handoff {
+        Some(fds) => bridge.hand_off(fds).await?,
+        None => HandOff::Refused,
+    };
+    let (client_in, mut client_out) = open();
+    let mut link = None;
+    let tail = match handed {
+        HandOff::Ended => return Ok(()),
+        HandOff::Refused => {
+            link = Some(bridge.connect().await?);
+            Vec::new()
+        }
+        HandOff::Lost { pid, tail } => {
+            bridge.lost(pid, &mut link, &mut client_out).await?;
+            tail
+        }
+    };
+    // The start of a line the lost gateway had read part of comes first.
+    let client_in = std::io::Cursor::new(tail).chain(client_in);
     tokio::spawn(read_client(client_in, bridge.settings.max_message, events));
     let mut client_open = true;
     while let Some(event) = inbox.recv().await {
@@ -165,7 +262,58 @@ struct Bridge {
     generation: u64,
 }
 
+/// How handing the client's pipes to the gateway went.
+enum HandOff {
+    /// The session was served and ended there.
+    Ended,
+    /// The gateway `pid` went away mid-session; `tail` begins the client's next line.
+    Lost { pid: u32, tail: Vec<u8> },
+    /// The gateway does not take pipes (an older one): relay.
+    Refused,
+}
+
 impl Bridge {
+    /// Finds or starts the gateway and hands it the client's stdin and stdout, then
+    /// watches its mirror of the session until the session ends or the gateway is gone.
+    async fn hand_off(&mut self, fds: (OwnedFd, OwnedFd)) -> Result<HandOff, LaunchError> {
+        let mut last = None;
+        for _ in 0..ATTEMPTS {
+            self.settings.launch.ensure_running().await?;
+            match super::client::hand_off(&self.settings.launch.data_dir, self.settings.launch.config.clone(), &fds).await {
+                Ok((welcome, socket)) => {
+                    drop(fds);
+                    self.generation += 1;
+                    let max = self.settings.max_message;
+                    let mut session = std::mem::take(&mut self.session);
+                    let watching = tokio::task::spawn_blocking(move || {
+                        let watched = handoff::watch(socket, max, |side, line| {
+                            let messages = peek(line);
+                            match side {
+                                handoff::Side::Client => {
+                                    session.client_line(line, &messages, true);
+                                }
+                                handoff::Side::Gateway => session.gateway_line(&messages),
+                            }
+                        });
+                        (watched, session)
+                    });
+                    let (watched, session) = watching.await.unwrap_or_else(|_| (handoff::Watched::Lost { tail: Vec::new() }, Session::default()));
+                    self.session = session;
+                    return Ok(match watched {
+                        handoff::Watched::Ended => HandOff::Ended,
+                        handoff::Watched::Lost { tail } => HandOff::Lost { pid: welcome.pid, tail },
+                    });
+                }
+                Err(ControlError::NotRunning(_)) => {}
+                // A gateway that does not know the mode.
+                Err(ControlError::Refused(refusal)) if refusal.code == RefusalCode::BadRequest => return Ok(HandOff::Refused),
+                Err(error @ ControlError::Refused(_)) => return Err(error.into()),
+                Err(error) => last = Some(error),
+            }
+        }
+        Err(last.unwrap_or_else(|| ControlError::NotRunning(self.settings.launch.data_dir.clone())).into())
+    }
+
     /// Finds or starts the gateway and attaches; replays the session when the client has
     /// already initialized one.
     async fn connect(&mut self) -> Result<Link, LaunchError> {
@@ -229,35 +377,7 @@ impl Bridge {
             return Ok(());
         }
         let messages = peek(&line);
-        let mut forward = messages.is_empty();
-        for message in &messages {
-            match (&message.id, &message.method) {
-                (Some(id), Some(method)) => {
-                    if method == "initialize" {
-                        self.session.init = serde_json::from_slice(&line).ok();
-                        self.session.init_answered = false;
-                    }
-                    self.session.in_flight.insert(key(id), id.clone());
-                    forward = true;
-                }
-                (None, Some(method)) => {
-                    if method == "notifications/initialized" {
-                        self.session.initialized = Some(line.clone());
-                    }
-                    if method == "notifications/cancelled" {
-                        forward |= self.cancelled(&line);
-                    } else {
-                        forward = true;
-                    }
-                }
-                // A response: only for a request of the gateway that is there now.
-                (Some(id), None) if message.is_response() => {
-                    forward |= self.session.from_gateway.remove(&key(id)).is_some() && link.is_some();
-                }
-                _ => forward = true,
-            }
-        }
-        if !forward {
+        if !self.session.client_line(&line, &messages, link.is_some()) {
             return Ok(());
         }
         if link.is_none() {
@@ -275,15 +395,6 @@ impl Bridge {
         Ok(())
     }
 
-    /// Forgets a cancelled request; a cancellation for a gateway that is gone is dropped.
-    fn cancelled(&mut self, line: &[u8]) -> bool {
-        let id = serde_json::from_slice::<Value>(line).ok().and_then(|v| v.pointer("/params/requestId").cloned());
-        match id {
-            Some(id) => self.session.in_flight.remove(&key(&id)).is_some(),
-            None => true,
-        }
-    }
-
     /// No gateway could be reached for these messages: their requests get an error.
     async fn unreachable<W: AsyncWrite + Unpin>(&mut self, messages: &[Peek], error: &LaunchError, out: &mut W) -> Result<(), BridgeError> {
         tracing::error!(%error, "no gateway");
@@ -298,22 +409,7 @@ impl Bridge {
     }
 
     async fn from_gateway<W: AsyncWrite + Unpin>(&mut self, line: Vec<u8>, out: &mut W) -> Result<(), BridgeError> {
-        for message in peek(&line) {
-            match (&message.id, &message.method) {
-                (Some(id), None) => {
-                    if let Some(init) = &self.session.init
-                        && init.get("id") == Some(id)
-                    {
-                        self.session.init_answered = true;
-                    }
-                    self.session.in_flight.remove(&key(id));
-                }
-                (Some(id), Some(_)) => {
-                    self.session.from_gateway.insert(key(id), id.clone());
-                }
-                _ => {}
-            }
-        }
+        self.session.gateway_line(&peek(&line));
         out.write_all(&line).await.map_err(BridgeError::Client)?;
         if !line.ends_with(b"\n") {
             out.write_all(b"\n").await.map_err(BridgeError::Client)?;

@@ -52,6 +52,27 @@ pub async fn attach(data_dir: &Path, config: Option<PathBuf>) -> Result<Connecti
     hello(data_dir, Mode::Mcp, config).await
 }
 
+/// A `handoff` connection: the client's stdin and stdout (`fds`) passed to the gateway,
+/// which serves the session on them; the socket, blocking, then carries the gateway's
+/// mirror of that session (`handoff::watch`).
+pub(super) async fn hand_off(
+    data_dir: &Path,
+    config: Option<PathBuf>,
+    fds: &(std::os::fd::OwnedFd, std::os::fd::OwnedFd),
+) -> Result<(Welcome, std::os::unix::net::UnixStream), ControlError> {
+    use std::os::fd::AsFd as _;
+    let Connection { welcome, reader, writer } = hello(data_dir, Mode::Handoff, config).await?;
+    let path = super::socket_path(data_dir);
+    if !reader.buffer().is_empty() {
+        return Err(ControlError::Protocol("bytes after the welcome of a handoff".into()));
+    }
+    let stream = reader.into_inner().reunite(writer).map_err(|_| ControlError::Protocol("the socket's halves do not match".into()))?;
+    super::handoff::send_fds(&stream, fds.0.as_fd(), fds.1.as_fd()).await.map_err(super::io_error(&path))?;
+    let socket = stream.into_std().map_err(super::io_error(&path))?;
+    socket.set_nonblocking(false).map_err(super::io_error(&path))?;
+    Ok((welcome, socket))
+}
+
 /// An `op` connection.
 pub async fn connect_op(data_dir: &Path, config: Option<PathBuf>) -> Result<Connection, ControlError> {
     hello(data_dir, Mode::Op, config).await

@@ -26,7 +26,13 @@
 //!    (newline-delimited JSON-RPC both ways), served as its own gateway session whose
 //!    caller is the stdio principal for the gateway's own uid and `unix:<name>` for any
 //!    other admitted uid (its Unix groups as `unix:<group>`).
-//! 4. Mode `op`: the client sends [`Request`] lines (`{"op":"status"}`); each is answered
+//! 4. Mode `handoff` (what `airlock serve` uses when its stdin and stdout are pipes or
+//!    sockets): after the welcome the client sends one byte carrying its stdin and stdout
+//!    (`SCM_RIGHTS`), and the session is served on them as in mode `mcp`; the gateway
+//!    mirrors what it reads and writes there back over the socket, in frames
+//!    ([`handoff`]), so the bridge can answer what is in flight if the gateway dies. A
+//!    gateway that does not know the mode refuses the hello, and the bridge relays.
+//! 5. Mode `op`: the client sends [`Request`] lines (`{"op":"status"}`); each is answered
 //!    by zero or more `{"item":…}` lines (a stream, e.g. a followed log) and then exactly
 //!    one `{"done":…}` or `{"error":{"code":…,"message":…}}` line ([`Reply`]). The client
 //!    may then send the next request, or close. Operator requests
@@ -35,6 +41,7 @@
 
 mod bridge;
 mod client;
+mod handoff;
 mod launch;
 mod ops;
 mod ops_approvals;
@@ -104,6 +111,9 @@ pub struct Hello {
 pub enum Mode {
     /// One MCP session (what `airlock serve` relays).
     Mcp,
+    /// One MCP session on the bridge's own stdin and stdout, passed over the socket
+    /// (`handoff`): the rest of the connection is the gateway's mirror of it.
+    Handoff,
     /// Operator requests and their replies.
     Op,
 }

@@ -16,6 +16,7 @@ use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use super::handoff;
 use super::ops::{self, OpContext, Request};
 use super::peer::{self, Admission, PeerUser, Standing};
 use super::{ControlError, Hello, HelloReply, Mode, PROTOCOL, Refusal, RefusalCode, Reply, Welcome, io_error, line, read_line};
@@ -294,6 +295,7 @@ async fn connection(control: Arc<Control>, stream: UnixStream) {
     }
     match hello.mode {
         Mode::Mcp => mcp(&control, &peer, standing, reader, write).await,
+        Mode::Handoff => handoff(&control, &peer, standing, reader, write).await,
         Mode::Op => op_loop(&control, &peer, standing, reader, write).await,
     }
 }
@@ -327,7 +329,7 @@ async fn admit(
     if hello.config.is_some() && hello.config != *ours {
         return Err(Refusal::new(RefusalCode::ConfigMismatch, mismatch(hello.config.as_deref(), ours.as_deref())));
     }
-    let principal = if hello.mode == Mode::Mcp {
+    let principal = if matches!(hello.mode, Mode::Mcp | Mode::Handoff) {
         peer::caller_for(peer, standing, control.gateway.authenticator())
             .map_err(|e| Refusal::new(RefusalCode::Failed, format!("no principal for {}: {e}", peer.describe())))?
             .principal
@@ -368,6 +370,60 @@ async fn mcp(control: &Arc<Control>, peer: &PeerUser, standing: Standing, reader
         }
         Err(error) => tracing::debug!(%error, "a socket session ended before initialize"),
     }
+    control.attached.fetch_sub(1, Ordering::Relaxed);
+    control.touch();
+}
+
+/// Mode `handoff`: the bridge passes its client's stdin and stdout, and the session is
+/// served on them, mirrored to the bridge (`super::handoff`).
+async fn handoff(control: &Arc<Control>, peer: &PeerUser, standing: Standing, reader: BufReader<tokio::net::unix::OwnedReadHalf>, write: OwnedWriteHalf) {
+    if !reader.buffer().is_empty() {
+        tracing::warn!(peer = %peer.describe(), "control socket: bytes before a handoff's descriptors; closed");
+        return;
+    }
+    let read = reader.into_inner();
+    let streams = match tokio::time::timeout(HELLO_WITHIN, handoff::receive_fds(&read)).await {
+        Ok(Ok((input, output))) => handoff::client_streams(input, output),
+        Ok(Err(error)) => Err(error),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("no descriptors within {HELLO_WITHIN:?}"))),
+    };
+    let (input, output) = match streams {
+        Ok(streams) => streams,
+        Err(error) => {
+            // The bridge sees the socket close and relays instead.
+            tracing::warn!(%error, peer = %peer.describe(), "control socket: a handoff failed; closed");
+            return;
+        }
+    };
+    let caller = match peer::caller_for(peer, standing, control.gateway.authenticator()) {
+        Ok(caller) => caller,
+        Err(error) => {
+            tracing::warn!(%error, "control socket: no caller");
+            return;
+        }
+    };
+    control.attached.fetch_add(1, Ordering::Relaxed);
+    control.touch();
+    let mirror = handoff::Mirror::start(write);
+    let transport = LineTransport::new(
+        handoff::TeeReader::new(input, mirror.clone()),
+        handoff::TeeWriter::new(output, mirror.clone()),
+        control.settings.max_message,
+    );
+    let session = control.gateway.session(Channel::Socket, Some(caller));
+    match session.serve(transport).await {
+        Ok(running) => {
+            let token = running.cancellation_token();
+            tokio::select! {
+                _ = running.waiting() => {}
+                // The bridge is gone (its process ended) or stuck: so is the client's server.
+                () = handoff::bridge_gone(read) => token.cancel(),
+                () = mirror.gone.cancelled() => token.cancel(),
+            }
+        }
+        Err(error) => tracing::debug!(%error, "a handed-off session ended before initialize"),
+    }
+    mirror.end().await;
     control.attached.fetch_sub(1, Ordering::Relaxed);
     control.touch();
 }

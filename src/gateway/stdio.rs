@@ -51,29 +51,41 @@ pub type ClientOut = Box<dyn AsyncWrite + Unpin + Send>;
 pub fn client_stdio() -> (ClientIn, ClientOut) {
     use std::os::fd::AsFd as _;
     let stderr = identity(std::io::stderr().as_fd());
-    let input: ClientIn = match async_stream(std::io::stdin().as_fd(), stderr) {
-        Some(Stream::Pipe(fd)) => match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
-            Ok(pipe) => Box::new(pipe),
-            Err(_) => Box::new(tokio::io::stdin()),
-        },
-        Some(Stream::Socket(socket)) => Box::new(socket),
-        None => Box::new(tokio::io::stdin()),
-    };
-    let output: ClientOut = match async_stream(std::io::stdout().as_fd(), stderr) {
-        Some(Stream::Pipe(fd)) => match tokio::net::unix::pipe::Sender::from_owned_fd(fd) {
-            Ok(pipe) => Box::new(pipe),
-            Err(_) => Box::new(tokio::io::stdout()),
-        },
-        Some(Stream::Socket(socket)) => Box::new(socket),
-        None => Box::new(tokio::io::stdout()),
-    };
-    (input, output)
+    let input = reactor_fd(std::io::stdin().as_fd(), stderr).and_then(stream_of).and_then(|s| s.into_input().ok());
+    let output = reactor_fd(std::io::stdout().as_fd(), stderr).and_then(stream_of).and_then(|s| s.into_output().ok());
+    (input.unwrap_or_else(|| Box::new(tokio::io::stdin())), output.unwrap_or_else(|| Box::new(tokio::io::stdout())))
 }
 
-/// A standard descriptor that can be served by the reactor: a duplicate of it.
-enum Stream {
+/// Duplicates of stdin and stdout when both can be served by a reactor (as in
+/// [`client_stdio`]): what a bridge can hand to the gateway (`control::handoff`).
+pub fn client_stdio_fds() -> Option<(std::os::fd::OwnedFd, std::os::fd::OwnedFd)> {
+    use std::os::fd::AsFd as _;
+    let stderr = identity(std::io::stderr().as_fd());
+    Some((reactor_fd(std::io::stdin().as_fd(), stderr)?, reactor_fd(std::io::stdout().as_fd(), stderr)?))
+}
+
+/// A standard descriptor that can be served by the reactor.
+pub(crate) enum Stream {
     Pipe(std::os::fd::OwnedFd),
     Socket(tokio::net::UnixStream),
+}
+
+impl Stream {
+    /// As the input of a session. Must be called inside a Tokio runtime.
+    pub(crate) fn into_input(self) -> std::io::Result<ClientIn> {
+        Ok(match self {
+            Stream::Pipe(fd) => Box::new(tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?),
+            Stream::Socket(socket) => Box::new(socket),
+        })
+    }
+
+    /// As the output of a session. Must be called inside a Tokio runtime.
+    pub(crate) fn into_output(self) -> std::io::Result<ClientOut> {
+        Ok(match self {
+            Stream::Pipe(fd) => Box::new(tokio::net::unix::pipe::Sender::from_owned_fd(fd)?),
+            Stream::Socket(socket) => Box::new(socket),
+        })
+    }
 }
 
 /// The file a descriptor refers to (device, inode), to tell whether two share one.
@@ -83,14 +95,23 @@ fn identity(fd: std::os::fd::BorrowedFd<'_>) -> Option<(u64, u64)> {
     file.metadata().ok().map(|m| (m.dev(), m.ino()))
 }
 
-fn async_stream(fd: std::os::fd::BorrowedFd<'_>, stderr: Option<(u64, u64)>) -> Option<Stream> {
+/// A duplicate of `fd` if it is a pipe or a socket and not on stderr's file.
+fn reactor_fd(fd: std::os::fd::BorrowedFd<'_>, stderr: Option<(u64, u64)>) -> Option<std::os::fd::OwnedFd> {
     use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
     let file = std::fs::File::from(fd.try_clone_to_owned().ok()?);
     let meta = file.metadata().ok()?;
     if stderr == Some((meta.dev(), meta.ino())) {
         return None;
     }
-    let kind = meta.file_type();
+    (meta.file_type().is_fifo() || meta.file_type().is_socket()).then(|| file.into())
+}
+
+/// A pipe or a socket as a [`Stream`]; `None` for anything else (a file, a terminal).
+/// Must be called inside a Tokio runtime.
+pub(crate) fn stream_of(fd: std::os::fd::OwnedFd) -> Option<Stream> {
+    use std::os::unix::fs::FileTypeExt as _;
+    let file = std::fs::File::from(fd);
+    let kind = file.metadata().ok()?.file_type();
     if kind.is_fifo() {
         return Some(Stream::Pipe(file.into()));
     }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::util::{Setup, TestClient, airlock, airlock_log, call, export, text_of};
+use crate::util::{RawStdio, Setup, TestClient, airlock, airlock_log, call, export, text_of};
 
 /// `airlock gateway status --json` of the setup's gateway.
 fn status(setup: &Setup) -> Value {
@@ -161,6 +161,70 @@ async fn a_killed_gateway_fails_the_calls_in_flight_and_the_next_calls_start_a_n
     let echoes = records.iter().filter(|r| r["kind"] == "call_completed" && r["tool"] == "demo__echo").count();
     assert_eq!(echoes, 6, "every acknowledged call is in the log");
     assert_eq!(records.iter().filter(|r| r["kind"] == "gateway_started").count(), 2);
+}
+
+/// What the process `pid`'s descriptors refer to (`pipe:[…]`, `socket:[…]`, paths).
+fn open_files(pid: u64) -> Vec<std::path::PathBuf> {
+    let dir = std::fs::read_dir(format!("/proc/{pid}/fd")).expect("/proc/PID/fd");
+    dir.filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok()).collect()
+}
+
+#[tokio::test]
+async fn the_bridge_hands_its_pipes_to_the_gateway_and_relays_once_that_gateway_is_killed() {
+    let setup = Setup::with_demo();
+    let mut client = RawStdio::spawn(&setup);
+    client.initialize().await;
+    let bridge = u64::from(client.child.id().expect("bridge pid"));
+    let (stdin, stdout) = (
+        std::fs::read_link(format!("/proc/{bridge}/fd/0")).expect("the bridge's stdin"),
+        std::fs::read_link(format!("/proc/{bridge}/fd/1")).expect("the bridge's stdout"),
+    );
+    let first = status(&setup)["pid"].as_u64().expect("pid");
+    let held = open_files(first);
+    assert!(held.contains(&stdin) && held.contains(&stdout), "the gateway holds the client's own pipes {stdin:?} and {stdout:?}: {held:?}");
+    let echo = |id: u64, text: &str| json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":text}}}).to_string();
+    client.send(&echo(2, "direct")).await;
+    assert_eq!(client.answer(2).await["result"]["content"][0]["text"], "direct");
+
+    let killed = Command::new("kill").args(["-KILL", &first.to_string()]).status().expect("kill");
+    assert!(killed.success());
+    // The bridge takes its pipes back: the next call starts a new gateway, relayed to.
+    client.send(&echo(3, "relayed")).await;
+    assert_eq!(client.answer(3).await["result"]["content"][0]["text"], "relayed");
+    let second = status(&setup)["pid"].as_u64().expect("pid");
+    assert_ne!(first, second);
+    let held = open_files(second);
+    assert!(!held.contains(&stdin), "a gateway after the loss is relayed to, not handed the pipes: {held:?}");
+    drop(client.stdin);
+    let exit = tokio::time::timeout(Duration::from_secs(10), client.child.wait()).await.expect("the bridge exits with its client").expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    let verify = airlock_log(&setup.data_dir(), &["verify"]);
+    assert!(verify.status.success(), "log verify: {}", String::from_utf8_lossy(&verify.stderr));
+}
+
+#[tokio::test]
+async fn a_handed_off_session_ends_when_its_client_closes_stdin_and_the_bridge_exits() {
+    let setup = Setup::with_demo();
+    let mut client = RawStdio::spawn(&setup);
+    client.initialize().await;
+    let gateway = status(&setup)["pid"].as_u64().expect("pid");
+    let bridge = u64::from(client.child.id().expect("bridge pid"));
+    let stdin = std::fs::read_link(format!("/proc/{bridge}/fd/0")).expect("the bridge's stdin");
+    assert!(open_files(gateway).contains(&stdin), "handed off");
+    drop(client.stdin);
+    let exit = tokio::time::timeout(Duration::from_secs(10), client.child.wait()).await.expect("the bridge exits").expect("wait");
+    assert!(exit.success(), "{exit:?}");
+    // The gateway lets go of the pipes (as the session's end closes them) and serves on.
+    let mut released = false;
+    for _ in 0..200 {
+        if !open_files(gateway).contains(&stdin) {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(released, "the gateway still holds the client's stdin: {:?}", open_files(gateway));
+    assert_eq!(status(&setup)["pid"].as_u64(), Some(gateway));
 }
 
 #[tokio::test]
