@@ -343,7 +343,7 @@ impl Verifier {
 
 /// Signatures checked as one batch: large enough to take most of the batch saving
 /// (`keys::verify_batch`), small enough that a bad one is found without much rework.
-const SIG_BATCH: usize = 64;
+const SIG_BATCH: usize = 256;
 
 /// Checks signatures in batches of `SIG_BATCH` as they arrive (the last one short);
 /// returns the first failure.

@@ -47,7 +47,7 @@ const FRAME_HEAD: usize = 5;
 /// How long the bridge lets the mirror gather between two reads: it is read only to be
 /// known if the gateway dies, so reading it less often saves the bridge's wake-ups (the
 /// socket buffer holds far more than a few milliseconds of calls).
-const DRAIN_EVERY: Duration = Duration::from_millis(2);
+const DRAIN_EVERY: Duration = Duration::from_millis(10);
 
 /// Sends the client's stdin and stdout to the gateway, with one byte to carry them.
 pub(super) async fn send_fds(stream: &UnixStream, input: BorrowedFd<'_>, output: BorrowedFd<'_>) -> io::Result<()> {
@@ -151,6 +151,10 @@ impl Mirror {
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Queues a frame. What the gateway read goes out now, with whatever is queued before
+    /// it (the bridge must know a request as soon as it can); what it wrote is left to
+    /// the flushing task, which sends the answers of many calls in one write when busy (a
+    /// lost one only means the bridge answers that request again, with an error).
     fn frame(&self, kind: u8, bytes: &[u8]) {
         if self.gone.is_cancelled() {
             return;
@@ -160,12 +164,11 @@ impl Mirror {
         pending.bytes.push(kind);
         pending.bytes.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_be_bytes());
         pending.bytes.extend_from_slice(bytes);
-        if was_empty {
-            // Usually the whole frame goes now, in this one write.
+        if kind == READ {
             self.write_some(&mut pending);
-            if pending.len() > 0 {
-                self.wake.notify_one();
-            }
+        }
+        if was_empty && pending.len() > 0 {
+            self.wake.notify_one();
         }
     }
 
@@ -512,6 +515,35 @@ mod tests {
             Watched::Ended => panic!("no end frame was sent"),
         }
         assert_eq!(client, vec![b"{\"id\":1}".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn the_mirror_keeps_the_order_of_reads_and_writes_and_ends_with_the_end_frame() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (_read, write) = ours.into_split();
+        let mirror = Mirror::start(write);
+        mirror.frame(READ, b"{\"id\":1}\n");
+        mirror.frame(WRITTEN, b"{\"id\":1,\"result\":{}}\n");
+        mirror.frame(READ, b"{\"id\":2}\n");
+        mirror.end().await;
+        drop(mirror);
+        let theirs = theirs.into_std().unwrap();
+        theirs.set_nonblocking(false).unwrap();
+        let mut seen = Vec::new();
+        let watched = tokio::task::spawn_blocking(move || {
+            let w = watch(theirs, 1 << 20, |side, l| seen.push((side, String::from_utf8_lossy(l).into_owned())));
+            (w, seen)
+        });
+        let (watched, seen) = watched.await.unwrap();
+        assert!(matches!(watched, Watched::Ended));
+        assert_eq!(
+            seen,
+            vec![
+                (Side::Client, r#"{"id":1}"#.to_owned()),
+                (Side::Gateway, r#"{"id":1,"result":{}}"#.to_owned()),
+                (Side::Client, r#"{"id":2}"#.to_owned()),
+            ]
+        );
     }
 
     #[tokio::test]
