@@ -350,17 +350,28 @@ fn mismatch(theirs: Option<&Path>, ours: Option<&Path>) -> String {
     )
 }
 
-async fn mcp(control: &Arc<Control>, peer: &PeerUser, standing: Standing, reader: BufReader<tokio::net::unix::OwnedReadHalf>, write: OwnedWriteHalf) {
+/// The gateway session of an `mcp` or `handoff` connection, counted as attached until
+/// [`detach`]; `None` (logged) when the peer has no caller.
+fn attach_session(control: &Arc<Control>, peer: &PeerUser, standing: Standing) -> Option<crate::gateway::Session> {
     let caller = match peer::caller_for(peer, standing, control.gateway.authenticator()) {
         Ok(caller) => caller,
         Err(error) => {
             tracing::warn!(%error, "control socket: no caller");
-            return;
+            return None;
         }
     };
     control.attached.fetch_add(1, Ordering::Relaxed);
     control.touch();
-    let session = control.gateway.session(Channel::Socket, Some(caller));
+    Some(control.gateway.session(Channel::Socket, Some(caller)))
+}
+
+fn detach(control: &Control) {
+    control.attached.fetch_sub(1, Ordering::Relaxed);
+    control.touch();
+}
+
+async fn mcp(control: &Arc<Control>, peer: &PeerUser, standing: Standing, reader: BufReader<tokio::net::unix::OwnedReadHalf>, write: OwnedWriteHalf) {
+    let Some(session) = attach_session(control, peer, standing) else { return };
     // The buffered reader goes in whole: bytes the client sent right after its hello are
     // already in its buffer.
     let transport = LineTransport::new(reader, write, control.settings.max_message);
@@ -370,8 +381,7 @@ async fn mcp(control: &Arc<Control>, peer: &PeerUser, standing: Standing, reader
         }
         Err(error) => tracing::debug!(%error, "a socket session ended before initialize"),
     }
-    control.attached.fetch_sub(1, Ordering::Relaxed);
-    control.touch();
+    detach(control);
 }
 
 /// Mode `handoff`: the bridge passes its client's stdin and stdout, and the session is
@@ -395,22 +405,13 @@ async fn handoff(control: &Arc<Control>, peer: &PeerUser, standing: Standing, re
             return;
         }
     };
-    let caller = match peer::caller_for(peer, standing, control.gateway.authenticator()) {
-        Ok(caller) => caller,
-        Err(error) => {
-            tracing::warn!(%error, "control socket: no caller");
-            return;
-        }
-    };
-    control.attached.fetch_add(1, Ordering::Relaxed);
-    control.touch();
+    let Some(session) = attach_session(control, peer, standing) else { return };
     let mirror = handoff::Mirror::start(write);
     let transport = LineTransport::new(
         handoff::TeeReader::new(input, mirror.clone()),
         handoff::TeeWriter::new(output, mirror.clone()),
         control.settings.max_message,
     );
-    let session = control.gateway.session(Channel::Socket, Some(caller));
     match session.serve(transport).await {
         Ok(running) => {
             let token = running.cancellation_token();
@@ -424,8 +425,7 @@ async fn handoff(control: &Arc<Control>, peer: &PeerUser, standing: Standing, re
         Err(error) => tracing::debug!(%error, "a handed-off session ended before initialize"),
     }
     mirror.end().await;
-    control.attached.fetch_sub(1, Ordering::Relaxed);
-    control.touch();
+    detach(control);
 }
 
 async fn op_loop(control: &Arc<Control>, peer: &PeerUser, standing: Standing, mut reader: BufReader<tokio::net::unix::OwnedReadHalf>, write: OwnedWriteHalf) {
