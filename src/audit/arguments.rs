@@ -11,9 +11,8 @@
 //! searched without the key.
 
 use std::fmt;
-use std::fs::{self, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -23,7 +22,7 @@ use serde_json::Value;
 use super::AuditError;
 use super::canonical::canonical;
 use super::digest::Sha256Digest;
-use super::keys::sync_parent;
+use super::keys::{NewFiles, write_secret};
 
 /// The text that replaces a redacted value.
 pub const REDACTED: &str = "[redacted]";
@@ -56,6 +55,14 @@ impl ArgsKey {
 
     /// Loads `path`, or creates it (mode 0600, durable) when there is none.
     pub fn load_or_create(path: &Path) -> Result<ArgsKey, AuditError> {
+        let mut created = NewFiles::default();
+        let key = ArgsKey::load_or_create_in(path, &mut created)?;
+        created.sync()?;
+        Ok(key)
+    }
+
+    /// As `load_or_create`, but a new key file is durable only once `created` is synced.
+    pub(crate) fn load_or_create_in(path: &Path, created: &mut NewFiles) -> Result<ArgsKey, AuditError> {
         let io = |e| AuditError::io(path, e);
         match fs::read(path) {
             Ok(bytes) if bytes.len() == 32 => {
@@ -67,10 +74,7 @@ impl ArgsKey {
             Ok(_) => Err(AuditError::BadArgsKey(path.to_path_buf())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let bytes = random_bytes()?;
-                let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(io)?;
-                file.write_all(&bytes).map_err(io)?;
-                file.sync_all().map_err(io)?;
-                sync_parent(path)?;
+                created.add(path, write_secret(path, &bytes)?);
                 tracing::info!(path = %path.display(), "created argument-digest key");
                 Ok(ArgsKey::from_bytes(&bytes))
             }

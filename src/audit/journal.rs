@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 
 use super::AuditError;
 use super::digest::Sha256Digest;
-use super::keys::sync_parent;
+use super::keys::NewFiles;
 
 const MAGIC: &[u8; 16] = b"airlock-journal2";
 const ENTRY: &[u8; 4] = b"AJE2";
@@ -111,7 +111,8 @@ impl Journal {
     /// sled durable) first. `clean` (see `Replayed`): the header already says `base` and
     /// nothing follows it, so it is kept as it is, without a write or a sync, if it is in
     /// the current form.
-    pub(crate) fn open(path: &Path, base: u64, clean: bool) -> Result<Journal, AuditError> {
+    /// A new journal is durable only once `created` is synced.
+    pub(crate) fn open(path: &Path, base: u64, clean: bool, created: &mut NewFiles) -> Result<Journal, AuditError> {
         let io = |e| AuditError::io(path, e);
         let existed = path.exists();
         let file = OpenOptions::new()
@@ -128,15 +129,18 @@ impl Journal {
             end: HEADER,
             cap,
         };
+        if !existed {
+            journal.cap = zero_fill(&journal.file, 0, HEADER, CHUNK).map_err(io)?;
+            journal.reset(base, false)?;
+            created.add(path, journal.file.try_clone().map_err(io)?);
+            return Ok(journal);
+        }
         let empty = journal.cap == 0;
         journal.reserve(HEADER)?;
         let mut magic = [0u8; 16];
         let current = read_at(&journal.file, &mut magic, 0).map_err(io)? && &magic == MAGIC;
         if !clean || empty || !current {
             journal.reset(base, true)?;
-        }
-        if !existed {
-            sync_parent(path)?;
         }
         Ok(journal)
     }
@@ -217,6 +221,15 @@ impl Journal {
 /// ext4 journal commit). Steps double with the file, from `FIRST_STEP` up to `largest`.
 /// Returns the new length.
 pub(crate) fn grow_zeroed(file: &File, cap: u64, needed: u64, largest: u64) -> std::io::Result<u64> {
+    let grown = zero_fill(file, cap, needed, largest)?;
+    if grown > cap {
+        file.sync_all()?;
+    }
+    Ok(grown)
+}
+
+/// `grow_zeroed` without the sync: for a new file, synced with the others (`NewFiles`).
+pub(crate) fn zero_fill(file: &File, cap: u64, needed: u64, largest: u64) -> std::io::Result<u64> {
     let mut grown = cap;
     while grown < needed {
         grown += grown.clamp(FIRST_STEP, largest.max(FIRST_STEP));
@@ -224,7 +237,6 @@ pub(crate) fn grow_zeroed(file: &File, cap: u64, needed: u64, largest: u64) -> s
     if grown > cap {
         let zeros = vec![0u8; usize::try_from(grown - cap).map_err(std::io::Error::other)?];
         file.write_all_at(&zeros, cap)?;
-        file.sync_all()?;
     }
     Ok(grown)
 }
@@ -391,6 +403,14 @@ mod tests {
     use super::*;
     use crate::audit::store::{checkpoint_key, stored_checkpoints};
 
+    /// Opens the journal and makes it durable at once, as a log's open does after it.
+    fn open(path: &Path, base: u64, clean: bool) -> Result<Journal, AuditError> {
+        let mut created = NewFiles::default();
+        let journal = Journal::open(path, base, clean, &mut created)?;
+        created.sync()?;
+        Ok(journal)
+    }
+
     /// A group as the writer makes it: one checkpoint key and a value naming the group.
     fn group(n: u64) -> Vec<Pair> {
         vec![(checkpoint_key(n - 1).to_vec(), format!("cp{n}").into_bytes())]
@@ -410,7 +430,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 0, false).unwrap();
+        let mut j = open(&path, 0, false).unwrap();
         for n in 1..=3 {
             j.append(n - 1, n, &group(n)).unwrap();
         }
@@ -430,7 +450,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 0, false).unwrap();
+        let mut j = open(&path, 0, false).unwrap();
         for n in 1..=4 {
             j.append(n - 1, n, &group(n)).unwrap();
         }
@@ -458,7 +478,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 2, false).unwrap();
+        let mut j = open(&path, 2, false).unwrap();
         j.append(2, 3, &group(3)).unwrap();
         // The database has none of the two checkpoints it held at the reset.
         assert_eq!(replay(&path, &db, at(0)).unwrap().applied, 0);
@@ -471,16 +491,16 @@ mod tests {
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
         assert!(replay(&path, &db, at(0)).unwrap().clean, "no journal yet");
-        let mut j = Journal::open(&path, 0, false).unwrap();
+        let mut j = open(&path, 0, false).unwrap();
         assert!(replay(&path, &db, at(0)).unwrap().clean);
         j.append(0, 1, &group(1)).unwrap();
         let r = replay(&path, &db, at(0)).unwrap();
         assert_eq!((r.applied, r.clean), (1, false));
         // Reopened clean, the header stays and the next group is read after it.
-        let mut j = Journal::open(&path, 1, false).unwrap();
+        let mut j = open(&path, 1, false).unwrap();
         assert!(replay(&path, &db, at(1)).unwrap().clean);
         drop(j);
-        j = Journal::open(&path, 1, true).unwrap();
+        j = open(&path, 1, true).unwrap();
         j.append(1, 2, &group(2)).unwrap();
         assert_eq!(replay(&path, &db, at(1)).unwrap().applied, 1);
     }
@@ -499,7 +519,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("audit.journal");
         let db = db(dir.path());
-        let mut j = Journal::open(&path, 0, false).unwrap();
+        let mut j = open(&path, 0, false).unwrap();
         // Two records signed later (mark 0 → 2), then a checkpoint over them (2 → 3).
         let records: Vec<Pair> = (1..=2u64).map(|n| (crate::audit::store::record_key(n).to_vec(), vec![n as u8])).collect();
         j.append(0, 2, &records).unwrap();
@@ -545,7 +565,7 @@ mod tests {
         assert_eq!(stored_checkpoints(&db).unwrap(), 2);
         // Clean in its own numbering, the old header is still rewritten on open.
         assert!(replay(&path, &db, Stored { seq: 5, checkpoints: 2 }).unwrap().applied == 0);
-        Journal::open(&path, 7, true).unwrap();
+        open(&path, 7, true).unwrap();
         assert_eq!(header_base(&std::fs::read(&path).unwrap()[..64]), Some((Form::V2, 7)));
     }
 }

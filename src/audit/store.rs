@@ -31,7 +31,7 @@ use super::AuditError;
 use super::journal;
 use super::checkpoint::Checkpoint;
 use super::digest::Sha256Digest;
-use super::keys::PublicKey;
+use super::keys::{NewFiles, PublicKey};
 use super::merkle::Frontier;
 
 pub(crate) const GROUP_PREFIX: u8 = b'g';
@@ -484,11 +484,15 @@ const CHUNK: u64 = 1 << 20;
 impl CheckpointFile {
     /// Opens the file, drops a torn last line (never acknowledged), and appends any
     /// checkpoints the database has that the file lacks (a crash between the two writes).
+    /// A new file is zero-filled ahead of its first line, durable once `created` is synced
+    /// (not by the first group commit, which would pay a file system journal commit).
     pub(crate) fn open_and_reconcile(
         path: &Path,
         db: &sled::Db,
+        created: &mut NewFiles,
     ) -> Result<CheckpointFile, AuditError> {
         let io = |e| AuditError::io(path, e);
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -496,7 +500,11 @@ impl CheckpointFile {
             .truncate(false)
             .open(path)
             .map_err(io)?;
-        let cap = file.metadata().map_err(io)?.len();
+        let mut cap = file.metadata().map_err(io)?.len();
+        if !existed {
+            cap = journal::zero_fill(&file, 0, 1, CHUNK).map_err(io)?;
+            created.add(path, file.try_clone().map_err(io)?);
+        }
         let mut cf = CheckpointFile {
             path: path.to_path_buf(),
             file,

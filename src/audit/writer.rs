@@ -40,7 +40,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use super::checkpoint::Checkpoint;
 use super::export::LogReader;
 use super::digest::{Seq, Sha256Digest};
-use super::keys::{PublicKey, Signature, SigningKey, sync_parent};
+use super::keys::{NewFiles, PublicKey, Signature, SigningKey, sync_parent};
 use super::merkle::leaf_hash;
 use super::arguments::{ARGS_KEY_FILE, ArgsKey, Redactor};
 use super::record::{Prepared, Record, RecordKind};
@@ -126,7 +126,9 @@ impl AuditLog {
     /// Opens (or creates) the log under `cfg.data_dir` and starts its writer.
     pub fn open(cfg: AuditConfig) -> Result<AuditLog, AuditError> {
         fs::create_dir_all(&cfg.data_dir).map_err(|e| AuditError::io(&cfg.data_dir, e))?;
-        let args_key = ArgsKey::load_or_create(&cfg.data_dir.join(ARGS_KEY_FILE))?;
+        // The files a new log creates are synced together, before `start` (see `NewFiles`).
+        let mut created = NewFiles::default();
+        let args_key = ArgsKey::load_or_create_in(&cfg.data_dir.join(ARGS_KEY_FILE), &mut created)?;
         let redactor = Redactor::new(&cfg.redact, args_key)?;
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
         let (db, replayed) = store::open_and_replay(&paths.db)?;
@@ -140,12 +142,12 @@ impl AuditLog {
             }
             None => None,
         };
-        let key = load_key(&paths.key, stored.as_ref().map(|s| s.key))?;
+        let key = load_key(&paths.key, stored.as_ref().map(|s| s.key), &mut created)?;
         let state = match stored {
             Some(s) => check_state(&db, s)?,
             None => State::empty(key.public_key()),
         };
-        let checkpoints = CheckpointFile::open_and_reconcile(&paths.checkpoints, &db)?;
+        let checkpoints = CheckpointFile::open_and_reconcile(&paths.checkpoints, &db, &mut created)?;
         let origin = logged_origin(&db)?.map_or(cfg.origin.clone(), |logged| {
             if logged != cfg.origin {
                 tracing::warn!(%logged, configured = %cfg.origin, "keeping the log's origin; a log has one origin");
@@ -160,7 +162,8 @@ impl AuditLog {
             db.flush()?;
             syncer.sync()?;
         }
-        let journal = Journal::open(&journal::path_for(&paths.db), journal::mark(state.seq, state.checkpoints), replayed.clean)?;
+        let journal = Journal::open(&journal::path_for(&paths.db), journal::mark(state.seq, state.checkpoints), replayed.clean, &mut created)?;
+        created.sync()?;
         // Records past the last checkpoint: a group whose signature was deferred when the
         // process stopped. `start` signs them before anything else is written.
         let unsigned = state.seq > logged_size(&db)?;
@@ -194,7 +197,9 @@ impl AuditLog {
         let args_key = ArgsKey::load_or_create(&cfg.data_dir.join(ARGS_KEY_FILE))?;
         let redactor = Redactor::new(&cfg.redact, args_key)?;
         let paths = LogPaths::new(&cfg.data_dir, cfg.key_path.as_deref());
-        let key = load_key(&paths.key, head.as_ref().map(|(_, k)| *k))?;
+        let mut created = NewFiles::default();
+        let key = load_key(&paths.key, head.as_ref().map(|(_, k)| *k), &mut created)?;
+        created.sync()?;
         let origin = origin.unwrap_or(cfg.origin);
         let size = head.map_or(0, |(size, _)| size);
         start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false, unsigned: false, sign_within: cfg.sign_within })
@@ -389,9 +394,10 @@ fn staged_key_path(key_path: &std::path::Path) -> PathBuf {
 fn load_key(
     path: &std::path::Path,
     logged: Option<PublicKey>,
+    created: &mut NewFiles,
 ) -> Result<Arc<SigningKey>, AuditError> {
     let key = match logged {
-        None => SigningKey::load_or_create(path)?,
+        None => SigningKey::load_or_create_in(path, created)?,
         Some(_) => SigningKey::load(path)?,
     };
     match logged {

@@ -162,6 +162,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     };
     if let Some(control) = &control {
         control.set_reload(reloader.clone());
+        crate::control::announce_ready();
     }
     crate::approval::metrics::watch(gateway.approvals());
     if let Some(addr) = config.telemetry.metrics_listen {

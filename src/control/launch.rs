@@ -1,19 +1,24 @@
 //! Starting a gateway in the background: `airlock gateway run` as a detached child, its
 //! stderr appended to `<data_dir>/gateway.log`, under the start lock so that simultaneous
-//! launches start exactly one.
+//! launches start exactly one. The child's stdout is a pipe on which it says when its
+//! socket listens (`announce_ready`): the launch connects then, not at its next poll.
 
 use std::fs::File;
-use std::io::{Read as _, Seek as _, SeekFrom};
+use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{Flock, FlockArg};
+use tokio::io::AsyncReadExt as _;
 
 use super::{ControlError, io_error};
 
 /// How long a launch waits for the gateway's socket to answer.
 const READY_WITHIN: Duration = Duration::from_secs(60);
+
+/// Set for a gateway a launch starts: its stdout is the launch's pipe (`announce_ready`).
+const LAUNCHED_ENV: &str = "AIRLOCK_LAUNCHED";
 
 /// What to run to start a gateway.
 #[derive(Debug, Clone)]
@@ -61,6 +66,8 @@ impl Launch {
         let deadline = started + READY_WITHIN;
         let log = super::log_path(&self.data_dir);
         let mut child: Option<(tokio::process::Child, u64)> = None;
+        // The started gateway's stdout, until it says it listens or closes (exits).
+        let mut ready: Option<tokio::process::ChildStdout> = None;
         loop {
             if super::connect(&self.data_dir).await.is_ok() {
                 let pid = child.as_ref().and_then(|(c, _)| c.id());
@@ -81,12 +88,28 @@ impl Launch {
                     // the data dir: wait for it, then try again.
                 }
             } else if super::server::is_free(&self.data_dir) {
-                child = Some(self.spawn(&log)?);
+                let (mut spawned, from) = self.spawn(&log)?;
+                ready = spawned.stdout.take();
+                child = Some((spawned, from));
             }
             if Instant::now() >= deadline {
                 return Err(LaunchError::Timeout { socket: super::socket_path(&self.data_dir), log });
             }
-            tokio::time::sleep(poll_pause(started.elapsed())).await;
+            let pause = tokio::time::sleep(poll_pause(started.elapsed()));
+            let mut line = [0u8; 16];
+            match ready.as_mut() {
+                Some(out) => tokio::select! {
+                    () = pause => {}
+                    read = out.read(&mut line) => {
+                        // A line: it listens, connect now. End of file: it exited, or it
+                        // closed the pipe; the polls go on.
+                        if !matches!(read, Ok(n) if n > 0) {
+                            ready = None;
+                        }
+                    }
+                },
+                None => pause.await,
+            }
         }
     }
 
@@ -100,10 +123,24 @@ impl Launch {
         }
         // Its own process group: a terminal's Ctrl-C to the client does not reach it, and
         // it holds none of the client's pipes (stdout is the client's protocol).
-        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(file)).process_group(0);
-        command.env_remove("AIRLOCK_STANDALONE");
+        command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::from(file)).process_group(0);
+        command.env_remove("AIRLOCK_STANDALONE").env(LAUNCHED_ENV, "1");
         let child = command.spawn().map_err(|source| LaunchError::Spawn { exe: self.exe.clone(), source })?;
         Ok((child, from))
+    }
+}
+
+/// Called by a gateway once its control socket listens: if a launch started it, tells the
+/// launch on stdout, then points stdout at /dev/null (the launch stops reading, and a
+/// write to a pipe nobody reads would fail).
+pub fn announce_ready() {
+    if std::env::var_os(LAUNCHED_ENV).is_none() {
+        return;
+    }
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(b"ready\n").and_then(|()| stdout.flush());
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
     }
 }
 

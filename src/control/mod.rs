@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 
 pub use bridge::{BridgeError, BridgeSettings, run_bridge};
 pub use client::{Connection, OpLine, OpStream, attach, connect, connect_op};
-pub use launch::{Launch, LaunchError};
+pub use launch::{Launch, LaunchError, announce_ready};
 pub use ops::{DownstreamStatus, OpContext, Request, Rotated, StatusReport, Token};
 pub use ops_tools::{ToolRow, tool_rows};
 pub use reload::{Reload, ReloadOutcome, ReloadRefused};

@@ -211,6 +211,9 @@ async fn a_handed_off_session_ends_when_its_client_closes_stdin_and_the_bridge_e
     let bridge = u64::from(client.child.id().expect("bridge pid"));
     let stdin = std::fs::read_link(format!("/proc/{bridge}/fd/0")).expect("the bridge's stdin");
     assert!(open_files(gateway).contains(&stdin), "handed off");
+    // The launch's pipe on the gateway's stdout, on which it said it listens, is closed.
+    let stdout = std::fs::read_link(format!("/proc/{gateway}/fd/1")).expect("the gateway's stdout");
+    assert_eq!(stdout, std::path::Path::new("/dev/null"), "the gateway still holds the launch's pipe");
     drop(client.stdin);
     let exit = tokio::time::timeout(Duration::from_secs(10), client.child.wait()).await.expect("the bridge exits").expect("wait");
     assert!(exit.success(), "{exit:?}");
