@@ -162,7 +162,11 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     };
     if let Some(control) = &control {
         control.set_reload(reloader.clone());
-        crate::control::announce_ready();
+        // Not over stdio: there stdout is the client's protocol (a gateway's downstream may
+        // be a standalone `airlock serve` that inherited the launch's environment).
+        if !options.stdio {
+            crate::control::announce_ready();
+        }
     }
     crate::approval::metrics::watch(gateway.approvals());
     if let Some(addr) = config.telemetry.metrics_listen {

@@ -203,6 +203,19 @@ async fn the_bridge_hands_its_pipes_to_the_gateway_and_relays_once_that_gateway_
 }
 
 #[tokio::test]
+async fn a_standalone_stdio_server_that_inherited_a_launch_environment_keeps_its_stdout() {
+    // A launched gateway's downstreams inherit its environment; one of them may be a
+    // standalone `airlock serve`, whose stdout is its client's protocol: no `ready` there.
+    let setup = Setup::with_demo();
+    let mut client = RawStdio::spawn_with(&setup, &[("AIRLOCK_STANDALONE", "1"), ("AIRLOCK_LAUNCHED", "1")]);
+    let init = client.initialize().await;
+    assert!(init["result"]["serverInfo"].is_object(), "{init}");
+    let echo = json!({"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"demo__echo","arguments":{"text":"still here"}}});
+    client.send(&echo.to_string()).await;
+    assert_eq!(client.answer(2).await["result"]["content"][0]["text"], "still here");
+}
+
+#[tokio::test]
 async fn a_handed_off_session_ends_when_its_client_closes_stdin_and_the_bridge_exits() {
     let setup = Setup::with_demo();
     let mut client = RawStdio::spawn(&setup);

@@ -419,10 +419,16 @@ pub struct RawStdio {
 
 impl RawStdio {
     pub fn spawn(setup: &Setup) -> Self {
+        Self::spawn_with(setup, &[])
+    }
+
+    /// `spawn` with extra environment variables.
+    pub fn spawn_with(setup: &Setup, env: &[(&str, &str)]) -> Self {
         let mut child = tokio::process::Command::new(airlock())
             .args(["serve", "--config"])
             .arg(setup.config())
             .env("AIRLOCK_LOG", "warn")
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
