@@ -16,6 +16,7 @@ use crate::approval::Broker;
 use crate::approval::slack::Slack;
 use crate::approval::teams::Teams;
 use crate::gateway::fingerprints::open_state;
+use crate::gateway::reload::Starting;
 use crate::gateway::{Channel, Gateway, HoldSettings, Parts};
 use crate::identity::Authenticator;
 
@@ -92,6 +93,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     std::fs::create_dir_all(data_dir).with_context(|| format!("could not create {}", data_dir.display()))?;
     // Taken before the database, so a second gateway is told who holds the data dir.
     let mut liveness = if options.control { Some(crate::control::Liveness::take(data_dir)?) } else { None };
+    if liveness.is_some() {
+        tokio::task::spawn_blocking(crate::control::PeerUser::warm_up);
+    }
     // Nothing below waits for the downstreams: they start now, in parallel with the
     // databases, and the catalog fills while the gateway starts and answers `initialize`.
     // No client call reaches them before the audit log is open (the gateway is built on it).
@@ -124,6 +128,7 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
     for warning in checked.policies.warnings() {
         tracing::warn!("{warning}");
     }
+    let starting = Starting::new(config.file.as_deref(), &started_from, &checked.policies);
     let gateway = Gateway::start(Parts {
         downstreams: downstreams.0.clone(),
         authenticator: authenticator.clone(),
@@ -139,9 +144,9 @@ pub(crate) async fn serve(checked: super::check::Checked, options: Options) -> a
         },
         new_tools: config.gateway.new_tools,
         tasks,
-    })
+    }, &starting)
     .await?;
-    let reloader = super::serve_reload::start(&gateway, config.file.as_deref(), &started_from).await?;
+    let reloader = super::serve_reload::start(&gateway, config.file.as_deref(), starting);
     let shutdown = options.shutdown;
     let slack = channels(&config, gateway.approvals(), public_url.as_deref())?;
     let publisher = super::wiring::witness(&config)?

@@ -8,12 +8,12 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::gateway::reload::Starting;
 use crate::gateway::{Gateway, Loader, Reloader};
-use crate::manifest::Manifest;
 
-/// Logs `config_loaded` for the start and returns the reloader every trigger (SIGHUP, the
-/// control socket) calls.
-pub(crate) async fn start(gateway: &Arc<Gateway>, config_file: Option<&Path>, manifests: &[Manifest]) -> anyhow::Result<Arc<Reloader>> {
+/// The reloader every trigger (SIGHUP, the control socket) calls, comparing reloads
+/// against what the gateway started from (`starting`, whose `config_loaded` it recorded).
+pub(crate) fn start(gateway: &Arc<Gateway>, config_file: Option<&Path>, starting: Starting) -> Arc<Reloader> {
     let arg = super::ConfigArg { config: config_file.map(Path::to_path_buf) };
     let load: Arc<Loader> = Arc::new(move || match super::check::load_everything(&arg) {
         Ok(checked) => checked,
@@ -25,7 +25,7 @@ pub(crate) async fn start(gateway: &Arc<Gateway>, config_file: Option<&Path>, ma
             super::check::Checked { config, manifests: Vec::new(), policies: crate::policy::PolicySet::empty(), problems }
         }
     });
-    Ok(Reloader::start(gateway.clone(), config_file, manifests, load).await?)
+    Reloader::start(gateway.clone(), starting, load)
 }
 
 /// Reloads on every SIGHUP until the gateway stops; each outcome goes to stderr and the log.

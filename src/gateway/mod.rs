@@ -133,9 +133,10 @@ pub struct Gateway {
 
 impl Gateway {
     /// Builds the gateway, records `gateway_started` (with each server's health as it
-    /// stands, usually `Starting`), and starts the task that vets the catalog once the
-    /// downstreams are ready, opens the gateway, and then relays catalog changes.
-    pub async fn start(parts: Parts) -> Result<Arc<Self>, AuditError> {
+    /// stands, usually `Starting`) and the start's `config_loaded` in one group (one sync),
+    /// and starts the task that vets the catalog once the downstreams are ready, opens the
+    /// gateway, and then relays catalog changes.
+    pub async fn start(parts: Parts, starting: &reload::Starting) -> Result<Arc<Self>, AuditError> {
         let gateway = Arc::new(Self {
             downstreams: parts.downstreams,
             authenticator: parts.authenticator,
@@ -174,7 +175,7 @@ impl Gateway {
                 "servers": servers,
                 "tools": catalog.len(),
             }));
-        let _recorded = gateway.audit.append(started).await?;
+        let _recorded = gateway.audit.append_all(vec![started, starting.record()]).await?;
         tasks::recover(&gateway).await;
         tokio::spawn(relay_catalog_changes(Arc::downgrade(&gateway), changes));
         tokio::spawn(relay_resource_updates(Arc::downgrade(&gateway)));

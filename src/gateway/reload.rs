@@ -147,24 +147,38 @@ pub struct Reloader {
     running: tokio::sync::Mutex<Running>,
 }
 
-impl Reloader {
-    /// Logs `config_loaded` (reason `start`) for what the gateway started with.
-    /// `config_file` and `manifests` are what the gateway was started from.
-    pub async fn start(
-        gateway: Arc<Gateway>,
-        config_file: Option<&Path>,
-        manifests: &[Manifest],
-        load: Arc<Loader>,
-    ) -> Result<Arc<Reloader>, AuditError> {
+/// What a gateway starts from, read before it starts: `Gateway::start` records its
+/// `config_loaded` (reason `start`) in one group with `gateway_started`, and `Reloader::start`
+/// compares reloads against it.
+pub struct Starting {
+    running: Running,
+    record: Record,
+}
+
+impl Starting {
+    /// `config_file`, `manifests` and `policies` are what the gateway starts from.
+    pub fn new(config_file: Option<&Path>, manifests: &[Manifest], policies: &PolicySet) -> Starting {
         let config = config_document(config_file);
         let running = Running {
             config_sha256: Sha256Digest::of(&canonical(&config)),
             config,
             manifests: manifest_digests(manifests),
         };
-        let record = loaded("start", &running, &gateway.policy().set, &[]);
-        let _recorded = gateway.audit().append(record).await?;
-        Ok(Arc::new(Reloader { gateway, load, running: tokio::sync::Mutex::new(running) }))
+        let record = loaded("start", &running, policies, &[]);
+        Starting { running, record }
+    }
+
+    /// The `config_loaded` record of the start.
+    pub(super) fn record(&self) -> Record {
+        self.record.clone()
+    }
+}
+
+impl Reloader {
+    /// The reloader of a gateway that `Gateway::start` started from `starting` (which
+    /// recorded its `config_loaded`).
+    pub fn start(gateway: Arc<Gateway>, starting: Starting, load: Arc<Loader>) -> Arc<Reloader> {
+        Arc::new(Reloader { gateway, load, running: tokio::sync::Mutex::new(starting.running) })
     }
 
     /// Re-reads every file; applies them only if all are valid. A broken file changes
