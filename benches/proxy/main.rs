@@ -142,7 +142,7 @@ async fn run() -> anyhow::Result<()> {
 
 /// Latency (and, for HTTP targets and the floor, throughput) of one target on one session.
 async fn measure(env: &Env, knobs: &Knobs, target: Target) -> (LatencyRow, Option<Vec<Result<workloads::Throughput, String>>>) {
-    let mut row = LatencyRow { target, result: Err(String::new()), rss_idle_kib: None, rss_after_kib: None, wrote_data: None };
+    let mut row = LatencyRow { target, result: Err(String::new()), rss_idle_kib: None, rss_after_kib: None, wrote_data: None, cost: None };
     let measures_throughput = true;
     if let Some(why) = env.missing(target) {
         row.result = Err(why.to_owned());
@@ -159,7 +159,12 @@ async fn measure(env: &Env, knobs: &Knobs, target: Target) -> (LatencyRow, Optio
     let peer = running.client.peer().clone();
     tokio::time::sleep(Duration::from_millis(300)).await;
     row.rss_idle_kib = running.pid.and_then(targets::rss_kib);
+    let before = running.pid.and_then(targets::usage);
     row.result = workloads::latency(&peer, target.echo_tool(), WARMUP, knobs.calls).await.map_err(|e| format!("failed: {e:#}"));
+    // The target's own CPU over the sequential run (warm-up included: those calls cost the
+    // same): what its added latency is made of, printed next to each target.
+    let after = running.pid.and_then(targets::usage);
+    row.cost = before.zip(after).and_then(|(b, a)| a.per_call_since(b, WARMUP + knobs.calls));
     let mut cells = None;
     if measures_throughput {
         let mut v = Vec::new();

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::stats::{Samples, added_us, ms, ratio, us};
-use crate::targets::{Audit, Target};
+use crate::targets::{Audit, CallCost, Target};
 use crate::workloads;
 use crate::workloads::Throughput;
 
@@ -24,6 +24,9 @@ pub(crate) struct LatencyRow {
     pub(crate) rss_after_kib: Option<u64>,
     /// For Airlock: did it write a data dir (audit log) during the run?
     pub(crate) wrote_data: Option<bool>,
+    /// The target's own process over the sequential run, per call (for Airlock over stdio
+    /// the shared gateway; for the direct floor the downstream itself).
+    pub(crate) cost: Option<CallCost>,
 }
 
 pub(crate) struct ThroughputRow {
@@ -102,9 +105,9 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "| target | transport | p50 µs | p99 µs | added p50 µs over direct | added p99 µs | p50 ratio over direct | added p50 µs over same-transport floor |"
+            "| target | transport | p50 µs | p99 µs | added p50 µs over direct | added p99 µs | p50 ratio over direct | added p50 µs over same-transport floor | its process: CPU µs a call (user + kernel), context switches |"
         );
-        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
         let direct = self.direct();
         let http_floor =
             self.latency.iter().find(|r| r.target == Target::HttpFloor).and_then(|r| r.result.as_ref().ok());
@@ -114,7 +117,7 @@ impl Report {
             let s = match &row.result {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = writeln!(out, "| {name} | {transport} | {e} | | | | | |");
+                    let _ = writeln!(out, "| {name} | {transport} | {e} | | | | | | |");
                     continue;
                 }
             };
@@ -124,13 +127,14 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "| {name} | {transport} | {} | {} | {} | {} | {} | {} |",
+                "| {name} | {transport} | {} | {} | {} | {} | {} | {} | {} |",
                 us(s.p50()),
                 us(s.p99()),
                 vs(direct, added_us, Samples::p50),
                 vs(direct, added_us, Samples::p99),
                 vs(direct, ratio, Samples::p50),
                 vs(floor, added_us, Samples::p50),
+                row.cost.map_or_else(|| "–".to_owned(), cost_text),
             );
         }
         out.push('\n');
@@ -214,8 +218,9 @@ impl Report {
                 let _ = writeln!(out, "Bare `fdatasync`: {e}\n");
             }
         }
-        let _ = writeln!(out, "| mode | transport | added p50 µs | over | target µs | met |");
-        let _ = writeln!(out, "|---|---|---:|---|---:|---|");
+        let _ = writeln!(out, "| mode | transport | added p50 µs | over | target µs | met | where the added time goes (measured in this run) |");
+        let _ = writeln!(out, "|---|---|---:|---|---:|---|---|");
+        let cost_of = |t: Target| self.latency.iter().find(|r| r.target == t).and_then(|r| r.cost);
         for target in [
             Target::AirlockStdio(Audit::None),
             Target::AirlockStdio(Audit::Fsync),
@@ -239,9 +244,11 @@ impl Report {
                 }
                 _ => ("–".to_owned(), "not measured"),
             };
+            let floor_target = if matches!(target, Target::AirlockHttp(_)) { Target::HttpFloor } else { Target::Direct };
+            let why = why_added(target, cost_of(target), cost_of(floor_target), sync);
             let _ = writeln!(
                 out,
-                "| {} | {} | {added} | {floor_name} | {} | {met} |",
+                "| {} | {} | {added} | {floor_name} | {} | {met} | {why} |",
                 target.audit().map_or("", Audit::key),
                 target.transport(),
                 budget.map_or("–".to_owned(), |b| format!("{:.0}", b.as_secs_f64() * 1e6)),
@@ -305,3 +312,34 @@ impl Report {
         out.push('\n');
     }
 }
+
+/// `412 (301 + 111), 5.9`: CPU µs a call, user + kernel, and context switches a call.
+fn cost_text(c: CallCost) -> String {
+    let total = c.user + c.kernel;
+    format!("{:.0} ({:.0} + {:.0}), {:.1}", total.as_secs_f64() * 1e6, c.user.as_secs_f64() * 1e6, c.kernel.as_secs_f64() * 1e6, c.switches)
+}
+
+/// What the added latency of `target` is made of, from this run's figures: the gateway's
+/// CPU a call against its floor's process, and the syncs a call waits for with `fsync`.
+fn why_added(target: Target, ours: Option<CallCost>, floor: Option<CallCost>, sync: Option<Duration>) -> String {
+    let Some(ours) = ours else {
+        return "–".to_owned();
+    };
+    let cpu = |c: CallCost| (c.user + c.kernel).as_secs_f64() * 1e6;
+    let mut why = format!(
+        "gateway CPU {:.0} µs a call ({:.0} user, {:.0} kernel, {:.1} context switches)",
+        cpu(ours),
+        ours.user.as_secs_f64() * 1e6,
+        ours.kernel.as_secs_f64() * 1e6,
+        ours.switches
+    );
+    if let Some(f) = floor {
+        let whose = if matches!(target, Target::AirlockHttp(_)) { "the HTTP floor's server" } else { "the downstream alone" };
+        why.push_str(&format!(" against {:.0} µs for {whose}", cpu(f)));
+    }
+    if let (Some(Audit::Fsync), Some(s)) = (target.audit(), sync) {
+        why.push_str(&format!("; two fdatasyncs, {:.0} µs at the bare p50", 2.0 * s.as_secs_f64() * 1e6));
+    }
+    why
+}
+

@@ -334,3 +334,56 @@ pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
+
+/// What a process (all its threads) has used so far: CPU time in user space and in the
+/// kernel, and context switches. Read from `/proc/<pid>/stat` (in USER_HZ ticks, 100 a
+/// second on Linux whatever the kernel's tick) and each thread's `status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Usage {
+    pub(crate) user: Duration,
+    pub(crate) kernel: Duration,
+    pub(crate) switches: u64,
+}
+
+/// USER_HZ: the unit of the times in `/proc/<pid>/stat`, fixed at 100 for user space.
+const TICKS_PER_SEC: u64 = 100;
+
+pub(crate) fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing paren.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3 (state); utime and stime are fields 14 and 15.
+    let ticks = |i: usize| fields.get(i - 3).and_then(|f| f.parse::<u64>().ok());
+    let to_time = |t: u64| Duration::from_millis(t * 1000 / TICKS_PER_SEC);
+    let mut switches = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else { continue };
+        switches += status
+            .lines()
+            .filter(|l| l.starts_with("voluntary_ctxt_switches:") || l.starts_with("nonvoluntary_ctxt_switches:"))
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Some(Usage { user: to_time(ticks(14)?), kernel: to_time(ticks(15)?), switches })
+}
+
+/// A process's share of one call: CPU time and context switches.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallCost {
+    pub(crate) user: Duration,
+    pub(crate) kernel: Duration,
+    pub(crate) switches: f64,
+}
+
+impl Usage {
+    /// What was used between `earlier` and `self`, per one of `calls`.
+    pub(crate) fn per_call_since(self, earlier: Usage, calls: usize) -> Option<CallCost> {
+        let n = u32::try_from(calls).ok().filter(|n| *n > 0)?;
+        Some(CallCost {
+            user: self.user.saturating_sub(earlier.user) / n,
+            kernel: self.kernel.saturating_sub(earlier.kernel) / n,
+            switches: self.switches.saturating_sub(earlier.switches) as f64 / f64::from(n),
+        })
+    }
+}
