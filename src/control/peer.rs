@@ -27,10 +27,9 @@ impl PeerUser {
         Self { uid, name: user.map(|u| u.name), groups }
     }
 
-    /// Looks this process's own uid up and forgets it. The first look-up of a process loads
-    /// the system's user-database modules (nsswitch.conf, `libnss_*` by dlopen), a
-    /// millisecond or more: a gateway does it while it starts, not on its first client's
-    /// connection.
+    /// Looks this process's own uid up and forgets it. The first look-up of a process reads
+    /// nsswitch.conf and loads the user-database modules (`libnss_*`, by dlopen): a gateway
+    /// does that while it starts, not on its first client's connection.
     pub fn warm_up() {
         let _ = Self::lookup(Uid::current().as_raw());
     }
