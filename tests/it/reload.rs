@@ -145,6 +145,10 @@ async fn a_policy_edit_and_sighup_change_the_next_decision_and_a_held_call_stays
     stop(gateway).await;
 
     let records = export(&setup.data_dir());
+    // The start's two records are one group: one sync, one checkpoint covering both.
+    let kinds: Vec<&str> = records.iter().take(4).filter_map(|r| r["kind"].as_str()).collect();
+    assert_eq!(kinds, ["export", "gateway_started", "config_loaded", "checkpoint"], "{:?}", &records[..4]);
+    assert_eq!(records[3]["size"], 2, "{}", records[3]);
     let loaded = of_kind(&records, "config_loaded");
     assert_eq!(loaded.len(), 2, "{loaded:?}");
     assert_eq!(loaded[0]["detail"]["reason"], "start");
