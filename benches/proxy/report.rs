@@ -342,4 +342,3 @@ fn why_added(target: Target, ours: Option<CallCost>, floor: Option<CallCost>, sy
     }
     why
 }
-
