@@ -45,14 +45,8 @@ pub fn canonical_value(value: &Value) -> Value {
     }
 }
 
-/// Writes `"key":value` in canonical form (for callers that assemble an object themselves).
-pub(crate) fn write_member(out: &mut Vec<u8>, key: &str, value: &Value) {
-    write_string(out, key);
-    out.push(b':');
-    write_value(out, value);
-}
-
-fn write_value(out: &mut Vec<u8>, value: &Value) {
+/// Writes `value` in canonical form (for callers that assemble an object themselves).
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(true) => out.extend_from_slice(b"true"),
@@ -90,9 +84,11 @@ fn write_value(out: &mut Vec<u8>, value: &Value) {
 
 fn write_number(out: &mut Vec<u8>, n: &serde_json::Number) {
     if let Some(i) = n.as_u64() {
-        out.extend_from_slice(i.to_string().as_bytes());
+        write_u64(out, i);
     } else if let Some(i) = n.as_i64() {
-        out.extend_from_slice(i.to_string().as_bytes());
+        // Not a u64, so negative.
+        out.push(b'-');
+        write_u64(out, i.unsigned_abs());
     } else if let Some(f) = n.as_f64() {
         write_float(out, f);
     }
@@ -138,7 +134,15 @@ fn write_float(out: &mut Vec<u8>, f: f64) {
     }
 }
 
-fn write_string(out: &mut Vec<u8>, s: &str) {
+/// Writes `n` in plain decimal.
+pub(crate) fn write_u64(out: &mut Vec<u8>, n: u64) {
+    use std::io::Write as _;
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "{n}");
+}
+
+/// Writes `s` as a canonical JSON string.
+pub(crate) fn write_string(out: &mut Vec<u8>, s: &str) {
     out.push(b'"');
     let bytes = s.as_bytes();
     let mut start = 0;

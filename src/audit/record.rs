@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::arguments::Redactor;
-use super::canonical::{canonical, write_member};
+use super::canonical::{canonical, write_string, write_u64, write_value};
 use super::digest::{Seq, Sha256Digest};
 
 /// Version of the record format; a change to the fields or their meaning bumps it.
@@ -221,36 +221,114 @@ impl Record {
     }
 
     /// Serialises everything but `seq` and `time` now, so the writer only splices those in.
-    /// Moves the expensive part of canonicalisation off the single writer thread.
+    /// Moves the expensive part of canonicalisation off the single writer thread. Written
+    /// member by member in key order, without building a `serde_json::Value` of the record
+    /// (that deep-copied `args` and `detail` for every record); a test holds it equal to
+    /// `canonical(to_value(record))`, the stored form's definition.
     pub(crate) fn prepare(&self) -> Prepared {
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
         let mut parts = Prepared::default();
-        if let Value::Object(map) = value {
-            let mut entries: Vec<(&String, &Value)> = map
-                .iter()
-                .filter(|(k, _)| *k != "seq" && *k != "time")
-                .collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            for (key, item) in entries {
-                let part = match key.as_bytes() {
-                    k if k < b"seq".as_slice() => &mut parts.before_seq,
-                    k if k < b"time".as_slice() => &mut parts.before_time,
-                    _ => &mut parts.after_time,
-                };
-                if !part.is_empty() {
-                    part.push(b',');
-                }
-                write_member(part, key, item);
-            }
+        // Keys in byte order: `… < "seq" < "session" < "time" < "tool" < "v"`.
+        let mut run = Run::new(&mut parts.before_seq);
+        run.text("approval_id", &self.approval_id);
+        run.text("approver", &self.approver);
+        run.json("args", &self.args);
+        run.digest("args_hmac", &self.args_hmac);
+        run.digest("args_sha256", &self.args_sha256);
+        run.text("call_id", &self.call_id);
+        run.text("channel", &self.channel);
+        run.text("comment", &self.comment);
+        run.text("decision", &self.decision);
+        run.json("detail", &self.detail);
+        if let Some(us) = self.duration_us {
+            run.member("duration_us", |out| write_u64(out, us));
         }
+        if let Some(is_error) = self.is_error {
+            run.member("is_error", |out| out.extend_from_slice(if is_error { b"true" } else { b"false" }));
+        }
+        run.member("kind", |out| write_string(out, self.kind.as_str()));
+        run.digest("policy_sha256", &self.policy_sha256);
+        run.text("principal", &self.principal);
+        run.text("reason", &self.reason);
+        run.digest("result_sha256", &self.result_sha256);
+        run.text("risk", &self.risk);
+        run.text("rule", &self.rule);
+        Run::new(&mut parts.before_time).text("session", &self.session);
+        let mut run = Run::new(&mut parts.after_time);
+        run.text("tool", &self.tool);
+        run.member("v", |out| write_u64(out, u64::from(self.v)));
         parts
     }
 
     /// The stored form.
     pub fn to_canonical(&self) -> Vec<u8> {
-        // Serialising this struct to a Value cannot fail: every field is a plain type.
-        let value = serde_json::to_value(self).unwrap_or(Value::Null);
-        canonical(&value)
+        self.prepare().finish_with(self.seq, self.time.as_deref())
+    }
+}
+
+/// Canonical `"key":value` members appended to `out` after `start`, comma-separated.
+struct Run<'a> {
+    out: &'a mut Vec<u8>,
+    start: usize,
+}
+
+impl<'a> Run<'a> {
+    /// A run of its own: `out` holds nothing else.
+    fn new(out: &'a mut Vec<u8>) -> Run<'a> {
+        Run { out, start: 0 }
+    }
+
+    /// A run continuing what `out` holds (an object's opening brace).
+    fn after(out: &'a mut Vec<u8>) -> Run<'a> {
+        let start = out.len();
+        Run { out, start }
+    }
+
+    fn separate(&mut self) {
+        if self.out.len() > self.start {
+            self.out.push(b',');
+        }
+    }
+
+    fn member(&mut self, key: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        self.separate();
+        write_string(self.out, key);
+        self.out.push(b':');
+        value(self.out);
+    }
+
+    /// Members another run wrote.
+    fn splice(&mut self, members: &[u8]) {
+        if !members.is_empty() {
+            self.separate();
+            self.out.extend_from_slice(members);
+        }
+    }
+
+    fn text(&mut self, key: &str, value: &Option<String>) {
+        if let Some(text) = value {
+            self.member(key, |out| write_string(out, text));
+        }
+    }
+
+    fn json(&mut self, key: &str, value: &Option<Value>) {
+        if let Some(value) = value {
+            self.member(key, |out| write_value(out, value));
+        }
+    }
+
+    /// A digest as its serde form: lowercase hex in a string.
+    fn digest(&mut self, key: &str, value: &Option<Sha256Digest>) {
+        if let Some(digest) = value {
+            self.member(key, |out| {
+                let mut hex = [0u8; 64];
+                // 32 bytes always fit 64 hex digits.
+                if hex::encode_to_slice(digest.as_bytes(), &mut hex).is_ok() {
+                    out.push(b'"');
+                    out.extend_from_slice(&hex);
+                    out.push(b'"');
+                }
+            });
+        }
     }
 }
 
@@ -267,32 +345,26 @@ impl Prepared {
     /// The canonical record with `seq` and `time` spliced in; equals
     /// `canonical(to_value(record with seq and time))`.
     pub(crate) fn finish(&self, seq: Seq, time: &str) -> Vec<u8> {
+        self.finish_with(Some(seq), Some(time))
+    }
+
+    fn finish_with(&self, seq: Option<Seq>, time: Option<&str>) -> Vec<u8> {
         let mut out = Vec::with_capacity(
             self.before_seq.len() + self.before_time.len() + self.after_time.len() + 64,
         );
         out.push(b'{');
-        out.extend_from_slice(&self.before_seq);
-        separate(&mut out);
-        write_member(&mut out, "seq", &Value::from(seq.get()));
-        if !self.before_time.is_empty() {
-            out.push(b',');
-            out.extend_from_slice(&self.before_time);
+        let mut run = Run::after(&mut out);
+        run.splice(&self.before_seq);
+        if let Some(seq) = seq {
+            run.member("seq", |out| write_u64(out, seq.get()));
         }
-        out.push(b',');
-        write_member(&mut out, "time", &Value::from(time));
-        if !self.after_time.is_empty() {
-            out.push(b',');
-            out.extend_from_slice(&self.after_time);
+        run.splice(&self.before_time);
+        if let Some(time) = time {
+            run.member("time", |out| write_string(out, time));
         }
+        run.splice(&self.after_time);
         out.push(b'}');
         out
-    }
-}
-
-/// A comma unless the object is still empty.
-fn separate(out: &mut Vec<u8>) {
-    if out.len() > 1 {
-        out.push(b',');
     }
 }
 
@@ -319,28 +391,63 @@ mod tests {
         assert_eq!(rec.args_sha256, None, "no plain digest of arguments in new records");
     }
 
-    #[test]
-    fn prepared_record_with_spliced_seq_and_time_is_its_canonical_form() {
+    /// The stored form's definition, which `prepare` and `to_canonical` write directly.
+    fn defined(rec: &Record) -> String {
+        String::from_utf8(canonical(&serde_json::to_value(rec).unwrap())).unwrap()
+    }
+
+    /// A record with every field set, strings that need escaping and numbers of each kind.
+    fn every_field() -> Record {
         let r = Redactor::new(&["/password".into()], ArgsKey::generate().unwrap()).unwrap();
-        let full = Record::new(RecordKind::Decision)
-            .principal("p")
-            .session("s")
-            .tool("t")
+        let mut rec = Record::new(RecordKind::Decision)
+            .principal("p\"q")
+            .session("s\n")
+            .call_id("c")
+            .tool("t\u{1}é")
+            .risk("high")
+            .decision("approve")
             .rule("r")
             .reason("why")
-            .with_args(&json!({"password": 1, "a": [1.5]}), &r)
-            .detail(json!({"z": 1}));
-        for rec in [full, Record::new(RecordKind::GatewayStarted)] {
+            .with_args(&json!({"password": 1, "z": [1.5, -3, 1.0, {"b": null, "a": true}], "a": "x"}), &r)
+            .with_result(&json!({"ok": 1}))
+            .is_error(false)
+            .duration_us(u64::MAX)
+            .approval_id("a1")
+            .approver("bob")
+            .channel("slack")
+            .comment("fine")
+            .detail(json!({"z": 1, "y": [-0.0, 1e-7]}))
+            .policy_sha256(Sha256Digest::of(b"policy"));
+        rec.args_sha256 = Some(Sha256Digest::of(b"old"));
+        rec
+    }
+
+    #[test]
+    fn the_stored_form_is_canonical_json_of_the_record() {
+        let mut records = vec![every_field(), Record::new(RecordKind::GatewayStarted), Record::new(RecordKind::CallCompleted).is_error(true)];
+        let mut stamped = every_field();
+        stamped.seq = Some(Seq::new(1));
+        stamped.time = Some("2026-01-01T00:00:00.000000Z".into());
+        records.push(stamped);
+        let mut seq_only = Record::new(RecordKind::SessionOpened).session("s");
+        seq_only.seq = Some(Seq::new(9));
+        records.push(seq_only);
+        for rec in records {
+            assert_eq!(String::from_utf8(rec.to_canonical()).unwrap(), defined(&rec));
+        }
+    }
+
+    #[test]
+    fn prepared_record_with_spliced_seq_and_time_is_its_canonical_form() {
+        let only_tool = Record::new(RecordKind::ToolAdded).tool("t");
+        for rec in [every_field(), Record::new(RecordKind::GatewayStarted), only_tool] {
             let mut stamped = rec.clone();
             stamped.seq = Some(Seq::new(77));
             stamped.time = Some("2026-01-01T00:00:00.000000Z".into());
             let spliced = rec
                 .prepare()
                 .finish(Seq::new(77), "2026-01-01T00:00:00.000000Z");
-            assert_eq!(
-                String::from_utf8(spliced).unwrap(),
-                String::from_utf8(stamped.to_canonical()).unwrap()
-            );
+            assert_eq!(String::from_utf8(spliced).unwrap(), defined(&stamped));
         }
     }
 
