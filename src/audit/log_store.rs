@@ -54,12 +54,27 @@ pub struct Committed {
     pub size: u64,
 }
 
+/// Who is committing a group: what a store may do after the group is durable and before
+/// it returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// A lone caller on its own thread, or the writer with nothing else to do.
+    Lone,
+    /// The writer thread, with callers queued for the next group.
+    Queued,
+}
+
 /// Where the writer keeps the log.
 pub trait LogStore: Send {
     /// Stores one group atomically: calls `seal` with the current head and stores what it
     /// returns, or nothing. An error means the group is not acknowledged; the store decides
     /// whether later groups may still be tried (an unreachable database: yes).
-    fn commit(&mut self, seal: Seal) -> Result<Committed, AuditError>;
+    fn commit(&mut self, seal: Seal, load: Load) -> Result<Committed, AuditError>;
+    /// Whether the store tells the log's durable-size watch itself, once what it has
+    /// committed can be read (the embedded store inserts into sled after acknowledging).
+    fn publishes_durable(&self) -> bool {
+        false
+    }
     /// Whether the signing key may be rotated by this writer alone (not when replicas
     /// share the log: they would disagree on the key).
     fn rotation_allowed(&self) -> bool {

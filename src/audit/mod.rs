@@ -41,7 +41,7 @@ pub use canonical::{canonical, canonical_value};
 pub use checkpoint::{Checkpoint, Form, signed_message};
 pub use digest::{BadDigest, Seq, Sha256Digest};
 pub use export::{InclusionProof, LogReader, check_proof};
-pub use log_store::{Committed, LogSource, LogStore, Readers, Seal, Sealed, SealedRecord};
+pub use log_store::{Committed, Load, LogSource, LogStore, Readers, Seal, Sealed, SealedRecord};
 pub use keys::{KeyId, PublicKey, Signature, SigningKey};
 pub use merkle::{
     Frontier, consistency_proof, empty_root, inclusion_proof, leaf_hash, node_hash, root_of,

@@ -45,8 +45,8 @@ use super::merkle::leaf_hash;
 use super::arguments::{ARGS_KEY_FILE, ArgsKey, Redactor};
 use super::record::{Prepared, Record, RecordKind};
 use super::journal::{self, Journal};
-use super::local::LocalStore;
-use super::log_store::{LogStore, Readers, Seal, Sealed, SealedRecord};
+use super::local::{Applied, Applier, LocalStore};
+use super::log_store::{Load, LogStore, Readers, Seal, Sealed, SealedRecord};
 use super::store::{self, CheckpointFile, DirSyncer, LogPaths, State};
 use super::{AuditConfig, AuditError, Durability};
 
@@ -96,7 +96,8 @@ struct Shared {
     readers: Mutex<Option<Readers>>,
     /// False when replicas share the log (their key must stay the same).
     rotation_allowed: bool,
-    /// How many records are durable (acknowledged); followers of the log wait on it.
+    /// How many records are durable and readable (the embedded store tells it once sled
+    /// has a group, just after acknowledging it); followers of the log wait on it.
     durable: watch::Receiver<u64>,
     /// The writer, driven by its thread or (`inline`) by a caller that finds it idle.
     writer: Arc<Mutex<Writer>>,
@@ -167,8 +168,16 @@ impl AuditLog {
         // Records past the last checkpoint: a group whose signature was deferred when the
         // process stopped. `start` signs them before anything else is written.
         let unsigned = state.seq > logged_size(&db)?;
+        let (durable_tx, durable) = watch::channel(state.seq);
+        let applied = Applied::new(db.clone(), durable_tx);
+        let applier = Applier::start(&applied)?;
         let read_db = db.clone();
-        let readers: Readers = Arc::new(move || Ok(LogReader::from_db(read_db.clone())));
+        let caught_up = applied.clone();
+        // A reader sees every group acknowledged before it was made (see `local`).
+        let readers: Readers = Arc::new(move || {
+            caught_up.wait()?;
+            Ok(LogReader::from_db(read_db.clone()))
+        });
         let local = LocalStore {
             db,
             syncer,
@@ -178,8 +187,10 @@ impl AuditLog {
             state: state.clone(),
             fsync: matches!(cfg.durability, Durability::Fsync),
             failed: None,
+            applied,
+            applier,
         };
-        start(Started { store: Box::new(local), readers, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true, unsigned, sign_within: cfg.sign_within })
+        start(Started { store: Box::new(local), readers, durable, size: state.seq, key, origin, redactor, key_path: paths.key, inline: true, unsigned, sign_within: cfg.sign_within })
     }
 
     /// Opens the log kept by another store (PostgreSQL shared by replicas). `head` is the
@@ -202,7 +213,8 @@ impl AuditLog {
         created.sync()?;
         let origin = origin.unwrap_or(cfg.origin);
         let size = head.map_or(0, |(size, _)| size);
-        start(Started { store, readers, size, key, origin, redactor, key_path: paths.key, inline: false, unsigned: false, sign_within: cfg.sign_within })
+        let (_, durable) = watch::channel(size);
+        start(Started { store, readers, durable, size, key, origin, redactor, key_path: paths.key, inline: false, unsigned: false, sign_within: cfg.sign_within })
     }
 
     /// Appends a record; resolves once it is durable and covered by a signed checkpoint.
@@ -273,7 +285,7 @@ impl AuditLog {
             Err(TryLockError::WouldBlock) => return Err(records),
             Err(TryLockError::Poisoned(_)) => return Ok(Err(AuditError::Closed)),
         };
-        let committed = writer.commit_counted(records, signing);
+        let committed = writer.commit_counted(records, signing, Load::Lone);
         Ok(committed.map(|(first, last)| (first..=last).map(|n| Recorded { seq: Seq::new(n) }).collect()))
     }
 
@@ -343,8 +355,8 @@ impl AuditLog {
         readers.ok_or(AuditError::Closed).and_then(|make| make())
     }
 
-    /// The number of durable records (the last acknowledged sequence number), updated after
-    /// every committed group: what a follower of the log may read up to.
+    /// The number of durable records, updated after every committed group once its records
+    /// can be read: what a follower of the log may read up to.
     pub fn durable(&self) -> watch::Receiver<u64> {
         self.shared.durable.clone()
     }
@@ -461,6 +473,9 @@ fn now_rfc3339() -> String {
 struct Started {
     store: Box<dyn LogStore>,
     readers: Readers,
+    /// The durable-size watch; the writer tells it unless the store does
+    /// (`LogStore::publishes_durable`).
+    durable: watch::Receiver<u64>,
     /// Records in the log when opened.
     size: u64,
     key: Arc<SigningKey>,
@@ -477,7 +492,8 @@ struct Started {
 /// Starts the writer thread over `s.store`.
 fn start(s: Started) -> Result<AuditLog, AuditError> {
     let (tx, rx) = mpsc::channel(QUEUE);
-    let (durable_tx, durable) = watch::channel(s.size);
+    let durable_tx = (!s.store.publishes_durable()).then(|| watch::Sender::new(s.size));
+    let durable = durable_tx.as_ref().map_or(s.durable, watch::Sender::subscribe);
     let rotation_allowed = s.store.rotation_allowed();
     let defers = s.store.signs_later();
     let deadline = Arc::new(Deadline { state: Mutex::default(), wake: Condvar::new(), within: s.sign_within });
@@ -545,8 +561,8 @@ struct Writer {
     store: Option<Box<dyn LogStore>>,
     key: Arc<SigningKey>,
     origin: String,
-    /// Told the record count after each durable group.
-    durable: watch::Sender<u64>,
+    /// Told the record count after each durable group, unless the store tells it.
+    durable: Option<watch::Sender<u64>>,
     /// The store may keep a group without a checkpoint (`LogStore::signs_later`).
     defers: bool,
     /// Records past the last checkpoint (a deferred group's), to be signed.
@@ -707,29 +723,29 @@ impl Writer {
             return;
         }
         let (records, acks): (Vec<_>, Vec<_>) = group.drain(..).unzip();
-        let result = self.commit_counted(records, signing);
+        let result = self.commit_counted(records, signing, Load::Queued);
         for (ack, seq) in acks.into_iter().zip(seq_range(&result)) {
             let _ = ack.send(seq.map(|seq| Recorded { seq }));
         }
     }
 
     /// `commit`, counted in the group-commit statistics.
-    fn commit_counted(&mut self, records: Vec<Prepared>, signing: Signing) -> Result<(u64, u64), AuditError> {
+    fn commit_counted(&mut self, records: Vec<Prepared>, signing: Signing, load: Load) -> Result<(u64, u64), AuditError> {
         let (size, started) = (records.len(), std::time::Instant::now());
-        let result = self.commit(records, signing);
+        let result = self.commit(records, signing, load);
         super::stats::committed(super::stats::GroupCommitted { records: size, elapsed: started.elapsed(), ok: result.is_ok() });
         result
     }
 
     /// Commits `records` and, unless signing is deferred, one checkpoint (which covers any
     /// unsigned records before them too); returns the first and last sequence numbers.
-    fn commit(&mut self, records: Vec<Prepared>, signing: Signing) -> Result<(u64, u64), AuditError> {
+    fn commit(&mut self, records: Vec<Prepared>, signing: Signing, load: Load) -> Result<(u64, u64), AuditError> {
         let store = self.store.as_mut().ok_or(AuditError::Closed)?;
         let sign = signing == Signing::Now || !self.defers || records.is_empty();
         let adds = !records.is_empty();
         let (key, origin, time) = (self.key.clone(), self.origin.clone(), now_rfc3339());
         let sealer: Seal = Box::new(move |head: &State| Ok(seal(head, &records, &key, &origin, &time, sign)));
-        let committed = store.commit(sealer)?;
+        let committed = store.commit(sealer, load)?;
         if sign && self.unsigned {
             self.unsigned = false;
             self.deadline.clear();
@@ -737,11 +753,13 @@ impl Writer {
             self.unsigned = true;
             self.deadline.arm();
         }
-        self.durable.send_if_modified(|durable| {
-            let grew = committed.size > *durable;
-            *durable = (*durable).max(committed.size);
-            grew
-        });
+        if let Some(watch) = &self.durable {
+            watch.send_if_modified(|durable| {
+                let grew = committed.size > *durable;
+                *durable = (*durable).max(committed.size);
+                grew
+            });
+        }
         Ok((committed.first, committed.last))
     }
 
@@ -754,9 +772,9 @@ impl Writer {
             "old_key": old.to_base64(), "old_key_id": old.id().to_string(),
             "new_key": new.to_base64(), "new_key_id": new.id().to_string(),
         }));
-        let (seq, _) = self.commit(vec![rec.prepare()], Signing::Now)?;
+        let (seq, _) = self.commit(vec![rec.prepare()], Signing::Now, Load::Lone)?;
         self.key = new_key;
-        self.commit(Vec::new(), Signing::Now)?;
+        self.commit(Vec::new(), Signing::Now, Load::Lone)?;
         Ok(Recorded { seq: Seq::new(seq) })
     }
 
@@ -765,7 +783,7 @@ impl Writer {
         if !self.unsigned || self.store.is_none() {
             return Ok(());
         }
-        self.commit(Vec::new(), Signing::Now).map(|_| ())
+        self.commit(Vec::new(), Signing::Now, Load::Lone).map(|_| ())
     }
 }
 

@@ -63,7 +63,7 @@ async fn send_records(reader: &LogReader, out: &mut ReplyWriter, from: u64, upto
 
 /// Waits until more than `seen` records are durable; `None` when the gateway stops.
 /// The writer's durable-size watch (`AuditLog::durable`, the one `feed::Follower` and the
-/// sink wait on) moves only after a group is acknowledged.
+/// sink wait on) moves only once a group is acknowledged and in the database.
 async fn grown(ctx: &OpContext<'_>, seen: u64) -> Result<Option<u64>, Refusal> {
     let mut durable = ctx.control.gateway.audit().durable();
     tokio::select! {

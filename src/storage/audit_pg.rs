@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::audit::{
-    AuditConfig, AuditError, AuditLog, Committed, LogHead, LogPaths, LogReader, LogSource, LogStore, Readers,
+    AuditConfig, AuditError, AuditLog, Committed, Load, LogHead, LogPaths, LogReader, LogSource, LogStore, Readers,
     Seal, Sha256Digest, SigningKey,
 };
 
@@ -244,7 +244,7 @@ enum Failure {
 const IN_DOUBT_TRIES: u32 = 5;
 
 impl LogStore for PgLog {
-    fn commit(&mut self, seal: Seal) -> Result<Committed, AuditError> {
+    fn commit(&mut self, seal: Seal, _load: Load) -> Result<Committed, AuditError> {
         let group = uuid::Uuid::new_v4().to_string();
         let mut seal = Some(seal);
         let mut tries = 0;
