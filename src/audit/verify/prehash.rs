@@ -7,8 +7,8 @@
 //! hash matched, the stored hash before a record is the true chain, so the first mismatch
 //! is found at the same record as hashing the chain one record after another would.
 //!
-//! A thread of its own reads the database ahead (a bare scan is a third of the work), so
-//! the next batch is read while this one is hashed and walked.
+//! A thread of its own reads the database ahead (a bare scan is a third of the work), and
+//! the next batch is hashed while the verifier walks this one, so both cores stay busy.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -23,6 +23,17 @@ use super::super::store::{ScanError, StoredRecord};
 const BATCH: usize = 8192;
 /// Batches read ahead of the one being hashed.
 const AHEAD: usize = 2;
+
+/// A batch's hashes: one per record, in order.
+type Hashes = Vec<(Option<Sha256Digest>, Sha256Digest)>;
+
+/// A batch being hashed on every core.
+struct Hashing {
+    batch: Read,
+    error: Option<ScanError>,
+    /// One thread per lane, each hashing its run of the batch.
+    lanes: Vec<(usize, thread::JoinHandle<Hashes>)>,
+}
 
 /// One record with its hashes.
 pub(super) struct Hashed {
@@ -45,6 +56,8 @@ pub(super) struct Prehashed {
     /// open it again next (sled locks it).
     reader: Option<thread::JoinHandle<()>>,
     ready: VecDeque<Result<Hashed, ScanError>>,
+    /// The next batch, hashed while the one in `ready` is walked.
+    next: Option<Hashing>,
     lanes: usize,
 }
 
@@ -58,30 +71,47 @@ impl Prehashed {
         let (tx, batches) = mpsc::sync_channel(AHEAD);
         // Ends when the scan does, or when `batches` is dropped (a send fails).
         let reader = thread::spawn(move || read_ahead(scan, chain, tx));
-        Self { batches: Some(batches), reader: Some(reader), ready: VecDeque::new(), lanes }
+        Self { batches: Some(batches), reader: Some(reader), ready: VecDeque::new(), next: None, lanes }
     }
 
-    fn fill(&mut self) {
+    /// Starts hashing the next batch the reader has; `None` when the reader is done.
+    fn start_next(&mut self) -> Option<Hashing> {
         let Some(Ok((batch, error))) = self.batches.as_ref().map(mpsc::Receiver::recv) else {
             // The reader is gone: the scan ended, or the reader panicked, which must not
             // pass for the end of the log.
             if let Some(reader) = self.reader.take()
                 && reader.join().is_err()
             {
-                self.ready.push_back(Err(ScanError::Db(sled::Error::ReportableBug("the database reader panicked".into()))));
+                let error = ScanError::Db(sled::Error::ReportableBug("the database reader panicked".into()));
+                return Some(Hashing { batch: Vec::new(), error: Some(error), lanes: Vec::new() });
             }
-            return;
+            return None;
         };
         let per_lane = batch.len().div_ceil(self.lanes).max(1);
-        let hashes: Vec<(Option<Sha256Digest>, Sha256Digest)> = thread::scope(|s| {
-            let workers: Vec<_> =
-                batch.chunks(per_lane).map(|chunk| (chunk.len(), s.spawn(move || hash_all(chunk)))).collect();
-            workers
-                .into_iter()
-                // A hasher that panicked leaves its records without a link: they fail as edited.
-                .flat_map(|(n, w)| w.join().unwrap_or_else(|_| vec![(None, Sha256Digest::from_bytes([0; 32])); n]))
-                .collect()
-        });
+        let lanes = batch
+            .chunks(per_lane)
+            .map(|chunk| {
+                // The hashers own their runs: they outlive this call.
+                let run: Vec<_> = chunk.iter().map(|(_, value, before)| (value.clone(), *before)).collect();
+                (run.len(), thread::spawn(move || hash_all(&run)))
+            })
+            .collect();
+        Some(Hashing { batch, error, lanes })
+    }
+
+    fn fill(&mut self) {
+        let Some(Hashing { batch, error, lanes }) = self.next.take().or_else(|| self.start_next()) else {
+            return;
+        };
+        let hashes: Hashes = lanes
+            .into_iter()
+            // A hasher that panicked leaves its records without a link: they fail as edited.
+            .flat_map(|(n, w)| w.join().unwrap_or_else(|_| vec![(None, Sha256Digest::from_bytes([0; 32])); n]))
+            .collect();
+        // An error ends the scan: nothing follows it to hash.
+        if error.is_none() {
+            self.next = self.start_next();
+        }
         for ((seq, value, _), (link, leaf)) in batch.into_iter().zip(hashes) {
             self.ready.push_back(Ok(Hashed { seq, value, link, leaf }));
         }
@@ -132,10 +162,9 @@ where
     }
 }
 
-fn hash_all(chunk: &[(u64, sled::IVec, Sha256Digest)]) -> Vec<(Option<Sha256Digest>, Sha256Digest)> {
-    chunk
-        .iter()
-        .map(|(_, value, before)| match value.get(32..) {
+fn hash_all(run: &[(sled::IVec, Sha256Digest)]) -> Hashes {
+    run.iter()
+        .map(|(value, before)| match value.get(32..) {
             Some(bytes) => (Some(Sha256Digest::of_parts(&[before.as_bytes(), bytes])), leaf_hash(bytes)),
             None => (None, leaf_hash(value)),
         })
@@ -146,6 +175,11 @@ impl Drop for Prehashed {
     fn drop(&mut self) {
         // Unblocks a reader waiting to send, then waits at most the rest of its batch.
         self.batches = None;
+        if let Some(next) = self.next.take() {
+            for (_, hasher) in next.lanes {
+                let _ = hasher.join();
+            }
+        }
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
