@@ -24,6 +24,9 @@ use super::log_store::LogSource;
 use super::merkle::{Frontier, inclusion_proof, leaf_hash, verify_inclusion};
 use super::store::{self, LogPaths};
 
+/// Stored records with their sequence numbers, in order.
+pub(super) type RecordIter<'a> = Box<dyn Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + Send + 'a>;
+
 /// Read access to a log: a data dir's sled database whose writer is not running (or the
 /// running writer's own handle), or another store's source.
 pub struct LogReader {
@@ -81,10 +84,7 @@ impl LogReader {
     }
 
     /// Records with sequence number at least `from`, in order.
-    pub fn records_from(
-        &self,
-        from: Seq,
-    ) -> Box<dyn Iterator<Item = Result<(Seq, Vec<u8>), AuditError>> + Send + '_> {
+    pub fn records_from(&self, from: Seq) -> RecordIter<'_> {
         match &self.source {
             Source::Sled(db) => Box::new(store::records_from(db, from.get()).map(|item| {
                 let (seq, value) = item?;

@@ -122,7 +122,7 @@ fn write_out(document: &str, format: Format, out: Option<&Path>) -> anyhow::Resu
         Some(path) => std::fs::write(path, bytes).with_context(|| format!("could not write {}", path.display())),
         None => {
             let mut stdout = std::io::stdout().lock();
-            stdout.write_all(&bytes)?;
+            stdout.write_all(bytes)?;
             Ok(stdout.flush()?)
         }
     }

@@ -224,7 +224,7 @@ where
     let mut client_open = true;
     while let Some(event) = inbox.recv().await {
         match event {
-            Event::Client(line) => bridge.from_client(&mut link, line, &mut client_out).await?,
+            Event::Client(line) => bridge.on_client_line(&mut link, line, &mut client_out).await?,
             Event::ClientTooLong => {
                 let message = format!("Invalid Request: message longer than {} bytes; discarded", bridge.settings.max_message);
                 write_client(&mut client_out, &jsonrpc_error_value(Value::Null, -32600, &message)).await?;
@@ -240,7 +240,7 @@ where
                 }
             }
             Event::Gateway { generation, line } if link.as_ref().is_some_and(|l| l.generation == generation) => {
-                bridge.from_gateway(line, &mut client_out).await?;
+                bridge.on_gateway_line(line, &mut client_out).await?;
             }
             Event::GatewayLost { generation } if link.as_ref().is_some_and(|l| l.generation == generation) => {
                 let pid = link.take().map_or(0, |l| l.pid);
@@ -372,7 +372,7 @@ impl Bridge {
         Ok(())
     }
 
-    async fn from_client<W: AsyncWrite + Unpin>(&mut self, link: &mut Option<Link>, line: Vec<u8>, out: &mut W) -> Result<(), BridgeError> {
+    async fn on_client_line<W: AsyncWrite + Unpin>(&mut self, link: &mut Option<Link>, line: Vec<u8>, out: &mut W) -> Result<(), BridgeError> {
         if line.trim_ascii().is_empty() {
             return Ok(());
         }
@@ -408,7 +408,7 @@ impl Bridge {
         Ok(())
     }
 
-    async fn from_gateway<W: AsyncWrite + Unpin>(&mut self, line: Vec<u8>, out: &mut W) -> Result<(), BridgeError> {
+    async fn on_gateway_line<W: AsyncWrite + Unpin>(&mut self, line: Vec<u8>, out: &mut W) -> Result<(), BridgeError> {
         self.session.gateway_line(&peek(&line));
         out.write_all(&line).await.map_err(BridgeError::Client)?;
         if !line.ends_with(b"\n") {

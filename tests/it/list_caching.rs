@@ -113,7 +113,7 @@ async fn an_aggregated_list_has_the_shortest_ttl_and_is_private_when_any_part_is
 #[tokio::test]
 async fn a_part_that_promised_nothing_makes_the_list_uncacheable() {
     let public = Hinting::new("pub", Some(3_600_000), Some(CacheScope::Public));
-    let (_setup, gateway) = gateway_for(&[public.clone()]).await;
+    let (_setup, gateway) = gateway_for(std::slice::from_ref(&public)).await;
     for (ttl, scope) in hints(&gateway).await {
         let ttl = ttl.as_u64().expect("ttlMs");
         assert!(ttl > 1_800_000 && ttl <= 3_600_000, "one part: its own TTL, less the time since: {ttl}");
