@@ -16,6 +16,9 @@
 //! - absent (older logs): the signature covers
 //!   `canonical({"chain_head","origin","root","size","time"})`. These stay valid.
 
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::canonical::canonical;
@@ -217,30 +220,67 @@ impl Checkpoint {
 
     /// Parses the wire form; `None` if any field is missing or malformed.
     pub fn from_value(v: &Value) -> Option<Checkpoint> {
-        let s = |k: &str| v.get(k).and_then(Value::as_str);
-        if s("kind") != Some("checkpoint") {
-            return None;
-        }
-        let form = match v.get("format") {
-            None => Form::Json,
-            Some(f) if f.as_str() == Some("note") => Form::Note,
-            Some(_) => return None,
-        };
-        Some(Checkpoint {
-            origin: s("origin")?.to_owned(),
-            size: v.get("size")?.as_u64()?,
-            root: s("root")?.parse().ok()?,
-            chain_head: s("chain_head")?.parse().ok()?,
-            time: s("time")?.to_owned(),
-            key: PublicKey::parse(s("key")?)?,
-            signature: Signature::parse(s("signature")?)?,
-            form,
-        })
+        Wire::deserialize(v).ok()?.into_checkpoint()
     }
 
     /// Parses canonical bytes.
     pub fn from_slice(bytes: &[u8]) -> Option<Checkpoint> {
-        Checkpoint::from_value(&serde_json::from_slice(bytes).ok()?)
+        // Straight into the fields, without a `Value` of the object: a verifier parses
+        // one checkpoint for every group of the log.
+        serde_json::from_slice::<Wire<'_>>(bytes).ok()?.into_checkpoint()
+    }
+}
+
+/// The wire form's members as parsed, before their values are checked.
+#[derive(Deserialize)]
+struct Wire<'a> {
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    /// Absent in the older form; when present it must be a string (`null` is refused).
+    #[serde(borrow, default, deserialize_with = "present")]
+    format: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    origin: Cow<'a, str>,
+    size: u64,
+    #[serde(borrow)]
+    root: Cow<'a, str>,
+    #[serde(borrow)]
+    chain_head: Cow<'a, str>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    key: Cow<'a, str>,
+    #[serde(borrow)]
+    signature: Cow<'a, str>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    // `Cow<str>` borrows only when asked to (serde's `borrow`), as here.
+    #[derive(Deserialize)]
+    struct Borrowed<'a>(#[serde(borrow)] Cow<'a, str>);
+    Borrowed::deserialize(d).map(|b| Some(b.0))
+}
+
+impl Wire<'_> {
+    fn into_checkpoint(self) -> Option<Checkpoint> {
+        if self.kind != "checkpoint" {
+            return None;
+        }
+        let form = match self.format.as_deref() {
+            None => Form::Json,
+            Some("note") => Form::Note,
+            Some(_) => return None,
+        };
+        Some(Checkpoint {
+            origin: self.origin.into_owned(),
+            size: self.size,
+            root: self.root.parse().ok()?,
+            chain_head: self.chain_head.parse().ok()?,
+            time: self.time.into_owned(),
+            key: PublicKey::parse(&self.key)?,
+            signature: Signature::parse(&self.signature)?,
+            form,
+        })
     }
 }
 
@@ -270,6 +310,28 @@ mod tests {
         assert_eq!(Checkpoint::from_note(&note, &[key.public_key()]).unwrap(), cp);
         let other = SigningKey::generate().unwrap().public_key();
         assert!(Checkpoint::from_note(&note, &[other]).is_err());
+    }
+
+    #[test]
+    fn bytes_and_values_parse_alike_and_a_bad_format_is_refused() {
+        let key = SigningKey::generate().unwrap();
+        let cp = Checkpoint::sign(&key, "test", 3, Sha256Digest::of(b"r"), Sha256Digest::of(b"c"), "t".into());
+        let mut v: Value = serde_json::from_slice(&cp.to_canonical()).unwrap();
+        // An escaped string cannot be borrowed from the bytes; it still parses.
+        v["time"] = json!("t\"1");
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let parsed = Checkpoint::from_slice(&bytes).unwrap();
+        assert_eq!(parsed.time, "t\"1");
+        assert_eq!(Checkpoint::from_value(&v), Some(parsed));
+        for format in [json!(null), json!("json"), json!(1)] {
+            let mut bad = v.clone();
+            bad["format"] = format;
+            assert_eq!(Checkpoint::from_slice(&serde_json::to_vec(&bad).unwrap()), None, "{bad}");
+            assert_eq!(Checkpoint::from_value(&bad), None, "{bad}");
+        }
+        let mut other = v.clone();
+        other["kind"] = json!("record");
+        assert_eq!(Checkpoint::from_slice(&serde_json::to_vec(&other).unwrap()), None);
     }
 
     #[test]

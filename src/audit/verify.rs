@@ -485,6 +485,12 @@ fn verify_db(
     trust: Trust,
     snapshot: Snapshot,
 ) -> Result<Result<VerifyReport, VerifyFailure>, AuditError> {
+    let start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
+    let scan = || prehash::Prehashed::new(store::records_from(db, 0), start.1);
+    // With nothing writing, the first batches are read and hashed while the checkpoints
+    // are parsed. A live log's records are scanned only after its checkpoints are read:
+    // a scan begun earlier might miss a group that a checkpoint read later covers.
+    let early = (snapshot == Snapshot::Stopped).then(scan);
     let stored = store::load_checkpoints(db)?;
     let mut lines = store::read_checkpoint_lines(&paths.checkpoints)?;
     if snapshot == Snapshot::Live {
@@ -492,10 +498,11 @@ fn verify_db(
         // every stored checkpoint and perhaps newer ones: those are not checked yet.
         lines.truncate(stored.len());
     }
-    let start = (1, Sha256Digest::from_bytes([0; 32]), Frontier::new());
+    let records = early.unwrap_or_else(scan);
     let mut db_error: Option<AuditError> = None;
     let mut unsigned = None;
-    let outcome = with_verifier(trust, start, |v| walk_db(db, &stored, v, &mut db_error, snapshot, &mut unsigned));
+    let outcome =
+        with_verifier(trust, start, |v| walk_db(records, &stored, v, &mut db_error, snapshot, &mut unsigned));
     if let Some(e) = db_error {
         return Err(e);
     }
@@ -525,14 +532,14 @@ type Stored = [(Vec<u8>, Option<Checkpoint>)];
 /// the writer stopped, records past the last checkpoint must continue the chain: they are
 /// a group whose signature was deferred (`writer`), reported in `unsigned`, not covered.
 fn walk_db(
-    db: &sled::Db,
+    records: prehash::Prehashed,
     stored: &Stored,
     v: &mut Verifier,
     db_error: &mut Option<AuditError>,
     snapshot: Snapshot,
     unsigned: &mut Option<(u64, u64)>,
 ) -> Result<u64, VerifyFailure> {
-    let mut records = prehash::Prehashed::new(store::records_from(db, 0), v.chain).peekable();
+    let mut records = records.peekable();
     let mut last_seen = 0u64;
     for (index, (_, cp)) in stored.iter().enumerate() {
         let Some(cp) = cp.clone() else {
