@@ -7,8 +7,9 @@
 //! hash matched, the stored hash before a record is the true chain, so the first mismatch
 //! is found at the same record as hashing the chain one record after another would.
 //!
-//! A thread of its own reads the database ahead (a bare scan is a third of the work), and
-//! the next batch is hashed while the verifier walks this one, so both cores stay busy.
+//! A thread of its own reads the database ahead (a bare scan is a third of the work) and
+//! starts hashing each batch as soon as it is read, so batches are hashed while the
+//! verifier walks earlier ones, and while the caller is still parsing the checkpoints.
 
 use std::collections::VecDeque;
 use std::sync::mpsc;
@@ -21,7 +22,7 @@ use super::super::store::{ScanError, StoredRecord};
 /// Records per batch: large enough that starting the threads costs nothing beside the
 /// hashing, small enough to keep memory flat on a large log.
 const BATCH: usize = 8192;
-/// Batches read ahead of the one being hashed.
+/// Batches read and being hashed ahead of the one being walked.
 const AHEAD: usize = 2;
 
 /// A batch's hashes: one per record, in order.
@@ -51,14 +52,11 @@ type Read = Vec<(u64, sled::IVec, Sha256Digest)>;
 /// The records of a database scan, in order, with their hashes.
 pub(super) struct Prehashed {
     /// `None` only while dropping.
-    batches: Option<mpsc::Receiver<(Read, Option<ScanError>)>>,
+    batches: Option<mpsc::Receiver<Hashing>>,
     /// Joined on drop: the reader holds the database open, and whoever verified may
     /// open it again next (sled locks it).
     reader: Option<thread::JoinHandle<()>>,
     ready: VecDeque<Result<Hashed, ScanError>>,
-    /// The next batch, hashed while the one in `ready` is walked.
-    next: Option<Hashing>,
-    lanes: usize,
 }
 
 impl Prehashed {
@@ -70,37 +68,20 @@ impl Prehashed {
         let lanes = thread::available_parallelism().map_or(1, |n| n.get());
         let (tx, batches) = mpsc::sync_channel(AHEAD);
         // Ends when the scan does, or when `batches` is dropped (a send fails).
-        let reader = thread::spawn(move || read_ahead(scan, chain, tx));
-        Self { batches: Some(batches), reader: Some(reader), ready: VecDeque::new(), next: None, lanes }
+        let reader = thread::spawn(move || read_ahead(scan, chain, lanes, tx));
+        Self { batches: Some(batches), reader: Some(reader), ready: VecDeque::new() }
     }
 
-    /// Starts hashing the next batch the reader has; `None` when the reader is done.
-    fn start_next(&mut self) -> Option<Hashing> {
-        let Some(Ok((batch, error))) = self.batches.as_ref().map(mpsc::Receiver::recv) else {
+    fn fill(&mut self) {
+        let Some(Ok(Hashing { batch, error, lanes })) = self.batches.as_ref().map(mpsc::Receiver::recv) else {
             // The reader is gone: the scan ended, or the reader panicked, which must not
             // pass for the end of the log.
             if let Some(reader) = self.reader.take()
                 && reader.join().is_err()
             {
                 let error = ScanError::Db(sled::Error::ReportableBug("the database reader panicked".into()));
-                return Some(Hashing { batch: Vec::new(), error: Some(error), lanes: Vec::new() });
+                self.ready.push_back(Err(error));
             }
-            return None;
-        };
-        let per_lane = batch.len().div_ceil(self.lanes).max(1);
-        let lanes = batch
-            .chunks(per_lane)
-            .map(|chunk| {
-                // The hashers own their runs: they outlive this call.
-                let run: Vec<_> = chunk.iter().map(|(_, value, before)| (value.clone(), *before)).collect();
-                (run.len(), thread::spawn(move || hash_all(&run)))
-            })
-            .collect();
-        Some(Hashing { batch, error, lanes })
-    }
-
-    fn fill(&mut self) {
-        let Some(Hashing { batch, error, lanes }) = self.next.take().or_else(|| self.start_next()) else {
             return;
         };
         let hashes: Hashes = lanes
@@ -108,10 +89,6 @@ impl Prehashed {
             // A hasher that panicked leaves its records without a link: they fail as edited.
             .flat_map(|(n, w)| w.join().unwrap_or_else(|_| vec![(None, Sha256Digest::from_bytes([0; 32])); n]))
             .collect();
-        // An error ends the scan: nothing follows it to hash.
-        if error.is_none() {
-            self.next = self.start_next();
-        }
         for ((seq, value, _), (link, leaf)) in batch.into_iter().zip(hashes) {
             self.ready.push_back(Ok(Hashed { seq, value, link, leaf }));
         }
@@ -121,9 +98,23 @@ impl Prehashed {
     }
 }
 
-/// Reads `scan` in batches, each record paired with the stored hash before it; a read
-/// error ends the last batch.
-fn read_ahead<I>(mut scan: I, mut before: Sha256Digest, tx: mpsc::SyncSender<(Read, Option<ScanError>)>)
+/// Starts hashing `batch` on `lanes` threads, each with its run of it.
+fn start_hashing(batch: Read, error: Option<ScanError>, lanes: usize) -> Hashing {
+    let per_lane = batch.len().div_ceil(lanes).max(1);
+    let lanes = batch
+        .chunks(per_lane)
+        .map(|chunk| {
+            // The hashers own their runs: they outlive this call.
+            let run: Vec<_> = chunk.iter().map(|(_, value, before)| (value.clone(), *before)).collect();
+            (run.len(), thread::spawn(move || hash_all(&run)))
+        })
+        .collect();
+    Hashing { batch, error, lanes }
+}
+
+/// Reads `scan` in batches, each record paired with the stored hash before it, and starts
+/// hashing each; a read error ends the last batch.
+fn read_ahead<I>(mut scan: I, mut before: Sha256Digest, lanes: usize, tx: mpsc::SyncSender<Hashing>)
 where
     I: Iterator<Item = Result<StoredRecord, ScanError>>,
 {
@@ -153,7 +144,7 @@ where
                 }
             }
         }
-        if (!batch.is_empty() || error.is_some()) && tx.send((batch, error)).is_err() {
+        if (!batch.is_empty() || error.is_some()) && tx.send(start_hashing(batch, error, lanes)).is_err() {
             return;
         }
         if done {
@@ -173,13 +164,9 @@ fn hash_all(run: &[(sled::IVec, Sha256Digest)]) -> Hashes {
 
 impl Drop for Prehashed {
     fn drop(&mut self) {
-        // Unblocks a reader waiting to send, then waits at most the rest of its batch.
+        // Unblocks a reader waiting to send, then waits at most the rest of its batch. The
+        // hashers own their runs (clones of sled's buffers), so none needs joining.
         self.batches = None;
-        if let Some(next) = self.next.take() {
-            for (_, hasher) in next.lanes {
-                let _ = hasher.join();
-            }
-        }
         if let Some(reader) = self.reader.take() {
             let _ = reader.join();
         }
